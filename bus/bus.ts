@@ -1,0 +1,315 @@
+// The one object agents use to talk: validated publish/subscribe, durable consumers with DLQ,
+// request/reply with timeouts, and the KV buckets.
+import type { NatsConnection, Msg, Subscription } from '@nats-io/transport-node';
+import { headers as natsHeaders } from '@nats-io/transport-node';
+import { jetstream, AckPolicy, DeliverPolicy, type JetStreamClient, type JetStreamManager, type JsMsg } from '@nats-io/jetstream';
+import type { z } from 'zod';
+import { decode, encode, encodeJson, makeEnvelope, validate, type EnvelopeMeta } from './codec.ts';
+import { connectNats } from './connection.ts';
+import { HomeostatError } from './errors.ts';
+import { AUDIT_STREAM, ensureJetStream, FLEET_STREAM, type FleetKv } from './jetstream.ts';
+import { silentLogger, type Logger } from './logger.ts';
+import { CommandReply, type Envelope } from './schemas.ts';
+import { coveredByFleetStream, patternWithin, subjects, AUDIT_STREAM_SUBJECTS } from './subjects.ts';
+
+export interface BusOptions {
+  servers: string;
+  /** Who publishes: becomes the envelope's `source` and the connection name. */
+  source: string;
+  log?: Logger;
+}
+
+export interface PublishOptions extends EnvelopeMeta {
+  /** JetStream dedup id; defaults to the envelope id. */
+  msgId?: string;
+  /** Keep retrying a persisted publish this long across reconnects (ms). */
+  retryForMs?: number;
+}
+
+export type Handler<T> = (env: Envelope<T>, subject: string) => void | Promise<void>;
+
+export interface Stoppable {
+  stop(): Promise<void>;
+}
+
+export interface ConsumeOptions<T> {
+  durable: string;
+  filter: string;
+  handler: (env: Envelope<T>, msg: JsMsg) => Promise<void>;
+  /** Start with messages published after the consumer was first created (default) or all. */
+  deliver?: 'new' | 'all';
+  ackWaitMs?: number;
+  maxDeliver?: number;
+  schema?: z.ZodType;
+}
+
+const RAW_LIMIT = 4096;
+
+export class Bus {
+  readonly nc: NatsConnection;
+  readonly js: JetStreamClient;
+  readonly jsm: JetStreamManager;
+  readonly kv: FleetKv;
+  readonly source: string;
+  readonly log: Logger;
+  private readonly stoppables = new Set<Stoppable>();
+  private readonly dlqSeen = new Set<string>();
+  dlqCount = 0;
+  private stopping = false;
+
+  private constructor(nc: NatsConnection, jsm: JetStreamManager, kv: FleetKv, source: string, log: Logger) {
+    this.nc = nc;
+    this.jsm = jsm;
+    this.js = jetstream(nc, { timeout: 5000 });
+    this.kv = kv;
+    this.source = source;
+    this.log = log;
+  }
+
+  static async connect(opts: BusOptions): Promise<Bus> {
+    const log = opts.log ?? silentLogger;
+    const nc = await connectNats({ servers: opts.servers, name: `homeostat-${opts.source}`, log });
+    try {
+      const { jsm, kv } = await ensureJetStream(nc);
+      return new Bus(nc, jsm, kv, opts.source, log);
+    } catch (e) {
+      await nc.close().catch(() => undefined);
+      throw new HomeostatError('HOMEOSTAT_ERR_NATS_UNAVAILABLE', `JetStream not available at ${opts.servers}: ${(e as Error).message}`, { cause: e });
+    }
+  }
+
+  /** A Bus that publishes under another source name, sharing this connection. */
+  as(source: string): Bus {
+    const b = Object.create(this) as Bus;
+    (b as { source: string }).source = source;
+    return b;
+  }
+
+  envelope<T>(type: string, data: T, meta: EnvelopeMeta = {}): Envelope<T> {
+    return makeEnvelope(this.source, type, data, meta);
+  }
+
+  /** Validate and publish. Persisted subjects go through JetStream (dedup on msgId) and are
+   *  retried across reconnects; others are core NATS. Returns the envelope sent. */
+  async publish<T>(subject: string, type: string, data: T, opts: PublishOptions = {}): Promise<Envelope<T>> {
+    const env = this.envelope(type, data, opts);
+    const bytes = encode(subject, env);
+    const parsed = JSON.parse(new TextDecoder().decode(bytes)) as Envelope<T>;
+    if (!coveredByFleetStream(subject)) {
+      this.nc.publish(subject, bytes);
+      return parsed;
+    }
+    const msgId = opts.msgId ?? env.id;
+    const deadline = Date.now() + (opts.retryForMs ?? 30_000);
+    let delay = 50;
+    for (;;) {
+      try {
+        await this.js.publish(subject, bytes, { msgID: msgId, timeout: 3000 });
+        return parsed;
+      } catch (e) {
+        if (this.stopping || Date.now() > deadline) {
+          throw new HomeostatError('HOMEOSTAT_ERR_NATS_UNAVAILABLE', `publish to ${subject} failed: ${(e as Error).message}`, { cause: e });
+        }
+        await sleep(delay + Math.random() * delay);
+        delay = Math.min(delay * 2, 2000);
+      }
+    }
+  }
+
+  /** Publish an envelope that already exists (e.g. forwarding); still validated. */
+  async publishCore<T>(subject: string, type: string, data: T, meta: EnvelopeMeta = {}): Promise<Envelope<T>> {
+    const env = this.envelope(type, data, meta);
+    this.nc.publish(subject, encode(subject, env));
+    return env;
+  }
+
+  /** Send an invalid message to fleet.dlq.<subject>: counted, logged once per subject+reason kind. */
+  async deadLetter(subject: string, raw: Uint8Array, reason: string): Promise<void> {
+    this.dlqCount++;
+    const kind = `${subject.split('.').slice(0, 3).join('.')}|${reason.split(':')[0]}`;
+    if (!this.dlqSeen.has(kind)) {
+      this.dlqSeen.add(kind);
+      this.log.warn({ subject, reason, dlqCount: this.dlqCount }, 'invalid message sent to dead-letter subject');
+    }
+    if (subject.startsWith('fleet.dlq.')) return; // never dead-letter a dead letter
+    const text = Buffer.from(raw.subarray(0, RAW_LIMIT)).toString('utf8');
+    try {
+      await this.publish(subjects.dlq(subject), 'DeadLetter', {
+        subject,
+        reason: reason.slice(0, 2000),
+        raw: text.slice(0, RAW_LIMIT),
+        size: raw.length,
+        truncated: raw.length > RAW_LIMIT,
+        receivedBy: this.source,
+      }, { retryForMs: 5000 });
+    } catch (e) {
+      this.log.error({ subject, err: (e as Error).message }, 'could not publish dead letter');
+    }
+  }
+
+  /** Core subscription with validation; bad messages go to the DLQ and the loop goes on. */
+  subscribe<T>(pattern: string, handler: Handler<T>, opts: { queue?: string; schema?: z.ZodType } = {}): Stoppable {
+    const sub: Subscription = this.nc.subscribe(pattern, { queue: opts.queue });
+    const done = (async () => {
+      for await (const m of sub) {
+        const r = decode<T>(m.subject, m.data, opts.schema);
+        if (!r.ok) {
+          await this.deadLetter(m.subject, m.data, r.reason);
+          continue;
+        }
+        try {
+          await handler(r.env, m.subject);
+        } catch (e) {
+          this.log.error({ subject: m.subject, err: (e as Error).message }, 'handler failed');
+        }
+      }
+    })();
+    return this.track({
+      stop: async () => {
+        sub.unsubscribe();
+        await done.catch(() => undefined);
+      },
+    });
+  }
+
+  /** Durable JetStream consumer with explicit ack. Invalid → DLQ + term; handler error →
+   *  nak with backoff, dead-lettered after maxDeliver attempts. */
+  async consume<T>(opts: ConsumeOptions<T>): Promise<Stoppable> {
+    const stream = AUDIT_STREAM_SUBJECTS.some((s) => patternWithin(opts.filter, s)) ? AUDIT_STREAM : FLEET_STREAM;
+    const maxDeliver = opts.maxDeliver ?? 5;
+    const cfg = {
+      durable_name: opts.durable,
+      ack_policy: AckPolicy.Explicit,
+      filter_subject: opts.filter,
+      deliver_policy: opts.deliver === 'all' ? DeliverPolicy.All : DeliverPolicy.New,
+      ack_wait: (opts.ackWaitMs ?? 30_000) * 1_000_000,
+      max_deliver: maxDeliver,
+    };
+    try {
+      await this.jsm.consumers.info(stream, opts.durable);
+    } catch {
+      await this.jsm.consumers.add(stream, cfg);
+    }
+    const consumer = await this.js.consumers.get(stream, opts.durable);
+    const messages = await consumer.consume({ max_messages: 64 });
+    const done = (async () => {
+      for await (const m of messages) {
+        const r = decode<T>(m.subject, m.data, opts.schema);
+        if (!r.ok) {
+          await this.deadLetter(m.subject, m.data, r.reason);
+          m.term(r.reason.slice(0, 100));
+          continue;
+        }
+        try {
+          await opts.handler(r.env, m);
+          m.ack();
+        } catch (e) {
+          const attempt = m.info.deliveryCount;
+          if (attempt >= maxDeliver) {
+            await this.deadLetter(m.subject, m.data, `handler failed ${attempt} times: ${(e as Error).message}`);
+            m.term();
+          } else {
+            this.log.warn({ subject: m.subject, attempt, err: (e as Error).message }, 'handler failed, will retry');
+            m.nak(Math.min(200 * 2 ** attempt, 10_000));
+          }
+        }
+      }
+    })();
+    return this.track({
+      stop: async () => {
+        await messages.close().catch(() => undefined);
+        await done.catch(() => undefined);
+      },
+    });
+  }
+
+  /** Request/reply over fleet.cmd.* and fleet.chat. Throws HomeostatError on timeout, no responders, or an error reply. */
+  async request<R = unknown>(subject: string, type: string, data: unknown, timeoutMs = 10_000): Promise<R> {
+    const env = this.envelope(type, data);
+    let msg: Msg;
+    try {
+      msg = await this.nc.request(subject, encode(subject, env), { timeout: timeoutMs });
+    } catch (e) {
+      const err = e as Error & { isNoResponders?: () => boolean };
+      if (typeof err.isNoResponders === 'function' && err.isNoResponders()) {
+        throw new HomeostatError('HOMEOSTAT_ERR_TIMEOUT', `no agent answers ${subject}; is \`homeostat up\` running?`, { cause: e });
+      }
+      throw new HomeostatError('HOMEOSTAT_ERR_TIMEOUT', `no reply on ${subject} within ${timeoutMs} ms`, { cause: e });
+    }
+    const r = decode<CommandReply>(subject, msg.data, CommandReply);
+    if (!r.ok) throw new HomeostatError('HOMEOSTAT_ERR_INVALID_MESSAGE', `bad reply on ${subject}: ${r.reason}`);
+    if (!r.env.data.ok) {
+      const code = (r.env.data.error?.code ?? 'HOMEOSTAT_ERR_INTERNAL') as HomeostatError['code'];
+      throw new HomeostatError(code, r.env.data.error?.message ?? 'request failed');
+    }
+    return r.env.data.result as R;
+  }
+
+  /** Serve a request subject; the handler's value becomes `{ok:true,result}`, a throw becomes `{ok:false,error}`. */
+  serve<T>(pattern: string, handler: (env: Envelope<T>, subject: string) => Promise<unknown>, opts: { queue?: string; schema?: z.ZodType } = {}): Stoppable {
+    const sub = this.nc.subscribe(pattern, { queue: opts.queue ?? 'homeostat' });
+    const respond = (m: Msg, reply: CommandReply, causationId?: string, correlationId?: string) => {
+      if (!m.reply) return;
+      const env = this.envelope('CommandReply', reply, { causationId, correlationId });
+      const v = validate(m.subject, env, CommandReply);
+      m.respond(encodeJson(v.ok ? v.env : { ...env, data: { ok: false, error: { code: 'HOMEOSTAT_ERR_INTERNAL', message: 'reply failed validation' } } }));
+    };
+    const done = (async () => {
+      for await (const m of sub) {
+        const r = decode<T>(m.subject, m.data, opts.schema);
+        if (!r.ok) {
+          respond(m, { ok: false, error: { code: 'HOMEOSTAT_ERR_INVALID_MESSAGE', message: r.reason } });
+          await this.deadLetter(m.subject, m.data, r.reason);
+          continue;
+        }
+        // handle concurrently: a slow command must not block status queries
+        void (async () => {
+          try {
+            const result = await handler(r.env, m.subject);
+            respond(m, { ok: true, result }, r.env.id, r.env.correlationId);
+          } catch (e) {
+            const code = e instanceof HomeostatError ? e.code : 'HOMEOSTAT_ERR_INTERNAL';
+            respond(m, { ok: false, error: { code, message: (e as Error).message.slice(0, 2000) } }, r.env.id, r.env.correlationId);
+          }
+        })();
+      }
+    })();
+    return this.track({
+      stop: async () => {
+        sub.unsubscribe();
+        await done.catch(() => undefined);
+      },
+    });
+  }
+
+  private track(s: Stoppable): Stoppable {
+    this.stoppables.add(s);
+    return {
+      stop: async () => {
+        this.stoppables.delete(s);
+        await s.stop();
+      },
+    };
+  }
+
+  /** Stop subscriptions and consumers, then drain the connection. */
+  async stop(): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    await Promise.allSettled([...this.stoppables].map((s) => s.stop()));
+    this.stoppables.clear();
+    if (!this.nc.isClosed()) await this.nc.drain().catch(() => this.nc.close());
+  }
+}
+
+export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const t = setTimeout(resolve, ms);
+    signal?.addEventListener('abort', () => {
+      clearTimeout(t);
+      resolve();
+    }, { once: true });
+  });
+}
+
+export { natsHeaders };

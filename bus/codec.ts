@@ -1,0 +1,91 @@
+// Validates on publish and on receive. A decode never throws: it returns a reason instead,
+// which the caller turns into a dead letter.
+import { ulid } from 'ulid';
+import type { z } from 'zod';
+import { HomeostatError } from './errors.ts';
+import { familyOf } from './families.ts';
+import { Envelope } from './schemas.ts';
+
+export const MAX_PAYLOAD_BYTES = 256 * 1024;
+const enc = new TextEncoder();
+const dec = new TextDecoder('utf-8', { fatal: true });
+
+export function newId(): string {
+  return ulid();
+}
+
+export interface EnvelopeMeta {
+  id?: string;
+  correlationId?: string;
+  causationId?: string;
+  ts?: string;
+}
+
+export function makeEnvelope<T>(source: string, type: string, data: T, meta: EnvelopeMeta = {}): Envelope<T> {
+  const id = meta.id ?? newId();
+  const env: Envelope<T> = {
+    id,
+    ts: meta.ts ?? new Date().toISOString(),
+    source,
+    type,
+    correlationId: meta.correlationId ?? id,
+    data,
+  };
+  if (meta.causationId) env.causationId = meta.causationId;
+  return env;
+}
+
+export type DecodeResult<T = unknown> = { ok: true; env: Envelope<T> } | { ok: false; reason: string };
+
+function issueText(err: z.ZodError): string {
+  return err.issues
+    .slice(0, 3)
+    .map((i) => `${i.path.length ? i.path.join('.') : '(root)'}: ${i.message}`)
+    .join('; ');
+}
+
+/** Validate envelope + data for `subject`; returns the parsed (defaults applied) envelope. */
+export function validate<T = unknown>(subject: string, env: unknown, schema?: z.ZodType): DecodeResult<T> {
+  const outer = Envelope.safeParse(env);
+  if (!outer.success) return { ok: false, reason: `envelope ${issueText(outer.error)}` };
+  const fam = familyOf(subject);
+  const dataSchema = schema ?? fam?.schema;
+  if (!dataSchema) return { ok: false, reason: `no schema for subject ${subject}` };
+  if (!schema && fam && fam.types.length && !fam.types.includes(outer.data.type)) {
+    return { ok: false, reason: `type ${JSON.stringify(outer.data.type).slice(0, 90)} not allowed on ${fam.name}` };
+  }
+  const inner = dataSchema.safeParse(outer.data.data);
+  if (!inner.success) return { ok: false, reason: `data ${issueText(inner.error)}` };
+  return { ok: true, env: { ...outer.data, data: inner.data as T } };
+}
+
+export function encode(subject: string, env: Envelope, schema?: z.ZodType): Uint8Array {
+  const v = validate(subject, env, schema);
+  if (!v.ok) throw new HomeostatError('HOMEOSTAT_ERR_INVALID_MESSAGE', `refusing to publish on ${subject}: ${v.reason}`);
+  const bytes = enc.encode(JSON.stringify(v.env));
+  if (bytes.length > MAX_PAYLOAD_BYTES) {
+    throw new HomeostatError('HOMEOSTAT_ERR_INVALID_MESSAGE', `refusing to publish on ${subject}: ${bytes.length} bytes > ${MAX_PAYLOAD_BYTES}`);
+  }
+  return bytes;
+}
+
+export function decode<T = unknown>(subject: string, bytes: Uint8Array, schema?: z.ZodType): DecodeResult<T> {
+  if (bytes.length > MAX_PAYLOAD_BYTES) return { ok: false, reason: `oversize payload: ${bytes.length} bytes > ${MAX_PAYLOAD_BYTES}` };
+  let text: string;
+  try {
+    text = dec.decode(bytes);
+  } catch {
+    return { ok: false, reason: 'payload is not valid UTF-8' };
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (e) {
+    return { ok: false, reason: `malformed JSON: ${(e as Error).message.slice(0, 200)}` };
+  }
+  return validate<T>(subject, json, schema);
+}
+
+export function encodeJson(value: unknown): Uint8Array {
+  return enc.encode(JSON.stringify(value));
+}

@@ -1,0 +1,50 @@
+// Connects once, then reconnects forever with capped exponential backoff and jitter.
+import { connect, type NatsConnection } from '@nats-io/transport-node';
+import { HomeostatError } from './errors.ts';
+import type { Logger } from './logger.ts';
+
+export interface ConnectOptions {
+  servers: string;
+  name: string;
+  log: Logger;
+  /** How long the first connection may take before giving up (ms). */
+  firstConnectTimeoutMs?: number;
+}
+
+export async function connectNats(opts: ConnectOptions): Promise<NatsConnection> {
+  let failures = 0;
+  const deadline = Date.now() + (opts.firstConnectTimeoutMs ?? 10_000);
+  let lastErr: unknown;
+  while (Date.now() < deadline) {
+    try {
+      const nc = await connect({
+        servers: opts.servers,
+        name: opts.name,
+        maxReconnectAttempts: -1,
+        reconnectTimeWait: 250,
+        // backoff between reconnect rounds: 250 ms doubling to 5 s, with jitter; reset on success
+        reconnectDelayHandler: () => {
+          failures++;
+          return Math.min(250 * 2 ** Math.min(failures, 5), 5000) + Math.floor(Math.random() * 200);
+        },
+        pingInterval: 10_000,
+        maxPingOut: 3,
+      });
+      void (async () => {
+        for await (const s of nc.status()) {
+          if (s.type === 'reconnect') {
+            failures = 0;
+            opts.log.info({ server: String((s as { server?: unknown }).server ?? '') }, 'nats reconnected');
+          } else if (s.type === 'disconnect') {
+            opts.log.warn({ server: String((s as { server?: unknown }).server ?? '') }, 'nats disconnected, reconnecting');
+          }
+        }
+      })().catch(() => undefined);
+      return nc;
+    } catch (e) {
+      lastErr = e;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  }
+  throw new HomeostatError('HOMEOSTAT_ERR_NATS_UNAVAILABLE', `cannot connect to NATS at ${opts.servers}: ${(lastErr as Error)?.message ?? 'timeout'}`, { cause: lastErr });
+}

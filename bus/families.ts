@@ -1,0 +1,38 @@
+// Which schema guards which subject. Order matters: the first pattern that matches wins.
+import type { z } from 'zod';
+import { subjectMatches } from './subjects.ts';
+import * as S from './schemas.ts';
+
+export interface Family {
+  name: string;
+  pattern: string;
+  schema: z.ZodType;
+  /** Envelope `type` values allowed on this family (empty = any). */
+  types: readonly string[];
+}
+
+export const FAMILIES: readonly Family[] = [
+  { name: 'guest-event', pattern: 'fleet.events.guest.*.*', schema: S.GuestEvent, types: ['GuestStateChanged', 'GuestProbe', 'GuestDiscovered', 'GuestResources'] },
+  { name: 'node-event', pattern: 'fleet.events.node.*', schema: S.NodeEvent, types: ['NodeUp', 'NodeDown', 'NodeUnreachable', 'NodeReachable', 'NodePressure', 'NodeDiscovered'] },
+  { name: 'api-event', pattern: 'fleet.events.api', schema: S.ApiEvent, types: ['PveUnavailable', 'PveAvailable'] },
+  { name: 'metrics', pattern: 'fleet.metrics.*.*', schema: S.MetricSample, types: ['MetricSample'] },
+  { name: 'alert', pattern: 'fleet.alerts.*', schema: S.Alert, types: ['AlertFired', 'AlertResolved'] },
+  { name: 'incident', pattern: 'fleet.incidents.*.*', schema: S.Incident, types: ['IncidentOpened', 'IncidentUpdated', 'IncidentResolved'] },
+  { name: 'decision', pattern: 'fleet.decisions.*', schema: S.Decision, types: ['DecisionMade'] },
+  { name: 'action', pattern: 'fleet.actions.*', schema: S.Action, types: ['ActionRequested', 'ActionApproved', 'ActionDenied', 'ActionStarted', 'ActionSucceeded', 'ActionFailed'] },
+  { name: 'workflow', pattern: 'fleet.workflows.>', schema: S.WorkflowEvent, types: [] },
+  { name: 'command', pattern: 'fleet.cmd.>', schema: S.CommandRequest, types: [] },
+  { name: 'chat', pattern: 'fleet.chat', schema: S.ChatRequest, types: ['ChatQuestion'] },
+  { name: 'dead-letter', pattern: 'fleet.dlq.>', schema: S.DeadLetter, types: ['DeadLetter'] },
+];
+
+const cache = new Map<string, Family | null>();
+
+export function familyOf(subject: string): Family | undefined {
+  const hit = cache.get(subject);
+  if (hit !== undefined) return hit ?? undefined;
+  const fam = FAMILIES.find((f) => subjectMatches(f.pattern, subject)) ?? null;
+  if (cache.size > 50_000) cache.clear();
+  cache.set(subject, fam);
+  return fam ?? undefined;
+}

@@ -1,0 +1,102 @@
+// Idempotent JetStream setup: streams FLEET and AUDIT, KV buckets. Safe to run from every agent.
+import type { NatsConnection } from '@nats-io/transport-node';
+import { jetstreamManager, RetentionPolicy, StorageType, DiscardPolicy, type JetStreamManager, type StreamConfig } from '@nats-io/jetstream';
+import { Kvm, type KV } from '@nats-io/kv';
+import { AUDIT_STREAM_SUBJECTS, FLEET_OWN_SUBJECTS } from './subjects.ts';
+
+const NS = 1_000_000;
+const SEC = 1000 * NS;
+export const FLEET_STREAM = 'FLEET';
+export const AUDIT_STREAM = 'AUDIT';
+/** Dedup window: a re-published action id inside it is dropped by the server. */
+export const DEDUP_WINDOW_MS = 10 * 60 * 1000;
+
+export const BUCKETS = {
+  fleetState: 'fleet-state',
+  incidents: 'incidents',
+  locks: 'locks',
+  workflows: 'workflows',
+} as const;
+export type BucketName = (typeof BUCKETS)[keyof typeof BUCKETS];
+
+export interface FleetKv {
+  fleetState: KV;
+  incidents: KV;
+  locks: KV;
+  workflows: KV;
+}
+
+function fleetConfig(): Partial<StreamConfig> & { name: string } {
+  return {
+    name: FLEET_STREAM,
+    subjects: FLEET_OWN_SUBJECTS,
+    // nats-server 2.9 keeps one source per stream name, so AUDIT owns actions+decisions and
+    // FLEET sources it whole: FLEET still holds every persisted subject, in one replayable log.
+    sources: [{ name: AUDIT_STREAM }],
+    storage: StorageType.File,
+    retention: RetentionPolicy.Limits,
+    discard: DiscardPolicy.Old,
+    max_age: 7 * 24 * 3600 * SEC,
+    max_bytes: 1024 * 1024 * 1024,
+    duplicate_window: DEDUP_WINDOW_MS * NS,
+    num_replicas: 1,
+  };
+}
+
+function auditConfig(): Partial<StreamConfig> & { name: string } {
+  return {
+    name: AUDIT_STREAM,
+    subjects: AUDIT_STREAM_SUBJECTS,
+    storage: StorageType.File,
+    retention: RetentionPolicy.Limits,
+    max_age: 365 * 24 * 3600 * SEC,
+    duplicate_window: DEDUP_WINDOW_MS * NS,
+    num_replicas: 1,
+  };
+}
+
+async function withRetry<T>(fn: () => Promise<T>, attempts = 20): Promise<T> {
+  let last: unknown;
+  for (let i = 0; i < attempts; i++) {
+    try {
+      return await fn();
+    } catch (e) {
+      last = e;
+      await new Promise((r) => setTimeout(r, Math.min(100 * 2 ** i, 1000)));
+    }
+  }
+  throw last;
+}
+
+async function ensureStream(jsm: JetStreamManager, cfg: Partial<StreamConfig> & { name: string }): Promise<void> {
+  const name = cfg.name;
+  try {
+    const info = await jsm.streams.info(name);
+    const { name: _n, storage: _s, ...update } = cfg;
+    void _n;
+    void _s;
+    await jsm.streams.update(name, { ...info.config, ...update });
+  } catch (e) {
+    if ((e as { name?: string }).name === 'StreamNotFoundError' || /not found/i.test(String((e as Error).message))) {
+      await jsm.streams.add(cfg);
+    } else {
+      throw e;
+    }
+  }
+}
+
+export async function ensureJetStream(nc: NatsConnection): Promise<{ jsm: JetStreamManager; kv: FleetKv }> {
+  // A fresh JetStream server may need a moment before it answers API requests.
+  const jsm = await withRetry(() => jetstreamManager(nc, { timeout: 5000 }));
+  await withRetry(() => ensureStream(jsm, auditConfig()), 5);
+  await withRetry(() => ensureStream(jsm, fleetConfig()), 5);
+  const kvm = new Kvm(nc);
+  const open = (bucket: string, history = 1) => withRetry(() => kvm.create(bucket, { history, storage: StorageType.File }), 5);
+  const kv: FleetKv = {
+    fleetState: await open(BUCKETS.fleetState),
+    incidents: await open(BUCKETS.incidents, 5),
+    locks: await open(BUCKETS.locks),
+    workflows: await open(BUCKETS.workflows, 5),
+  };
+  return { jsm, kv };
+}
