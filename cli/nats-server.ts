@@ -1,0 +1,81 @@
+// Spawns and stops a local `nats-server -js`: the embedded default of `homeostat up` and the tests.
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdirSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { HomeostatError } from '../bus/mod.ts';
+
+export interface NatsServerHandle {
+  url: string;
+  port: number;
+  pid: number;
+  stop(): Promise<void>;
+  /** Resolves when the process exits on its own or after stop(). */
+  exited: Promise<number | null>;
+}
+
+export function findNatsServer(): string | undefined {
+  for (const candidate of ['nats-server', '/usr/sbin/nats-server', '/usr/bin/nats-server', '/usr/local/bin/nats-server']) {
+    const r = spawnSync(candidate, ['--version'], { stdio: 'ignore' });
+    if (r.status === 0) return candidate;
+  }
+  return undefined;
+}
+
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const addr = s.address();
+      const port = typeof addr === 'object' && addr ? addr.port : 0;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+export async function startNatsServer(opts: { dataDir: string; port?: number; host?: string }): Promise<NatsServerHandle> {
+  const bin = findNatsServer();
+  if (!bin) {
+    throw new HomeostatError('HOMEOSTAT_ERR_NATS_MISSING', 'nats-server is not on PATH');
+  }
+  const host = opts.host ?? '127.0.0.1';
+  const port = opts.port && opts.port > 0 ? opts.port : await freePort();
+  mkdirSync(opts.dataDir, { recursive: true });
+  const child: ChildProcess = spawn(bin, ['-js', '-a', host, '-p', String(port), '-sd', opts.dataDir], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  let stderr = '';
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new HomeostatError('HOMEOSTAT_ERR_NATS_UNAVAILABLE', `nats-server did not start in 10 s: ${stderr.slice(-300)}`)), 10_000);
+    child.stderr!.on('data', (b: Buffer) => {
+      stderr += b.toString();
+      if (stderr.includes('Server is ready')) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new HomeostatError('HOMEOSTAT_ERR_NATS_UNAVAILABLE', `nats-server exited with ${code}: ${stderr.trim().split('\n').slice(-2).join(' ')}`));
+    });
+    child.once('error', (e) => {
+      clearTimeout(timer);
+      reject(new HomeostatError('HOMEOSTAT_ERR_NATS_MISSING', `cannot run nats-server: ${e.message}`));
+    });
+  });
+  child.stderr!.resume();
+  return {
+    url: `nats://${host}:${port}`,
+    port,
+    pid: child.pid!,
+    exited,
+    stop: async () => {
+      if (child.exitCode !== null) return;
+      child.kill('SIGTERM');
+      const t = setTimeout(() => child.kill('SIGKILL'), 5000);
+      await exited;
+      clearTimeout(t);
+    },
+  };
+}

@@ -1,0 +1,15 @@
+import { defineConfig } from 'vitest/config';
+
+export default defineConfig({
+  test: {
+    include: ['test/**/*.test.ts'],
+    globalSetup: ['test/global-setup.ts'],
+    testTimeout: 30_000,
+    hookTimeout: 30_000,
+    // 2-core CI machines: a few files at a time keeps the simulator timings honest
+    maxWorkers: 2,
+    minWorkers: 1,
+    pool: 'forks',
+    reporters: ['default'],
+  },
+});
