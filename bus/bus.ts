@@ -17,6 +17,8 @@ export interface BusOptions {
   /** Who publishes: becomes the envelope's `source` and the connection name. */
   source: string;
   log?: Logger;
+  /** How long the first connection may take (ms, default 10 s). */
+  connectTimeoutMs?: number;
 }
 
 export interface PublishOptions extends EnvelopeMeta {
@@ -68,7 +70,7 @@ export class Bus {
 
   static async connect(opts: BusOptions): Promise<Bus> {
     const log = opts.log ?? silentLogger;
-    const nc = await connectNats({ servers: opts.servers, name: `homeostat-${opts.source}`, log });
+    const nc = await connectNats({ servers: opts.servers, name: `homeostat-${opts.source}`, log, firstConnectTimeoutMs: opts.connectTimeoutMs });
     try {
       const { jsm, kv } = await ensureJetStream(nc);
       return new Bus(nc, jsm, kv, opts.source, log);

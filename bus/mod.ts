@@ -9,3 +9,5 @@ export * from './connection.ts';
 export * from './jetstream.ts';
 export * from './bus.ts';
 export * from './events.ts';
+export * from './kv-records.ts';
+export * from './kv.ts';

@@ -1,0 +1,27 @@
+// The agent registry: each agent is its own folder with a mod.ts exporting `agent: AgentModule`.
+import { HomeostatError } from '../bus/mod.ts';
+import { AGENT_NAMES, type AgentModule, type AgentName } from './runtime/agent.ts';
+
+export * from './runtime/agent.ts';
+export * from './runtime/config.ts';
+export * from './runtime/logger.ts';
+
+const loaders: Record<AgentName, () => Promise<{ agent: AgentModule }>> = {
+  sensing: () => import('./sensing/mod.ts'),
+  analysis: () => import('./analysis/mod.ts'),
+  decision: () => import('./decision/mod.ts'),
+  action: () => import('./action/mod.ts'),
+  operator: () => import('./operator/mod.ts'),
+  workflows: () => import('../workflows/mod.ts'),
+};
+
+export function isAgentName(name: string): name is AgentName {
+  return (AGENT_NAMES as readonly string[]).includes(name);
+}
+
+export async function loadAgent(name: string): Promise<AgentModule> {
+  if (!isAgentName(name)) {
+    throw new HomeostatError('HOMEOSTAT_ERR_USAGE', `unknown agent ${JSON.stringify(name)}; expected one of ${AGENT_NAMES.join('|')}`);
+  }
+  return (await loaders[name]()).agent;
+}

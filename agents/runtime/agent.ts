@@ -1,0 +1,77 @@
+// The agent runtime: `start(ctx) -> { stopped, stop() }`. Dependencies come in through ctx.
+import type { Bus } from '../../bus/mod.ts';
+import type { Fleet } from '../../fleet/manifest.ts';
+import type { PveApi } from '../../fleet/pve-types.ts';
+import type { Config } from './config.ts';
+import type { AppLogger } from './logger.ts';
+
+export const AGENT_NAMES = ['sensing', 'analysis', 'decision', 'action', 'operator', 'workflows'] as const;
+export type AgentName = (typeof AGENT_NAMES)[number];
+
+export interface AgentContext {
+  name: string;
+  config: Config;
+  log: AppLogger;
+  bus: Bus;
+  fleet: Fleet;
+  /** Present when PVE_URL (or the embedded simulator) is configured. */
+  pve?: PveApi;
+  /** Base URL of the PVE API (for the simulator's /sim/health probes). */
+  pveUrl?: string;
+  /** Extra services an agent may need (advisor, http ports), keyed by name; optional. */
+  services: Record<string, unknown>;
+}
+
+export interface AgentHandle {
+  /** Resolves when the agent has stopped: undefined on a clean stop, the Error when it died. */
+  stopped: Promise<void | Error>;
+  stop(): Promise<void>;
+}
+
+export interface AgentModule {
+  name: AgentName;
+  start(ctx: AgentContext): Promise<AgentHandle>;
+}
+
+/** Builds the handle from a list of cleanup steps; `fail(err)` ends the agent with an error. */
+export function agentHandle(cleanup: () => Promise<void>): AgentHandle & { fail(err: Error): void } {
+  let resolve!: (v: void | Error) => void;
+  const stopped = new Promise<void | Error>((r) => (resolve = r));
+  let stopping: Promise<void> | undefined;
+  const stop = () => {
+    stopping ??= cleanup().then(
+      () => resolve(),
+      (e: unknown) => resolve(e instanceof Error ? e : new Error(String(e))),
+    );
+    return stopping;
+  };
+  return {
+    stopped,
+    stop,
+    fail(err: Error) {
+      void cleanup().finally(() => resolve(err));
+    },
+  };
+}
+
+/** A loop that runs `tick` every `intervalMs` until stopped; errors are logged, never fatal. */
+export function every(intervalMs: number, tick: () => Promise<void>, log: AppLogger): { stop(): Promise<void> } {
+  let stopped = false;
+  let timer: NodeJS.Timeout | undefined;
+  let running: Promise<void> = Promise.resolve();
+  const loop = async () => {
+    if (stopped) return;
+    const t0 = Date.now();
+    running = tick().catch((e: unknown) => log.error({ err: (e as Error).message }, 'periodic task failed'));
+    await running;
+    if (!stopped) timer = setTimeout(() => void loop(), Math.max(0, intervalMs - (Date.now() - t0)));
+  };
+  void loop();
+  return {
+    async stop() {
+      stopped = true;
+      if (timer) clearTimeout(timer);
+      await running;
+    },
+  };
+}

@@ -1,0 +1,58 @@
+// Config is parsed once, by zod, at the edge (env + flags), then frozen and passed down.
+import { existsSync, readFileSync } from 'node:fs';
+import { z } from 'zod';
+import { HomeostatError } from '../../bus/mod.ts';
+
+const url = (protocols: string[], what: string) =>
+  z.string().refine((v) => {
+    try {
+      return protocols.includes(new URL(v).protocol);
+    } catch {
+      return false;
+    }
+  }, `expected ${what}`);
+
+const bool = z
+  .enum(['0', '1', 'true', 'false', 'yes', 'no', ''], { message: 'expected 1 or 0' })
+  .transform((v) => v === '1' || v === 'true' || v === 'yes');
+
+export const ConfigSchema = z.object({
+  NATS_URL: url(['nats:', 'tls:', 'ws:', 'wss:'], 'a nats:// URL, e.g. nats://127.0.0.1:4222').default('nats://127.0.0.1:4222'),
+  PVE_URL: url(['http:', 'https:'], 'an http(s) URL of the PVE API, e.g. https://pve.lan:8006').optional(),
+  PVE_TOKEN_ID: z.string().regex(/^[^@\s]+@[^!\s]+![A-Za-z0-9._-]+$/, 'expected USER@REALM!TOKENID, e.g. homeostat@pve!agent').optional(),
+  PVE_TOKEN_SECRET: z.string().min(1, 'expected the token secret (a UUID)').optional(),
+  PVE_CA_FILE: z.string().refine((p) => existsSync(p), 'expected a readable PEM file').optional(),
+  PVE_INSECURE: bool.default(false),
+  OLLAMA_HOST: url(['http:', 'https:'], 'an http(s) URL, e.g. http://127.0.0.1:11434').default('http://127.0.0.1:11434'),
+  OLLAMA_MODEL: z.string().min(1).max(200).default('qwen2.5:7b-instruct'),
+  OLLAMA_TIMEOUT_MS: z.coerce.number({ message: 'expected milliseconds' }).int().min(100).max(600_000).default(20_000),
+  LOG_LEVEL: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'], { message: 'expected one of trace|debug|info|warn|error|fatal|silent' }).default('info'),
+  HOMEOSTAT_FLEET: z.string().refine((p) => existsSync(p), 'expected a fleet manifest file (YAML or JSON)').optional(),
+  HOMEOSTAT_DRY_RUN: bool.default(false),
+});
+
+export type Config = Readonly<z.infer<typeof ConfigSchema>> & { readonly pveCaPem?: string };
+
+export const CONFIG_VARS = Object.keys(ConfigSchema.shape) as (keyof z.infer<typeof ConfigSchema>)[];
+
+/** Parse env (plus flag overrides, which win) once. Throws HOMEOSTAT_ERR_CONFIG naming the variable. */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Partial<Record<string, string | undefined>> = {}): Config {
+  const input: Record<string, string> = {};
+  for (const k of CONFIG_VARS) {
+    const v = overrides[k] ?? env[k];
+    if (v !== undefined && v !== '') input[k] = v;
+  }
+  const r = ConfigSchema.safeParse(input);
+  if (!r.success) {
+    const i = r.error.issues[0];
+    const name = String(i.path[0] ?? 'config');
+    const got = input[name] !== undefined && !/SECRET/.test(name) ? ` (got ${JSON.stringify(input[name].slice(0, 80))})` : '';
+    throw new HomeostatError('HOMEOSTAT_ERR_CONFIG', `${name}: ${i.message}${got}`);
+  }
+  const c = r.data;
+  if ((c.PVE_TOKEN_ID && !c.PVE_TOKEN_SECRET) || (!c.PVE_TOKEN_ID && c.PVE_TOKEN_SECRET)) {
+    throw new HomeostatError('HOMEOSTAT_ERR_CONFIG', `${c.PVE_TOKEN_ID ? 'PVE_TOKEN_SECRET' : 'PVE_TOKEN_ID'}: expected to be set together with ${c.PVE_TOKEN_ID ? 'PVE_TOKEN_ID' : 'PVE_TOKEN_SECRET'}`);
+  }
+  const pveCaPem = c.PVE_CA_FILE ? readFileSync(c.PVE_CA_FILE, 'utf8') : undefined;
+  return Object.freeze({ ...c, pveCaPem });
+}

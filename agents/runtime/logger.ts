@@ -1,0 +1,13 @@
+// JSON logs on stderr (stdout is for ready lines and command output), secrets redacted by path.
+import { pino, destination as pinoDestination, type Logger as PinoLogger } from 'pino';
+
+export type AppLogger = PinoLogger;
+
+export const REDACT_PATHS = [
+  'tokenSecret', '*.tokenSecret', 'pveTokenSecret', '*.pveTokenSecret', 'PVE_TOKEN_SECRET', '*.PVE_TOKEN_SECRET',
+  'config.PVE_TOKEN_SECRET', 'authorization', '*.authorization', 'headers.authorization', '*.headers.authorization',
+];
+
+export function createLogger(level: string = 'info', destination: NodeJS.WritableStream = process.stderr): AppLogger {
+  return pino({ level, base: { app: 'homeostat' }, redact: { paths: REDACT_PATHS, censor: '[redacted]' } }, pinoDestination({ fd: destination === process.stdout ? 1 : 2, sync: true }));
+}

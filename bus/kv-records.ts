@@ -1,0 +1,95 @@
+// What lives in the KV buckets: keys and value schemas. Writers: sensing owns guest.* / node.* /
+// api in fleet-state; operator, workflows and the CLI own desired.*; analysis owns incidents;
+// action owns locks; workflows owns workflows.
+import { z } from 'zod';
+import { GuestState, Health, NodeStatus, Resources, Incident } from './schemas.ts';
+import { token } from './subjects.ts';
+
+export const kvKeys = {
+  guest: (vmid: number) => `guest.${vmid}`,
+  node: (node: string) => `node.${token(node)}`,
+  desired: (vmid: number) => `desired.${vmid}`,
+  api: () => 'api',
+  advisor: () => 'advisor',
+  lock: (vmid: number) => `guest.${vmid}`,
+  incident: (id: string) => token(id),
+  workflow: (id: string) => token(id),
+} as const;
+
+export const GuestRecord = z.object({
+  vmid: z.number().int(),
+  name: z.string(),
+  node: z.string(),
+  type: z.enum(['lxc', 'qemu']),
+  layer: z.number().int(),
+  state: GuestState,
+  health: Health,
+  /** Consecutive failed health probes. */
+  probeFailures: z.number().int().min(0).default(0),
+  lastProbeReason: z.string().optional(),
+  resources: Resources.optional(),
+  certDaysLeft: z.number().optional(),
+  /** The node this guest's node answered from; false while its node is unreachable. */
+  reachable: z.boolean().default(true),
+  updatedAt: z.string(),
+  stateSince: z.string(),
+});
+export type GuestRecord = z.infer<typeof GuestRecord>;
+
+export const NodeRecord = z.object({
+  node: z.string(),
+  status: NodeStatus,
+  reachable: z.boolean(),
+  unreachableSince: z.string().optional(),
+  fenced: z.boolean().default(false),
+  resources: Resources.optional(),
+  updatedAt: z.string(),
+});
+export type NodeRecord = z.infer<typeof NodeRecord>;
+
+/** Desired state: only a divergence from it is a failure, so a deliberate shutdown is never "healed". */
+export const DesiredState = z.object({
+  state: z.enum(['running', 'stopped']),
+  maintenance: z.boolean().default(false),
+  by: z.string(),
+  reason: z.string().default(''),
+  at: z.string(),
+});
+export type DesiredState = z.infer<typeof DesiredState>;
+
+export const ApiRecord = z.object({
+  available: z.boolean(),
+  since: z.string(),
+  code: z.string().optional(),
+  reason: z.string().optional(),
+});
+export type ApiRecord = z.infer<typeof ApiRecord>;
+
+export const AdvisorRecord = z.object({
+  available: z.boolean(),
+  model: z.string().optional(),
+  reason: z.string().optional(),
+  checkedAt: z.string(),
+});
+export type AdvisorRecord = z.infer<typeof AdvisorRecord>;
+
+export const LockRecord = z.object({
+  actionId: z.string(),
+  holder: z.string(),
+  expiresAt: z.number(),
+});
+export type LockRecord = z.infer<typeof LockRecord>;
+
+export const WorkflowRecord = z.object({
+  workflowId: z.string(),
+  kind: z.enum(['boot', 'shutdown', 'failover', 'chaos']),
+  status: z.enum(['running', 'done', 'failed', 'aborted']),
+  input: z.unknown(),
+  snapshot: z.unknown().optional(),
+  output: z.unknown().optional(),
+  startedAt: z.string(),
+  updatedAt: z.string(),
+});
+export type WorkflowRecord = z.infer<typeof WorkflowRecord>;
+
+export { Incident as IncidentRecord };

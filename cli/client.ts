@@ -1,0 +1,24 @@
+// Shared by the client commands: config from env + --nats, a short-lived bus connection.
+import { Bus, HomeostatError } from '../bus/mod.ts';
+import { loadConfig, type Config } from '../agents/runtime/config.ts';
+
+export async function withBus<T>(natsFlag: string | undefined, fn: (bus: Bus, config: Config) => Promise<T>): Promise<T> {
+  const config = loadConfig(process.env, { NATS_URL: natsFlag });
+  let bus: Bus;
+  try {
+    bus = await Bus.connect({ servers: config.NATS_URL, source: 'cli', connectTimeoutMs: 3000 });
+  } catch (e) {
+    throw new HomeostatError('HOMEOSTAT_ERR_NATS_UNAVAILABLE', `cannot reach NATS at ${config.NATS_URL}; is \`homeostat up\` running? (${(e as Error).message})`, { cause: e });
+  }
+  try {
+    return await fn(bus, config);
+  } finally {
+    await bus.stop();
+  }
+}
+
+/** Send `fleet.cmd.<verb>` and return its result. */
+export async function command<R = unknown>(bus: Bus, verb: string, args: Record<string, unknown>, timeoutMs = 10_000): Promise<R> {
+  const { subjects } = await import('../bus/mod.ts');
+  return bus.request<R>(subjects.cmd(verb), 'Command', { args, requestedBy: `cli:${process.env.USER ?? 'operator'}` }, timeoutMs);
+}

@@ -1,0 +1,41 @@
+// `homeostat agent <name>`: one agent in its own process (compose runs one per service).
+import { AGENT_NAMES, createLogger, loadConfig } from '../../agents/mod.ts';
+import { HomeostatError } from '../../bus/mod.ts';
+import { loadFleetFile } from '../../fleet/manifest.ts';
+import { referenceFleet } from '../../fleet/reference-fleet.ts';
+import { parseCommand } from '../args.ts';
+import { println, printJson } from '../output.ts';
+import { waitForShutdownSignal } from '../signals.ts';
+import { startStack } from '../stack.ts';
+import { isAgentName } from '../../agents/mod.ts';
+
+const HELP = `Usage: homeostat agent <${AGENT_NAMES.join('|')}> [--nats URL] [--fleet FILE]
+
+Runs one agent against an existing NATS server (NATS_URL or --nats); PVE from PVE_URL etc.
+Prints {"ready":true,"agent":...} on stdout; SIGINT/SIGTERM drain and exit 0.`;
+
+export async function agentMain(argv: string[]): Promise<number> {
+  const { values, positionals } = parseCommand(argv, {
+    nats: { type: 'string' },
+    fleet: { type: 'string' },
+    help: { type: 'boolean', short: 'h', default: false },
+  });
+  if (values.help) {
+    println(HELP);
+    return 0;
+  }
+  const name = positionals[0];
+  if (!name || positionals.length > 1 || !isAgentName(name)) {
+    throw new HomeostatError('HOMEOSTAT_ERR_USAGE', `expected one agent name: ${AGENT_NAMES.join('|')}${name ? `, got ${JSON.stringify(name)}` : ''}`);
+  }
+  const config = loadConfig(process.env, { NATS_URL: values.nats });
+  const fleetFile = values.fleet ?? config.HOMEOSTAT_FLEET;
+  const fleet = fleetFile ? loadFleetFile(fleetFile) : referenceFleet();
+  const log = createLogger(config.LOG_LEVEL);
+  const stack = await startStack({ config, fleet, log, natsUrl: config.NATS_URL, agents: [name] });
+  printJson({ ready: true, agent: name, natsUrl: config.NATS_URL });
+  const handle = stack.agents.get(name)!;
+  const outcome = await Promise.race([waitForShutdownSignal().then(() => 'signal' as const), handle.stopped.then((r) => r)]);
+  await stack.stop();
+  return outcome instanceof Error ? 1 : 0;
+}

@@ -1,0 +1,3 @@
+import { notYet } from './pending.ts';
+export const approveMain = notYet('approve');
+export const denyMain = notYet('deny');

@@ -1,0 +1,2 @@
+import { notYet } from './pending.ts';
+export const incidentsMain = notYet('incidents');

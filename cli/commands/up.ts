@@ -1,0 +1,78 @@
+// `homeostat up`: the embedded default. One JSON ready line on stdout; Ctrl-C stops everything it started.
+import { referenceFleet } from '../../fleet/reference-fleet.ts';
+import { loadFleetFile } from '../../fleet/manifest.ts';
+import { createLogger, loadConfig, isAgentName, AGENT_NAMES, type AgentName } from '../../agents/mod.ts';
+import { HomeostatError } from '../../bus/mod.ts';
+import { parseCommand, parseIntFlag } from '../args.ts';
+import { println, printJson } from '../output.ts';
+import { startStack } from '../stack.ts';
+import { waitForShutdownSignal } from '../signals.ts';
+
+const HELP = `Usage: homeostat up [--sim] [--fleet FILE] [--nats URL] [--data-dir DIR] [--nats-port N] [--sim-port N] [--http] [--agents LIST]
+
+Runs homeostat in one process: its own nats-server -js (unless --nats), the PVE-API simulator
+(with --sim) and all agents. Prints one JSON line on stdout when ready:
+  {"ready":true,"natsUrl":...,"pveUrl":...,"pveTokenId":...,"pveTokenSecret":...,"fingerprint":...}
+Ctrl-C / SIGTERM stops everything it started (and nothing else).
+
+  --sim            start the PVE-API simulator on the fleet (HTTPS, self-signed; --http for plain HTTP)
+  --fleet FILE     fleet manifest (YAML/JSON); default $HOMEOSTAT_FLEET, else the reference fleet
+  --nats URL       use this NATS server instead of starting one
+  --data-dir DIR   where the embedded nats-server keeps its store (default ./.homeostat)
+  --nats-port N    port for the embedded nats-server (default 4222; 0 = a free port)
+  --sim-port N     simulator port (default 8006; 0 = a free port)
+  --agents LIST    comma-separated subset of ${AGENT_NAMES.join(',')} (default all)
+Without --sim, the PVE API comes from PVE_URL / PVE_TOKEN_ID / PVE_TOKEN_SECRET (see README).`;
+
+export async function upMain(argv: string[]): Promise<number> {
+  const { values } = parseCommand(argv, {
+    sim: { type: 'boolean', default: false },
+    fleet: { type: 'string' },
+    nats: { type: 'string' },
+    'data-dir': { type: 'string', default: '.homeostat' },
+    'nats-port': { type: 'string' },
+    'sim-port': { type: 'string' },
+    'time-scale': { type: 'string' },
+    http: { type: 'boolean', default: false },
+    agents: { type: 'string' },
+    help: { type: 'boolean', short: 'h', default: false },
+  }, false);
+  if (values.help) {
+    println(HELP);
+    return 0;
+  }
+  const config = loadConfig(process.env, { NATS_URL: values.nats });
+  const natsPort = parseIntFlag('nats-port', values['nats-port']);
+  const simPort = parseIntFlag('sim-port', values['sim-port']);
+  const timeScale = values['time-scale'] === undefined ? undefined : Number(values['time-scale']);
+  if (timeScale !== undefined && !(timeScale > 0 && timeScale <= 100)) throw new HomeostatError('HOMEOSTAT_ERR_USAGE', `--time-scale: expected a number in (0, 100], got ${values['time-scale']}`);
+  const agents = values.agents?.split(',').map((s) => s.trim()).filter(Boolean);
+  for (const a of agents ?? []) if (!isAgentName(a)) throw new HomeostatError('HOMEOSTAT_ERR_USAGE', `--agents: unknown agent ${JSON.stringify(a)}; expected ${AGENT_NAMES.join(',')}`);
+  const fleetFile = values.fleet ?? config.HOMEOSTAT_FLEET;
+  const fleet = fleetFile ? loadFleetFile(fleetFile) : referenceFleet();
+  const log = createLogger(config.LOG_LEVEL);
+
+  const stack = await startStack({
+    config,
+    fleet,
+    log,
+    natsUrl: values.nats,
+    dataDir: values['data-dir'],
+    natsPort,
+    sim: values.sim ? { port: simPort, http: values.http, timeScale } : undefined,
+    agents: agents as AgentName[] | undefined,
+  });
+  printJson({
+    ready: true,
+    natsUrl: stack.natsUrl,
+    ...(stack.pveUrl ? { pveUrl: stack.pveUrl, pveTokenId: stack.pveTokenId, pveTokenSecret: stack.pveTokenSecret } : {}),
+    ...(stack.fingerprint ? { fingerprint: stack.fingerprint } : {}),
+    fleet: fleet.name,
+    guests: fleet.guests.length,
+    agents: [...stack.agents.keys()],
+  });
+  const signal = await waitForShutdownSignal();
+  log.info({ signal }, 'stopping');
+  await stack.stop();
+  return 0;
+}

@@ -1,0 +1,73 @@
+// `homeostat <command>`: dispatch, --help, and the one place errors become exit codes.
+import { describeError, HomeostatError } from '../bus/mod.ts';
+
+type CommandMain = (argv: string[]) => Promise<number>;
+
+interface CommandEntry {
+  summary: string;
+  load: () => Promise<CommandMain>;
+}
+
+export const COMMANDS: Record<string, CommandEntry> = {
+  up: { summary: 'run nats-server (embedded), the simulator (--sim) and all agents', load: async () => (await import('./commands/up.ts')).upMain },
+  sim: { summary: 'run the PVE-API simulator alone', load: async () => (await import('./commands/sim.ts')).simMain },
+  agent: { summary: 'run one agent: sensing|analysis|decision|action|operator|workflows', load: async () => (await import('./commands/agent.ts')).agentMain },
+  status: { summary: 'nodes, guests by layer, incidents, pending approvals', load: async () => (await import('./commands/status.ts')).statusMain },
+  events: { summary: 'subscribe to fleet events (--since replays history)', load: async () => (await import('./commands/events.ts')).eventsMain },
+  incidents: { summary: 'list incidents (open first)', load: async () => (await import('./commands/incidents.ts')).incidentsMain },
+  trace: { summary: 'the causal chain of an incident: event → alert → incident → decision → action → task', load: async () => (await import('./commands/trace.ts')).traceMain },
+  boot: { summary: 'layered boot of the fleet in dependency order', load: async () => (await import('./commands/workflow.ts')).bootMain },
+  shutdown: { summary: 'graceful shutdown in reverse dependency order', load: async () => (await import('./commands/workflow.ts')).shutdownMain },
+  failover: { summary: 'fence a node and recover its guests elsewhere', load: async () => (await import('./commands/workflow.ts')).failoverMain },
+  chaos: { summary: 'chaos experiments: `chaos list`, `chaos run <name>`', load: async () => (await import('./commands/chaos.ts')).chaosMain },
+  chat: { summary: 'ask the fleet a question, or give a command, in plain language', load: async () => (await import('./commands/chat.ts')).chatMain },
+  approve: { summary: 'approve a pending action', load: async () => (await import('./commands/approvals.ts')).approveMain },
+  deny: { summary: 'deny a pending action', load: async () => (await import('./commands/approvals.ts')).denyMain },
+};
+
+export function usage(): string {
+  const width = Math.max(...Object.keys(COMMANDS).map((k) => k.length));
+  return [
+    'homeostat — self-healing for Proxmox VE fleets',
+    '',
+    'Usage: homeostat <command> [flags]      (homeostat <command> --help for its flags)',
+    '',
+    'Commands:',
+    ...Object.entries(COMMANDS).map(([k, v]) => `  ${k.padEnd(width)}  ${v.summary}`),
+    '',
+    'Client commands take --nats URL (default $NATS_URL, then nats://127.0.0.1:4222) and --json.',
+    'Config by env: NATS_URL PVE_URL PVE_TOKEN_ID PVE_TOKEN_SECRET PVE_CA_FILE PVE_INSECURE OLLAMA_HOST OLLAMA_MODEL LOG_LEVEL HOMEOSTAT_FLEET',
+    'Exit codes: 0 ok, 1 the operation failed, 2 usage or config error.',
+  ].join('\n');
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (!name || name === '--help' || name === '-h' || name === 'help') {
+    process.stdout.write(`${usage()}\n`);
+    return name ? 0 : argv.length === 0 ? 0 : 0;
+  }
+  if (name === '--version' || name === '-v') {
+    process.stdout.write('homeostat 0.1.0\n');
+    return 0;
+  }
+  const entry = COMMANDS[name];
+  if (!entry) {
+    process.stderr.write(`homeostat: unknown command ${JSON.stringify(name)}; see \`homeostat --help\`\n`);
+    return 2;
+  }
+  try {
+    const run = await entry.load();
+    return await run(rest);
+  } catch (e) {
+    process.stderr.write(`homeostat ${name}: ${describeError(e)}\n`);
+    return exitCodeFor(e);
+  }
+}
+
+export function exitCodeFor(e: unknown): number {
+  if (e instanceof HomeostatError) {
+    return ['HOMEOSTAT_ERR_USAGE', 'HOMEOSTAT_ERR_CONFIG', 'HOMEOSTAT_ERR_MANIFEST', 'HOMEOSTAT_ERR_EXPERIMENT'].includes(e.code) ? 2 : 1;
+  }
+  return 1;
+}

@@ -1,0 +1,147 @@
+// The embedded default: nats-server (unless --nats), the simulator (with --sim), then agents,
+// each on its own NATS connection as it would be in compose. Used by `up` and the e2e tests.
+import { join } from 'node:path';
+import { Bus, HomeostatError } from '../bus/mod.ts';
+import { AGENT_NAMES, loadAgent, type AgentHandle, type AgentName, type AppLogger, type Config } from '../agents/mod.ts';
+import type { Fleet } from '../fleet/manifest.ts';
+import type { PveApi } from '../fleet/pve-types.ts';
+import { startNatsServer, type NatsServerHandle } from './nats-server.ts';
+
+export interface SimulatorLike {
+  url: string;
+  tokenId: string;
+  tokenSecret: string;
+  fingerprint?: string;
+  caPem?: string;
+  stop(): Promise<void>;
+}
+
+export interface StackOptions {
+  config: Config;
+  fleet: Fleet;
+  log: AppLogger;
+  /** Use this NATS server instead of spawning one. */
+  natsUrl?: string;
+  dataDir?: string;
+  natsPort?: number;
+  sim?: { port?: number; http?: boolean; timeScale?: number; tokenId?: string; tokenSecret?: string };
+  agents?: readonly AgentName[];
+  services?: Record<string, unknown>;
+}
+
+export interface Stack {
+  natsUrl: string;
+  pveUrl?: string;
+  pveTokenId?: string;
+  pveTokenSecret?: string;
+  fingerprint?: string;
+  sim?: SimulatorLike;
+  pve?: PveApi;
+  agents: Map<AgentName, AgentHandle>;
+  /** Stop one agent (tests kill/restart agents this way). */
+  stopAgent(name: AgentName): Promise<void>;
+  startAgent(name: AgentName): Promise<void>;
+  stop(): Promise<void>;
+}
+
+const AGENT_ORDER: readonly AgentName[] = ['action', 'decision', 'analysis', 'workflows', 'operator', 'sensing'];
+
+export async function startStack(opts: StackOptions): Promise<Stack> {
+  const { config, fleet, log } = opts;
+  const cleanups: (() => Promise<void>)[] = [];
+  const stopAll = async () => {
+    for (const c of cleanups.reverse()) await c().catch((e: unknown) => log.error({ err: (e as Error).message }, 'stop step failed'));
+  };
+  try {
+    let natsUrl = opts.natsUrl;
+    let nats: NatsServerHandle | undefined;
+    if (!natsUrl) {
+      const dataDir = opts.dataDir ?? '.homeostat';
+      nats = await startNatsServer({ dataDir: join(dataDir, 'nats'), port: opts.natsPort ?? 4222 });
+      natsUrl = nats.url;
+      cleanups.push(() => nats!.stop());
+      log.info({ natsUrl, pid: nats.pid }, 'nats-server started');
+    }
+
+    let sim: SimulatorLike | undefined;
+    let pveUrl = config.PVE_URL;
+    let tokenId = config.PVE_TOKEN_ID;
+    let tokenSecret = config.PVE_TOKEN_SECRET;
+    let caPem = config.pveCaPem;
+    if (opts.sim) {
+      const { startSimulator } = (await import('../fleet/sim/mod.ts')) as unknown as {
+        startSimulator(o: Record<string, unknown>): Promise<SimulatorLike>;
+      };
+      sim = await startSimulator({
+        fleet,
+        port: opts.sim.port ?? 8006,
+        http: opts.sim.http ?? false,
+        timeScale: opts.sim.timeScale,
+        tokenId: opts.sim.tokenId ?? config.PVE_TOKEN_ID,
+        tokenSecret: opts.sim.tokenSecret ?? config.PVE_TOKEN_SECRET,
+        log: log.child({ agent: 'sim' }),
+      });
+      cleanups.push(() => sim!.stop());
+      pveUrl = sim.url;
+      tokenId = sim.tokenId;
+      tokenSecret = sim.tokenSecret;
+      caPem = sim.caPem;
+      log.info({ pveUrl, fingerprint: sim.fingerprint }, 'simulator started');
+    }
+
+    let pve: PveApi | undefined;
+    if (pveUrl && tokenId && tokenSecret) {
+      const { createPveClient } = (await import('../fleet/pve-client.ts')) as unknown as {
+        createPveClient(o: Record<string, unknown>): PveApi;
+      };
+      pve = createPveClient({ url: pveUrl, tokenId, tokenSecret, caPem, insecure: config.PVE_INSECURE, log: log.child({ agent: 'pve' }) });
+    } else if (pveUrl) {
+      throw new HomeostatError('HOMEOSTAT_ERR_CONFIG', 'PVE_TOKEN_ID: expected with PVE_URL (USER@REALM!TOKENID)');
+    } else {
+      log.warn('no PVE API configured (PVE_URL or --sim): sensing and action stay idle');
+    }
+
+    const agents = new Map<AgentName, AgentHandle>();
+    const buses = new Map<AgentName, Bus>();
+    const startAgent = async (name: AgentName) => {
+      const mod = await loadAgent(name);
+      const alog = log.child({ agent: name });
+      const bus = await Bus.connect({ servers: natsUrl!, source: name, log: alog });
+      const handle = await mod.start({ name, config, log: alog, bus, fleet, pve, pveUrl, services: { ...(opts.services ?? {}) } });
+      agents.set(name, handle);
+      buses.set(name, bus);
+      void handle.stopped.then((r) => {
+        if (r instanceof Error) log.error({ agent: name, err: r.message }, 'agent stopped with an error');
+      });
+    };
+    const stopAgent = async (name: AgentName) => {
+      const h = agents.get(name);
+      agents.delete(name);
+      await h?.stop();
+      await buses.get(name)?.stop();
+      buses.delete(name);
+    };
+    const wanted = opts.agents ?? AGENT_NAMES;
+    for (const name of AGENT_ORDER) if (wanted.includes(name)) await startAgent(name);
+    cleanups.push(async () => {
+      for (const name of [...AGENT_ORDER].reverse()) if (agents.has(name)) await stopAgent(name);
+    });
+
+    return {
+      natsUrl,
+      pveUrl,
+      pveTokenId: tokenId,
+      pveTokenSecret: tokenSecret,
+      fingerprint: sim?.fingerprint,
+      sim,
+      pve,
+      agents,
+      stopAgent,
+      startAgent,
+      stop: stopAll,
+    };
+  } catch (e) {
+    await stopAll();
+    throw e;
+  }
+}
