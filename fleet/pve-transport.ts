@@ -1,0 +1,168 @@
+// The wire under ProxmoxClient: the real proxmox-api client, given a fetch of ours (undici) that adds
+// TLS trust, a timeout per attempt and a record of what the server answered. Retries, backoff and
+// error mapping live here, so every method of the client gets them the same way.
+//
+// Retries: after 5xx/595, network errors and timeouts, never after 4xx. POSTs (start, stop, …) are
+// retried too, although the server may already have accepted the first one: PVE's guest actions
+// are safe to repeat (start on a running guest fails harmlessly, and the caller waits on the
+// guest's state, not on one particular UPID), and the action agent holds a per-guest lock.
+import proxmoxApi, { type Proxmox, type ProxmoxEngineOptions } from 'proxmox-api';
+import { Agent, fetch as undiciFetch, type Response } from 'undici';
+import type { Logger } from '../bus/mod.ts';
+import type { PveConnection, PveRequestEvent } from './pve-config.ts';
+import { classifyAttempt, toHomeostatError, type AttemptRecord } from './pve-errors.ts';
+
+/** The subset of RequestInit that proxmox-api hands to its fetch. */
+interface EngineRequestInit {
+  method?: string;
+  headers?: Record<string, string>;
+  body?: string;
+}
+
+/** Resolves after `ms`, or rejects with the signal's reason when it aborts first. */
+export function delay(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(signal.reason);
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(signal?.reason);
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+/** One attempt of one call: its own deadline, and what the server said. */
+class Attempt implements AttemptRecord {
+  method = 'GET';
+  path = '';
+  status?: number;
+  statusText?: string;
+  body?: string;
+  networkError?: unknown;
+  timedOut = false;
+  private readonly ctl = new AbortController();
+  private readonly timer: NodeJS.Timeout;
+  private readonly onOuterAbort: () => void;
+
+  constructor(timeoutMs: number, private readonly dispatcher: Agent, private readonly outer?: AbortSignal) {
+    this.timer = setTimeout(() => {
+      this.timedOut = true;
+      this.ctl.abort(new Error(`timed out after ${timeoutMs} ms`));
+    }, timeoutMs);
+    this.onOuterAbort = () => this.ctl.abort(outer?.reason);
+    outer?.addEventListener('abort', this.onOuterAbort, { once: true });
+  }
+
+  readonly fetch = async (url: string | URL, init?: EngineRequestInit): Promise<Response> => {
+    const u = new URL(String(url));
+    this.method = init?.method ?? 'GET';
+    this.path = decodeURIComponent(u.pathname.replace(/^\/api2\/json/, '')) + decodeURIComponent(u.search);
+    // proxmox-api repeats a failed fetch once on its own; our loop owns retries and backoff.
+    if (this.networkError !== undefined) throw this.networkError;
+    try {
+      const res = await undiciFetch(u, { method: this.method, headers: init?.headers, body: init?.body, signal: this.ctl.signal, dispatcher: this.dispatcher });
+      this.status = res.status;
+      this.statusText = res.statusText;
+      // proxmox-api folds the body into a message; keep it whole to map the error (e.g. 400 `errors`).
+      if (res.status !== 200) this.body = await res.clone().text();
+      return res;
+    } catch (e) {
+      this.networkError = e;
+      throw e;
+    }
+  };
+
+  dispose(): void {
+    clearTimeout(this.timer);
+    this.outer?.removeEventListener('abort', this.onOuterAbort);
+  }
+}
+
+export class PveTransport {
+  readonly origin: string;
+  private readonly dispatcher: Agent;
+  private readonly host: string;
+  private readonly port?: number;
+  private readonly schema: 'http' | 'https';
+
+  constructor(
+    private readonly conn: Readonly<PveConnection>,
+    private readonly log: Logger,
+    private readonly onRequest?: (e: PveRequestEvent) => void,
+  ) {
+    const u = new URL(conn.url);
+    this.schema = u.protocol === 'https:' ? 'https' : 'http';
+    this.host = u.hostname;
+    this.port = u.port ? Number(u.port) : undefined;
+    this.origin = u.host;
+    if (this.schema === 'https' && conn.insecure) {
+      // Asked for explicitly (insecure: true / PVE_INSECURE=1); said once, loudly, per client.
+      log.warn({ pveUrl: conn.url }, `TLS certificate of ${this.origin} is NOT verified (PVE_INSECURE=1): anyone on the path can impersonate PVE and read the API token; set PVE_CA_FILE instead`);
+    }
+    const tls = this.schema !== 'https' ? {} : conn.insecure ? { rejectUnauthorized: false } : conn.caPem ? { ca: conn.caPem } : {};
+    this.dispatcher = new Agent({ connect: tls, keepAliveTimeout: 10_000 });
+  }
+
+  /** Runs `fn` against the PVE API with timeout, retries and coded errors. An aborted `signal`
+   *  rejects with its reason, without further attempts. */
+  async call<T>(fn: (api: Proxmox.Api) => Promise<T>, signal?: AbortSignal): Promise<T> {
+    const maxAttempts = 1 + this.conn.retries;
+    for (let n = 1; ; n++) {
+      signal?.throwIfAborted();
+      const attempt = new Attempt(this.conn.timeoutMs, this.dispatcher, signal);
+      const t0 = performance.now();
+      let result: T | undefined;
+      let failure: unknown;
+      let ok = false;
+      try {
+        result = await fn(this.apiFor(attempt));
+        // proxmox-api turns a body that could not be read (our deadline hit mid-body) into `null`.
+        ok = !attempt.timedOut;
+      } catch (e) {
+        failure = e;
+      } finally {
+        attempt.dispose();
+      }
+      signal?.throwIfAborted();
+      if (ok) {
+        this.onRequest?.({ method: attempt.method, path: attempt.path, attempt: n, status: attempt.status, ms: performance.now() - t0 });
+        return result as T;
+      }
+      const c = classifyAttempt(attempt, failure, this.origin, this.conn.timeoutMs);
+      this.onRequest?.({ method: attempt.method, path: attempt.path, attempt: n, status: attempt.status, error: c.code, ms: performance.now() - t0 });
+      if (!c.retryable || n >= maxAttempts) throw toHomeostatError(c, attempt.method, attempt.path || '(no request sent)', n);
+      const waitMs = this.backoffMs(n);
+      this.log.debug({ method: attempt.method, path: attempt.path, attempt: n, waitMs, err: c.detail }, 'PVE call failed; retrying');
+      await delay(waitMs, signal);
+    }
+  }
+
+  /** Exponential, capped, with jitter (50–100 % of the step) so a fleet of agents does not retry in lockstep. */
+  private backoffMs(failedAttempts: number): number {
+    const step = Math.min(this.conn.retryMaxMs, this.conn.retryBaseMs * 2 ** (failedAttempts - 1));
+    return Math.round(step * (0.5 + Math.random() * 0.5));
+  }
+
+  // A fresh engine per attempt is cheap (a Proxy and a few fields) and binds the attempt's fetch.
+  private apiFor(attempt: Attempt): Proxmox.Api {
+    return proxmoxApi({
+      host: this.host,
+      port: this.port,
+      schema: this.schema,
+      tokenID: this.conn.tokenId,
+      tokenSecret: this.conn.tokenSecret,
+      queryTimeout: this.conn.timeoutMs + 1000,
+      // proxmox-api types its fetch against its own bundled undici 6; ours is undici 7, same shape.
+      fetch: attempt.fetch as unknown as ProxmoxEngineOptions['fetch'],
+    });
+  }
+
+  /** Closes the kept-alive connections. */
+  async close(): Promise<void> {
+    await this.dispatcher.close();
+  }
+}
