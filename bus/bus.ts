@@ -4,7 +4,7 @@ import type { NatsConnection, Msg, Subscription } from '@nats-io/transport-node'
 import { headers as natsHeaders } from '@nats-io/transport-node';
 import { jetstream, AckPolicy, DeliverPolicy, type JetStreamClient, type JetStreamManager, type JsMsg } from '@nats-io/jetstream';
 import type { z } from 'zod';
-import { decode, encode, encodeJson, makeEnvelope, validate, type EnvelopeMeta } from './codec.ts';
+import { decode, encode, encodeEnvelope, encodeJson, makeEnvelope, validate, type EnvelopeMeta } from './codec.ts';
 import { connectNats } from './connection.ts';
 import { HomeostatError } from './errors.ts';
 import { AUDIT_STREAM, ensureJetStream, FLEET_STREAM, type FleetKv } from './jetstream.ts';
@@ -94,14 +94,12 @@ export class Bus {
   /** Validate and publish. Persisted subjects go through JetStream (dedup on msgId) and are
    *  retried across reconnects; others are core NATS. Returns the envelope sent. */
   async publish<T>(subject: string, type: string, data: T, opts: PublishOptions = {}): Promise<Envelope<T>> {
-    const env = this.envelope(type, data, opts);
-    const bytes = encode(subject, env);
-    const parsed = JSON.parse(new TextDecoder().decode(bytes)) as Envelope<T>;
+    const { bytes, env: parsed } = encodeEnvelope(subject, this.envelope(type, data, opts));
     if (!coveredByFleetStream(subject)) {
       this.nc.publish(subject, bytes);
       return parsed;
     }
-    const msgId = opts.msgId ?? env.id;
+    const msgId = opts.msgId ?? parsed.id;
     const deadline = Date.now() + (opts.retryForMs ?? 30_000);
     let delay = 50;
     for (;;) {
