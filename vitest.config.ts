@@ -10,6 +10,7 @@ export default defineConfig({
     maxWorkers: 2,
     minWorkers: 1,
     pool: 'forks',
-    reporters: ['default'],
+    // the JSON report feeds .ci/run's plain `N passed, N failed` line
+    reporters: ['default', ['json', { outputFile: 'test-results/vitest.json' }]],
   },
 });
