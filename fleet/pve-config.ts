@@ -83,7 +83,8 @@ const PveEnv = z.object({
 
 /**
  * Options for createPveClient from PVE_URL, PVE_TOKEN_ID, PVE_TOKEN_SECRET, PVE_CA_FILE (read here)
- * and PVE_INSECURE=1. Throws HOMEOSTAT_ERR_CONFIG with a message that starts with the variable.
+ * and PVE_INSECURE=1 (which wins over PVE_CA_FILE, with a warning from the client, as in the CLI's
+ * config). Throws HOMEOSTAT_ERR_CONFIG with a message that starts with the variable.
  */
 export function pveClientOptionsFromEnv(env: NodeJS.ProcessEnv = process.env): PveConnection {
   const input: Record<string, string> = {};
@@ -100,9 +101,6 @@ export function pveClientOptionsFromEnv(env: NodeJS.ProcessEnv = process.env): P
     throw new HomeostatError('HOMEOSTAT_ERR_CONFIG', `${name}: ${message}${got}`);
   }
   const e = r.data;
-  if (e.PVE_CA_FILE && e.PVE_INSECURE) {
-    throw new HomeostatError('HOMEOSTAT_ERR_CONFIG', 'PVE_INSECURE: set together with PVE_CA_FILE; choose one (trust the CA, or skip verification)');
-  }
   let caPem: string | undefined;
   if (e.PVE_CA_FILE) {
     try {

@@ -101,7 +101,8 @@ export class PveTransport {
     this.origin = u.host;
     if (this.schema === 'https' && conn.insecure) {
       // Asked for explicitly (insecure: true / PVE_INSECURE=1); said once, loudly, per client.
-      log.warn({ pveUrl: conn.url }, `TLS certificate of ${this.origin} is NOT verified (PVE_INSECURE=1): anyone on the path can impersonate PVE and read the API token; set PVE_CA_FILE instead`);
+      const ignored = conn.caPem ? ' (the CA given with it is ignored)' : '';
+      log.warn({ pveUrl: conn.url }, `TLS certificate of ${this.origin} is NOT verified (PVE_INSECURE=1)${ignored}: anyone on the path can impersonate PVE and read the API token; set PVE_CA_FILE instead`);
     }
     const tls = this.schema !== 'https' ? {} : conn.insecure ? { rejectUnauthorized: false } : conn.caPem ? { ca: conn.caPem } : {};
     this.dispatcher = new Agent({ connect: tls, keepAliveTimeout: 10_000 });
