@@ -7,6 +7,7 @@ import type { Envelope } from './schemas.ts';
 import { coveredByFleetStream, patternWithin, FLEET_STREAM_SUBJECTS, patterns } from './subjects.ts';
 import { FLEET_STREAM } from './jetstream.ts';
 
+
 export interface FleetEventFilter {
   /** NATS subject pattern, default `fleet.>` */
   subject?: string;
@@ -57,19 +58,39 @@ export async function* subscribeFleetEvents(bus: Bus, filter: FleetEventFilter =
       ? { deliver_policy: DeliverPolicy.StartTime, opt_start_time: filter.since.toISOString() }
       : { deliver_policy: DeliverPolicy.New }),
   });
-  // Know where "now" is so a non-following replay can stop at the end of what is stored.
-  const info = await bus.jsm.streams.info(FLEET_STREAM);
-  const lastSeq = info.state.last_seq;
-  if (!follow && (!filter.since || lastSeq === 0)) return;
+  const toEvent = (m: { subject: string; data: Uint8Array; seq: number }): FleetEvent => {
+    const r = decode(m.subject, m.data);
+    return r.ok ? { subject: m.subject, env: r.env, seq: m.seq } : { subject: m.subject, env: rawEnvelope(m.data), seq: m.seq, invalid: r.reason };
+  };
+  if (!follow) {
+    if (!filter.since) return;
+    // Fetch in batches until the stored history is exhausted (an empty batch or nothing pending).
+    for (;;) {
+      const batch = await consumer.fetch({ max_messages: 256, expires: 1000 });
+      let n = 0;
+      let pending = 1;
+      for await (const m of batch) {
+        n++;
+        pending = m.info.pending;
+        yield toEvent(m);
+      }
+      if (n === 0 || pending === 0 || filter.signal?.aborted) return;
+    }
+  }
   const messages = await consumer.consume();
   filter.signal?.addEventListener('abort', () => void messages.close(), { once: true });
-  for await (const m of messages) {
-    const r = decode(m.subject, m.data);
-    yield r.ok ? { subject: m.subject, env: r.env, seq: m.seq } : { subject: m.subject, env: rawEnvelope(m.data), seq: m.seq, invalid: r.reason };
-    if (!follow && m.seq >= lastSeq) break;
-    if (!follow && m.info.pending === 0) break;
-  }
+  for await (const m of messages) yield toEvent(m);
   await messages.close();
+}
+
+/** Every stored message matching `subject` from `since` on, then stop. */
+export async function replayStored(bus: Bus, subject: string, since: Date, limit = 200_000): Promise<FleetEvent[]> {
+  const out: FleetEvent[] = [];
+  for await (const ev of subscribeFleetEvents(bus, { subject, since, follow: false })) {
+    out.push(ev);
+    if (out.length >= limit) break;
+  }
+  return out;
 }
 
 function rawEnvelope(data: Uint8Array): Envelope {

@@ -1,6 +1,8 @@
 // Shared by the client commands: config from env + --nats, a short-lived bus connection.
-import { Bus, HomeostatError } from '../bus/mod.ts';
+import { Bus, HomeostatError, subjects } from '../bus/mod.ts';
 import { loadConfig, type Config } from '../agents/runtime/config.ts';
+import { loadFleetFile, type Fleet } from '../fleet/manifest.ts';
+import { referenceFleet } from '../fleet/reference-fleet.ts';
 
 export async function withBus<T>(natsFlag: string | undefined, fn: (bus: Bus, config: Config) => Promise<T>): Promise<T> {
   const config = loadConfig(process.env, { NATS_URL: natsFlag });
@@ -19,6 +21,10 @@ export async function withBus<T>(natsFlag: string | undefined, fn: (bus: Bus, co
 
 /** Send `fleet.cmd.<verb>` and return its result. */
 export async function command<R = unknown>(bus: Bus, verb: string, args: Record<string, unknown>, timeoutMs = 10_000): Promise<R> {
-  const { subjects } = await import('../bus/mod.ts');
   return bus.request<R>(subjects.cmd(verb), 'Command', { args, requestedBy: `cli:${process.env.USER ?? 'operator'}` }, timeoutMs);
+}
+
+export function loadFleetForCli(file: string | undefined, config: Config): Fleet {
+  const f = file ?? config.HOMEOSTAT_FLEET;
+  return f ? loadFleetFile(f) : referenceFleet();
 }

@@ -1,10 +1,30 @@
-// The operator agent (lands with the self-healing issue).
+// The operator agent: answers status/incidents/trace requests and chat, over request-reply.
+import { ChatRequest, subjects, type CommandRequest } from '../../bus/mod.ts';
 import { agentHandle, type AgentModule } from '../runtime/agent.ts';
+import { answerChat, type Phraser } from './chat.ts';
+import { fleetStatus, openIncidents } from './queries.ts';
+import { traceIncident } from './trace.ts';
+
+export { answerChat, resolveGuest, type Phraser } from './chat.ts';
+export { parseIntent, type Intent } from './intents.ts';
+export { fleetStatus, openIncidents, pendingApprovals, type FleetStatus, type GuestStatus } from './queries.ts';
+export { traceIncident, type Trace, type TraceEntry } from './trace.ts';
 
 export const agent: AgentModule = {
   name: 'operator',
   async start(ctx) {
-    ctx.log.info('operator agent not implemented yet: idle');
-    return agentHandle(async () => {});
+    const { bus, fleet } = ctx;
+    const phraser = ctx.services.phraser as Phraser | undefined;
+    const served = [
+      bus.serve<CommandRequest>(subjects.cmd('status'), async () => fleetStatus(bus, fleet)),
+      bus.serve<CommandRequest>(subjects.cmd('incidents'), async (env) => openIncidents(bus, env.data.args.all !== false)),
+      bus.serve<CommandRequest>(subjects.cmd('trace'), async (env) => traceIncident(bus, String(env.data.args.incidentId ?? ''))),
+      bus.serve<ChatRequest>(subjects.chat(), async (env) => answerChat(env.data, bus, fleet, phraser), { schema: ChatRequest }),
+    ];
+    await bus.nc.flush();
+    ctx.log.info('operator ready: fleet.cmd.status|incidents|trace, fleet.chat');
+    return agentHandle(async () => {
+      await Promise.all(served.map((s) => s.stop()));
+    });
   },
 };
