@@ -107,7 +107,8 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       const mod = await loadAgent(name);
       const alog = log.child({ agent: name });
       const bus = await Bus.connect({ servers: natsUrl!, source: name, log: alog });
-      const handle = await mod.start({ name, config, log: alog, bus, fleet, pve, pveUrl, services: { ...(opts.services ?? {}) } });
+      const services = { pveCaPem: caPem, pveInsecure: config.PVE_INSECURE, pveTokenId: tokenId, pveTokenSecret: tokenSecret, ...(opts.services ?? {}) };
+      const handle = await mod.start({ name, config, log: alog, bus, fleet, pve, pveUrl, services });
       agents.set(name, handle);
       buses.set(name, bus);
       void handle.stopped.then((r) => {
