@@ -1,0 +1,173 @@
+// LayeredBootMachine: boots a fleet by its dependency graph, not by layer barriers, so wall time
+// approaches the critical path. A guest starts as soon as every guest it depends on is healthy,
+// within `perNodeConcurrency` guests booting per node; it is up only when `waitHealthy` says so.
+// A guest that keeps failing holds everything downstream of it; everything else still boots.
+//
+// Per guest and attempt the machine spawns two children, `start:<vmid>:<attempt>` (startGuest) and
+// `check:<vmid>:<attempt>` (waitHealthy), and arms a `GUEST.TIMEOUT` timer. Spawned children are
+// part of the persisted snapshot; timers are not, hence `RESUME` (see mod.ts).
+import { setup, fromPromise } from 'xstate';
+import { planBootWaves, type BootPlan } from './graph.ts';
+import type { Progress } from './progress.ts';
+import {
+  begin, createPipeline, isSettled, rearm, stepDone, stepFailed, summarize, timedOut,
+  type PipeCommand, type Pipeline, type PipelineSummary,
+} from './pipeline.ts';
+import { notBound, type ChildDoneEvent, type ChildErrorEvent } from './children.ts';
+
+export interface BootGuestInput {
+  vmid: number;
+  node: string;
+  layer: number;
+  /** Resolved dependencies (the manifest's explicit list, else the layer below). */
+  dependsOn: number[];
+  /** Start plus health check, per attempt. */
+  bootTimeoutMs: number;
+  /** Expected boot time; only used to start the longest chains first. */
+  expectedBootMs?: number;
+}
+
+export interface BootInput {
+  workflowId: string;
+  guests: BootGuestInput[];
+  /** Healthy before the run: never started again, and they satisfy dependencies. */
+  alreadyHealthy?: number[];
+  perNodeConcurrency: number;
+  /** Extra attempts after the first. */
+  retries: number;
+  /** Boot only this layer; its dependencies outside the layer must already be healthy. */
+  onlyLayer?: number;
+  dryRun?: boolean;
+  /** Epoch ms the runner started the workflow; with `waitHealthy` returning `{ at }` it yields durationMs. */
+  startedAt?: number;
+}
+
+export interface StartGuestInput { workflowId: string; vmid: number; node: string; attempt: number; actionId: string }
+export interface WaitHealthyInput { workflowId: string; vmid: number; node: string; attempt: number; timeoutMs: number }
+/** `at`: epoch ms the guest was seen healthy (optional). */
+export type WaitHealthyOutput = { at?: number } | void;
+
+export const BOOT_EVENTS = [
+  'BOOT.PLANNED', 'GUEST.SKIPPED', 'GUEST.BLOCKED', 'GUEST.STARTING', 'GUEST.STARTED', 'GUEST.HEALTHY',
+  'GUEST.RETRY', 'GUEST.FAILED', 'GUEST.HELD', 'LAYER.DONE', 'BOOT.DONE',
+] as const;
+export type BootEventName = (typeof BOOT_EVENTS)[number];
+
+export interface BootSummary extends PipelineSummary {
+  workflowId: string;
+  dryRun: boolean;
+  onlyLayer?: number;
+  plan: BootPlan;
+  /** Guests that could not start because a dependency outside this run is not healthy. */
+  blocked: BootPlan['blocked'];
+  durationMs?: number;
+}
+
+interface BootContext {
+  workflowId: string;
+  dryRun: boolean;
+  onlyLayer?: number;
+  startedAt?: number;
+  plan: BootPlan;
+  run: Pipeline;
+}
+
+export type BootEvent =
+  | { type: 'RESUME' }
+  | { type: 'GUEST.TIMEOUT'; vmid: number; attempt: number }
+  | ChildDoneEvent
+  | ChildErrorEvent;
+
+export const startActionId = (workflowId: string, vmid: number, attempt: number) => `${workflowId}:${vmid}:start:${attempt}`;
+
+const bootSetup = setup({
+  types: { input: {} as BootInput, context: {} as BootContext, events: {} as BootEvent, output: {} as BootSummary },
+  actors: {
+    startGuest: fromPromise<unknown, StartGuestInput>(notBound('startGuest')),
+    waitHealthy: fromPromise<WaitHealthyOutput, WaitHealthyInput>(notBound('waitHealthy')),
+  },
+  actions: {
+    emitProgress: (_args, _progress: Progress<BootEventName>) => {},
+  },
+  guards: {
+    dryRun: ({ context }) => context.dryRun,
+    settled: ({ context }) => isSettled(context.run),
+  },
+});
+
+/** Runs one pipeline step on a copy of the context and turns its commands into xstate actions. */
+const step = (fn: (run: Pipeline, event: BootEvent, out: PipeCommand[]) => void) =>
+  bootSetup.enqueueActions(({ context, event, enqueue }) => {
+    const run = structuredClone(context.run);
+    const out: PipeCommand[] = [];
+    fn(run, event, out);
+    enqueue.assign({ run });
+    for (const c of out) {
+      if (c.do === 'emit') enqueue({ type: 'emitProgress', params: c.progress as Progress<BootEventName> });
+      else if (c.do === 'stop') enqueue.stopChild(c.id);
+      else if (c.do === 'arm') enqueue.raise({ type: 'GUEST.TIMEOUT', vmid: c.vmid, attempt: c.attempt }, { id: c.id, delay: c.delayMs });
+      else if (c.do === 'disarm') enqueue.cancel(c.id);
+      else if (c.step === 'start') {
+        const { vmid, node, attempt } = c.guest;
+        enqueue.spawnChild('startGuest', { id: c.id, input: { workflowId: context.workflowId, vmid, node, attempt, actionId: startActionId(context.workflowId, vmid, attempt) } });
+      } else {
+        const { vmid, node, attempt, timeoutMs } = c.guest;
+        enqueue.spawnChild('waitHealthy', { id: c.id, input: { workflowId: context.workflowId, vmid, node, attempt, timeoutMs } });
+      }
+    }
+  });
+
+function summary(context: BootContext): BootSummary {
+  const s = summarize(context.run);
+  const last = context.run.lastHealthyAt;
+  return {
+    workflowId: context.workflowId,
+    dryRun: context.dryRun,
+    ...(context.onlyLayer !== undefined ? { onlyLayer: context.onlyLayer } : {}),
+    ...s,
+    plan: context.plan,
+    blocked: context.plan.blocked,
+    ...(context.startedAt !== undefined && last !== undefined ? { durationMs: Math.max(0, last - context.startedAt) } : {}),
+  };
+}
+
+export const LayeredBootMachine = bootSetup.createMachine({
+  id: 'boot',
+  context: ({ input }) => {
+    const scope = input.onlyLayer === undefined ? input.guests : input.guests.filter((g) => g.layer === input.onlyLayer);
+    const healthy = input.alreadyHealthy ?? [];
+    return {
+      workflowId: input.workflowId,
+      dryRun: input.dryRun ?? false,
+      ...(input.onlyLayer !== undefined ? { onlyLayer: input.onlyLayer } : {}),
+      ...(input.startedAt !== undefined ? { startedAt: input.startedAt } : {}),
+      plan: planBootWaves(scope, healthy),
+      run: createPipeline(
+        scope.map((g) => ({ vmid: g.vmid, node: g.node, layer: g.layer, dependsOn: g.dependsOn, timeoutMs: g.bootTimeoutMs, expectedMs: g.expectedBootMs })),
+        { satisfied: healthy, skipped: healthy, perNodeConcurrency: input.perNodeConcurrency, retries: input.retries },
+      ),
+    };
+  },
+  initial: 'planning',
+  states: {
+    planning: {
+      entry: { type: 'emitProgress', params: ({ context }) => ({ event: 'BOOT.PLANNED', detail: { ...context.plan, dryRun: context.dryRun } }) },
+      always: [{ guard: 'dryRun', target: 'done' }, { target: 'booting' }],
+    },
+    booting: {
+      entry: step((run, _e, out) => begin(run, out)),
+      always: { guard: 'settled', target: 'done' },
+      on: {
+        'xstate.done.actor.*': { actions: step((run, e, out) => stepDone(run, (e as ChildDoneEvent).actorId, (e as ChildDoneEvent).output, out)) },
+        'xstate.error.actor.*': { actions: step((run, e, out) => stepFailed(run, (e as ChildErrorEvent).actorId, (e as ChildErrorEvent).error, out)) },
+        'GUEST.TIMEOUT': { actions: step((run, e, out) => e.type === 'GUEST.TIMEOUT' && timedOut(run, e.vmid, e.attempt, out)) },
+        RESUME: { actions: step((run, _e, out) => rearm(run, out)) },
+      },
+    },
+    done: {
+      type: 'final',
+      entry: { type: 'emitProgress', params: ({ context }) => ({ event: 'BOOT.DONE', detail: { ...summary(context) } }) },
+    },
+  },
+  output: ({ context }) => summary(context),
+});
