@@ -1,10 +1,72 @@
-// The sensing agent (lands with the self-healing issue).
-import { agentHandle, type AgentModule } from '../runtime/agent.ts';
+// The sensing agent: polls the PVE API (one listing per node per round), probes running guests'
+// health, and publishes only what changed on fleet.events.*, samples on fleet.metrics.*, and the
+// latest state in the fleet-state KV. A PVE outage is an event (PveUnavailable), never a crash.
+// Optionally listens for Alertmanager webhooks (services.alertmanagerPort).
+import { agentHandle, every, type AgentHandle, type AgentModule } from '../runtime/agent.ts';
+import { startAlertReceiver, type AlertReceiver } from './alertmanager.ts';
+import { PveObserver } from './observe.ts';
+import { sensingOptions } from './options.ts';
+import { Prober } from './probe.ts';
+import { loadRecords, publishEmissions } from './publish.ts';
+import { FleetTracker } from './tracker.ts';
+
+export { parseAlertPayload } from './alert-payloads.ts';
+
+export interface SensingHandle extends AgentHandle {
+  /** Bound port of the Alertmanager receiver, when it listens. */
+  alertmanagerPort?: number;
+  /** Completed polling rounds (tests wait on it instead of on the clock). */
+  rounds(): number;
+}
 
 export const agent: AgentModule = {
   name: 'sensing',
-  async start(ctx) {
-    ctx.log.info('sensing agent not implemented yet: idle');
-    return agentHandle(async () => {});
+  async start(ctx): Promise<SensingHandle> {
+    const opts = sensingOptions(ctx);
+    const log = ctx.log;
+    let receiver: AlertReceiver | undefined;
+    if (opts.services.alertmanagerPort !== undefined) {
+      receiver = await startAlertReceiver({ bus: ctx.bus, fleet: ctx.fleet, log, port: opts.services.alertmanagerPort, host: opts.services.alertmanagerHost });
+    }
+    let rounds = 0;
+    if (!ctx.pve) {
+      log.warn('no PVE API configured: sensing polls nothing (the Alertmanager receiver still listens when configured)');
+      const h = agentHandle(async () => receiver?.close());
+      return Object.assign(h, { alertmanagerPort: receiver?.port, rounds: () => rounds });
+    }
+
+    const pve = ctx.pve;
+    const observer = new PveObserver(pve, ctx.fleet, opts.roundDeadlineMs);
+    const prober = new Prober(opts, ctx.fleet, log);
+    const tracker = new FleetTracker(ctx.fleet, opts.healthFailures, opts.kvRefreshMs);
+    const seeded = await loadRecords(ctx.bus).catch((e: unknown) => {
+      log.warn({ err: (e as Error).message }, 'could not read fleet-state KV; starting without previous state');
+      return { guests: [], nodes: [], api: undefined };
+    });
+    tracker.seed(seeded.guests, seeded.nodes, seeded.api);
+
+    let apiDown = false;
+    const round = async () => {
+      await prober.detectSimulator();
+      const obs = await observer.observe();
+      if (!obs.api.ok !== apiDown) {
+        apiDown = !obs.api.ok;
+        if (apiDown) log.warn({ code: !obs.api.ok ? obs.api.code : undefined }, 'PVE API unavailable; sensing keeps polling');
+        else log.info('PVE API available again');
+      }
+      const running = obs.api.ok ? [...obs.guests.values()].filter((g) => g.reachable && g.state === 'running').map((g) => g.vmid) : [];
+      const probes = await prober.probeAll(running);
+      await publishEmissions(ctx.bus, tracker.apply(obs, probes));
+      rounds++;
+    };
+    const loop = every(opts.intervalMs, round, log);
+    log.info({ intervalMs: opts.intervalMs, guests: ctx.fleet.guests.length, nodes: ctx.fleet.nodes.length }, 'sensing started');
+
+    const h = agentHandle(async () => {
+      await loop.stop();
+      await receiver?.close();
+      await prober.close();
+    });
+    return Object.assign(h, { alertmanagerPort: receiver?.port, rounds: () => rounds });
   },
 };

@@ -1,0 +1,104 @@
+// Alertmanager webhook receiver (node:http). Accepts `POST /api/v2/alerts` and webhook_config
+// notifications (on /api/v2/alerts, /webhook or /alertmanager) and publishes each alert on
+// fleet.alerts.<alertname>. Bad input is a 400, never a crash; NATS trouble is a 503 so the
+// sender retries.
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { subjects, type Bus, type Logger } from '../../bus/mod.ts';
+import type { Fleet } from '../../fleet/manifest.ts';
+import { parseAlertPayload } from './alert-payloads.ts';
+
+const BODY_LIMIT = 1024 * 1024;
+const PATHS = new Set(['/api/v2/alerts', '/api/v1/alerts', '/webhook', '/alertmanager']);
+
+export interface AlertReceiver {
+  port: number;
+  /** Alerts published since start (for tests and status). */
+  received(): number;
+  close(): Promise<void>;
+}
+
+function reply(res: ServerResponse, status: number, body: Record<string, unknown>): void {
+  if (res.headersSent) return;
+  res.writeHead(status, { 'content-type': 'application/json' });
+  res.end(JSON.stringify(body));
+}
+
+function readBody(req: IncomingMessage): Promise<Buffer | 'too-large'> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (c: Buffer) => {
+      size += c.length;
+      if (size > BODY_LIMIT) {
+        req.pause();
+        resolve('too-large');
+        return;
+      }
+      chunks.push(c);
+    });
+    req.on('end', () => resolve(Buffer.concat(chunks)));
+    req.on('error', reject);
+  });
+}
+
+export async function startAlertReceiver(opts: { bus: Bus; fleet: Fleet; log: Logger; port: number; host: string }): Promise<AlertReceiver> {
+  const { bus, fleet, log } = opts;
+  let count = 0;
+
+  const handle = async (req: IncomingMessage, res: ServerResponse) => {
+    const path = (req.url ?? '/').split('?')[0];
+    if (req.method === 'GET' && (path === '/-/healthy' || path === '/-/ready')) return reply(res, 200, { status: 'ok' });
+    if (!PATHS.has(path)) return reply(res, 404, { status: 'error', error: `unknown path ${path.slice(0, 100)}; POST alerts to /api/v2/alerts or /webhook` });
+    if (req.method !== 'POST') return reply(res, 405, { status: 'error', error: 'use POST' });
+    const raw = await readBody(req);
+    if (raw === 'too-large') return reply(res, 413, { status: 'error', error: `body over ${BODY_LIMIT} bytes` });
+    let body: unknown;
+    try {
+      body = JSON.parse(raw.toString('utf8'));
+    } catch (e) {
+      return reply(res, 400, { status: 'error', error: `malformed JSON: ${(e as Error).message.slice(0, 200)}` });
+    }
+    const parsed = parseAlertPayload(body, fleet);
+    if (!parsed.ok) {
+      log.warn({ path, error: parsed.error }, 'alertmanager payload refused');
+      return reply(res, 400, { status: 'error', error: parsed.error });
+    }
+    try {
+      for (const a of parsed.alerts) {
+        await bus.publish(subjects.alert(a.name), a.status === 'firing' ? 'AlertFired' : 'AlertResolved', a, { retryForMs: 5000 });
+        count++;
+      }
+    } catch (e) {
+      log.error({ err: (e as Error).message }, 'could not publish alertmanager alerts');
+      return reply(res, 503, { status: 'error', error: 'the bus is unavailable; retry later' });
+    }
+    reply(res, 200, { status: 'success', shape: parsed.shape, published: parsed.alerts.length });
+  };
+
+  const server: Server = createServer((req, res) => {
+    handle(req, res).catch((e: unknown) => {
+      log.error({ err: (e as Error).message }, 'alertmanager receiver failed on a request');
+      reply(res, 500, { status: 'error', error: 'internal error' });
+    });
+  });
+  server.on('clientError', (_e, socket) => socket.destroy());
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(opts.port, opts.host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const port = (server.address() as AddressInfo).port;
+  log.info({ port, host: opts.host, paths: [...PATHS] }, 'alertmanager receiver ready');
+  return {
+    port,
+    received: () => count,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  };
+}

@@ -1,0 +1,36 @@
+// Writes one round's emissions: the API event first, then node events (a node going unreachable
+// must be known before its guests turn "unknown"), then guest events in parallel (each guest has
+// at most one per round, so order across guests does not matter), then KV, then metrics.
+import { ApiRecord, GuestRecord, kvGet, kvKeys, kvList, kvPut, NodeRecord, type Bus } from '../../bus/mod.ts';
+import { mapLimit } from './probe.ts';
+import type { Emission, Emissions } from './tracker.ts';
+
+const PARALLEL = 64;
+
+export async function publishEmissions(bus: Bus, em: Emissions): Promise<void> {
+  const event = async (e: Emission): Promise<void> => {
+    if (e.kind === 'event') await bus.publish(e.subject, e.type, e.data, { ts: em.ts });
+  };
+  for (const e of em.api) await event(e);
+  for (const e of em.nodes) await event(e);
+  await mapLimit(em.guests, PARALLEL, event);
+  await mapLimit(em.kv, PARALLEL, (e) => (e.kind === 'kv' ? writeRecord(bus, e.key, e.value) : Promise.resolve()));
+  for (const m of em.metrics) if (m.kind === 'metric') await bus.publishCore(m.subject, 'MetricSample', m.data, { ts: em.ts });
+}
+
+async function writeRecord(bus: Bus, key: string, value: GuestRecord | NodeRecord | ApiRecord): Promise<void> {
+  const kv = bus.kv.fleetState;
+  if (key.startsWith('node.')) {
+    // `fenced` belongs to the failover workflow: keep what it wrote.
+    const cur = await kvGet(kv, key, NodeRecord);
+    if (cur) (value as NodeRecord).fenced = cur.value.fenced;
+  }
+  await kvPut(kv, key, value);
+}
+
+/** What KV held before this process started. */
+export async function loadRecords(bus: Bus): Promise<{ guests: GuestRecord[]; nodes: NodeRecord[]; api?: ApiRecord }> {
+  const kv = bus.kv.fleetState;
+  const [guests, nodes, api] = await Promise.all([kvList(kv, 'guest.', GuestRecord), kvList(kv, 'node.', NodeRecord), kvGet(kv, kvKeys.api(), ApiRecord)]);
+  return { guests: [...guests.values()], nodes: [...nodes.values()], api: api?.value };
+}

@@ -1,0 +1,175 @@
+// What sensing knows about the fleet, and what changed since the last round. `apply` is pure
+// bookkeeping: it turns one observation (plus probe results) into the events, metric samples and
+// KV records to write; only *changes* become events.
+import { kvKeys, subjects, type ApiRecord, type GuestEvent, type GuestRecord, type MetricSample, type NodeEvent, type NodeRecord } from '../../bus/mod.ts';
+import type { Fleet } from '../../fleet/manifest.ts';
+import type { Observation, GuestObservation, NodeObservation } from './observe.ts';
+import type { ProbeResult } from './probe.ts';
+
+export type Emission =
+  | { kind: 'event'; subject: string; type: string; data: GuestEvent | NodeEvent | ApiRecord; key: string }
+  | { kind: 'metric'; subject: string; data: MetricSample }
+  | { kind: 'kv'; key: string; value: GuestRecord | NodeRecord | ApiRecord };
+
+export interface Emissions {
+  ts: string;
+  api: Emission[];
+  nodes: Emission[];
+  guests: Emission[];
+  metrics: Emission[];
+  kv: Emission[];
+}
+
+export class FleetTracker {
+  readonly guests = new Map<number, GuestRecord>();
+  readonly nodes = new Map<string, NodeRecord>();
+  api: ApiRecord | undefined;
+  private readonly announcedGuests = new Set<number>();
+  private readonly announcedNodes = new Set<string>();
+  private readonly kvWrittenAt = new Map<string, number>();
+
+  constructor(
+    private readonly fleet: Fleet,
+    private readonly healthFailures: number,
+    private readonly kvRefreshMs: number,
+  ) {}
+
+  /** What KV said before this process started: the "previous" side of the first events. */
+  seed(guests: Iterable<GuestRecord>, nodes: Iterable<NodeRecord>, api?: ApiRecord): void {
+    for (const g of guests) if (this.fleet.byVmid.has(g.vmid)) this.guests.set(g.vmid, g);
+    for (const n of nodes) this.nodes.set(n.node, n);
+    this.api = api;
+  }
+
+  apply(obs: Observation, probes: Map<number, ProbeResult>, now = Date.now()): Emissions {
+    const ts = new Date(now).toISOString();
+    const out: Emissions = { ts, api: [], nodes: [], guests: [], metrics: [], kv: [] };
+    this.applyApi(obs, ts, out);
+    if (!obs.api.ok) return out;
+    for (const n of obs.nodes.values()) if (!n.stale) this.applyNode(n, ts, now, out);
+    for (const g of obs.guests.values()) this.applyGuest(g, probes.get(g.vmid), ts, now, out);
+    return out;
+  }
+
+  private applyApi(obs: Observation, ts: string, out: Emissions): void {
+    const available = obs.api.ok;
+    if (this.api && this.api.available === available) return;
+    const rec: ApiRecord = obs.api.ok ? { available: true, since: ts } : { available: false, since: ts, code: obs.api.code, reason: obs.api.reason.slice(0, 2000) };
+    const wasDown = this.api?.available === false;
+    this.api = rec;
+    out.kv.push({ kind: 'kv', key: kvKeys.api(), value: rec });
+    if (!available || wasDown) {
+      out.api.push({ kind: 'event', subject: subjects.apiEvent(), type: available ? 'PveAvailable' : 'PveUnavailable', data: rec, key: 'api' });
+    }
+  }
+
+  private applyNode(n: NodeObservation, ts: string, now: number, out: Emissions): void {
+    const prev = this.nodes.get(n.node);
+    const rec: NodeRecord = {
+      node: n.node,
+      status: n.status,
+      reachable: n.reachable,
+      fenced: prev?.fenced ?? false,
+      updatedAt: ts,
+    };
+    if (!n.reachable) rec.unreachableSince = prev && !prev.reachable && prev.unreachableSince ? prev.unreachableSince : ts;
+    if (n.resources) rec.resources = n.resources;
+    this.nodes.set(n.node, rec);
+    const ev = (type: string): Emission => ({
+      kind: 'event',
+      subject: subjects.nodeEvent(n.node),
+      type,
+      key: `node:${n.node}`,
+      data: { node: n.node, status: n.status, previousStatus: prev?.status, reachable: n.reachable, reason: n.reason, resources: n.resources },
+    });
+    if (!this.announcedNodes.has(n.node)) {
+      this.announcedNodes.add(n.node);
+      out.nodes.push(ev('NodeDiscovered'));
+    }
+    const reachChanged = (prev?.reachable ?? true) !== n.reachable;
+    if (reachChanged) out.nodes.push(ev(n.reachable ? 'NodeReachable' : 'NodeUnreachable'));
+    else if (prev && prev.status !== n.status && n.status !== 'unknown') out.nodes.push(ev(n.status === 'offline' ? 'NodeDown' : 'NodeUp'));
+    if (n.resources) {
+      const r = n.resources;
+      out.metrics.push({ kind: 'metric', subject: subjects.metrics(n.node, 'node'), data: { node: n.node, cpu: r.cpu ?? 0, mem: r.mem ?? 0, maxmem: r.maxmem ?? 0, disk: r.disk ?? 0, maxdisk: r.maxdisk ?? 0 } });
+    }
+    this.maybeKv(kvKeys.node(n.node), rec, reachChanged || prev?.status !== n.status, now, out);
+  }
+
+  private applyGuest(g: GuestObservation, probe: ProbeResult | undefined, ts: string, now: number, out: Emissions): void {
+    const spec = this.fleet.byVmid.get(g.vmid);
+    if (!spec) return;
+    const prev = this.guests.get(g.vmid);
+    const wasRunning = prev?.state === 'running' && prev.reachable;
+    let health: GuestRecord['health'] = 'unknown';
+    let failures = 0;
+    let probeReason: string | undefined;
+    if (g.state === 'running' && g.reachable) {
+      if (!probe || probe.ok) {
+        health = 'healthy';
+      } else {
+        failures = (wasRunning ? prev.probeFailures : 0) + 1;
+        probeReason = probe.reason;
+        health = failures >= this.healthFailures ? 'unhealthy' : wasRunning && prev.health !== 'unknown' ? prev.health : 'unknown';
+      }
+    }
+    const certDaysLeft = g.state === 'running' ? probe?.certDaysLeft ?? prev?.certDaysLeft : undefined;
+    const stateChanged = !prev || prev.state !== g.state || prev.reachable !== g.reachable || prev.node !== g.node;
+    const rec: GuestRecord = {
+      vmid: g.vmid,
+      name: spec.name,
+      node: g.node,
+      type: g.type,
+      layer: spec.layer,
+      state: g.state,
+      health,
+      probeFailures: failures,
+      reachable: g.reachable,
+      updatedAt: ts,
+      stateSince: stateChanged || !prev ? ts : prev.stateSince,
+    };
+    if (probeReason) rec.lastProbeReason = probeReason.slice(0, 500);
+    if (g.resources) rec.resources = g.resources;
+    if (certDaysLeft !== undefined) rec.certDaysLeft = certDaysLeft;
+    this.guests.set(g.vmid, rec);
+
+    const healthChanged = prev?.health !== health;
+    const certChanged = certDaysLeft !== undefined && Math.floor(certDaysLeft) !== Math.floor(prev?.certDaysLeft ?? Number.NaN);
+    const data: GuestEvent = { vmid: g.vmid, node: g.node, name: spec.name, state: g.state, health };
+    if (prev) {
+      data.previousState = prev.state;
+      data.previousHealth = prev.health;
+    }
+    if (g.resources && Object.keys(g.resources).length) data.resources = g.resources;
+    if (certDaysLeft !== undefined) data.certDaysLeft = certDaysLeft;
+    let type: string | undefined;
+    if (!this.announcedGuests.has(g.vmid)) {
+      this.announcedGuests.add(g.vmid);
+      type = 'GuestDiscovered';
+      data.reason = g.reason ?? probeReason;
+    } else if (stateChanged) {
+      type = 'GuestStateChanged';
+      data.reason = g.reason ?? (prev && prev.node !== g.node ? `moved ${prev.node} → ${g.node}` : `${prev?.state ?? 'unknown'} → ${g.state}`);
+    } else if (healthChanged) {
+      type = 'GuestProbe';
+      data.reason = health === 'unhealthy' ? `${failures} failed probes: ${probeReason ?? 'no reason'}` : health === 'healthy' ? 'probe ok' : probeReason;
+    } else if (certChanged) {
+      type = 'GuestResources';
+    }
+    if (data.reason) data.reason = data.reason.slice(0, 2000);
+    if (type) out.guests.push({ kind: 'event', subject: subjects.guestEvent(g.node, g.vmid), type, data, key: `guest:${g.vmid}` });
+    if (g.state === 'running' && g.resources) {
+      const r = g.resources;
+      out.metrics.push({ kind: 'metric', subject: subjects.metrics(g.node, g.vmid), data: { node: g.node, vmid: g.vmid, cpu: r.cpu ?? 0, mem: r.mem ?? 0, maxmem: r.maxmem ?? 0, disk: r.disk ?? 0, maxdisk: r.maxdisk ?? 0 } });
+    }
+    const changed = stateChanged || healthChanged || certChanged || prev?.probeFailures !== failures;
+    this.maybeKv(kvKeys.guest(g.vmid), rec, changed, now, out);
+  }
+
+  private maybeKv(key: string, value: GuestRecord | NodeRecord, changed: boolean, now: number, out: Emissions): void {
+    const last = this.kvWrittenAt.get(key);
+    if (!changed && last !== undefined && now - last < this.kvRefreshMs) return;
+    this.kvWrittenAt.set(key, now);
+    out.kv.push({ kind: 'kv', key, value });
+  }
+}
