@@ -80,6 +80,8 @@ export function placeGuests(guests: readonly FailoverGuestInput[], survivors: re
     ok.add(vmid);
     out.placed.push({ vmid, to: best[0] });
   }
+  out.unplaced.sort((a, b) => a - b);
+  out.held.sort((a, b) => a - b);
   return out;
 }
 
