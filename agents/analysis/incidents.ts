@@ -1,0 +1,149 @@
+// The open incidents and their indexes (which guest is whose root cause or symptom, which node or
+// alert has one). Every change is recorded as a touch; `drain` hands back one message per touched
+// incident, in the order they were first touched, so a step publishes a consistent picture.
+import { newId, type GuestRef, type Incident, type IncidentPhase } from '../../bus/mod.ts';
+
+const TIMELINE_MAX = 100;
+/** Keeps an incident message well under the 256 KiB payload limit even for a big node. */
+const LIST_MAX = 2000;
+
+export interface IncidentOutput {
+  kind: 'incident';
+  phase: IncidentPhase;
+  incident: Incident;
+}
+
+export type NewIncident = Pick<Incident, 'kind' | 'severity' | 'title' | 'rootCause'> & { symptoms?: Incident['symptoms']; suppressed?: GuestRef[] };
+
+export class IncidentBook {
+  readonly open = new Map<string, Incident>();
+  readonly rootOf = new Map<number, string>();
+  readonly symptomOf = new Map<number, string>();
+  readonly byNode = new Map<string, string>();
+  /** Resource, external and api incidents by their alert fingerprint. */
+  readonly byKey = new Map<string, string>();
+  private touched = new Map<string, IncidentPhase | 'opened+resolved'>();
+  private readonly closed = new Map<string, Incident>();
+
+  get(id: string | undefined): Incident | undefined {
+    return id === undefined ? undefined : this.open.get(id);
+  }
+
+  /** Index an incident read back from KV. */
+  adopt(inc: Incident): void {
+    if (inc.status !== 'open') return;
+    this.open.set(inc.id, inc);
+    this.index(inc);
+  }
+
+  create(spec: NewIncident, now: number, what: string, ref?: string): Incident {
+    const ts = new Date(now).toISOString();
+    const inc: Incident = {
+      id: `inc-${newId(now).toLowerCase()}`,
+      kind: spec.kind,
+      status: 'open',
+      severity: spec.severity,
+      title: spec.title.slice(0, 2000),
+      rootCause: spec.rootCause,
+      symptoms: (spec.symptoms ?? []).slice(0, LIST_MAX),
+      suppressed: (spec.suppressed ?? []).slice(0, LIST_MAX),
+      openedAt: ts,
+      updatedAt: ts,
+      timeline: [{ ts, what: what.slice(0, 2000), ...(ref ? { ref } : {}) }],
+    };
+    this.open.set(inc.id, inc);
+    this.index(inc);
+    this.touched.set(inc.id, 'opened');
+    return inc;
+  }
+
+  note(inc: Incident, now: number, what: string, ref?: string): void {
+    const ts = new Date(now).toISOString();
+    inc.updatedAt = ts;
+    inc.timeline.push({ ts, what: what.slice(0, 2000), ...(ref ? { ref: ref.slice(0, 200) } : {}) });
+    // keep the opening entry (it names the trigger) and the most recent ones
+    if (inc.timeline.length > TIMELINE_MAX) inc.timeline.splice(1, inc.timeline.length - TIMELINE_MAX);
+    if (!this.touched.has(inc.id)) this.touched.set(inc.id, 'updated');
+  }
+
+  addSymptom(inc: Incident, ref: GuestRef, reason: string, now: number): void {
+    const cur = inc.symptoms.find((s) => s.vmid === ref.vmid);
+    if (cur) cur.reason = reason;
+    else if (inc.symptoms.length < LIST_MAX) inc.symptoms.push({ ...ref, reason });
+    this.symptomOf.set(ref.vmid, inc.id);
+    this.note(inc, now, `symptom ${ref.name ?? ref.vmid} (${ref.vmid}): ${reason}`, `vmid:${ref.vmid}`);
+  }
+
+  setSymptomReason(inc: Incident, vmid: number, reason: string, now: number): void {
+    const cur = inc.symptoms.find((s) => s.vmid === vmid);
+    if (!cur || cur.reason === reason) return;
+    cur.reason = reason;
+    this.note(inc, now, `symptom ${cur.name ?? vmid} (${vmid}): ${reason}`, `vmid:${vmid}`);
+  }
+
+  dropSymptom(inc: Incident, vmid: number, reason: string, now: number): void {
+    if (this.symptomOf.get(vmid) === inc.id) this.symptomOf.delete(vmid);
+    this.setSymptomReason(inc, vmid, reason, now);
+  }
+
+  suppress(inc: Incident, refs: GuestRef[]): void {
+    const have = new Set(inc.suppressed.map((s) => s.vmid));
+    for (const r of refs) if (!have.has(r.vmid) && inc.suppressed.length < LIST_MAX) inc.suppressed.push(r);
+  }
+
+  resolve(inc: Incident, now: number, what: string, ref?: string): void {
+    if (inc.status === 'resolved') return;
+    this.note(inc, now, what, ref);
+    inc.status = 'resolved';
+    inc.resolvedAt = new Date(now).toISOString();
+    this.open.delete(inc.id);
+    this.unindex(inc);
+    this.closed.set(inc.id, inc);
+    this.touched.set(inc.id, this.touched.get(inc.id) === 'opened' ? 'opened+resolved' : 'resolved');
+  }
+
+  drain(): IncidentOutput[] {
+    const out: IncidentOutput[] = [];
+    for (const [id, touch] of this.touched) {
+      const inc = this.open.get(id) ?? this.closed.get(id);
+      if (!inc) continue;
+      if (touch === 'opened+resolved') {
+        // opened and resolved within one step (e.g. folded at once): announce both
+        const { resolvedAt: _r, ...opened } = structuredClone(inc);
+        void _r;
+        out.push({ kind: 'incident', phase: 'opened', incident: { ...opened, status: 'open' } });
+        out.push({ kind: 'incident', phase: 'resolved', incident: structuredClone(inc) });
+      } else {
+        out.push({ kind: 'incident', phase: touch, incident: structuredClone(inc) });
+      }
+    }
+    this.touched = new Map();
+    this.closed.clear();
+    return out;
+  }
+
+  private index(inc: Incident): void {
+    const rc = inc.rootCause;
+    if (inc.kind === 'guest' && rc.vmid !== undefined) this.rootOf.set(rc.vmid, inc.id);
+    if (inc.kind === 'node' && rc.node) this.byNode.set(rc.node, inc.id);
+    const key = IncidentBook.keyOf(inc);
+    if (key) this.byKey.set(key, inc.id);
+    for (const s of inc.symptoms) if (s.reason !== 'recovered') this.symptomOf.set(s.vmid, inc.id);
+  }
+
+  private unindex(inc: Incident): void {
+    const rc = inc.rootCause;
+    if (rc.vmid !== undefined && this.rootOf.get(rc.vmid) === inc.id) this.rootOf.delete(rc.vmid);
+    for (const s of inc.symptoms) if (this.symptomOf.get(s.vmid) === inc.id) this.symptomOf.delete(s.vmid);
+    if (rc.node && this.byNode.get(rc.node) === inc.id) this.byNode.delete(rc.node);
+    const key = IncidentBook.keyOf(inc);
+    if (key && this.byKey.get(key) === inc.id) this.byKey.delete(key);
+  }
+
+  /** Resource/api/external incidents carry their alert fingerprint as the first timeline ref. */
+  static keyOf(inc: Incident): string | undefined {
+    if (inc.kind !== 'resource' && inc.kind !== 'external' && inc.kind !== 'api') return undefined;
+    const ref = inc.timeline[0]?.ref;
+    return ref?.startsWith('alert:') ? ref.slice(6) : undefined;
+  }
+}

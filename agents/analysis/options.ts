@@ -1,0 +1,52 @@
+// Analysis tuning: the thresholds are the manifest's `policies.alerts`; the grouping windows are
+// derived from the sense interval (what the loop can actually see) and may be overridden through
+// services.analysis for tests.
+import { z } from 'zod';
+import { HomeostatError, token } from '../../bus/mod.ts';
+import type { Fleet, Policies } from '../../fleet/manifest.ts';
+import type { AgentContext } from '../runtime/agent.ts';
+
+export interface Tuning {
+  alerts: Policies['alerts'];
+  /** A symptom incident opened this recently is folded into its root cause's incident. */
+  groupWindowMs: number;
+  /** After the root cause recovered, symptoms still failing this long get incidents of their own. */
+  symptomGraceMs: number;
+  /** A restarted guest may fail health checks while it boots; after this it counts as unhealthy. */
+  bootGraceMs: number;
+  /** No samples for this long: resource alerts of that guest/node resolve. */
+  staleMetricsMs: number;
+  tickMs: number;
+}
+
+const Overrides = z.object({
+  groupWindowMs: z.number().int().min(0).optional(),
+  symptomGraceMs: z.number().int().min(0).optional(),
+  bootGraceMs: z.number().int().min(0).optional(),
+  staleMetricsMs: z.number().int().min(0).optional(),
+  tickMs: z.number().int().min(10).optional(),
+  /** Prefix of the durable consumer names (default analysis-<fleet name>). */
+  durablePrefix: z.string().regex(/^[A-Za-z0-9_-]{1,100}$/).optional(),
+}).strict();
+
+export function tuningFor(fleet: Fleet, overrides: z.infer<typeof Overrides> = {}): Tuning {
+  const p = fleet.policies;
+  const sense = p.senseIntervalMs;
+  return {
+    alerts: p.alerts,
+    groupWindowMs: overrides.groupWindowMs ?? Math.max(2000, 2 * sense),
+    symptomGraceMs: overrides.symptomGraceMs ?? Math.max(5000, 5 * sense * p.alerts.healthFailures),
+    bootGraceMs: overrides.bootGraceMs ?? p.guestBootTimeoutMs,
+    staleMetricsMs: overrides.staleMetricsMs ?? Math.max(30_000, 10 * sense),
+    tickMs: overrides.tickMs ?? 250,
+  };
+}
+
+export function analysisOptions(ctx: AgentContext): { tuning: Tuning; durablePrefix: string } {
+  const r = Overrides.safeParse(ctx.services?.analysis ?? {});
+  if (!r.success) {
+    const i = r.error.issues[0];
+    throw new HomeostatError('HOMEOSTAT_ERR_CONFIG', `services.analysis.${i.path.join('.')}: ${i.message}`);
+  }
+  return { tuning: tuningFor(ctx.fleet, r.data), durablePrefix: r.data.durablePrefix ?? `analysis-${token(ctx.fleet.name)}` };
+}

@@ -1,0 +1,84 @@
+// Memory after a restart comes from KV: the latest guest/node/api records sensing wrote, the
+// desired states, and the open incidents of this fleet. Alerts that those incidents imply are
+// remembered as firing so they are not announced twice.
+import { ApiRecord, DesiredState, GuestRecord, IncidentRecord, kvGet, kvKeys, kvList, NodeRecord, type Bus, type Incident } from '../../bus/mod.ts';
+import { RESOURCE_ALERTS } from './alerts.ts';
+import type { Analyzer } from './analyzer.ts';
+
+export const DESIRED_PREFIX = 'desired.';
+
+export function vmidOfDesiredKey(key: string): number | undefined {
+  const v = Number(key.slice(DESIRED_PREFIX.length));
+  return key.startsWith(DESIRED_PREFIX) && Number.isInteger(v) ? v : undefined;
+}
+
+function belongs(a: Analyzer, inc: Incident): boolean {
+  const rc = inc.rootCause;
+  const vmidOk = rc.vmid !== undefined && a.view.has(rc.vmid);
+  const nodeOk = rc.node !== undefined && a.view.nodes.has(rc.node);
+  switch (inc.kind) {
+    case 'guest':
+      return vmidOk;
+    case 'node':
+      return nodeOk;
+    case 'api':
+      return rc.name === a.fleet.name;
+    case 'resource':
+      return rc.vmid !== undefined ? vmidOk : nodeOk;
+    case 'external':
+      return vmidOk || nodeOk || rc.name === a.fleet.name;
+    default:
+      return false; // flapping incidents belong to decision
+  }
+}
+
+export async function rebuild(bus: Bus, a: Analyzer): Promise<{ guests: number; incidents: number }> {
+  const kv = bus.kv.fleetState;
+  const [guests, nodes, api, desired, incidents] = await Promise.all([
+    kvList(kv, 'guest.', GuestRecord),
+    kvList(kv, 'node.', NodeRecord),
+    kvGet(kv, kvKeys.api(), ApiRecord),
+    kvList(kv, DESIRED_PREFIX, DesiredState),
+    kvList(bus.kv.incidents, '', IncidentRecord),
+  ]);
+  let known = 0;
+  for (const rec of guests.values()) {
+    const v = a.view.guests.get(rec.vmid);
+    if (!v) continue;
+    known++;
+    v.node = rec.node;
+    v.state = rec.reachable ? rec.state : 'unknown';
+    v.health = rec.health;
+    v.ts = rec.updatedAt;
+    if (rec.certDaysLeft !== undefined) v.certDaysLeft = rec.certDaysLeft;
+    if (rec.state === 'running' && rec.health === 'unhealthy') v.unhealthySince = Date.parse(rec.stateSince) || Date.now();
+  }
+  for (const rec of nodes.values()) {
+    const n = a.view.nodes.get(rec.node);
+    if (!n) continue;
+    n.status = rec.status;
+    n.reachable = rec.reachable;
+    n.ts = rec.updatedAt;
+    if (a.view.nodeDown(rec.node)) n.downSince = (rec.unreachableSince && Date.parse(rec.unreachableSince)) || Date.now();
+  }
+  a.view.apiAvailable = api?.value.available ?? true;
+  for (const [key, d] of desired) {
+    const vmid = vmidOfDesiredKey(key);
+    if (vmid !== undefined && a.view.has(vmid)) a.view.desired.set(vmid, d);
+  }
+  let adopted = 0;
+  for (const inc of incidents.values()) {
+    if (inc.status !== 'open' || !belongs(a, inc)) continue;
+    a.book.adopt(inc);
+    adopted++;
+    const key = inc.timeline[0]?.ref?.startsWith('alert:') ? inc.timeline[0].ref.slice(6) : undefined;
+    const name = key?.split(':')[0];
+    if (key && name && (RESOURCE_ALERTS.has(name) || name === 'PveUnavailable')) {
+      a.alerts.remember(name as 'DiskFull', key.slice(name.length + 1), { vmid: inc.rootCause.vmid, node: inc.rootCause.node, summary: inc.title }, inc.openedAt);
+    }
+    if (inc.kind === 'node' && inc.rootCause.node && inc.timeline.some((t) => t.what === 'NodeDown alert fired')) {
+      a.alerts.remember('NodeDown', inc.rootCause.node, { node: inc.rootCause.node, summary: inc.title }, inc.openedAt);
+    }
+  }
+  return { guests: known, incidents: adopted };
+}
