@@ -7,7 +7,8 @@
 // - `emitProgress(_, progress)` gets `{ event, vmid?, node?, layer?, detail? }`: publish it on
 //   `fleet.workflows.<kind>.<workflowId>.<event>`. The event names are listed in *_EVENTS.
 // - Persist `actor.getPersistedSnapshot()` (plain JSON) after every transition; restore with
-//   `createActor(machine.provide(...), { snapshot })` then `start()`.
+//   `createActor(machine.provide(...), { snapshot, input })` then `start()` (the types want
+//   `input`; xstate ignores it when a snapshot is given).
 // - Right after `start()` on a restored snapshot, send `{ type: 'RESUME' }`. XState 5 does not
 //   persist pending timers (delayed events, `after`), so RESUME re-arms them (boot, shutdown and
 //   failover re-arm per-guest timeouts / the fence delay with their full budget) and moves a

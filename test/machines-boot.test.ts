@@ -237,7 +237,7 @@ describe('LayeredBootMachine', () => {
     const clock2 = new SimulatedClock();
     clock2.set(first.clock.now());
     const second = rig(fleet, opts, clock2);
-    const b = createActor(second.machine, { clock: clock2, snapshot }).start();
+    const b = createActor(second.machine, { clock: clock2, snapshot, input: bootInput(fleet) }).start();
     b.send({ type: 'RESUME' });
     await runUntil(b, clock2);
     const out = b.getSnapshot().output!;
@@ -261,7 +261,7 @@ describe('LayeredBootMachine', () => {
     const snapshot = JSON.parse(JSON.stringify(a.getPersistedSnapshot()));
     a.stop();
     const second = rig(fleet, opts);
-    const b = createActor(second.machine, { clock: second.clock, snapshot }).start();
+    const b = createActor(second.machine, { clock: second.clock, snapshot, input }).start();
     b.send({ type: 'RESUME' });
     await runUntil(b, second.clock);
     expect(b.getSnapshot().output!.failed).toEqual([101]);

@@ -3,7 +3,7 @@
 // node was fenced.
 import { describe, expect, it } from 'vitest';
 import { createActor, fromPromise, SimulatedClock, type AnyActorRef } from 'xstate';
-import { NodeFailoverMachine, placeGuests, type FailoverInput, type Progress } from '../state-machines/mod.ts';
+import { NodeFailoverMachine, placeGuests, type ConfirmFenceOutput, type FailoverInput, type Progress } from '../state-machines/mod.ts';
 import { referenceFleet } from '../fleet/reference-fleet.ts';
 
 const flush = () => new Promise<void>((r) => setImmediate(r));
@@ -44,7 +44,7 @@ function rig(opts: FakeOpts = {}, clock = new SimulatedClock()) {
   const progress: Progress[] = [];
   const machine = NodeFailoverMachine.provide({
     actors: {
-      confirmFence: fromPromise(async () => {
+      confirmFence: fromPromise(async (): Promise<ConfirmFenceOutput> => {
         calls.push({ actor: 'confirmFence', at: clock.now() });
         await sleep(100);
         if (opts.offline === 'throw') throw new Error('cluster status unavailable');
@@ -201,7 +201,7 @@ describe('NodeFailoverMachine', () => {
     const snapshot = JSON.parse(JSON.stringify(a.getPersistedSnapshot()));
     a.stop();
     const second = rig();
-    const b = createActor(second.machine, { clock: second.clock, snapshot }).start();
+    const b = createActor(second.machine, { clock: second.clock, snapshot, input: failoverInput() }).start();
     b.send({ type: 'RESUME' });
     await runUntil(b, second.clock);
     expect(second.calls[0]).toMatchObject({ actor: 'confirmFence', at: 10_000 });
@@ -221,7 +221,7 @@ describe('NodeFailoverMachine', () => {
     const completed = new Set(first.calls.filter((c) => c.actor === 'recoverGuest' && c.done).map((c) => c.actionId));
 
     const second = rig();
-    const b = createActor(second.machine, { clock: second.clock, snapshot }).start();
+    const b = createActor(second.machine, { clock: second.clock, snapshot, input: failoverInput() }).start();
     b.send({ type: 'RESUME' });
     await runUntil(b, second.clock);
     expect(b.getSnapshot().output!.recovered).toEqual(whole.getSnapshot().output!.recovered);

@@ -178,7 +178,7 @@ describe('GracefulShutdownMachine', () => {
     expect(completed.size).toBeGreaterThan(0);
 
     const second = rig(fleet, opts);
-    const b = createActor(second.machine, { clock: second.clock, snapshot }).start();
+    const b = createActor(second.machine, { clock: second.clock, snapshot, input: shutdownInput(fleet) }).start();
     b.send({ type: 'RESUME' }); // re-arms 155's shutdown timeout, or it would hang forever
     await runUntil(b, second.clock);
     const out = b.getSnapshot().output!;
