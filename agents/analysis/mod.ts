@@ -9,7 +9,7 @@ import { analysisOptions } from './options.ts';
 import { Outbox } from './outbox.ts';
 import { DESIRED_PREFIX, rebuild, vmidOfDesiredKey } from './rebuild.ts';
 
-export { Analyzer } from './analyzer.ts';
+export { Analyzer, type Output } from './analyzer.ts';
 export { tuningFor, type Tuning } from './options.ts';
 
 export interface AnalysisHandle extends AgentHandle {
