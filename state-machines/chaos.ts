@@ -5,56 +5,13 @@
 import { setup, assign, and, fromCallback, fromPromise, type EventObject } from 'xstate';
 import { errorText, type Progress } from './progress.ts';
 import { ActorNotBoundError, notBound } from './children.ts';
+import {
+  chaosReport, faultActionId, flattenFaults, rollbackActionId,
+  type ChaosContext, type ChaosExperimentInput, type ChaosFaultStep, type ChaosInput, type ChaosReport, type FaultRecord,
+} from './chaos-model.ts';
 
-export interface ChaosFaultStep {
-  fault: string;
-  target: string | number;
-  durationMs?: number;
-  params?: Record<string, string | number | boolean>;
-  repeat?: number;
-  intervalMs?: number;
-  /** 'none': nothing to wait for (e.g. an API brownout); 'healed' | 'held': wait for HEAL.OBSERVED. */
-  expect?: 'healed' | 'held' | 'none';
-  healTarget?: number;
-}
-
-export interface ChaosExperimentInput {
-  name: string;
-  steadyState: unknown[];
-  method: ChaosFaultStep[];
-  rollbacks: unknown[];
-  abort?: { timeoutMs?: number; maxGuestsDown?: number };
-  slo: { mttrMs: number };
-}
-
-export interface ChaosInput {
-  workflowId: string;
-  experiment: ChaosExperimentInput;
-  dryRun?: boolean;
-  /** How long to wait for heals: SLO × this (default 2). Past it the experiment fails, not aborts. */
-  healTimeoutFactor?: number;
-}
-
-/** One injection. A step with `repeat: n` becomes n records; only the last one waits for a heal. */
-export interface FaultRecord {
-  index: number;
-  step: number;
-  rep: number;
-  kind: string;
-  target: string | number;
-  expect: 'healed' | 'held' | 'none';
-  healTarget?: number;
-  intervalMs: number;
-  needsHeal: boolean;
-  sloMs: number;
-  actionId: string;
-  injectedAt?: number;
-  faultId?: string;
-  healedAt?: number;
-  mttrMs?: number;
-  withinSlo?: boolean;
-  error?: string;
-}
+export { faultActionId, rollbackActionId };
+export type { ChaosExperimentInput, ChaosFaultStep, ChaosInput, ChaosReport, FaultRecord };
 
 export interface CheckSteadyStateInput { workflowId: string; probes: unknown[]; phase: 'before' | 'after' }
 export interface CheckSteadyStateOutput { ok: boolean; failures?: string[] }
@@ -74,78 +31,10 @@ export const CHAOS_EVENTS = [
 ] as const;
 export type ChaosEventName = (typeof CHAOS_EVENTS)[number];
 
-export interface ChaosReport {
-  workflowId: string;
-  experiment: string;
-  dryRun: boolean;
-  passed: boolean;
-  aborted: boolean;
-  reason?: string;
-  steadyStateBefore?: boolean;
-  steadyStateAfter?: boolean;
-  faults: { index: number; kind: string; target: string | number; rep: number; expect: string; injectedAt?: number; healedAt?: number; mttrMs?: number; sloMs: number; withinSlo: boolean; error?: string }[];
-  rollback: { ran: boolean; ok: boolean; error?: string };
-}
-
-interface ChaosContext {
-  workflowId: string;
-  dryRun: boolean;
-  experiment: ChaosExperimentInput;
-  faults: FaultRecord[];
-  cursor: number;
-  timeoutMs: number;
-  healTimeoutMs: number;
-  aborted: boolean;
-  reason?: string;
-  steadyStateBefore?: boolean;
-  steadyStateAfter?: boolean;
-  rollback: { ran: boolean; ok: boolean; error?: string };
-}
-
 export type ChaosEvent =
   | { type: 'HEAL.OBSERVED'; index: number; at: number }
   | { type: 'ABORT'; reason?: string }
   | { type: 'RESUME' };
-
-export const faultActionId = (workflowId: string, index: number) => `${workflowId}:fault:${index}`;
-export const rollbackActionId = (workflowId: string) => `${workflowId}:rollback`;
-
-function flatten(workflowId: string, e: ChaosExperimentInput): FaultRecord[] {
-  const out: FaultRecord[] = [];
-  e.method.forEach((m, step) => {
-    const repeat = Math.max(1, m.repeat ?? 1);
-    for (let rep = 0; rep < repeat; rep++) {
-      const expect = m.expect ?? 'healed';
-      const index = out.length;
-      out.push({
-        index, step, rep, kind: m.fault, target: m.target, expect, intervalMs: rep === 0 ? 0 : m.intervalMs ?? 0,
-        ...(m.healTarget !== undefined ? { healTarget: m.healTarget } : {}),
-        needsHeal: expect !== 'none' && rep === repeat - 1, sloMs: e.slo.mttrMs, actionId: faultActionId(workflowId, index),
-      });
-    }
-  });
-  return out;
-}
-
-export function chaosReport(c: ChaosContext): ChaosReport {
-  const faults = c.faults.map((f) => ({
-    index: f.index, kind: f.kind, target: f.target, rep: f.rep, expect: f.expect,
-    ...(f.injectedAt !== undefined ? { injectedAt: f.injectedAt } : {}),
-    ...(f.healedAt !== undefined ? { healedAt: f.healedAt } : {}),
-    ...(f.mttrMs !== undefined ? { mttrMs: f.mttrMs } : {}),
-    sloMs: f.sloMs,
-    withinSlo: f.injectedAt !== undefined && (f.needsHeal ? f.withinSlo === true : true),
-    ...(f.error ? { error: f.error } : {}),
-  }));
-  const passed = !c.dryRun && !c.aborted && !c.reason && c.steadyStateAfter === true && c.rollback.ok && faults.every((f) => f.withinSlo);
-  return {
-    workflowId: c.workflowId, experiment: c.experiment.name, dryRun: c.dryRun, passed, aborted: c.aborted,
-    ...(c.reason ? { reason: c.reason } : {}),
-    ...(c.steadyStateBefore !== undefined ? { steadyStateBefore: c.steadyStateBefore } : {}),
-    ...(c.steadyStateAfter !== undefined ? { steadyStateAfter: c.steadyStateAfter } : {}),
-    faults, rollback: c.rollback,
-  };
-}
 
 const notBoundCallback = (actor: string) => () => {
   throw new ActorNotBoundError(actor);
@@ -191,7 +80,7 @@ export const ChaosExperimentMachine = chaosSetup.createMachine({
     workflowId: input.workflowId,
     dryRun: input.dryRun ?? false,
     experiment: structuredClone(input.experiment),
-    faults: flatten(input.workflowId, input.experiment),
+    faults: flattenFaults(input.workflowId, input.experiment),
     cursor: 0,
     timeoutMs: input.experiment.abort?.timeoutMs ?? 600_000,
     healTimeoutMs: input.experiment.slo.mttrMs * (input.healTimeoutFactor ?? 2),
