@@ -30,14 +30,12 @@ function readBody(req: IncomingMessage): Promise<Buffer | 'too-large'> {
     let size = 0;
     req.on('data', (c: Buffer) => {
       size += c.length;
-      if (size > BODY_LIMIT) {
-        req.pause();
-        resolve('too-large');
-        return;
-      }
-      chunks.push(c);
+      // Over the limit: keep draining (so the client can read our 413), but stop keeping it;
+      // far over the limit: hang up.
+      if (size > 16 * BODY_LIMIT) req.destroy();
+      else if (size <= BODY_LIMIT) chunks.push(c);
     });
-    req.on('end', () => resolve(Buffer.concat(chunks)));
+    req.on('end', () => resolve(size > BODY_LIMIT ? 'too-large' : Buffer.concat(chunks)));
     req.on('error', reject);
   });
 }
