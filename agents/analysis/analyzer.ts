@@ -214,7 +214,11 @@ export class Analyzer {
   /** Fold incidents that turn out to be symptoms of `inc` (its covered guests) into it. */
   private foldInto(inc: Incident, covered: number[]): void {
     const downNode = inc.kind === 'node' ? inc.rootCause.node : undefined;
-    for (const other of [...this.book.open.values()]) {
+    // a guest incident can only absorb incidents of its dependents: look there, not at every open one
+    const candidates = downNode !== undefined
+      ? [...this.book.open.values()]
+      : [...new Set(covered.flatMap((c) => this.view.dependents(c)))].map((v) => this.book.get(this.book.rootOf.get(v))).filter((i) => i !== undefined);
+    for (const other of candidates) {
       const r = other.rootCause.vmid;
       if (other.id === inc.id || other.kind !== 'guest' || r === undefined) continue;
       const onDownNode = downNode !== undefined && this.view.guests.get(r)?.node === downNode;

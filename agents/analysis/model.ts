@@ -34,6 +34,8 @@ export class FleetView {
   readonly desired = new Map<number, DesiredState>();
   apiAvailable = true;
   private readonly ancestorCache = new Map<number, number[]>();
+  private readonly dependentCache = new Map<number, number[]>();
+  private reverse: Map<number, number[]> | undefined;
 
   constructor(readonly fleet: Fleet) {
     for (const g of fleet.guests) {
@@ -88,6 +90,27 @@ export class FleetView {
     const layer = (v: number) => this.fleet.byVmid.get(v)?.layer ?? 0;
     const out = [...seen].sort((a, b) => layer(a) - layer(b) || a - b);
     this.ancestorCache.set(vmid, out);
+    return out;
+  }
+
+  /** Every guest that depends on `vmid`, directly or not. */
+  dependents(vmid: number): number[] {
+    const hit = this.dependentCache.get(vmid);
+    if (hit) return hit;
+    if (!this.reverse) {
+      this.reverse = new Map();
+      for (const [v, ds] of this.fleet.deps) for (const d of ds) this.reverse.set(d, [...(this.reverse.get(d) ?? []), v]);
+    }
+    const seen = new Set<number>();
+    const stack = [...(this.reverse.get(vmid) ?? [])];
+    while (stack.length) {
+      const d = stack.pop()!;
+      if (seen.has(d)) continue;
+      seen.add(d);
+      stack.push(...(this.reverse.get(d) ?? []));
+    }
+    const out = [...seen];
+    this.dependentCache.set(vmid, out);
     return out;
   }
 
