@@ -6,6 +6,8 @@ import { AGENT_NAMES, loadAgent, type AgentHandle, type AgentName, type AppLogge
 import type { Fleet } from '../fleet/manifest.ts';
 import type { PveApi } from '../fleet/pve-types.ts';
 import { startNatsServer, type NatsServerHandle } from './nats-server.ts';
+import { startSimulator } from '../fleet/twin/mod.ts';
+import { createPveClient } from '../fleet/pve-client.ts';
 
 export interface SimulatorLike {
   url: string;
@@ -69,9 +71,6 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     let tokenSecret = config.PVE_TOKEN_SECRET;
     let caPem = config.pveCaPem;
     if (opts.sim) {
-      const { startSimulator } = (await import('../fleet/sim/mod.ts')) as unknown as {
-        startSimulator(o: Record<string, unknown>): Promise<SimulatorLike>;
-      };
       sim = await startSimulator({
         fleet,
         port: opts.sim.port ?? 8006,
@@ -91,9 +90,6 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
 
     let pve: PveApi | undefined;
     if (pveUrl && tokenId && tokenSecret) {
-      const { createPveClient } = (await import('../fleet/pve-client.ts')) as unknown as {
-        createPveClient(o: Record<string, unknown>): PveApi;
-      };
       pve = createPveClient({ url: pveUrl, tokenId, tokenSecret, caPem, insecure: config.PVE_INSECURE, log: log.child({ agent: 'pve' }) });
     } else if (pveUrl) {
       throw new HomeostatError('HOMEOSTAT_ERR_CONFIG', 'PVE_TOKEN_ID: expected with PVE_URL (USER@REALM!TOKENID)');
