@@ -1,0 +1,47 @@
+// A full homeostat stack for end-to-end tests: the run's nats-server, the simulator over HTTP,
+// short intervals and a time scale so the reference fleet heals in well under a second per step.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startNatsServer } from '../../cli/nats-server.ts';
+import { createLogger, loadConfig, type AgentName } from '../../agents/mod.ts';
+import { startStack, type Stack } from '../../cli/stack.ts';
+import { buildFleet, type Fleet } from '../../fleet/manifest.ts';
+import { REFERENCE_MANIFEST } from '../../fleet/reference-fleet.ts';
+import { simApi } from '../../bench/sim-http.ts';
+
+export interface TestStack extends Stack {
+  fleet: Fleet;
+  sim: NonNullable<Stack['sim']>;
+  api: ReturnType<typeof simApi>;
+}
+
+export async function testStack(opts: { policies?: Record<string, unknown>; timeScale?: number; agents?: AgentName[]; services?: Record<string, unknown> } = {}): Promise<TestStack> {
+  const manifest = structuredClone(REFERENCE_MANIFEST) as typeof REFERENCE_MANIFEST & { policies: Record<string, unknown> };
+  manifest.policies = { senseIntervalMs: 200, probeTimeoutMs: 500, cooldownMs: 0, fenceDelayMs: 1000, guestBootTimeoutMs: 10_000, approvalTimeoutMs: 3000, ...(opts.policies ?? {}) };
+  const fleet = buildFleet(manifest);
+  // Each end-to-end stack gets its own nats-server: agents use fixed durable names and KV keys,
+  // so two stacks on one server (parallel test files) would share work.
+  const dir = mkdtempSync(join(tmpdir(), 'homeostat-e2e-'));
+  const nats = await startNatsServer({ dataDir: dir, port: 0 });
+  const stack = await startStack({
+    config: loadConfig({ LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent' }),
+    fleet,
+    log: createLogger(process.env.TEST_LOG_LEVEL ?? 'silent'),
+    natsUrl: nats.url,
+    sim: { port: 0, http: true, timeScale: opts.timeScale ?? 0.05 },
+    agents: opts.agents,
+    services: opts.services,
+  });
+  const api = simApi({ url: stack.pveUrl!, tokenId: stack.pveTokenId!, tokenSecret: stack.pveTokenSecret! });
+  const stopStack = stack.stop;
+  return Object.assign(stack, {
+    fleet, sim: stack.sim!, api,
+    stop: async () => {
+      await api.close();
+      await stopStack();
+      await nats.stop();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  });
+}
