@@ -22,7 +22,7 @@ export function simApi(sim: SimEndpoint) {
       call<{ id: string }>('POST', '/sim/faults', { kind, target: String(target), ...(durationMs ? { durationMs } : {}), ...(params ? { params } : {}) }),
     heal: (id: string) => call<unknown>('DELETE', `/sim/faults/${id}`),
     faults: () => call<unknown>('GET', '/sim/faults'),
-    fleet: () => call<{ guests: { vmid: number; state?: string; status?: string; health?: string | boolean; node: string }[] }>('GET', '/sim/fleet'),
+    fleet: () => call<{ guests: { vmid: number; state: string; status: string; health: string; healthy: boolean; node: string; layer: number }[]; nodes: { name: string; online: boolean; fenced: boolean }[] }>('GET', '/sim/fleet'),
     health: async (vmid: number) => {
       const r = await fetch(`${sim.url}/sim/health/${vmid}`, { headers, dispatcher });
       await r.text();

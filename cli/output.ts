@@ -24,6 +24,5 @@ export function table(rows: string[][]): string {
 }
 
 function visible(s: string): string {
-  // eslint-disable-next-line no-control-regex
   return s.replace(/\x1b\[[0-9;]*m/g, '');
 }
