@@ -46,7 +46,7 @@ function pveMessage(rec: AttemptRecord): string {
   try {
     const parsed = JSON.parse(rec.body ?? '') as { errors?: unknown; message?: unknown };
     if (parsed.errors && typeof parsed.errors === 'object') errors = JSON.stringify(parsed.errors);
-    else if (typeof parsed.message === 'string') errors = parsed.message;
+    else if (typeof parsed.message === 'string' && !reason.includes(parsed.message.trim())) errors = parsed.message;
   } catch {
     if (rec.body && !reason) errors = rec.body;
   }
@@ -84,8 +84,9 @@ export function classifyAttempt(rec: AttemptRecord, err: unknown, origin: string
   const said = pveMessage(rec);
   if (s === 401 || s === 403) return { code: 'HOMEOSTAT_ERR_PVE_AUTH', retryable: false, detail: `PVE refused the token: ${said}`, cause: err };
   if (s === 404) return { code: 'HOMEOSTAT_ERR_PVE_NOT_FOUND', retryable: false, detail: `PVE answered ${said}`, cause: err };
-  // PVE reports a missing guest or snapshot as a 500 whose reason says so; retrying cannot create it.
-  if (s === 500 && /does not exist|no such (vm|guest|snapshot|task|node)|not found/i.test(said)) {
+  // PVE reports a missing guest or snapshot as a 500 whose reason says so, and an unknown node as a
+  // failed "hostname lookup" (cluster members resolve via /etc/pve/.members); retrying cannot help.
+  if (s === 500 && /does not exist|no such (vm|guest|snapshot|task|node)|not found|hostname lookup '[^']*' failed/i.test(said)) {
     return { code: 'HOMEOSTAT_ERR_PVE_NOT_FOUND', retryable: false, detail: `PVE answered ${said}`, cause: err };
   }
   if (s === 400) return { code: 'HOMEOSTAT_ERR_PVE_BAD_REQUEST', retryable: false, detail: `PVE rejected the parameters: ${said}`, cause: err };
