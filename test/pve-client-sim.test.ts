@@ -173,6 +173,21 @@ for (const transport of ['https', 'http'] as const) {
       }
     });
 
+    it("maps a downed node's calls to PVE_UNAVAILABLE while the other nodes answer", async () => {
+      const id = await f.inject({ kind: 'node-down', target: 'node-a' });
+      try {
+        const { c } = clientFor(sim, { retries: 1 });
+        const e = await failure(c.listGuests('node-a'));
+        expect(e.code).toBe('HOMEOSTAT_ERR_PVE_UNAVAILABLE');
+        expect(e.message).toMatch(/^GET \/nodes\/node-a\/(lxc|qemu): PVE answered 595 .*\(after 2 attempts\)$/);
+        expect((await c.listGuests('node-b')).length).toBe(5);
+        expect((await failure(c.listGuests('node-x'))).code).toBe('HOMEOSTAT_ERR_PVE_NOT_FOUND');
+        await c.close();
+      } finally {
+        await f.heal(id);
+      }
+    });
+
     it('maps api-slow beyond the call timeout to PVE_TIMEOUT', async () => {
       const id = await f.inject({ kind: 'api-slow', target: '*', params: { delayMs: 2000 } });
       try {
