@@ -14,6 +14,7 @@ import { createLogger, loadConfig } from '../agents/mod.ts';
 import { startStack } from '../cli/stack.ts';
 import { buildFleet, type Fleet } from '../fleet/manifest.ts';
 import { generateFleet } from '../fleet/reference-fleet.ts';
+import { startSimulator } from '../fleet/twin/mod.ts';
 import { benchNats, emit, round, stats, isMain } from './harness.ts';
 
 const SIZES = (process.env.BENCH_PIPELINE_SIZES ?? '1000,5000').split(',').map(Number);
@@ -103,9 +104,6 @@ async function one(n: number): Promise<void> {
   const nats = await benchNats();
   const bus = await Bus.connect({ servers: nats.url, source: 'bench' });
   const fleet = fleetFor(n);
-  const { startSimulator } = (await import('../fleet/sim/mod.ts')) as unknown as {
-    startSimulator(o: Record<string, unknown>): Promise<{ url: string; stop(): Promise<void> }>;
-  };
   const sim = await startSimulator({ fleet, port: 0, http: true, timeScale: 1, tokenId: TOKEN_ID, tokenSecret: TOKEN_SECRET, log: createLogger('silent') });
   let child: ChildProcess | undefined;
   try {

@@ -36,7 +36,7 @@ export const agent: AgentModule = {
     }
 
     const pve = ctx.pve;
-    const observer = new PveObserver(pve, ctx.fleet, opts.roundDeadlineMs);
+    const observer = new PveObserver(pve, ctx.fleet, opts.roundDeadlineMs, opts.pveUrl ? `PVE API at ${new URL(opts.pveUrl).host}` : undefined);
     const prober = new Prober(opts, ctx.fleet, log);
     const tracker = new FleetTracker(ctx.fleet, opts.healthFailures, opts.kvRefreshMs);
     const seeded = await loadRecords(ctx.bus).catch((e: unknown) => {

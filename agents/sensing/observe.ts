@@ -26,7 +26,7 @@ export interface GuestObservation {
   resources?: Resources;
 }
 
-export type ApiStatus = { ok: true } | { ok: false; code: string; reason: string };
+export type ApiStatus = { ok: true; reason?: string } | { ok: false; code: string; reason: string };
 
 export interface Observation {
   at: number;
@@ -77,6 +77,8 @@ export class PveObserver {
     private readonly pve: PveApi,
     private readonly fleet: Fleet,
     private readonly roundDeadlineMs: number,
+    /** host:port of the PVE endpoint, named in outage reasons (which API is down?). */
+    private readonly origin = 'PVE API',
   ) {
     this.fleetTypes = [...new Set(fleet.guests.map((g) => g.type))];
     for (const g of fleet.guests) this.lastSeen.set(g.vmid, { node: g.node, type: g.type });
@@ -104,7 +106,8 @@ export class PveObserver {
     try {
       listed = await this.pve.listNodes();
     } catch (e) {
-      return { at, api: { ok: false, ...describe(e) }, nodes: new Map(), guests: new Map() };
+      const d = describe(e);
+      return { at, api: { ok: false, code: d.code, reason: `${this.origin}: ${d.reason}` }, nodes: new Map(), guests: new Map() };
     }
     const byName = new Map(listed.map((n) => [n.node, n]));
     const names = new Set([...this.fleet.nodes.map((n) => n.name), ...byName.keys()]);
@@ -142,7 +145,7 @@ export class PveObserver {
       if (n) obs.resources = nodeResources(n);
       nodes.set(node, obs);
     }
-    return { at, api: { ok: true }, nodes, guests: this.guestsFrom(nodes) };
+    return { at, api: { ok: true, reason: `${this.origin} answers` }, nodes, guests: this.guestsFrom(nodes) };
   }
 
   private guestsFrom(nodes: Map<string, NodeObservation>): Map<number, GuestObservation> {

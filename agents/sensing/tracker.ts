@@ -54,7 +54,7 @@ export class FleetTracker {
   private applyApi(obs: Observation, ts: string, out: Emissions): void {
     const available = obs.api.ok;
     if (this.api && this.api.available === available) return;
-    const rec: ApiRecord = obs.api.ok ? { available: true, since: ts } : { available: false, since: ts, code: obs.api.code, reason: obs.api.reason.slice(0, 2000) };
+    const rec: ApiRecord = obs.api.ok ? { available: true, since: ts, reason: obs.api.reason } : { available: false, since: ts, code: obs.api.code, reason: obs.api.reason.slice(0, 2000) };
     const wasDown = this.api?.available === false;
     this.api = rec;
     out.kv.push({ kind: 'kv', key: kvKeys.api(), value: rec });
