@@ -60,11 +60,16 @@ export type PveClientOptions = z.input<typeof PveConnection> & {
   onRequest?: (e: PveRequestEvent) => void;
 };
 
+const ENV_NAME: Record<string, string> = { url: 'PVE_URL', tokenId: 'PVE_TOKEN_ID', tokenSecret: 'PVE_TOKEN_SECRET', caPem: 'PVE_CA_FILE', insecure: 'PVE_INSECURE' };
+
 export function parsePveConnection(opts: z.input<typeof PveConnection>): Readonly<PveConnection> {
   const r = PveConnection.safeParse(opts);
   if (!r.success) {
     const i = r.error.issues[0];
-    throw new HomeostatError('HOMEOSTAT_ERR_CONFIG', `PVE client option ${i.path.join('.') || 'options'}: ${i.message}`);
+    const key = String(i.path[0] ?? '');
+    // Name the environment variable too: that is where a user usually set the value.
+    const name = ENV_NAME[key] ? `${ENV_NAME[key]} (PVE client option ${key})` : `PVE client option ${i.path.join('.') || 'options'}`;
+    throw new HomeostatError('HOMEOSTAT_ERR_CONFIG', `${name}: ${i.message}`);
   }
   return Object.freeze(r.data);
 }

@@ -80,7 +80,8 @@ export interface PveApi {
   rollback(g: GuestAddress, snapname: string, opts?: { start?: boolean }): Promise<string>;
   taskStatus(node: string, upid: string): Promise<PveTaskStatus>;
   taskLog(node: string, upid: string, limit?: number): Promise<{ n: number; t: string }[]>;
-  /** Polls until the task stops; resolves with the final status; exitstatus !== 'OK' → HOMEOSTAT_ERR_PVE_TASK_FAILED. */
+  /** Polls until the task stops; resolves with the final status; exitstatus !== 'OK' → HOMEOSTAT_ERR_PVE_TASK_FAILED;
+   *  not stopped within timeoutMs → HOMEOSTAT_ERR_PVE_TIMEOUT; an aborted signal rejects with the signal's reason. */
   waitForTask(node: string, upid: string, opts?: WaitOptions): Promise<PveTaskStatus>;
   haResources(): Promise<{ sid: string; state?: string; group?: string }[]>;
   haStatus(): Promise<{ id: string; type: string; status: string; node?: string; sid?: string; state?: string }[]>;

@@ -158,9 +158,9 @@ describe('PVE adapter against a scripted server', () => {
   });
 
   it('validates options with HOMEOSTAT_ERR_CONFIG', () => {
-    expect(() => createPveClient({ url: 'ftp://pve', tokenId: 'a@pve!b', tokenSecret: SECRET })).toThrow(/url: expected an http\(s\) URL/);
-    expect(() => createPveClient({ url, tokenId: 'root', tokenSecret: SECRET })).toThrow(/tokenId: expected USER@REALM!TOKENID/);
-    expect(() => createPveClient({ url, tokenId: 'a@pve!b', tokenSecret: 'hunter2' })).toThrow(/tokenSecret: expected the token secret/);
+    expect(() => createPveClient({ url: 'ftp://pve', tokenId: 'a@pve!b', tokenSecret: SECRET })).toThrow(/^PVE_URL \(PVE client option url\): expected an http\(s\) URL/);
+    expect(() => createPveClient({ url, tokenId: 'root', tokenSecret: SECRET })).toThrow(/^PVE_TOKEN_ID \(PVE client option tokenId\): expected USER@REALM!TOKENID/);
+    expect(() => createPveClient({ url, tokenId: 'a@pve!b', tokenSecret: 'hunter2' })).toThrow(/^PVE_TOKEN_SECRET \(PVE client option tokenSecret\): expected the token secret/);
   });
 
   it('parses UPIDs', () => {
