@@ -90,7 +90,9 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
 
     let pve: PveApi | undefined;
     if (pveUrl && tokenId && tokenSecret) {
-      pve = createPveClient({ url: pveUrl, tokenId, tokenSecret, caPem, insecure: config.PVE_INSECURE, log: log.child({ agent: 'pve' }) });
+      const client = createPveClient({ url: pveUrl, tokenId, tokenSecret, caPem, insecure: config.PVE_INSECURE, log: log.child({ agent: 'pve' }) });
+      cleanups.push(() => client.close());
+      pve = client;
     } else if (pveUrl) {
       throw new HomeostatError('HOMEOSTAT_ERR_CONFIG', 'PVE_TOKEN_ID: expected with PVE_URL (USER@REALM!TOKENID)');
     } else {

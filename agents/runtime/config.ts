@@ -20,7 +20,7 @@ export const ConfigSchema = z.object({
   NATS_URL: url(['nats:', 'tls:', 'ws:', 'wss:'], 'a nats:// URL, e.g. nats://127.0.0.1:4222').default('nats://127.0.0.1:4222'),
   PVE_URL: url(['http:', 'https:'], 'an http(s) URL of the PVE API, e.g. https://pve.lan:8006').optional(),
   PVE_TOKEN_ID: z.string().regex(/^[^@\s]+@[^!\s]+![A-Za-z0-9._-]+$/, 'expected USER@REALM!TOKENID, e.g. homeostat@pve!agent').optional(),
-  PVE_TOKEN_SECRET: z.string().min(1, 'expected the token secret (a UUID)').optional(),
+  PVE_TOKEN_SECRET: z.string().regex(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/, 'expected the token secret as the lowercase UUID pveum printed').optional(),
   PVE_CA_FILE: z.string().refine((p) => existsSync(p), 'expected a readable PEM file').optional(),
   PVE_INSECURE: bool.default(false),
   OLLAMA_HOST: url(['http:', 'https:'], 'an http(s) URL, e.g. http://127.0.0.1:11434').default('http://127.0.0.1:11434'),
