@@ -1,60 +1,109 @@
-// `homeostat sim`: the PVE-API simulator alone. One JSON ready line on stdout.
-import { createLogger, loadConfig } from '../../agents/mod.ts';
-import { HomeostatError } from '../../bus/mod.ts';
+// `homeostat sim`: the PVE-API simulator alone. One JSON ready line on stdout, logs on stderr,
+// SIGINT/SIGTERM stop it (exit 0); bad flags or manifest: one line on stderr, exit 2.
+import { parseArgs } from 'node:util';
+import { createLogger } from '../../agents/mod.ts';
+import { describeError, HomeostatError } from '../../bus/mod.ts';
 import { loadFleetFile } from '../../fleet/manifest.ts';
 import { referenceFleet } from '../../fleet/reference-fleet.ts';
-import { startSimulator } from '../../fleet/twin/mod.ts';
-import { parseCommand, parseIntFlag } from '../args.ts';
-import { printJson, println } from '../output.ts';
+import { startSimulator } from '../../fleet/sim/mod.ts';
 import { waitForShutdownSignal } from '../signals.ts';
 
-const HELP = `Usage: homeostat sim [--port N] [--host H] [--fleet FILE] [--token-id ID] [--token-secret S] [--http] [--time-scale X]
+const HELP = `Usage: homeostat sim [--port N] [--host H] [--fleet FILE] [--token-id ID] [--token-secret S] [--http] [--time-scale X] [--stopped] [--seed N]
 
-The PVE-API simulator: the Proxmox VE 9 endpoints homeostat uses, under /api2/json, with tasks,
-token auth (Authorization: PVEAPIToken=USER@REALM!TOKENID=SECRET) and fault injection under /sim/.
-HTTPS with a self-signed certificate made at start (fingerprint in the ready line); --http for plain HTTP.
+Runs the PVE-API simulator (PVE 9, /api2/json/...) on a fleet, plus its fault-injection API
+(/sim/fleet, /sim/faults, /sim/health/{vmid}, /sim/fence/{node}; same token).
+Prints one JSON line on stdout when ready:
+  {"ready":true,"url":...,"tokenId":...,"tokenSecret":...,"fingerprint":...,"guests":12,"nodes":3}
 
-  --port N          listen port (default 8006; 0 = a free port)
-  --host H          listen address (default 127.0.0.1)
-  --fleet FILE      fleet manifest (YAML/JSON); default $HOMEOSTAT_FLEET, else the reference fleet
-  --token-id ID     accepted token id (default $PVE_TOKEN_ID, else homeostat@pve!sim)
-  --token-secret S  accepted token secret (default $PVE_TOKEN_SECRET, else a fresh UUID)
-  --http            plain HTTP instead of HTTPS
-  --time-scale X    multiply guests' boot/shutdown times (e.g. 0.1 for fast demos)
+  --port N          port (default 8006; 0 = a free port)
+  --host H          address to listen on (default 127.0.0.1)
+  --fleet FILE      fleet manifest (YAML/JSON); default: the reference fleet
+  --token-id ID     API token id USER@REALM!TOKENID (default $PVE_TOKEN_ID, else homeostat@pve!sim)
+  --token-secret S  token secret (default $PVE_TOKEN_SECRET, else a fresh UUID)
+  --http            plain HTTP instead of HTTPS with a self-signed certificate
+  --time-scale X    multiply boot/shutdown/task durations by X (default 1; 0.1 = ten times faster)
+  --stopped         start with every guest stopped (to exercise a cold boot)
+  --seed N          seed of the metrics random walk (default 1)
+Logs go to stderr (LOG_LEVEL, default info). Ctrl-C / SIGTERM stops it.`;
 
-Ready line: {"ready":true,"url":...,"tokenId":...,"tokenSecret":...,"fingerprint":...,"nodes":3,"guests":12}
-Faults: POST /sim/faults {"kind":"crash|hang|unhealthy|node-down|api-error|api-slow|disk-fill|cpu-spike|mem-spike|cert-expiring","target":"159","durationMs":30000}
-        GET /sim/faults · DELETE /sim/faults/{id} · GET /sim/fleet · GET /sim/health/{vmid} · POST /sim/fence/{node}`;
+function usageError(message: string): HomeostatError {
+  return new HomeostatError('HOMEOSTAT_ERR_USAGE', message);
+}
+
+function numberFlag(name: string, value: string | undefined, check: (n: number) => boolean, expected: string): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (value.trim() === '' || !Number.isFinite(n) || !check(n)) throw usageError(`--${name}: expected ${expected}, got ${JSON.stringify(value)}`);
+  return n;
+}
 
 export async function simMain(argv: string[]): Promise<number> {
-  const { values } = parseCommand(argv, {
-    port: { type: 'string' },
-    host: { type: 'string', default: '127.0.0.1' },
-    fleet: { type: 'string' },
-    'token-id': { type: 'string' },
-    'token-secret': { type: 'string' },
-    http: { type: 'boolean', default: false },
-    'time-scale': { type: 'string' },
-    help: { type: 'boolean', short: 'h', default: false },
-  }, false);
-  if (values.help) {
-    println(HELP);
+  let stop: (() => Promise<void>) | undefined;
+  try {
+    let values;
+    try {
+      ({ values } = parseArgs({
+        args: argv,
+        strict: true,
+        allowPositionals: false,
+        options: {
+          port: { type: 'string' },
+          host: { type: 'string' },
+          fleet: { type: 'string' },
+          'token-id': { type: 'string' },
+          'token-secret': { type: 'string' },
+          http: { type: 'boolean', default: false },
+          'time-scale': { type: 'string' },
+          stopped: { type: 'boolean', default: false },
+          seed: { type: 'string' },
+          help: { type: 'boolean', short: 'h', default: false },
+        },
+      }));
+    } catch (e) {
+      throw usageError((e as Error).message.split('\n')[0]);
+    }
+    if (values.help) {
+      process.stdout.write(`${HELP}\n`);
+      return 0;
+    }
+    const port = numberFlag('port', values.port, (n) => Number.isInteger(n) && n >= 0 && n <= 65535, 'an integer 0..65535') ?? 8006;
+    const timeScale = numberFlag('time-scale', values['time-scale'], (n) => n > 0 && n <= 100, 'a number in (0, 100]');
+    const seed = numberFlag('seed', values.seed, (n) => Number.isInteger(n), 'an integer');
+    if (values.host !== undefined && !values.host.trim()) throw usageError('--host: expected an address, got ""');
+    const fleet = values.fleet ? loadFleetFile(values.fleet) : referenceFleet();
+    const log = createLogger(process.env.LOG_LEVEL || 'info').child({ agent: 'sim' });
+
+    const sim = await startSimulator({
+      fleet,
+      port,
+      host: values.host,
+      http: values.http,
+      tokenId: values['token-id'] ?? (process.env.PVE_TOKEN_ID || undefined),
+      tokenSecret: values['token-secret'] ?? (process.env.PVE_TOKEN_SECRET || undefined),
+      timeScale,
+      seed,
+      initial: values.stopped ? 'stopped' : 'running',
+      log,
+    });
+    stop = () => sim.stop();
+    const ready = {
+      ready: true,
+      url: sim.url,
+      tokenId: sim.tokenId,
+      tokenSecret: sim.tokenSecret,
+      ...(sim.fingerprint ? { fingerprint: sim.fingerprint } : {}),
+      guests: fleet.guests.length,
+      nodes: fleet.nodes.length,
+    };
+    process.stdout.write(`${JSON.stringify(ready)}\n`);
+    const signal = await waitForShutdownSignal();
+    log.info({ signal }, 'simulator stopping');
+    await sim.stop();
     return 0;
+  } catch (e) {
+    await stop?.().catch(() => undefined);
+    process.stderr.write(`homeostat sim: ${describeError(e)}\n`);
+    const usage = e instanceof HomeostatError && ['HOMEOSTAT_ERR_USAGE', 'HOMEOSTAT_ERR_CONFIG', 'HOMEOSTAT_ERR_MANIFEST'].includes(e.code);
+    return usage ? 2 : 1;
   }
-  const config = loadConfig(process.env, { PVE_TOKEN_ID: values['token-id'], PVE_TOKEN_SECRET: values['token-secret'] });
-  const port = parseIntFlag('port', values.port) ?? 8006;
-  const timeScale = values['time-scale'] === undefined ? 1 : Number(values['time-scale']);
-  if (!(timeScale > 0 && timeScale <= 100)) throw new HomeostatError('HOMEOSTAT_ERR_USAGE', `--time-scale: expected a number in (0, 100], got ${values['time-scale']}`);
-  const fleetFile = values.fleet ?? config.HOMEOSTAT_FLEET;
-  const fleet = fleetFile ? loadFleetFile(fleetFile) : referenceFleet();
-  const log = createLogger(config.LOG_LEVEL);
-  const sim = await startSimulator({ fleet, port, host: values.host, http: values.http, tokenId: config.PVE_TOKEN_ID, tokenSecret: config.PVE_TOKEN_SECRET, timeScale, log: log.child({ agent: 'sim' }) }).catch((e: unknown) => {
-    if ((e as NodeJS.ErrnoException).code === 'EADDRINUSE') throw new HomeostatError('HOMEOSTAT_ERR_USAGE', `--port: ${port} is already in use; pick another (0 = a free port)`);
-    throw e;
-  });
-  printJson({ ready: true, url: sim.url, tokenId: sim.tokenId, tokenSecret: sim.tokenSecret, ...(sim.fingerprint ? { fingerprint: sim.fingerprint } : {}), nodes: fleet.nodes.length, guests: fleet.guests.length });
-  log.info({ url: sim.url, fingerprint: sim.fingerprint }, 'simulator ready');
-  await waitForShutdownSignal();
-  await sim.stop();
-  return 0;
 }
