@@ -8,7 +8,7 @@ import { println, printJson } from '../output.ts';
 import { startStack } from '../stack.ts';
 import { waitForShutdownSignal } from '../signals.ts';
 
-const HELP = `Usage: homeostat up [--sim] [--fleet FILE] [--nats URL] [--data-dir DIR] [--nats-port N] [--sim-port N] [--http] [--agents LIST]
+const HELP = `Usage: homeostat up [--sim] [--fleet FILE] [--nats URL] [--data-dir DIR] [--nats-port N] [--sim-port N] [--http] [--agents LIST] [--alertmanager-port N|off]
 
 Runs homeostat in one process: its own nats-server -js (unless --nats), the PVE-API simulator
 (with --sim) and all agents. Prints one JSON line on stdout when ready:
@@ -21,6 +21,8 @@ Ctrl-C / SIGTERM stops everything it started (and nothing else).
   --data-dir DIR   where the embedded nats-server keeps its store (default ./.homeostat)
   --nats-port N    port for the embedded nats-server (default 4222; 0 = a free port)
   --sim-port N     simulator port (default 8006; 0 = a free port)
+  --alertmanager-port N  Alertmanager webhook receiver for sensing (POST /api/v2/alerts or a
+                   webhook_config url); default 9095, 0 = a free port, off = do not listen
   --agents LIST    comma-separated subset of ${AGENT_NAMES.join(',')} (default all)
 Without --sim, the PVE API comes from PVE_URL / PVE_TOKEN_ID / PVE_TOKEN_SECRET (see README).`;
 
@@ -35,6 +37,7 @@ export async function upMain(argv: string[]): Promise<number> {
     'time-scale': { type: 'string' },
     http: { type: 'boolean', default: false },
     agents: { type: 'string' },
+    'alertmanager-port': { type: 'string', default: '9095' },
     help: { type: 'boolean', short: 'h', default: false },
   }, false);
   if (values.help) {
@@ -48,6 +51,7 @@ export async function upMain(argv: string[]): Promise<number> {
   if (timeScale !== undefined && !(timeScale > 0 && timeScale <= 100)) throw new HomeostatError('HOMEOSTAT_ERR_USAGE', `--time-scale: expected a number in (0, 100], got ${values['time-scale']}`);
   const agents = values.agents?.split(',').map((s) => s.trim()).filter(Boolean);
   for (const a of agents ?? []) if (!isAgentName(a)) throw new HomeostatError('HOMEOSTAT_ERR_USAGE', `--agents: unknown agent ${JSON.stringify(a)}; expected ${AGENT_NAMES.join(',')}`);
+  const alertmanagerPort = values['alertmanager-port'] === 'off' ? undefined : parseIntFlag('alertmanager-port', values['alertmanager-port']);
   const fleetFile = values.fleet ?? config.HOMEOSTAT_FLEET;
   const fleet = fleetFile ? loadFleetFile(fleetFile) : referenceFleet();
   const log = createLogger(config.LOG_LEVEL);
@@ -61,12 +65,15 @@ export async function upMain(argv: string[]): Promise<number> {
     natsPort,
     sim: values.sim ? { port: simPort, http: values.http, timeScale } : undefined,
     agents: agents as AgentName[] | undefined,
+    services: alertmanagerPort === undefined ? {} : { alertmanagerPort },
   });
+  const amPort = (stack.agents.get('sensing') as { alertmanagerPort?: number } | undefined)?.alertmanagerPort;
   printJson({
     ready: true,
     natsUrl: stack.natsUrl,
     ...(stack.pveUrl ? { pveUrl: stack.pveUrl, pveTokenId: stack.pveTokenId, pveTokenSecret: stack.pveTokenSecret } : {}),
     ...(stack.fingerprint ? { fingerprint: stack.fingerprint } : {}),
+    ...(amPort !== undefined ? { alertmanagerUrl: `http://127.0.0.1:${amPort}/api/v2/alerts` } : {}),
     fleet: fleet.name,
     guests: fleet.guests.length,
     agents: [...stack.agents.keys()],
