@@ -1,5 +1,5 @@
-// One sensing round against the PVE API: `listNodes()` once, then one `listGuests` per node (only
-// the guest types that can be there), in parallel. A node that fails is unreachable at once; a
+// One sensing round against the PVE API: one `listGuests` per node (only the guest types that can
+// be there), in parallel, then `listNodes()` once. A node that fails is unreachable at once; a
 // node still answering after the round deadline is left "stale" for this round, not declared
 // dead, and its call is not repeated while it is in flight.
 import { isHomeostatError, type GuestState, type NodeStatus, type Resources } from '../../bus/mod.ts';
@@ -72,6 +72,8 @@ export class PveObserver {
   /** Where each guest was last seen, so a migrated guest is followed and its type is asked for. */
   private readonly lastSeen = new Map<number, { node: string; type: GuestType }>();
   private readonly fleetTypes: GuestType[];
+  /** The last answer of listNodes. */
+  private nodeList = new Map<string, PveNode>();
 
   constructor(
     private readonly pve: PveApi,
@@ -102,21 +104,12 @@ export class PveObserver {
 
   async observe(): Promise<Observation> {
     const at = Date.now();
-    let listed: PveNode[];
-    try {
-      listed = await this.pve.listNodes();
-    } catch (e) {
-      const d = describe(e);
-      return { at, api: { ok: false, code: d.code, reason: `${this.origin}: ${d.reason}` }, nodes: new Map(), guests: new Map() };
-    }
-    const byName = new Map(listed.map((n) => [n.node, n]));
-    const names = new Set([...this.fleet.nodes.map((n) => n.name), ...byName.keys()]);
+    const names = new Set([...this.fleet.nodes.map((n) => n.name), ...this.nodeList.keys()]);
+    // Listings first, the node list last: a node that dies while we list shows up offline in this
+    // same round, so its guests become "unknown", never "stopped".
     const started: Promise<void>[] = [];
     for (const node of names) {
-      if (byName.get(node)?.status === 'offline') {
-        this.listings.set(node, { at, error: { code: 'HOMEOSTAT_ERR_PVE_UNAVAILABLE', reason: `PVE reports node ${node} offline` } });
-        continue;
-      }
+      if (this.nodeList.get(node)?.status === 'offline') continue; // no use waiting on it; listNodes below says when it is back
       const running = this.inflight.get(node);
       if (running) {
         started.push(running);
@@ -133,6 +126,20 @@ export class PveObserver {
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([Promise.all(started), new Promise<void>((r) => (timer = setTimeout(r, this.roundDeadlineMs)))]);
     clearTimeout(timer);
+
+    let listed: PveNode[];
+    try {
+      listed = await this.pve.listNodes();
+    } catch (e) {
+      const d = describe(e);
+      return { at, api: { ok: false, code: d.code, reason: `${this.origin}: ${d.reason}` }, nodes: new Map(), guests: new Map() };
+    }
+    const byName = new Map(listed.map((n) => [n.node, n]));
+    this.nodeList = byName;
+    for (const node of byName.keys()) names.add(node);
+    for (const [node, n] of byName) {
+      if (n.status === 'offline') this.listings.set(node, { at, error: { code: 'HOMEOSTAT_ERR_PVE_UNAVAILABLE', reason: `PVE reports node ${node} offline` } });
+    }
 
     const nodes = new Map<string, NodeObservation>();
     for (const node of names) {
