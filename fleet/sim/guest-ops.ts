@@ -62,6 +62,10 @@ export class GuestOps {
     void this.tasks.run(task, async (ctx) => {
       const release = await lock.acquire(this.ms(10_000), ctx.signal, this.lockFile(g));
       try {
+        // while this task waited for the flock, a migration may have moved the guest away
+        if (g.node !== node.name || !this.model.guests.has(g.vmid)) {
+          throw new TaskAbort(`Configuration file 'nodes/${node.name}/${g.type === 'lxc' ? 'lxc' : 'qemu-server'}/${g.vmid}.conf' does not exist`);
+        }
         await body(ctx);
       } finally {
         release();
