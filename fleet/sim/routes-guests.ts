@@ -26,7 +26,9 @@ function list(type: GuestType): PveHandler {
 function current(type: GuestType): PveHandler {
   return (w, req) => {
     const g = guestOf(w, req, type);
-    return { ...guestStatus(w.model, g), ha: haState(g) };
+    const out = guestStatus(w.model, g);
+    out.ha = haState(g);
+    return out;
   };
 }
 

@@ -103,17 +103,25 @@ export function clusterStatus(m: SimModel): Record<string, unknown>[] {
   return out;
 }
 
+// Hot path (sensing polls it for the whole fleet): one flat literal per guest, no spreads.
 function guestResource(m: SimModel, g: SimGuest, nodeUp: boolean, now: number): Record<string, unknown> {
-  const base: Record<string, unknown> = { id: `${g.type}/${g.vmid}`, type: g.type, vmid: g.vmid, node: g.node, name: g.config.hostname, template: 0 };
-  if (g.ha) base.hastate = g.ha.state;
-  if (g.config.tags) base.tags = g.config.tags;
-  if (!nodeUp) return { ...base, status: 'unknown' };
-  const s = guestStatus(m, g, now);
-  const r: Record<string, unknown> = {
-    ...base, status: s.status, cpu: s.cpu, maxcpu: g.config.cores, mem: s.mem, maxmem: s.maxmem, disk: s.disk ?? 0, maxdisk: g.maxdisk,
-    netin: s.netin, netout: s.netout, diskread: s.diskread, diskwrite: s.diskwrite, uptime: s.uptime,
-  };
-  if (g.lock) r.lock = g.lock;
+  let r: Record<string, unknown>;
+  if (!nodeUp) {
+    r = { id: `${g.type}/${g.vmid}`, type: g.type, vmid: g.vmid, node: g.node, name: g.config.hostname, status: 'unknown', template: 0 };
+  } else {
+    const u = m.usage(g);
+    const running = m.pveStatus(g) === 'running';
+    r = {
+      id: `${g.type}/${g.vmid}`, type: g.type, vmid: g.vmid, node: g.node, name: g.config.hostname, status: running ? 'running' : 'stopped', template: 0,
+      cpu: Math.round(u.cpu * 1e4) / 1e4, maxcpu: g.config.cores, mem: u.mem, maxmem: g.config.memory * MiB,
+      disk: running || g.type === 'qemu' ? (g.type === 'lxc' ? u.disk : 0) : 0, maxdisk: g.maxdisk,
+      netin: running ? g.netin : 0, netout: running ? g.netout : 0, diskread: running ? g.diskread : 0, diskwrite: running ? g.diskwrite : 0,
+      uptime: m.uptimeSec(g, now),
+    };
+    if (g.lock) r.lock = g.lock;
+  }
+  if (g.ha) r.hastate = g.ha.state;
+  if (g.config.tags) r.tags = g.config.tags;
   return r;
 }
 
