@@ -1,10 +1,69 @@
-// The decision agent (lands with the self-healing issue).
+// The decision agent: incidents in, decisions out. Runbook table first, the LLM advisor when the
+// runbook is unsure, and the policy gate (policy.ts) as the last word on every proposal.
+// Consumes fleet.incidents.> and fleet.actions.> (durable), serves approve/deny/approvals/action/
+// hold.clear/holds on fleet.cmd.*, keeps its state in fleet-state (store.ts) so a restart resumes.
+import { z } from 'zod';
+import { HomeostatError, patterns, type Action, type Incident, type Stoppable } from '../../bus/mod.ts';
 import { agentHandle, type AgentModule } from '../runtime/agent.ts';
+import { AdvisorSeam } from './advisor.ts';
+import { serveCommands } from './commands.ts';
+import { DecisionEngine } from './engine.ts';
+import { DecisionStore } from './store.ts';
+
+export { gate, type GateFacts, type GateResult, type Proposal } from './policy.ts';
+export { nextStep, runbookVerbs, type Plan, type Step } from './runbook.ts';
+export { actionIdFor } from './actuator.ts';
+export type { Advisor, AdvisorContext, AdvisorProposal, AdvisorResult } from './advisor.ts';
+export { DecisionEngine } from './engine.ts';
+
+const DecisionServices = z.object({
+  advisor: z.unknown().optional(),
+  /** How long a failover request waits for the workflows agent before it becomes an operator notice. */
+  failoverTimeoutMs: z.number().int().min(100).default(5000),
+  /** Durable consumer names get this suffix (several stacks on one NATS server in tests). */
+  durableSuffix: z.string().regex(/^[A-Za-z0-9_-]*$/).default(''),
+}).passthrough();
 
 export const agent: AgentModule = {
   name: 'decision',
   async start(ctx) {
-    ctx.log.info('decision agent not implemented yet: idle');
-    return agentHandle(async () => {});
+    const parsed = DecisionServices.safeParse(ctx.services ?? {});
+    if (!parsed.success) {
+      const i = parsed.error.issues[0];
+      throw new HomeostatError('HOMEOSTAT_ERR_CONFIG', `services.${i.path.join('.')}: ${i.message}`);
+    }
+    const services = parsed.data;
+    const log = ctx.log;
+    const store = new DecisionStore(ctx.bus.kv.fleetState);
+    const advisor = new AdvisorSeam(services.advisor, ctx.bus, log, ctx.config.OLLAMA_TIMEOUT_MS);
+    const dryRun = ctx.config.HOMEOSTAT_DRY_RUN || ctx.fleet.policies.dryRun;
+    const engine = new DecisionEngine({ bus: ctx.bus, log, fleet: ctx.fleet, store, advisor, dryRun, failoverTimeoutMs: services.failoverTimeoutMs });
+    const stoppables: Stoppable[] = [];
+    const stop = async () => {
+      engine.stop();
+      await Promise.allSettled(stoppables.map((s) => s.stop()));
+      await engine.idle();
+    };
+    try {
+      await advisor.init();
+      stoppables.push(...serveCommands(ctx.bus, engine, store));
+      await engine.start();
+      stoppables.push(await ctx.bus.consume<Action>({
+        durable: `decision-actions${services.durableSuffix}`,
+        filter: patterns.actions,
+        handler: (env, msg) => engine.onAction(env, msg.subject),
+      }));
+      stoppables.push(await ctx.bus.consume<Incident>({
+        durable: `decision-incidents${services.durableSuffix}`,
+        filter: patterns.incidents,
+        ackWaitMs: ctx.config.OLLAMA_TIMEOUT_MS + services.failoverTimeoutMs + 30_000,
+        handler: (env, msg) => engine.onIncident(env, msg.subject),
+      }));
+    } catch (e) {
+      await stop();
+      throw e;
+    }
+    log.info({ dryRun, advisor: advisor.configured }, 'decision agent running');
+    return agentHandle(stop);
   },
 };

@@ -1,0 +1,276 @@
+// Turning a gate verdict into messages: DecisionMade for every verdict, ActionApproved (allowed),
+// ActionRequested (needs approval), a flapping incident (flap hold-down), a failover request.
+// Ids are deterministic per case+verb+attempt, so a redelivered trigger never makes a second action.
+import { createHash } from 'node:crypto';
+import {
+  ActionVerb, DesiredState, GuestRecord, Incident, LockRecord, describeError, kvGet, kvKeys, kvPut, subjects,
+  type Action, type Bus, type Decision, type Envelope, type Logger,
+} from '../../bus/mod.ts';
+import type { Fleet } from '../../fleet/manifest.ts';
+import type { AdvisorSeam } from './advisor.ts';
+import { Approvals } from './approvals.ts';
+import { gate, type GateFacts, type GateResult, type Proposal } from './policy.ts';
+import { IN_FLIGHT, type Step } from './runbook.ts';
+import type { ApprovalRecord, CaseRecord, DecisionStore } from './store.ts';
+
+export interface DecisionContext {
+  bus: Bus;
+  log: Logger;
+  fleet: Fleet;
+  store: DecisionStore;
+  advisor: AdvisorSeam;
+  dryRun: boolean;
+  /** How long the failover request may wait for the workflows agent. */
+  failoverTimeoutMs: number;
+}
+
+export interface ActOptions {
+  rationale: string;
+  hung?: boolean;
+  continuation?: boolean;
+  advisor?: Decision['advisor'];
+  requestedBy?: string;
+}
+
+const hash = (s: string, n = 16) => createHash('sha256').update(s).digest('hex').slice(0, n);
+
+/** The same case, verb and attempt always give the same action id (the JetStream msgId). */
+export function actionIdFor(caseId: string, verb: string, attempt: number): string {
+  return `act-${hash(`${caseId}|${verb}|${attempt}`)}`;
+}
+
+const AUTOMATED = new Set(['runbook', 'llm']);
+
+export abstract class Actuator {
+  protected stopped = false;
+  /** Guests with an action pending approval, queued or running → that action's id. */
+  protected readonly busy = new Map<number, string>();
+  /** Our in-flight actions → their case. */
+  protected readonly actionCase = new Map<string, string>();
+  private recent: number[] = [];
+  readonly approvals: Approvals;
+  readonly settleMs: number;
+
+  constructor(protected readonly ctx: DecisionContext) {
+    this.approvals = new Approvals(ctx.bus, ctx.store, ctx.log, {
+      approved: (rec, by, at) => this.onApproved(rec, by, at),
+      denied: (rec, by, reason) => this.onDenied(rec, by, reason),
+    });
+    const p = ctx.fleet.policies;
+    this.settleMs = Math.max(p.cooldownMs, 3 * p.senseIntervalMs * p.alerts.healthFailures + 1000);
+  }
+
+  protected abstract isSymptom(vmid: number, caseId: string): boolean;
+  protected abstract afterHold(c: CaseRecord, r: GateResult): Promise<void>;
+
+  protected index(c: CaseRecord): void {
+    for (const s of c.steps) {
+      if (!IN_FLIGHT.includes(s.status)) continue;
+      this.actionCase.set(s.actionId, c.caseId);
+      this.busy.set(s.vmid, s.actionId);
+    }
+  }
+
+  protected async facts(vmid: number | undefined, c: CaseRecord, o: { hung?: boolean; continuation?: boolean }): Promise<GateFacts> {
+    const now = Date.now();
+    const spec = vmid === undefined ? undefined : this.ctx.fleet.byVmid.get(vmid);
+    if (!spec) return { now, dryRun: this.ctx.dryRun };
+    const { bus, store } = this.ctx;
+    const [desired, hold, remediations, lock] = await Promise.all([
+      kvGet(bus.kv.fleetState, kvKeys.desired(spec.vmid), DesiredState),
+      store.hold(spec.vmid),
+      store.remediations(spec.vmid),
+      kvGet(bus.kv.locks, kvKeys.lock(spec.vmid), LockRecord),
+    ]);
+    this.recent = this.recent.filter((t) => t > now - 60_000);
+    return {
+      now,
+      guest: { vmid: spec.vmid, node: spec.node, protected: spec.protected },
+      desired: desired?.value,
+      isSymptom: this.isSymptom(spec.vmid, c.caseId),
+      hung: o.hung,
+      continuation: o.continuation,
+      held: hold !== undefined,
+      busy: this.busy.has(spec.vmid) || (lock !== undefined && lock.value.expiresAt > now),
+      remediations,
+      recentActions: this.recent,
+      dryRun: this.ctx.dryRun,
+    };
+  }
+
+  /** Publish the decision for a verdict and carry it out. The case is saved. */
+  protected async act(c: CaseRecord, p: Proposal, r: GateResult, o: ActOptions): Promise<{ actionId?: string }> {
+    const verb = ActionVerb.safeParse(p.verb);
+    const vmid = p.vmid!;
+    const node = await this.nodeOf(vmid);
+    const base = { incidentId: c.caseId, target: this.ctx.fleet.byVmid.has(vmid) ? { vmid, node } : {}, proposer: p.proposer, rationale: o.rationale.slice(0, 2000), verdict: r.verdict, reasons: r.reasons, advisor: o.advisor };
+    if (r.verdict === 'deny' || r.verdict === 'hold' || !verb.success) {
+      await this.decide(c, { ...base, verb: verb.success ? verb.data : 'none' }, `${r.verdict}|${p.verb}|${vmid}|${r.reasons.join('|')}`);
+      if (r.flapping) await this.holdDown(vmid, c, r.reasons.join('; '));
+      await this.ctx.store.putCase(c);
+      if (r.verdict === 'hold') await this.afterHold(c, r);
+      return {};
+    }
+    const attempt = c.steps.length;
+    const actionId = actionIdFor(c.caseId, verb.data, attempt);
+    const action = await this.buildAction(c, verb.data, vmid, node, actionId, attempt, p, o, r.verdict === 'needs-approval');
+    const decided = await this.decide(c, { ...base, verb: verb.data, actionId });
+    const step: Step = { actionId, vmid, verb: verb.data, attempt, status: 'dry-run', proposer: p.proposer, at: Date.now() };
+    if (r.verdict === 'allow') {
+      await this.dispatch(c, action, decided.id, o.continuation);
+      step.status = 'approved';
+    } else if (r.verdict === 'needs-approval') {
+      this.actionCase.set(actionId, c.caseId);
+      this.busy.set(vmid, actionId);
+      const now = Date.now();
+      await this.approvals.request({
+        action, caseId: c.caseId, correlationId: c.correlationId, causationId: decided.id, requestedAt: new Date(now).toISOString(),
+        expiresAt: now + this.ctx.fleet.policies.approvalTimeoutMs, hung: o.hung ?? false, continuation: o.continuation ?? false, inRunbook: p.inRunbook,
+      });
+      step.status = 'requested';
+    }
+    step.published = true;
+    c.steps.push(step);
+    c.lastDecision = undefined;
+    await this.ctx.store.putCase(c);
+    return { actionId };
+  }
+
+  private async dispatch(c: CaseRecord, action: Action, causationId: string, continuation?: boolean): Promise<void> {
+    const vmid = action.target.vmid;
+    this.actionCase.set(action.actionId, c.caseId);
+    this.busy.set(vmid, action.actionId);
+    await this.ctx.bus.publish(subjects.action('approved'), 'ActionApproved', action, { correlationId: c.correlationId, causationId, msgId: action.actionId });
+    const now = Date.now();
+    this.recent.push(now);
+    if (AUTOMATED.has(action.proposer) && !continuation) await this.ctx.store.addRemediation(vmid, now, this.ctx.fleet.policies.flap.windowMs);
+    this.ctx.log.info({ actionId: action.actionId, verb: action.verb, vmid, caseId: c.caseId }, 'action approved');
+  }
+
+  /** Publish a DecisionMade; with `dedupKey`, the same decision twice in a row is published once. */
+  protected async decide(c: CaseRecord, d: Decision, dedupKey?: string): Promise<Envelope<Decision>> {
+    const msgId = d.actionId ? `${d.actionId}.decision.${d.verdict}` : `dec-${hash(`${c.caseId}|${dedupKey ?? Date.now()}`, 24)}`;
+    if (dedupKey && c.lastDecision === dedupKey) return this.ctx.bus.envelope('DecisionMade', d);
+    const env = await this.ctx.bus.publish(subjects.decision(c.caseId), 'DecisionMade', d, { correlationId: c.correlationId, causationId: c.causationId, msgId });
+    if (dedupKey) c.lastDecision = dedupKey;
+    this.ctx.log.info({ caseId: c.caseId, verb: d.verb, vmid: d.target.vmid, verdict: d.verdict, reasons: d.reasons }, 'decision');
+    return env;
+  }
+
+  protected async notify(c: CaseRecord, rationale: string, advisor?: Decision['advisor']): Promise<void> {
+    const rc = c.incident?.rootCause;
+    await this.decide(c, { incidentId: c.caseId, verb: 'notify', target: { vmid: rc?.vmid, node: rc?.node }, proposer: 'runbook', rationale, verdict: 'notify', reasons: [rationale], advisor }, `notify|${rationale}`);
+    await this.ctx.store.putCase(c);
+  }
+
+  /** Hand a node failure to the failover workflow; without one, an operator notice. */
+  protected async failover(c: CaseRecord, node: string, rationale: string): Promise<void> {
+    if (c.failoverRequested) return;
+    let verdict: 'allow' | 'notify' = 'allow';
+    let reason: string;
+    try {
+      const r = await this.ctx.bus.request<{ workflowId?: string }>(subjects.cmd('failover'), 'Command', { args: { node, incidentId: c.caseId }, requestedBy: 'decision' }, this.ctx.failoverTimeoutMs);
+      reason = `handed to the failover workflow${r?.workflowId ? ` ${r.workflowId}` : ''}`;
+    } catch (e) {
+      verdict = 'notify';
+      reason = `failover not started (${describeError(e)}): operator action needed`;
+    }
+    await this.decide(c, { incidentId: c.caseId, verb: 'failover', target: { node }, proposer: 'runbook', rationale, verdict, reasons: [reason] });
+    c.failoverRequested = true;
+    await this.ctx.store.putCase(c);
+  }
+
+  /** Flap hold-down: remember it and open a "flapping" incident for the operator. */
+  private async holdDown(vmid: number, c: CaseRecord, reason: string): Promise<void> {
+    const spec = this.ctx.fleet.byVmid.get(vmid)!;
+    const ts = new Date().toISOString();
+    const id = `flap-${vmid}-${Date.now().toString(36)}`;
+    if (!(await this.ctx.store.setHold({ vmid, since: ts, incidentId: id, reason }))) return;
+    const inc: Incident = {
+      id, kind: 'flapping', status: 'open', severity: 'critical', title: `${spec.name} (${vmid}) is flapping: automatic remediation on hold`,
+      rootCause: { vmid, node: await this.nodeOf(vmid), name: spec.name, reason: 'flapping', alert: 'Flapping' },
+      symptoms: [], suppressed: [], openedAt: ts, updatedAt: ts, timeline: [{ ts, what: reason.slice(0, 2000), ref: c.caseId }],
+    };
+    await kvPut(this.ctx.bus.kv.incidents, kvKeys.incident(id), inc);
+    await this.ctx.bus.publish(subjects.incident(id, 'opened'), 'IncidentOpened', inc, { correlationId: c.correlationId, causationId: c.causationId, msgId: `${id}.opened` });
+    this.ctx.log.warn({ vmid, incidentId: id, reason }, 'flap hold-down: automatic remediation stopped for this guest');
+  }
+
+  protected async clearHold(vmid: number, by: string): Promise<boolean> {
+    const { store, bus } = this.ctx;
+    const h = await store.hold(vmid);
+    await store.clearHold(vmid);
+    await store.clearRemediations(vmid);
+    if (!h) return false;
+    const cur = (await kvGet(bus.kv.incidents, kvKeys.incident(h.incidentId), Incident))?.value;
+    if (cur && cur.status === 'open') {
+      const ts = new Date().toISOString();
+      const inc: Incident = { ...cur, status: 'resolved', resolvedAt: ts, updatedAt: ts, timeline: [...cur.timeline, { ts, what: `hold-down cleared by ${by}`.slice(0, 2000) }].slice(-500) };
+      await kvPut(bus.kv.incidents, kvKeys.incident(inc.id), inc);
+      await bus.publish(subjects.incident(inc.id, 'resolved'), 'IncidentResolved', inc, { msgId: `${inc.id}.resolved` });
+    }
+    this.ctx.log.info({ vmid, by }, 'flap hold-down cleared');
+    return true;
+  }
+
+  /** An operator-initiated action (`fleet.cmd.action`), gated like any other proposal. */
+  async operatorAction(verb: string, vmid: number, by: string, env: Envelope): Promise<{ actionId?: string; verdict: string; reasons: string[] }> {
+    const now = Date.now();
+    const c: CaseRecord = { caseId: `op-${env.id.toLowerCase()}`, correlationId: env.correlationId, causationId: env.id, steps: [], openedAt: now, updatedAt: now };
+    const p: Proposal = { verb, vmid, proposer: 'operator', inRunbook: true };
+    const r = gate(p, await this.facts(vmid, c, {}), this.ctx.fleet.policies);
+    const out = r.verdict === 'deny' && !this.ctx.fleet.byVmid.has(vmid) ? {} : await this.act(c, p, r, { rationale: `requested by ${by}`, requestedBy: by });
+    if (!c.steps.some((s) => IN_FLIGHT.includes(s.status))) await this.ctx.store.deleteCase(c.caseId);
+    return { ...out, verdict: r.verdict, reasons: r.reasons };
+  }
+
+  private async onApproved(rec: ApprovalRecord, by: string, at: string): Promise<GateResult> {
+    const a = rec.action;
+    const c = (await this.ctx.store.getCase(rec.caseId))?.value;
+    if (!c) return { verdict: 'deny', reasons: ['its incident is resolved'] };
+    if (this.busy.get(a.target.vmid) === a.actionId) this.busy.delete(a.target.vmid);
+    const facts = { ...(await this.facts(a.target.vmid, c, { hung: rec.hung, continuation: rec.continuation })), approved: true };
+    const r = gate({ verb: a.verb, vmid: a.target.vmid, proposer: a.proposer, inRunbook: rec.inRunbook }, facts, this.ctx.fleet.policies);
+    if (r.verdict === 'hold') this.busy.set(a.target.vmid, a.actionId);
+    if (r.verdict !== 'allow') return r.verdict === 'dry-run' ? { verdict: 'deny', reasons: r.reasons } : r;
+    const decided = await this.decide(c, { incidentId: c.caseId, actionId: a.actionId, verb: a.verb, target: { vmid: a.target.vmid, node: a.target.node }, proposer: a.proposer, rationale: a.rationale ?? '', verdict: 'allow', reasons: [`approved by ${by}`, ...r.reasons] });
+    await this.dispatch(c, { ...a, approval: { by, at, approved: true } }, decided.id, rec.continuation);
+    const step = c.steps.find((s) => s.actionId === a.actionId);
+    if (step) step.status = 'approved';
+    await this.ctx.store.putCase(c);
+    return r;
+  }
+
+  private async onDenied(rec: ApprovalRecord, by: string, reason: string): Promise<void> {
+    const a = rec.action;
+    if (this.busy.get(a.target.vmid) === a.actionId) this.busy.delete(a.target.vmid);
+    this.actionCase.delete(a.actionId);
+    const c = (await this.ctx.store.getCase(rec.caseId))?.value;
+    const step = c?.steps.find((s) => s.actionId === a.actionId);
+    if (!c || !step) return;
+    step.status = 'denied';
+    step.doneAt = Date.now();
+    await this.decide(c, { incidentId: c.caseId, actionId: a.actionId, verb: a.verb, target: { vmid: a.target.vmid, node: a.target.node }, proposer: a.proposer, rationale: a.rationale ?? '', verdict: 'deny', reasons: [reason.slice(0, 2000), `by ${by}`] });
+    if (c.incident) await this.ctx.store.putCase(c);
+    else await this.ctx.store.deleteCase(c.caseId);
+  }
+
+  private async buildAction(c: CaseRecord, verb: ActionVerb, vmid: number, node: string, actionId: string, attempt: number, p: Proposal, o: ActOptions, needsApproval: boolean): Promise<Action> {
+    const spec = this.ctx.fleet.byVmid.get(vmid)!;
+    const graceful = verb === 'shutdown' || verb === 'reboot';
+    const action: Action = {
+      actionId, verb, target: { vmid, node, name: spec.name },
+      params: graceful ? { timeoutSec: this.ctx.fleet.policies.shutdownTimeoutSec } : {},
+      proposer: p.proposer, requestedBy: (o.requestedBy ?? 'decision').slice(0, 120), rationale: o.rationale.slice(0, 2000), needsApproval, attempt,
+    };
+    if (c.incident) action.incidentId = c.incident.id;
+    if (p.targetNode) action.params.targetNode = p.targetNode;
+    return action;
+  }
+
+  /** Where the guest runs now (sensing's record), else where the manifest puts it. */
+  private async nodeOf(vmid: number): Promise<string> {
+    const rec = await kvGet(this.ctx.bus.kv.fleetState, kvKeys.guest(vmid), GuestRecord);
+    return rec?.value.node ?? this.ctx.fleet.byVmid.get(vmid)?.node ?? 'unknown';
+  }
+}

@@ -1,0 +1,51 @@
+// The decision agent's request/reply verbs, for the CLI and chat:
+//   fleet.cmd.approve    {actionId, by?}           → {actionId, verdict, reasons}
+//   fleet.cmd.deny       {actionId, by?, reason?}  → {actionId, verdict: 'deny'}
+//   fleet.cmd.approvals  {}                        → PendingView[]
+//   fleet.cmd.action     {verb, vmid, by?}         → {actionId?, verdict, reasons}
+//   fleet.cmd.hold.clear {vmid, by?}               → {vmid, cleared}
+//   fleet.cmd.holds      {}                        → HoldRecord[]
+import { z } from 'zod';
+import { HomeostatError, subjects, type Bus, type CommandRequest, type Envelope, type Stoppable } from '../../bus/mod.ts';
+import type { DecisionEngine } from './engine.ts';
+import type { DecisionStore } from './store.ts';
+
+const By = z.string().min(1).max(120).optional();
+const ApproveArgs = z.object({ actionId: z.string().min(1).max(80), by: By });
+const DenyArgs = ApproveArgs.extend({ reason: z.string().max(500).optional() });
+const ActionArgs = z.object({ verb: z.string().min(1).max(40), vmid: z.coerce.number().int(), by: By });
+const HoldArgs = z.object({ vmid: z.coerce.number().int(), by: By });
+
+function parse<T>(schema: z.ZodType<T>, env: Envelope<CommandRequest>, verb: string): T {
+  const r = schema.safeParse(env.data.args);
+  if (!r.success) {
+    const i = r.error.issues[0];
+    throw new HomeostatError('HOMEOSTAT_ERR_USAGE', `${verb}: args.${i.path.join('.') || '(root)'}: ${i.message}`);
+  }
+  return r.data;
+}
+
+export function serveCommands(bus: Bus, engine: DecisionEngine, store: DecisionStore): Stoppable[] {
+  const who = (env: Envelope<CommandRequest>, by?: string) => by ?? env.data.requestedBy;
+  return [
+    bus.serve<CommandRequest>(subjects.cmd('approve'), async (env) => {
+      const a = parse(ApproveArgs, env, 'approve');
+      return engine.approvals.approve(a.actionId, who(env, a.by));
+    }),
+    bus.serve<CommandRequest>(subjects.cmd('deny'), async (env) => {
+      const a = parse(DenyArgs, env, 'deny');
+      const by = who(env, a.by);
+      return engine.approvals.deny(a.actionId, by, a.reason ?? `denied by ${by}`);
+    }),
+    bus.serve<CommandRequest>(subjects.cmd('approvals'), async () => engine.approvals.list()),
+    bus.serve<CommandRequest>(subjects.cmd('action'), async (env) => {
+      const a = parse(ActionArgs, env, 'action');
+      return engine.operatorAction(a.verb, a.vmid, who(env, a.by), env);
+    }),
+    bus.serve<CommandRequest>(subjects.cmd('hold.clear'), async (env) => {
+      const a = parse(HoldArgs, env, 'hold.clear');
+      return engine.releaseHold(a.vmid, who(env, a.by));
+    }),
+    bus.serve<CommandRequest>(subjects.cmd('holds'), async () => store.holds()),
+  ];
+}

@@ -1,0 +1,239 @@
+// The decision loop: each incident is a case; on every trigger (incident event, action outcome,
+// timer) the case is evaluated again: runbook first, the advisor when the runbook is unsure,
+// then the policy gate, whose verdict is published and, when allowed, executed by the action agent.
+import { kvGet, kvList, Incident, type Envelope, type Action } from '../../bus/mod.ts';
+import { IN_FLIGHT, nextStep, runbookVerbs, type Plan, type StepStatus } from './runbook.ts';
+import { gate, type GateResult, type Proposal } from './policy.ts';
+import type { Consultation } from './advisor.ts';
+import { Actuator, type DecisionContext } from './actuator.ts';
+import type { CaseRecord } from './store.ts';
+
+const TERMINAL: Partial<Record<string, StepStatus>> = { succeeded: 'succeeded', failed: 'failed', denied: 'denied' };
+/** Cases whose incident is gone from KV are forgotten after this long. */
+const STALE_CASE_MS = 24 * 3600_000;
+
+export class DecisionEngine extends Actuator {
+  private readonly open = new Map<string, Incident>();
+  private readonly timers = new Map<string, NodeJS.Timeout>();
+  private readonly chains = new Map<string, Promise<void>>();
+
+  constructor(ctx: DecisionContext) {
+    super(ctx);
+  }
+
+  /** Rebuild memory from KV and pick up every open case where it was left. */
+  async start(): Promise<void> {
+    const { store } = this.ctx;
+    for (const inc of (await kvList(this.ctx.bus.kv.incidents, '', Incident)).values()) if (inc.status === 'open') this.open.set(inc.id, inc);
+    const cases = await store.cases();
+    for (const c of cases) this.index(c);
+    for (const a of await this.approvals.start()) this.busy.set(a.action.target.vmid, a.action.actionId);
+    for (const c of cases) {
+      const inc = c.incident && ((await kvGet(this.ctx.bus.kv.incidents, c.incident.id, Incident))?.value ?? c.incident);
+      if (!inc || inc.status !== 'open' || (!this.open.has(inc.id) && Date.now() - c.updatedAt > STALE_CASE_MS)) {
+        if (!c.steps.some((s) => IN_FLIGHT.includes(s.status))) await store.deleteCase(c.caseId);
+        continue;
+      }
+      c.incident = inc;
+      this.background(c.caseId, () => this.evaluate(c));
+    }
+    // incidents opened while no decision agent ran (before its durable consumer existed)
+    const known = new Set(cases.map((c) => c.caseId));
+    for (const inc of this.open.values()) {
+      if (known.has(inc.id)) continue;
+      const now = Date.now();
+      const c: CaseRecord = { caseId: inc.id, incident: inc, correlationId: inc.id, steps: [], openedAt: now, updatedAt: now };
+      this.background(c.caseId, async () => {
+        if ((await this.ctx.store.getCase(c.caseId)) === undefined) await this.evaluate(c);
+      });
+    }
+  }
+
+  stop(): void {
+    this.stopped = true;
+    for (const t of this.timers.values()) clearTimeout(t);
+    this.timers.clear();
+    this.approvals.stop();
+  }
+
+  /** Wait for the work already queued (tests, clean stop). */
+  async idle(): Promise<void> {
+    while (this.chains.size) await Promise.allSettled([...this.chains.values()]);
+  }
+
+  async onIncident(env: Envelope<Incident>, subject: string): Promise<void> {
+    const inc = env.data;
+    if (subject.endsWith('.resolved') || inc.status === 'resolved') {
+      this.open.delete(inc.id);
+      return this.serial(inc.id, () => this.close(inc.id, 'incident resolved'));
+    }
+    this.open.set(inc.id, inc);
+    return this.serial(inc.id, async () => {
+      const now = Date.now();
+      const c = (await this.ctx.store.getCase(inc.id))?.value ?? { caseId: inc.id, correlationId: env.correlationId, steps: [], openedAt: now, updatedAt: now };
+      c.incident = inc;
+      c.correlationId = env.correlationId;
+      c.causationId = env.id;
+      await this.ctx.store.putCase(c);
+      await this.evaluate(c);
+    });
+  }
+
+  /** Action lifecycle events, ours and others' (workflows): busy guests and step outcomes. */
+  async onAction(env: Envelope<Action>, subject: string): Promise<void> {
+    const a = env.data;
+    const phase = subject.slice(subject.lastIndexOf('.') + 1);
+    const caseId = this.actionCase.get(a.actionId);
+    if (phase === 'approved' || phase === 'requested' || phase === 'started') {
+      if (!caseId) this.busy.set(a.target.vmid, a.actionId);
+      if (phase !== 'started' || !caseId) return;
+    }
+    const terminal = TERMINAL[phase];
+    if (terminal && this.busy.get(a.target.vmid) === a.actionId) this.busy.delete(a.target.vmid);
+    if (!caseId) return;
+    return this.serial(caseId, async () => {
+      const c = (await this.ctx.store.getCase(caseId))?.value;
+      const step = c?.steps.find((s) => s.actionId === a.actionId);
+      if (!c || !step || !IN_FLIGHT.includes(step.status)) return;
+      step.status = terminal ?? 'started';
+      if (terminal) {
+        step.doneAt = Date.now();
+        if (a.error) step.errorCode = a.error.code;
+        this.actionCase.delete(a.actionId);
+      }
+      c.causationId = env.id;
+      await this.ctx.store.putCase(c);
+      if (!terminal) return;
+      if (!c.incident) return this.ctx.store.deleteCase(c.caseId); // an operator's action: done
+      await this.evaluate(c);
+    });
+  }
+
+  /** An operator clears a flap hold-down: the guest's open cases are judged again. */
+  async releaseHold(vmid: number, by: string): Promise<{ vmid: number; cleared: boolean }> {
+    const cleared = await this.clearHold(vmid, by);
+    for (const inc of this.open.values()) {
+      if (inc.rootCause.vmid !== vmid || inc.kind === 'flapping') continue;
+      this.background(inc.id, async () => {
+        const c = (await this.ctx.store.getCase(inc.id))?.value;
+        if (!c) return;
+        c.lastDecision = undefined;
+        await this.evaluate(c);
+      });
+    }
+    return { vmid, cleared };
+  }
+
+  /** Symptom or suppressed guest of some open incident other than `caseId`'s own root cause. */
+  protected isSymptom(vmid: number, caseId: string): boolean {
+    for (const i of this.open.values()) {
+      if (i.id === caseId && i.rootCause.vmid === vmid) continue;
+      if (i.symptoms.some((s) => s.vmid === vmid) || i.suppressed.some((s) => s.vmid === vmid)) return true;
+    }
+    return false;
+  }
+
+  private async evaluate(c: CaseRecord): Promise<void> {
+    if (this.stopped || !c.incident) return;
+    const inc = (await kvGet(this.ctx.bus.kv.incidents, c.incident.id, Incident))?.value ?? c.incident;
+    if (inc.status !== 'open') return this.close(c.caseId, 'incident resolved');
+    if (Date.parse(inc.updatedAt) >= Date.parse(c.incident.updatedAt)) c.incident = inc;
+    if (c.steps.some((s) => IN_FLIGHT.includes(s.status))) return;
+    const plan = nextStep(c.incident, c.steps, Date.now(), this.settleMs);
+    if (plan.kind === 'wait') return this.schedule(c.caseId, plan.until);
+    if (plan.kind === 'done') return;
+    if (plan.kind === 'failover') return this.failover(c, plan.node, plan.rationale);
+
+    let advice: Consultation | undefined;
+    if (plan.uncertain) {
+      advice = await this.ctx.advisor.consult(c.incident, this.advisorContext(c, plan.uncertain));
+      if (advice.used) {
+        const adopted = await this.tryAdvice(c, plan, advice);
+        if (adopted) return;
+      }
+    }
+    const record = advice ? { used: false, ...(advice.used ? { discarded: advice.discarded ?? 'discarded', confidence: advice.confidence } : { discarded: advice.discarded }) } : undefined;
+    if (plan.kind === 'notify') return this.notify(c, plan.rationale, record);
+    const vmid = c.incident.rootCause.vmid!;
+    const p: Proposal = { verb: plan.verb, vmid, proposer: 'runbook', inRunbook: true };
+    const facts = await this.facts(vmid, c, { hung: plan.hung, continuation: plan.continuation });
+    await this.act(c, p, gate(p, facts, this.ctx.fleet.policies), { rationale: plan.rationale, hung: plan.hung, continuation: plan.continuation, advisor: record });
+  }
+
+  /** Gate the advisor's proposal; a denied one is discarded (recorded) and the runbook floor applies. */
+  private async tryAdvice(c: CaseRecord, plan: Exclude<Plan, { kind: 'wait' | 'done' | 'failover' }>, advice: Consultation & { used: true }): Promise<boolean> {
+    const inc = c.incident!;
+    const proposal = advice.proposal;
+    const vmid = proposal.vmid ?? inc.rootCause.vmid;
+    const p: Proposal = { verb: proposal.verb, vmid, proposer: 'llm', inRunbook: runbookVerbs(inc.rootCause.alert).includes(proposal.verb as never) };
+    const hung = plan.kind === 'act' ? plan.hung : c.steps.some((s) => (s.verb === 'reboot' || s.verb === 'shutdown') && (s.status === 'failed' || s.status === 'succeeded'));
+    const r = gate(p, await this.facts(vmid, c, { hung }), this.ctx.fleet.policies);
+    if (r.verdict === 'deny') {
+      advice.discarded = `policy: ${r.reasons.join('; ')}`.slice(0, 2000);
+      return false;
+    }
+    await this.act(c, p, r, { rationale: `LLM: ${proposal.rationale}`.slice(0, 2000), hung, advisor: { used: true, confidence: advice.confidence } });
+    return true;
+  }
+
+  private advisorContext(c: CaseRecord, reason: string) {
+    const vmid = c.incident?.rootCause.vmid;
+    const spec = vmid === undefined ? undefined : this.ctx.fleet.byVmid.get(vmid);
+    return {
+      reason,
+      steps: c.steps.map((s) => ({ verb: s.verb, status: s.status, errorCode: s.errorCode })),
+      allowedVerbs: this.ctx.fleet.policies.allowedVerbs,
+      runbookVerbs: runbookVerbs(c.incident?.rootCause.alert),
+      guest: spec && { vmid: spec.vmid, name: spec.name, node: spec.node, layer: spec.layer, protected: spec.protected, dependsOn: this.ctx.fleet.deps.get(spec.vmid) ?? [] },
+    };
+  }
+
+  protected override async afterHold(c: CaseRecord, r: GateResult): Promise<void> {
+    if (r.retryAt !== undefined) this.schedule(c.caseId, r.retryAt);
+  }
+
+  private schedule(caseId: string, at: number): void {
+    if (this.stopped) return;
+    const old = this.timers.get(caseId);
+    if (old) clearTimeout(old);
+    this.timers.set(caseId, setTimeout(() => {
+      this.timers.delete(caseId);
+      this.background(caseId, async () => {
+        const c = (await this.ctx.store.getCase(caseId))?.value;
+        if (c) await this.evaluate(c);
+      });
+    }, Math.max(0, at - Date.now()) + 10));
+  }
+
+  private async close(caseId: string, reason: string): Promise<void> {
+    const t = this.timers.get(caseId);
+    if (t) clearTimeout(t);
+    this.timers.delete(caseId);
+    for (const a of await this.ctx.store.approvals()) {
+      if (a.caseId !== caseId) continue;
+      const rec = await this.ctx.store.claimApproval(a.action.actionId);
+      if (rec) await this.approvals.publishDenied(rec, 'policy', `${reason}: approval no longer needed`, false);
+    }
+    await this.ctx.store.deleteCase(caseId);
+  }
+
+  /** One evaluation per case at a time. The returned promise rejects on failure (a consumer
+   *  then redelivers); the chain itself only logs, so the next trigger still runs. */
+  private serial(caseId: string, fn: () => Promise<void>): Promise<void> {
+    const run = (this.chains.get(caseId) ?? Promise.resolve()).then(fn);
+    const settled = run.then(
+      () => undefined,
+      (e: unknown) => this.ctx.log.error({ caseId, err: (e as Error).message }, 'decision failed'),
+    );
+    this.chains.set(caseId, settled);
+    void settled.then(() => {
+      if (this.chains.get(caseId) === settled) this.chains.delete(caseId);
+    });
+    return run;
+  }
+
+  /** Fire and forget: errors are already logged by the chain. */
+  private background(caseId: string, fn: () => Promise<void>): void {
+    this.serial(caseId, fn).catch(() => undefined);
+  }
+}

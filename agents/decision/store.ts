@@ -1,0 +1,137 @@
+// What the decision agent remembers across restarts, in the fleet-state bucket:
+//   case.<caseId>         the incident (or operator request) and the steps taken for it
+//   remediations.<vmid>   when the guest was remediated (cooldown and flap window)
+//   hold.<vmid>           a flap hold-down, until an operator clears it
+//   approval.<actionId>   an action waiting for an operator (times out to denied)
+import type { KV } from '@nats-io/kv';
+import { z } from 'zod';
+import { Action, Incident, kvGet, kvList, kvPut, token, type Versioned } from '../../bus/mod.ts';
+
+const StepSchema = z.object({
+  actionId: z.string(),
+  vmid: z.number().int(),
+  verb: Action.shape.verb,
+  attempt: z.number().int(),
+  status: z.enum(['requested', 'approved', 'started', 'succeeded', 'failed', 'denied', 'dry-run']),
+  proposer: Action.shape.proposer,
+  at: z.number(),
+  doneAt: z.number().optional(),
+  errorCode: z.string().optional(),
+  published: z.boolean().optional(),
+});
+
+export const CaseRecord = z.object({
+  caseId: z.string(),
+  incident: Incident.optional(),
+  correlationId: z.string(),
+  /** The envelope that last moved this case (incident event, command). */
+  causationId: z.string().optional(),
+  steps: z.array(StepSchema).default([]),
+  /** Key of the last decision published, so a repeated update does not repeat it. */
+  lastDecision: z.string().optional(),
+  failoverRequested: z.boolean().optional(),
+  openedAt: z.number(),
+  updatedAt: z.number(),
+});
+export type CaseRecord = z.infer<typeof CaseRecord>;
+
+export const Remediations = z.object({ times: z.array(z.number()).default([]) });
+export type Remediations = z.infer<typeof Remediations>;
+
+export const HoldRecord = z.object({
+  vmid: z.number().int(),
+  since: z.string(),
+  incidentId: z.string(),
+  reason: z.string(),
+});
+export type HoldRecord = z.infer<typeof HoldRecord>;
+
+export const ApprovalRecord = z.object({
+  action: Action,
+  caseId: z.string(),
+  correlationId: z.string(),
+  causationId: z.string().optional(),
+  requestedAt: z.string(),
+  expiresAt: z.number(),
+  /** Facts the gate saw, judged again at approval time. */
+  hung: z.boolean().default(false),
+  continuation: z.boolean().default(false),
+  inRunbook: z.boolean().default(true),
+});
+export type ApprovalRecord = z.infer<typeof ApprovalRecord>;
+
+export const stateKeys = {
+  case: (caseId: string) => `case.${token(caseId)}`,
+  remediations: (vmid: number) => `remediations.${vmid}`,
+  hold: (vmid: number) => `hold.${vmid}`,
+  approval: (actionId: string) => `approval.${token(actionId)}`,
+} as const;
+
+/** Typed access to the decision agent's keys; `kv` is the fleet-state bucket. */
+export class DecisionStore {
+  constructor(private readonly kv: KV) {}
+
+  getCase(caseId: string): Promise<Versioned<CaseRecord> | undefined> {
+    return kvGet(this.kv, stateKeys.case(caseId), CaseRecord);
+  }
+  async putCase(c: CaseRecord): Promise<void> {
+    c.updatedAt = Date.now();
+    await kvPut(this.kv, stateKeys.case(c.caseId), c);
+  }
+  async deleteCase(caseId: string): Promise<void> {
+    await this.kv.delete(stateKeys.case(caseId));
+  }
+  async cases(): Promise<CaseRecord[]> {
+    return [...(await kvList(this.kv, 'case.', CaseRecord)).values()];
+  }
+
+  async remediations(vmid: number): Promise<number[]> {
+    return (await kvGet(this.kv, stateKeys.remediations(vmid), Remediations))?.value.times ?? [];
+  }
+  /** Remember a remediation; history older than `keepMs` is dropped. */
+  async addRemediation(vmid: number, at: number, keepMs: number): Promise<void> {
+    const times = (await this.remediations(vmid)).filter((t) => t > at - keepMs);
+    await kvPut(this.kv, stateKeys.remediations(vmid), { times: [...times, at] });
+  }
+  async clearRemediations(vmid: number): Promise<void> {
+    await this.kv.delete(stateKeys.remediations(vmid));
+  }
+
+  async hold(vmid: number): Promise<HoldRecord | undefined> {
+    return (await kvGet(this.kv, stateKeys.hold(vmid), HoldRecord))?.value;
+  }
+  /** Create the hold-down; false when one is already there. */
+  async setHold(h: HoldRecord): Promise<boolean> {
+    try {
+      await this.kv.create(stateKeys.hold(h.vmid), new TextEncoder().encode(JSON.stringify(h)));
+      return true;
+    } catch {
+      return false;
+    }
+  }
+  async clearHold(vmid: number): Promise<void> {
+    await this.kv.delete(stateKeys.hold(vmid));
+  }
+  async holds(): Promise<HoldRecord[]> {
+    return [...(await kvList(this.kv, 'hold.', HoldRecord)).values()];
+  }
+
+  async putApproval(a: ApprovalRecord): Promise<void> {
+    await kvPut(this.kv, stateKeys.approval(a.action.actionId), a);
+  }
+  async approvals(): Promise<ApprovalRecord[]> {
+    return [...(await kvList(this.kv, 'approval.', ApprovalRecord)).values()];
+  }
+  /** Take a pending approval exactly once (approve, deny and the timeout race for it). */
+  async claimApproval(actionId: string): Promise<ApprovalRecord | undefined> {
+    const key = stateKeys.approval(actionId);
+    const cur = await kvGet(this.kv, key, ApprovalRecord);
+    if (!cur) return undefined;
+    try {
+      await this.kv.delete(key, { previousSeq: cur.revision });
+      return cur.value;
+    } catch {
+      return undefined;
+    }
+  }
+}
