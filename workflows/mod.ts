@@ -1,10 +1,8 @@
-// The workflows agent (lands with the workflows issue).
-import { agentHandle, type AgentModule } from '../agents/runtime/agent.ts';
-
-export const agent: AgentModule = {
-  name: 'workflows',
-  async start(ctx) {
-    ctx.log.info('workflows agent not implemented yet: idle');
-    return agentHandle(async () => {});
-  },
-};
+// Workflows: the runner that drives the state machines (boot, shutdown, failover, chaos) from the
+// workflows agent, plus what the CLI needs to follow and show them.
+export { agent, newWorkflowId } from './agent.ts';
+export { WorkflowRunner, ENDED_EVENT, type WorkflowStatus } from './runner.ts';
+export { WORKFLOW_KINDS, type WorkflowKind } from './deps.ts';
+export { statusOf } from './machines.ts';
+export type { GuestLine } from './plans.ts';
+export * from './experiment.ts';

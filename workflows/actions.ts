@@ -1,0 +1,172 @@
+// Workflows act only through the action agent: publish `ActionApproved` with the machine's stable
+// actionId as the JetStream dedup id, then wait for the agent's ActionStarted / ActionSucceeded /
+// ActionFailed with that id. One live subscription serves every waiter; after a restart the
+// tracker is first filled from the stream, so an action already approved is never published again
+// and one already finished is answered from history instead of being repeated.
+import { Action, replayStored, subjects, type Bus, type Envelope, type Stoppable } from '../bus/mod.ts';
+import type { AppLogger } from '../agents/runtime/logger.ts';
+
+export type ActionSpec = Pick<Action, 'actionId' | 'verb' | 'target'> & Partial<Pick<Action, 'params' | 'rationale' | 'attempt' | 'incidentId'>> & {
+  workflowId: string;
+  proposer?: 'workflow' | 'chaos';
+};
+
+type Phase = 'approved' | 'started' | 'succeeded' | 'failed' | 'denied';
+const RANK: Record<Phase, number> = { approved: 0, started: 1, succeeded: 2, failed: 2, denied: 2 };
+const TYPE_PHASE: Record<string, Phase> = {
+  ActionApproved: 'approved', ActionStarted: 'started', ActionSucceeded: 'succeeded', ActionFailed: 'failed', ActionDenied: 'denied',
+};
+
+export interface ActionState {
+  phase: Phase;
+  action: Action;
+  at: number;
+}
+
+/** A failed or denied action, with the action agent's error code when it gave one. */
+export class ActionFailedError extends Error {
+  readonly code: string;
+  constructor(readonly action: Action, phase: Phase) {
+    const code = action.error?.code ?? (phase === 'denied' ? 'HOMEOSTAT_ERR_POLICY_DENIED' : 'HOMEOSTAT_ERR_WORKFLOW');
+    super(`${action.verb} ${action.target.vmid} ${phase}: ${action.error?.message ?? 'no reason given'} [${action.actionId}]`);
+    this.name = 'ActionFailedError';
+    this.code = code;
+  }
+}
+
+interface Waiter {
+  want: 'started' | 'terminal';
+  resolve: (s: ActionState) => void;
+  reject: (e: unknown) => void;
+}
+
+const isTerminal = (p: Phase) => RANK[p] === 2;
+
+export class ActionTracker {
+  private readonly states = new Map<string, ActionState>();
+  private readonly waiters = new Map<string, Set<Waiter>>();
+  private sub?: Stoppable;
+
+  constructor(private readonly bus: Bus, private readonly log: AppLogger) {}
+
+  async start(): Promise<void> {
+    this.sub = this.bus.subscribe<Action>('fleet.actions.>', (env) => this.observe(env), { schema: Action });
+    await this.bus.nc.flush();
+  }
+
+  async stop(): Promise<void> {
+    await this.sub?.stop();
+    for (const set of this.waiters.values()) for (const w of set) w.reject(new Error('action tracker stopped'));
+    this.waiters.clear();
+  }
+
+  /** Learn what happened to actions since `since` (a resumed workflow's start). */
+  async preload(since: Date): Promise<number> {
+    const evs = await replayStored(this.bus, 'fleet.actions.>', since);
+    for (const ev of evs) if (!ev.invalid) this.observe(ev.env as Envelope<Action>);
+    return evs.length;
+  }
+
+  state(actionId: string): ActionState | undefined {
+    return this.states.get(actionId);
+  }
+
+  /** Publish (unless already approved once) and wait until the action started or finished. A
+   *  failed or denied action rejects with ActionFailedError. */
+  async execute(spec: ActionSpec, opts: { until: 'started' | 'terminal'; correlationId?: string; signal?: AbortSignal }): Promise<ActionState> {
+    const wait = this.waitFor(spec.actionId, opts.until, opts.signal);
+    if (!this.states.has(spec.actionId)) {
+      if (opts.signal?.aborted) throw opts.signal.reason;
+      const data: Action = {
+        actionId: spec.actionId,
+        verb: spec.verb,
+        target: spec.target,
+        params: spec.params ?? {},
+        workflowId: spec.workflowId,
+        proposer: spec.proposer ?? 'workflow',
+        requestedBy: 'workflows',
+        needsApproval: false,
+        ...(spec.rationale ? { rationale: spec.rationale } : {}),
+        ...(spec.attempt !== undefined ? { attempt: spec.attempt } : {}),
+        ...(spec.incidentId ? { incidentId: spec.incidentId } : {}),
+      };
+      try {
+        await this.bus.publish(subjects.action('approved'), 'ActionApproved', data, { msgId: spec.actionId, correlationId: opts.correlationId ?? spec.workflowId });
+      } catch (e) {
+        this.forget(spec.actionId, wait);
+        throw e;
+      }
+    }
+    return wait.promise;
+  }
+
+  /** Wait for an action someone (maybe this process before a restart) already published. */
+  waitFor(actionId: string, want: 'started' | 'terminal', signal?: AbortSignal): { promise: Promise<ActionState>; waiter?: Waiter } {
+    const s = this.states.get(actionId);
+    if (s && (isTerminal(s.phase) || (want === 'started' && s.phase === 'started'))) {
+      return { promise: isTerminal(s.phase) && s.phase !== 'succeeded' ? Promise.reject(new ActionFailedError(s.action, s.phase)) : Promise.resolve(s) };
+    }
+    let waiter!: Waiter;
+    const promise = new Promise<ActionState>((resolve, reject) => {
+      if (signal?.aborted) return reject(signal.reason);
+      const onAbort = () => {
+        this.waiters.get(actionId)?.delete(waiter);
+        reject(signal!.reason);
+      };
+      waiter = {
+        want,
+        resolve: (v) => {
+          signal?.removeEventListener('abort', onAbort);
+          resolve(v);
+        },
+        reject: (e) => {
+          signal?.removeEventListener('abort', onAbort);
+          reject(e);
+        },
+      };
+      signal?.addEventListener('abort', onAbort, { once: true });
+      let set = this.waiters.get(actionId);
+      if (!set) this.waiters.set(actionId, (set = new Set()));
+      set.add(waiter);
+    });
+    return { promise, waiter };
+  }
+
+  private forget(actionId: string, wait: { promise: Promise<ActionState>; waiter?: Waiter }): void {
+    wait.promise.catch(() => undefined);
+    if (wait.waiter) this.waiters.get(actionId)?.delete(wait.waiter);
+  }
+
+  private observe(env: Envelope<Action>): void {
+    const phase = TYPE_PHASE[env.type];
+    const a = env.data;
+    if (!phase || !a?.actionId) return;
+    const waiting = this.waiters.get(a.actionId);
+    if (!a.workflowId && !waiting) return; // runbook actions of other agents: not ours to track
+    const prev = this.states.get(a.actionId);
+    if (prev && RANK[prev.phase] >= RANK[phase]) return;
+    const s: ActionState = { phase, action: a, at: Date.parse(env.ts) || Date.now() };
+    this.states.set(a.actionId, s);
+    if (this.states.size > 50_000) this.prune();
+    if (!waiting) return;
+    for (const w of [...waiting]) {
+      if (isTerminal(phase)) {
+        waiting.delete(w);
+        if (phase === 'succeeded') w.resolve(s);
+        else w.reject(new ActionFailedError(a, phase));
+      } else if (phase === 'started' && w.want === 'started') {
+        waiting.delete(w);
+        w.resolve(s);
+      }
+    }
+    if (!waiting.size) this.waiters.delete(a.actionId);
+  }
+
+  private prune(): void {
+    const cutoff = Date.now() - 3_600_000;
+    for (const [id, s] of this.states) if (s.at < cutoff && !this.waiters.has(id)) this.states.delete(id);
+    if (this.states.size > 50_000) this.log.warn({ tracked: this.states.size }, 'many recent workflow actions tracked');
+  }
+}
+
+export const isActionFailed = (e: unknown): e is ActionFailedError => e instanceof ActionFailedError;

@@ -1,0 +1,172 @@
+// The workflows agent: serves fleet.cmd.boot|shutdown|failover|chaos.list|chaos.run|workflow, runs
+// each workflow in the background (the reply carries its id at once), and on start resumes every
+// workflow a previous run left `running` in the KV bucket.
+import { z } from 'zod';
+import {
+  HomeostatError, kvGet, kvKeys, kvList, newId, NodeEvent, subjects, WorkflowRecord,
+  type CommandRequest, type Envelope, type Stoppable,
+} from '../bus/mod.ts';
+import { agentHandle, type AgentModule } from '../agents/runtime/agent.ts';
+import { ActionTracker } from './actions.ts';
+import { releaseAll, type RunContext, type WorkflowDeps, type WorkflowKind } from './deps.ts';
+import { findExperiment, listExperiments, parseExperiment, REAL_PVE_FAULTS, type Experiment } from './experiment.ts';
+import { buildMachine, statusOf } from './machines.ts';
+import { FleetObserver } from './observer.ts';
+import { bootPlan, failoverPlan, shutdownPlan } from './plans.ts';
+import { WorkflowRunner } from './runner.ts';
+import { detectSimulator } from './sim-client.ts';
+
+const PowerArgs = z.object({ layer: z.number().int().min(1).optional(), dryRun: z.boolean().optional() });
+const FailoverArgs = z.object({ node: z.string().min(1).max(64) });
+const ChaosArgs = z.object({ name: z.string().min(1).max(500).optional(), experiment: z.unknown().optional(), dryRun: z.boolean().optional() });
+const WorkflowArgs = z.object({ workflowId: z.string().min(1).max(80).optional(), limit: z.number().int().min(1).max(500).optional() });
+
+function args<T>(schema: z.ZodType<T>, env: Envelope<CommandRequest>): T {
+  const r = schema.safeParse(env.data.args ?? {});
+  if (!r.success) {
+    const i = r.error.issues[0];
+    throw new HomeostatError('HOMEOSTAT_ERR_USAGE', `${i.path.join('.') || 'args'}: ${i.message}`);
+  }
+  return r.data;
+}
+
+export const newWorkflowId = (kind: WorkflowKind) => `${kind}-${newId().toLowerCase()}`;
+
+export const agent: AgentModule = {
+  name: 'workflows',
+  async start(ctx) {
+    const { bus, fleet, log } = ctx;
+    const sv = ctx.services as { pveTokenId?: string; pveTokenSecret?: string; pveCaPem?: string; pveInsecure?: boolean; workflowPollMs?: number };
+    const sim = await detectSimulator({ url: ctx.pveUrl, tokenId: sv.pveTokenId, tokenSecret: sv.pveTokenSecret, caPem: sv.pveCaPem, insecure: sv.pveInsecure });
+    const observer = new FleetObserver({ bus, fleet, log, sim, pve: ctx.pve, pollMs: sv.workflowPollMs });
+    const actions = new ActionTracker(bus, log);
+    await actions.start();
+    const deps: WorkflowDeps = { bus, log, fleet, pve: ctx.pve, sim, observer, actions };
+    /** Which workflow holds which slot: `power` (boot/shutdown), `chaos`, `failover:<node>`. */
+    const slots = new Map<string, string>();
+    const slotOf = (kind: WorkflowKind, a: unknown) =>
+      kind === 'chaos' ? 'chaos' : kind === 'failover' ? `failover:${(a as { node?: string })?.node}` : 'power';
+    const runner = new WorkflowRunner({
+      bus, log,
+      build: (run, emit) => buildMachine(deps, run, emit),
+      statusOf,
+      onEnd: async (run) => {
+        for (const [k, id] of slots) if (id === run.workflowId) slots.delete(k);
+        if (run.kind === 'boot' || run.kind === 'failover') await releaseAll(bus, run.workflowId);
+      },
+    });
+
+    // resume: learn what the action agent did meanwhile, then restore the machines
+    const records = [...(await kvList(bus.kv.workflows, '', WorkflowRecord)).values()].filter((r) => r.status === 'running');
+    if (records.length) {
+      const since = new Date(Math.min(...records.map((r) => Date.parse(r.startedAt))) - 1000);
+      await actions.preload(since).catch((e: unknown) => log.warn({ err: (e as Error).message }, 'could not replay actions; relying on dedup'));
+      for (const r of records) slots.set(slotOf(r.kind, (r.input as { args?: unknown })?.args), r.workflowId);
+      const resumed = await runner.resumeAll();
+      log.info({ resumed }, 'workflows resumed');
+    }
+
+    const reserve = (slot: string, workflowId: string, kind: WorkflowKind) => {
+      const other = slots.get(slot);
+      if (other) throw new HomeostatError('HOMEOSTAT_ERR_WORKFLOW', `${slot === 'power' ? 'a boot or shutdown' : slot === 'chaos' ? 'a chaos experiment' : 'a failover of this node'} is already running (${other}); wait for it, or follow it with \`homeostat events --subject 'fleet.workflows.>'\``);
+      slots.set(slot, workflowId);
+      return () => slots.get(slot) === workflowId && slots.delete(slot);
+    };
+
+    const launch = async (run: RunContext, slot: string | undefined, plan: () => Promise<{ input: unknown; reply: Record<string, unknown>; stored: Record<string, unknown>; dryRun?: boolean }>) => {
+      const release = slot ? reserve(slot, run.workflowId, run.kind) : () => false;
+      try {
+        const p = await plan();
+        const { ended } = await runner.launch({ run, input: p.input, stored: p.stored });
+        const base = { workflowId: run.workflowId, kind: run.kind, startedAt: new Date().toISOString(), ...p.reply };
+        if (!p.dryRun) return base;
+        const rec = await ended;
+        return { ...base, dryRun: true, status: rec.status, output: rec.output };
+      } catch (e) {
+        release();
+        throw e;
+      }
+    };
+
+    const power = (kind: 'boot' | 'shutdown') => async (env: Envelope<CommandRequest>) => {
+      const a = args(PowerArgs, env);
+      const run: RunContext = { kind, workflowId: newWorkflowId(kind), correlationId: env.correlationId };
+      return launch(run, a.dryRun ? undefined : 'power', async () => {
+        if (kind === 'boot') {
+          const p = await bootPlan(deps, run.workflowId, a);
+          return { input: p.input, stored: { args: a }, reply: { guests: p.guests, ...(a.layer !== undefined ? { layer: a.layer } : {}) }, dryRun: a.dryRun };
+        }
+        const p = await shutdownPlan(deps, run.workflowId, a);
+        return { input: p.input, stored: { args: a, held: p.held }, reply: { guests: p.guests, held: p.held, ...(a.layer !== undefined ? { layer: a.layer } : {}) }, dryRun: a.dryRun };
+      });
+    };
+
+    const chaosExperiment = (a: z.infer<typeof ChaosArgs>): Experiment => {
+      const e = a.experiment !== undefined ? parseExperiment(a.experiment, fleet, a.name ?? 'experiment') : a.name ? findExperiment(a.name, fleet) : undefined;
+      if (!e) throw new HomeostatError('HOMEOSTAT_ERR_USAGE', 'expected an experiment name or an experiment');
+      if (!sim) {
+        const i = e.method.findIndex((m) => !(REAL_PVE_FAULTS as readonly string[]).includes(m.fault));
+        if (i >= 0) throw new HomeostatError('HOMEOSTAT_ERR_EXPERIMENT', `${e.name}: method[${i}].fault: ${e.method[i].fault} needs the simulator; against real PVE only ${REAL_PVE_FAULTS.join('/')}`);
+      }
+      return e;
+    };
+
+    const served: Stoppable[] = [
+      bus.serve<CommandRequest>(subjects.cmd('boot'), power('boot')),
+      bus.serve<CommandRequest>(subjects.cmd('shutdown'), power('shutdown')),
+      bus.serve<CommandRequest>(subjects.cmd('failover'), async (env) => {
+        const { node } = args(FailoverArgs, env);
+        const running = slots.get(`failover:${node}`);
+        if (running) return { workflowId: running, kind: 'failover', node, existing: true };
+        const run: RunContext = { kind: 'failover', workflowId: newWorkflowId('failover'), correlationId: env.correlationId };
+        return launch(run, `failover:${node}`, async () => {
+          const p = await failoverPlan(deps, run.workflowId, node);
+          return { input: p.input, stored: { args: { node } }, reply: { node, guests: p.input.guests.map((g) => g.vmid), fenceDelayMs: p.input.fenceDelayMs } };
+        });
+      }),
+      bus.serve<CommandRequest>(subjects.cmd('chaos.list'), async () =>
+        listExperiments(fleet).map((x) => ({
+          name: x.name, file: x.file, ...(x.error ? { error: x.error } : {}),
+          ...(x.experiment ? { description: x.experiment.description, faults: x.experiment.method.map((m) => `${m.fault} ${m.target}${m.repeat > 1 ? ` ×${m.repeat}` : ''}`), sloMs: x.experiment.slo.mttrMs } : {}),
+        }))),
+      bus.serve<CommandRequest>(subjects.cmd('chaos.run'), async (env) => {
+        const a = args(ChaosArgs, env);
+        const experiment = chaosExperiment(a);
+        const run: RunContext = { kind: 'chaos', workflowId: newWorkflowId('chaos'), correlationId: env.correlationId };
+        return launch(run, a.dryRun ? undefined : 'chaos', async () => ({
+          input: { workflowId: run.workflowId, experiment, dryRun: a.dryRun ?? false },
+          stored: { args: { name: experiment.name, dryRun: a.dryRun ?? false } },
+          reply: { experiment: experiment.name, sloMs: experiment.slo.mttrMs },
+          dryRun: a.dryRun,
+        }));
+      }),
+      bus.serve<CommandRequest>(subjects.cmd('workflow'), async (env) => {
+        const a = args(WorkflowArgs, env);
+        const strip = (r: WorkflowRecord) => ({ workflowId: r.workflowId, kind: r.kind, status: r.status, startedAt: r.startedAt, updatedAt: r.updatedAt, ...(r.output !== undefined ? { output: r.output } : {}) });
+        if (a.workflowId) {
+          const r = await kvGet(bus.kv.workflows, kvKeys.workflow(a.workflowId), WorkflowRecord);
+          if (!r) throw new HomeostatError('HOMEOSTAT_ERR_NOT_FOUND', `no workflow ${a.workflowId}`);
+          return strip(r.value);
+        }
+        const all = [...(await kvList(bus.kv.workflows, '', WorkflowRecord)).values()].sort((x, y) => y.startedAt.localeCompare(x.startedAt));
+        return all.slice(0, a.limit ?? 50).map(strip);
+      }),
+      // a node answering again during the fence delay aborts its failover (never fence a live node)
+      bus.subscribe<NodeEvent>('fleet.events.node.*', (env) => {
+        if (!env.data.reachable || env.data.status !== 'online') return;
+        const id = slots.get(`failover:${env.data.node}`);
+        if (id) runner.send(id, { type: 'NODE.REACHABLE' });
+      }, { schema: NodeEvent }),
+    ];
+    await bus.nc.flush();
+    log.info({ simulator: !!sim }, 'workflows ready: fleet.cmd.boot|shutdown|failover|chaos.list|chaos.run|workflow');
+
+    return agentHandle(async () => {
+      await Promise.all(served.map((s) => s.stop()));
+      await runner.stop();
+      await observer.stop();
+      await actions.stop();
+      await sim?.close();
+    });
+  },
+};

@@ -1,0 +1,115 @@
+// The I/O actors of the boot and shutdown machines. Power operations go through the action agent
+// (audited, locked, deduplicated by the machine's actionId); state and health are read from the
+// FleetObserver. Every actor is safe to run twice with the same input (xstate re-invokes in-flight
+// actors after a restore): the action tracker never publishes an actionId twice.
+import { fromPromise } from 'xstate';
+import { startActionId } from '../state-machines/mod.ts';
+import type {
+  ShutdownGuestActorInput, StartGuestInput, StopGuestActorInput, StopOutput, WaitHealthyInput, WaitHealthyOutput,
+} from '../state-machines/mod.ts';
+import { isActionFailed } from './actions.ts';
+import { guestRef, releaseGuest, setDesired, type RunContext, type WorkflowDeps } from './deps.ts';
+
+/** Run `fn` with a signal that aborts when the actor's does or when `fn` settles (cleans up waiters). */
+export async function scoped<T>(signal: AbortSignal, fn: (s: AbortSignal) => Promise<T>): Promise<T> {
+  const ac = new AbortController();
+  const onAbort = () => ac.abort(signal.reason);
+  if (signal.aborted) ac.abort(signal.reason);
+  else signal.addEventListener('abort', onAbort, { once: true });
+  try {
+    return await fn(ac.signal);
+  } finally {
+    signal.removeEventListener('abort', onAbort);
+    ac.abort(new Error('done'));
+  }
+}
+
+/** Start `vmid` on `node` through the action agent, resolving once the action has started. A guest
+ *  that already runs (and that this workflow did not start) is not started again. */
+export async function startThroughAgent(d: WorkflowDeps, run: RunContext, p: { vmid: number; node: string; actionId: string; attempt?: number; rationale: string }, signal: AbortSignal): Promise<void> {
+  if (!d.actions.state(p.actionId)) {
+    const g = (await d.observer.view().catch(() => undefined))?.guests.get(p.vmid);
+    if (g?.status === 'running') return;
+  }
+  await d.actions.execute(
+    { actionId: p.actionId, verb: 'start', target: guestRef(d.fleet, p.vmid, p.node), workflowId: run.workflowId, attempt: p.attempt, rationale: p.rationale },
+    { until: 'started', correlationId: run.correlationId, signal },
+  );
+}
+
+/** Healthy (running, health check passing, and on `node` when given), or the start action failed
+ *  while the guest is not running. Clears this workflow's maintenance flag on success. */
+export async function waitGuestHealthy(d: WorkflowDeps, run: RunContext, p: { vmid: number; node?: string; startActionId: string }, signal: AbortSignal): Promise<{ at: number }> {
+  const at = await scoped(signal, async (s) => {
+    const healthy = d.observer.waitFor((v) => {
+      const g = v.guests.get(p.vmid);
+      return g?.status === 'running' && g.healthy && (p.node === undefined || g.node === p.node) ? v.at : undefined;
+    }, s);
+    const failed = d.actions.waitFor(p.startActionId, 'terminal', s).promise.then(
+      () => new Promise<never>(() => undefined), // succeeded: the health check decides
+      async (e: unknown) => {
+        if (!isActionFailed(e)) return new Promise<never>(() => undefined); // aborted: nothing to say
+        const g = (await d.observer.view().catch(() => undefined))?.guests.get(p.vmid);
+        if (g?.status === 'running') return new Promise<never>(() => undefined); // e.g. "already running": health decides
+        throw e;
+      },
+    );
+    healthy.catch(() => undefined);
+    failed.catch(() => undefined);
+    return Promise.race([healthy, failed]);
+  });
+  await releaseGuest(d.bus, p.vmid, run.workflowId).catch((e: unknown) => d.log.warn({ vmid: p.vmid, err: (e as Error).message }, 'could not clear maintenance flag'));
+  return { at };
+}
+
+/** Shut down or stop through the action agent; done when PVE shows the guest stopped. */
+async function powerOff(d: WorkflowDeps, run: RunContext, verb: 'shutdown' | 'stop', p: { vmid: number; node: string; actionId: string; timeoutSec?: number }, signal: AbortSignal): Promise<StopOutput> {
+  const isStopped = (status?: string) => status === 'stopped';
+  if (!d.actions.state(p.actionId)) {
+    const v = await d.observer.view().catch(() => undefined);
+    if (v && isStopped(v.guests.get(p.vmid)?.status)) return { at: v.at };
+  }
+  const at = await scoped(signal, async (s) => {
+    const stopped = d.observer.waitFor((v) => (isStopped(v.guests.get(p.vmid)?.status) ? v.at : undefined), s);
+    const acted = d.actions.execute(
+      {
+        actionId: p.actionId, verb, target: guestRef(d.fleet, p.vmid, p.node), workflowId: run.workflowId,
+        params: verb === 'shutdown' && p.timeoutSec ? { timeoutSec: Math.min(3600, p.timeoutSec) } : {},
+        rationale: `${run.kind} workflow ${run.workflowId}`,
+      },
+      { until: 'terminal', correlationId: run.correlationId, signal: s },
+    ).then(
+      (st) => st.at,
+      async (e: unknown) => {
+        const v = await d.observer.view().catch(() => undefined);
+        if (v && isStopped(v.guests.get(p.vmid)?.status)) return v.at;
+        throw e;
+      },
+    );
+    stopped.catch(() => undefined);
+    acted.catch(() => undefined);
+    return Promise.race([stopped, acted]);
+  });
+  return { at };
+}
+
+export function bootActors(d: WorkflowDeps, run: RunContext) {
+  return {
+    startGuest: fromPromise<unknown, StartGuestInput>(async ({ input, signal }) => {
+      await setDesired(d.bus, [input.vmid], 'running', { workflowId: run.workflowId, reason: 'layered boot', maintenance: true });
+      await startThroughAgent(d, run, { vmid: input.vmid, node: input.node, actionId: input.actionId, attempt: input.attempt, rationale: `layered boot ${run.workflowId}` }, signal);
+    }),
+    waitHealthy: fromPromise<WaitHealthyOutput, WaitHealthyInput>(({ input, signal }) =>
+      waitGuestHealthy(d, run, { vmid: input.vmid, startActionId: startActionId(input.workflowId, input.vmid, input.attempt) }, signal)),
+  };
+}
+
+export function shutdownActors(d: WorkflowDeps, run: RunContext) {
+  return {
+    shutdownGuest: fromPromise<StopOutput, ShutdownGuestActorInput>(({ input, signal }) =>
+      powerOff(d, run, 'shutdown', { vmid: input.vmid, node: input.node, actionId: input.actionId, timeoutSec: input.timeoutSec }, signal)),
+    stopGuest: fromPromise<StopOutput, StopGuestActorInput>(({ input, signal }) =>
+      powerOff(d, run, 'stop', { vmid: input.vmid, node: input.node, actionId: input.actionId }, signal)),
+  };
+}
+
