@@ -72,6 +72,8 @@ export async function simMain(argv: string[]): Promise<number> {
     if (values.host !== undefined && !values.host.trim()) throw usageError('--host: expected an address, got ""');
     const fleet = values.fleet ? loadFleetFile(values.fleet) : referenceFleet();
     const log = createLogger(process.env.LOG_LEVEL || 'info').child({ agent: 'sim' });
+    // listen before starting: a Ctrl-C during start-up (or right after the ready line) still stops cleanly
+    const shutdownSignal = waitForShutdownSignal();
 
     const sim = await startSimulator({
       fleet,
@@ -96,7 +98,7 @@ export async function simMain(argv: string[]): Promise<number> {
       nodes: fleet.nodes.length,
     };
     process.stdout.write(`${JSON.stringify(ready)}\n`);
-    const signal = await waitForShutdownSignal();
+    const signal = await shutdownSignal;
     log.info({ signal }, 'simulator stopping');
     await sim.stop();
     return 0;
