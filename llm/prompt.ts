@@ -29,7 +29,6 @@ export interface BuiltPrompt {
 
 // C0/C1 controls, zero-width and bidi-override characters, line/paragraph separators: they can hide
 // or reorder text in a terminal or a model's view. Newlines become spaces (one value, one line).
-// eslint-disable-next-line no-control-regex
 const UNSAFE_CHARS = /[\u0000-\u001F\u007F-\u009F\u200B-\u200F\u2028\u2029\u202A-\u202E\u2060-\u2069\uFEFF]/g;
 
 /** Make one fleet-sourced string safe to quote: no control characters, bounded length. */
