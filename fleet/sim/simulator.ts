@@ -31,6 +31,8 @@ export interface SimulatorOptions {
   initial?: 'running' | 'stopped';
   /** Seed of the metrics random walk. */
   seed?: number;
+  /** How often metrics take a step (default 1000 ms; 0 = only when `state.model.tick()` is called, for tests). */
+  metricsIntervalMs?: number;
   log?: Logger;
 }
 
@@ -92,7 +94,8 @@ export async function startSimulator(opts: SimulatorOptions): Promise<SimulatorH
       resolve();
     });
   });
-  model.start();
+  const every = opts.metricsIntervalMs ?? 1000;
+  if (every > 0) model.start(every);
   const bound = (server.address() as AddressInfo).port;
   const urlHost = host.includes(':') ? `[${host}]` : host === '0.0.0.0' ? '127.0.0.1' : host;
   const url = `${cert ? 'https' : 'http'}://${urlHost}:${bound}`;
