@@ -1,63 +1,40 @@
-// The seam for the LLM advisor (llm/, issue 7). The decision agent takes an `Advisor` from
-// ctx.services.advisor and asks it only when the runbook has no confident answer. Whatever comes
-// back is untrusted data: checked here for shape, then gated like any other proposal.
-import { z } from 'zod';
-import { kvKeys, kvPut, type Bus, type Incident, type Logger } from '../../bus/mod.ts';
-import type { AdvisorRecord } from '../../bus/mod.ts';
+// The decision agent's side of the LLM advisor (llm/): asked only when the runbook has no
+// confident answer. Whatever comes back is untrusted data: checked for shape here, then gated by
+// the policy like any other proposal. The advisor's availability is kept in fleet-state `advisor`.
+import {
+  GuestRecord, NodeRecord, kvGet, kvKeys, kvPut,
+  type AdvisorRecord, type Bus, type Incident, type Logger,
+} from '../../bus/mod.ts';
+import type { Fleet } from '../../fleet/manifest.ts';
+import { OllamaAdvisor, PASSIVE_VERBS, Proposal, type Advisor, type AdvisorContext, type ProposalVerb } from '../../llm/mod.ts';
 import type { Step } from './runbook.ts';
 
-/** What the decision agent tells the advisor besides the incident. All values are data. */
-export interface AdvisorContext {
-  /** Why the runbook is not confident (unknown failure mode, repeated failure, …). */
-  reason: string;
-  steps: readonly Pick<Step, 'verb' | 'status' | 'errorCode'>[];
-  allowedVerbs: readonly string[];
-  runbookVerbs: readonly string[];
-  guest?: { vmid: number; name: string; node: string; layer: number; protected: boolean; dependsOn: number[] };
-  signal?: AbortSignal;
-}
-
-export interface AdvisorProposal {
-  verb: string;
-  vmid?: number;
-  rationale: string;
-  confidence: number;
-  expectedEffect?: string;
-  verification?: string;
-}
-
-export type AdvisorResult =
-  | { ok: true; proposal: AdvisorProposal; model?: string }
-  | { ok: false; reason: string; unavailable?: boolean; model?: string };
-
-export interface Advisor {
-  propose(incident: Incident, context: AdvisorContext): Promise<AdvisorResult>;
-  /** Optional health check for `status`; absent = assumed available until a call says otherwise. */
-  available?(): Promise<{ available: boolean; model?: string; reason?: string }>;
-}
-
-const ProposalShape = z.object({
-  verb: z.string().min(1).max(40),
-  vmid: z.number().int().optional(),
-  rationale: z.string().max(2000),
-  confidence: z.number().min(0).max(1),
-}).passthrough();
+export type { Advisor, AdvisorContext, AdvisorResult } from '../../llm/mod.ts';
 
 export type Consultation =
-  | { used: true; proposal: AdvisorProposal; confidence: number; discarded?: string }
+  | { used: true; proposal: Proposal; confidence: number; discarded?: string }
   | { used: false; discarded: string };
 
 function isAdvisor(x: unknown): x is Advisor {
-  return typeof x === 'object' && x !== null && typeof (x as Advisor).propose === 'function';
+  return typeof x === 'object' && x !== null && typeof (x as Advisor).propose === 'function' && typeof (x as Advisor).available === 'function';
 }
 
-/** Wraps the optional advisor: timeout, shape check, availability record in fleet-state. */
+export interface AdvisorSettings {
+  host: string;
+  model: string;
+  timeoutMs: number;
+}
+
+/** Wraps the optional advisor: deadline, shape check, availability record, one log line per change. */
 export class AdvisorSeam {
   private readonly advisor?: Advisor;
   private lastAvailable: boolean | undefined;
+  private readonly ctl = new AbortController();
 
-  constructor(service: unknown, private readonly bus: Bus, private readonly log: Logger, private readonly timeoutMs: number) {
-    this.advisor = isAdvisor(service) ? service : undefined;
+  /** `service`: an Advisor; null = none; undefined = an OllamaAdvisor from the config. */
+  constructor(service: unknown, settings: AdvisorSettings, private readonly bus: Bus, private readonly fleet: Fleet, private readonly log: Logger, private readonly timeoutMs: number) {
+    if (service === undefined) this.advisor = new OllamaAdvisor({ host: settings.host, model: settings.model, timeoutMs: settings.timeoutMs });
+    else if (isAdvisor(service)) this.advisor = service;
   }
 
   get configured(): boolean {
@@ -67,39 +44,71 @@ export class AdvisorSeam {
   async init(): Promise<void> {
     if (!this.advisor) return this.record(false, undefined, 'no advisor configured: healing by runbooks');
     try {
-      const a = this.advisor.available ? await this.advisor.available() : { available: true };
+      const a = await this.advisor.available();
       await this.record(a.available, a.model, a.reason);
     } catch (e) {
       await this.record(false, undefined, (e as Error).message);
     }
   }
 
-  async consult(incident: Incident, context: Omit<AdvisorContext, 'signal'>): Promise<Consultation> {
+  stop(): void {
+    this.ctl.abort(new Error('decision agent stopping'));
+  }
+
+  async consult(incident: Incident, reason: string, steps: readonly Step[]): Promise<Consultation> {
     if (!this.advisor) return { used: false, discarded: 'no advisor configured' };
-    const ctl = new AbortController();
-    let timer: NodeJS.Timeout | undefined;
-    const late = new Promise<AdvisorResult>((resolve) => {
-      timer = setTimeout(() => {
-        ctl.abort(new Error('advisor timeout'));
-        resolve({ ok: false, reason: `no answer within ${this.timeoutMs} ms` });
-      }, this.timeoutMs);
+    const signal = AbortSignal.any([this.ctl.signal, AbortSignal.timeout(this.timeoutMs)]);
+    let deadline: NodeJS.Timeout | undefined;
+    // the advisor has its own timeout; this one is the floor's guarantee that a decision is made
+    const late = new Promise<{ ok: false; code: 'timeout'; reason: string; model?: string }>((resolve) => {
+      deadline = setTimeout(() => resolve({ ok: false, code: 'timeout', reason: `no answer within ${this.timeoutMs} ms` }), this.timeoutMs + 100);
     });
-    let r: AdvisorResult;
     try {
-      r = await Promise.race([this.advisor.propose(incident, { ...context, signal: ctl.signal }), late]);
+      const context = await this.context(incident, steps, signal);
+      const r = await Promise.race([this.advisor.propose(incident, context, { signal }), late]);
+      if (!r.ok) {
+        await this.record(r.code !== 'unavailable', r.model, r.code === 'unavailable' ? r.reason : undefined);
+        return { used: false, discarded: `${r.code}: ${r.reason}`.slice(0, 2000) };
+      }
+      await this.record(true, r.model);
+      const p = Proposal.safeParse(r.proposal);
+      if (!p.success) return { used: false, discarded: `proposal has the wrong shape: ${p.error.issues[0]?.message ?? 'invalid'}` };
+      if (PASSIVE_VERBS.includes(p.data.verb as ProposalVerb)) {
+        return { used: false, discarded: `advisor proposed ${p.data.verb} (${p.data.rationale.slice(0, 200)}); the runbook floor applies (reason: ${reason})` };
+      }
+      return { used: true, proposal: p.data, confidence: p.data.confidence };
     } catch (e) {
-      r = { ok: false, reason: `advisor failed: ${(e as Error).message}`, unavailable: true };
+      return { used: false, discarded: `advisor failed: ${(e as Error).message}`.slice(0, 2000) };
     } finally {
-      clearTimeout(timer);
+      clearTimeout(deadline);
     }
-    if (!r.ok) {
-      await this.record(!r.unavailable, r.model, r.reason);
-      return { used: false, discarded: r.reason.slice(0, 500) };
+  }
+
+  /** The fleet slice around the incident: the guest, what it depends on and what depends on it. */
+  private async context(incident: Incident, steps: readonly Step[], signal: AbortSignal): Promise<AdvisorContext> {
+    const root = incident.rootCause.vmid;
+    const around = new Set<number>();
+    if (root !== undefined) {
+      around.add(root);
+      for (const d of this.fleet.deps.get(root) ?? []) around.add(d);
+      for (const [v, ds] of this.fleet.deps) if (ds.includes(root)) around.add(v);
     }
-    await this.record(true, r.model);
-    const shape = ProposalShape.safeParse(r.proposal);
-    if (!shape.success) return { used: false, discarded: `proposal has the wrong shape: ${shape.error.issues[0]?.message ?? 'invalid'}` };
-    return { used: true, proposal: r.proposal, confidence: shape.data.confidence };
+    for (const s of incident.symptoms) around.add(s.vmid);
+    const kv = this.bus.kv.fleetState;
+    const guests = await Promise.all([...around].filter((v) => this.fleet.byVmid.has(v)).map(async (v) => {
+      const spec = this.fleet.byVmid.get(v)!;
+      const rec = (await kvGet(kv, kvKeys.guest(v), GuestRecord))?.value;
+      return { vmid: v, name: spec.name, node: rec?.node ?? spec.node, layer: spec.layer, dependsOn: this.fleet.deps.get(v) ?? [], state: rec?.state ?? 'unknown', health: rec?.health ?? 'unknown', protected: spec.protected, role: spec.role };
+    }));
+    const nodes = await Promise.all(this.fleet.nodes.map(async (n) => ({ name: n.name, status: (await kvGet(kv, kvKeys.node(n.name), NodeRecord))?.value.status ?? 'unknown' })));
+    return {
+      guests,
+      nodes,
+      events: incident.timeline.slice(-20).map((t) => ({ type: 'timeline', ts: t.ts, summary: t.what })),
+      allowedVerbs: this.fleet.policies.allowedVerbs,
+      runbookAttempts: steps.map((s) => ({ verb: s.verb, result: `${s.status}${s.errorCode ? ` (${s.errorCode})` : ''}` })),
+      signal,
+    };
   }
 
   private async record(available: boolean, model?: string, reason?: string): Promise<void> {

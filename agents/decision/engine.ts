@@ -146,7 +146,7 @@ export class DecisionEngine extends Actuator {
 
     let advice: Consultation | undefined;
     if (plan.uncertain) {
-      advice = await this.ctx.advisor.consult(c.incident, this.advisorContext(c, plan.uncertain));
+      advice = await this.ctx.advisor.consult(c.incident, plan.uncertain, c.steps);
       if (advice.used) {
         const adopted = await this.tryAdvice(c, plan, advice);
         if (adopted) return;
@@ -164,8 +164,8 @@ export class DecisionEngine extends Actuator {
   private async tryAdvice(c: CaseRecord, plan: Exclude<Plan, { kind: 'wait' | 'done' | 'failover' }>, advice: Consultation & { used: true }): Promise<boolean> {
     const inc = c.incident!;
     const proposal = advice.proposal;
-    const vmid = proposal.vmid ?? inc.rootCause.vmid;
-    const p: Proposal = { verb: proposal.verb, vmid, proposer: 'llm', inRunbook: runbookVerbs(inc.rootCause.alert).includes(proposal.verb as never) };
+    const vmid = proposal.target.vmid ?? inc.rootCause.vmid;
+    const p: Proposal = { verb: proposal.verb, vmid, proposer: 'llm', inRunbook: runbookVerbs(inc.rootCause.alert).includes(proposal.verb as never), targetNode: proposal.params?.targetNode, snapname: proposal.params?.snapname };
     const hung = plan.kind === 'act' ? plan.hung : c.steps.some((s) => (s.verb === 'reboot' || s.verb === 'shutdown') && (s.status === 'failed' || s.status === 'succeeded'));
     const r = gate(p, await this.facts(vmid, c, { hung }), this.ctx.fleet.policies);
     if (r.verdict === 'deny') {
@@ -174,18 +174,6 @@ export class DecisionEngine extends Actuator {
     }
     await this.act(c, p, r, { rationale: `LLM: ${proposal.rationale}`.slice(0, 2000), hung, advisor: { used: true, confidence: advice.confidence } });
     return true;
-  }
-
-  private advisorContext(c: CaseRecord, reason: string) {
-    const vmid = c.incident?.rootCause.vmid;
-    const spec = vmid === undefined ? undefined : this.ctx.fleet.byVmid.get(vmid);
-    return {
-      reason,
-      steps: c.steps.map((s) => ({ verb: s.verb, status: s.status, errorCode: s.errorCode })),
-      allowedVerbs: this.ctx.fleet.policies.allowedVerbs,
-      runbookVerbs: runbookVerbs(c.incident?.rootCause.alert),
-      guest: spec && { vmid: spec.vmid, name: spec.name, node: spec.node, layer: spec.layer, protected: spec.protected, dependsOn: this.ctx.fleet.deps.get(spec.vmid) ?? [] },
-    };
   }
 
   protected override async afterHold(c: CaseRecord, r: GateResult): Promise<void> {

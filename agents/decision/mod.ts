@@ -13,10 +13,11 @@ import { DecisionStore } from './store.ts';
 export { gate, type GateFacts, type GateResult, type Proposal } from './policy.ts';
 export { nextStep, runbookVerbs, type Plan, type Step } from './runbook.ts';
 export { actionIdFor } from './actuator.ts';
-export type { Advisor, AdvisorContext, AdvisorProposal, AdvisorResult } from './advisor.ts';
+export type { Advisor, AdvisorContext, AdvisorResult } from './advisor.ts';
 export { DecisionEngine } from './engine.ts';
 
 const DecisionServices = z.object({
+  /** An Advisor (llm/); null = none; absent = an OllamaAdvisor from OLLAMA_HOST / OLLAMA_MODEL. */
   advisor: z.unknown().optional(),
   /** How long a failover request waits for the workflows agent before it becomes an operator notice. */
   failoverTimeoutMs: z.number().int().min(100).default(5000),
@@ -35,12 +36,14 @@ export const agent: AgentModule = {
     const services = parsed.data;
     const log = ctx.log;
     const store = new DecisionStore(ctx.bus.kv.fleetState);
-    const advisor = new AdvisorSeam(services.advisor, ctx.bus, log, ctx.config.OLLAMA_TIMEOUT_MS);
+    const settings = { host: ctx.config.OLLAMA_HOST, model: ctx.config.OLLAMA_MODEL, timeoutMs: ctx.config.OLLAMA_TIMEOUT_MS };
+    const advisor = new AdvisorSeam(services.advisor, settings, ctx.bus, ctx.fleet, log, ctx.config.OLLAMA_TIMEOUT_MS + 1000);
     const dryRun = ctx.config.HOMEOSTAT_DRY_RUN || ctx.fleet.policies.dryRun;
     const engine = new DecisionEngine({ bus: ctx.bus, log, fleet: ctx.fleet, store, advisor, dryRun, failoverTimeoutMs: services.failoverTimeoutMs });
     const stoppables: Stoppable[] = [];
     const stop = async () => {
       engine.stop();
+      advisor.stop();
       await Promise.allSettled(stoppables.map((s) => s.stop()));
       await engine.idle();
     };
