@@ -108,6 +108,8 @@ export class SimModel {
   readonly guests = new Map<number, SimGuest>();
   readonly rand: () => number;
   readonly clusterName: string;
+  /** SHA-256 fingerprint of the API certificate, shown as every node's ssl_fingerprint (HTTPS only). */
+  fingerprint?: string;
   private ticker?: NodeJS.Timeout;
 
   constructor(fleet: Fleet, opts: { seed?: number; initial?: 'running' | 'stopped'; now?: number } = {}) {

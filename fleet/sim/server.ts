@@ -100,7 +100,8 @@ export function createRequestHandler(w: SimWorld, auth: TokenAuth): (req: Incomi
       sendJson(res, 404, 'Not Found', { data: null });
     } catch (e) {
       if (e instanceof PveHttpError) {
-        const out: Record<string, unknown> = { data: null, message: `${e.message}\n` };
+        // PVE passes a handler's `die "…\n"` through with its newline; its own 501 text has none
+        const out: Record<string, unknown> = { data: null, message: e.status === 501 ? e.message : `${e.message}\n` };
         if (e.errors) out.errors = e.errors;
         return sendJson(res, e.status, e.message, out);
       }

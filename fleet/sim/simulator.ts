@@ -71,6 +71,7 @@ export async function startSimulator(opts: SimulatorOptions): Promise<SimulatorH
   const handler = createRequestHandler(world, new TokenAuth(tokenId, tokenSecret));
 
   const cert = opts.http ? undefined : await generateSelfSignedCert(host);
+  model.fingerprint = cert?.fingerprint;
   const server: Server = cert ? createHttpsServer({ key: cert.keyPem, cert: cert.certPem }, handler) : createHttpServer(handler);
   server.keepAliveTimeout = 30_000;
   const sockets = new Set<Socket>();

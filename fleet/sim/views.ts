@@ -65,7 +65,7 @@ export function nodeListItem(m: SimModel, n: SimNode, now = Date.now()): Record<
     ...base,
     cpu: Math.round(n.cpu * 1e4) / 1e4, maxcpu: n.spec.cpus, mem: n.mem, maxmem: Math.round(n.spec.memGiB * GiB),
     disk: 12 * GiB, maxdisk: 100 * GiB, uptime: Math.floor((now - n.bootedAt) / 1000),
-    ssl_fingerprint: fakeFingerprint(n.name),
+    ssl_fingerprint: m.fingerprint ?? fakeFingerprint(n.name),
   };
 }
 
