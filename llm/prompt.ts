@@ -68,6 +68,9 @@ export function systemMessage(verbs: readonly ProposalVerb[]): string {
 interface Caps { guests: number; events: number; symptoms: number; timeline: number; attempts: number }
 const START_CAPS: Caps = { guests: 60, events: 40, symptoms: 20, timeline: 10, attempts: 10 };
 
+/** The newest `n` entries (`slice(-0)` would be all of them). */
+const newest = <T>(list: readonly T[] | undefined, n: number): T[] => (n > 0 && list ? list.slice(-n) : []);
+
 function incidentData(incident: Incident, caps: Caps, t: (v: unknown) => string) {
   const rc = incident.rootCause;
   return {
@@ -87,7 +90,7 @@ function incidentData(incident: Incident, caps: Caps, t: (v: unknown) => string)
     symptomCount: incident.symptoms?.length ?? 0,
     suppressedCount: incident.suppressed?.length ?? 0,
     openedAt: t(incident.openedAt),
-    timeline: (incident.timeline ?? []).slice(-caps.timeline).map((e) => ({ ts: t(e.ts), what: t(e.what) })),
+    timeline: newest(incident.timeline, caps.timeline).map((e) => ({ ts: t(e.ts), what: t(e.what) })),
   };
 }
 
@@ -117,8 +120,8 @@ function dataBlock(incident: Incident, ctx: AdvisorContext, caps: Caps, maxChars
       guestCount: ctx.guests?.length ?? 0,
       nodes: (ctx.nodes ?? []).slice(0, 20).map((n) => ({ name: t(n.name), status: t(n.status) })),
     },
-    recentEvents: (ctx.events ?? []).slice(-caps.events).map((e) => ({ type: t(e.type), ts: t(e.ts), summary: t(e.summary) })),
-    runbookAttempts: (ctx.runbookAttempts ?? []).slice(-caps.attempts).map((a) => ({ verb: t(a.verb), result: t(a.result) })),
+    recentEvents: newest(ctx.events, caps.events).map((e) => ({ type: t(e.type), ts: t(e.ts), summary: t(e.summary) })),
+    runbookAttempts: newest(ctx.runbookAttempts, caps.attempts).map((a) => ({ verb: t(a.verb), result: t(a.result) })),
   };
   // HTML-safe JSON: no `<` or `>` survives inside the block, so the markers cannot be forged.
   return JSON.stringify(data, null, 1).replace(/</g, '\\u003c').replace(/>/g, '\\u003e');
@@ -148,10 +151,11 @@ export function buildPrompt(incident: Incident, ctx: AdvisorContext, limits: Pro
     const floor = caps.events === 0 && caps.guests <= 1 && caps.symptoms === 0 && caps.timeline === 0 && caps.attempts <= 1;
     if (bytes <= limits.maxPromptBytes || floor) return { system, user, bytes, trimmed: trimmed || bytes > limits.maxPromptBytes };
     trimmed = true;
-    // Old events go first, then bystander guests, then incident detail.
-    if (caps.events > 0) caps.events = Math.floor(caps.events / 2);
-    else if (caps.guests > 1) caps.guests = Math.ceil(caps.guests / 2);
-    else {
+    // Old events and bystander guests go first (halved together), then incident detail.
+    if (caps.events > 0 || caps.guests > 1) {
+      caps.events = Math.floor(caps.events / 2);
+      caps.guests = Math.ceil(caps.guests / 2);
+    } else {
       caps.symptoms = Math.floor(caps.symptoms / 2);
       caps.timeline = Math.floor(caps.timeline / 2);
       caps.attempts = Math.max(1, Math.floor(caps.attempts / 2));
