@@ -1,0 +1,89 @@
+// A durable JetStream consumer that works on several messages at once (one slow boot must not
+// hold up the rest), keeps each in progress with `working()` heartbeats, and on stop hands the
+// unfinished ones back at once (nak) so a restarted agent resumes them without waiting ack_wait.
+import { AckPolicy, DeliverPolicy, type JsMsg } from '@nats-io/jetstream';
+import { AUDIT_STREAM, decode, type Bus, type Envelope, type Logger, type Stoppable } from '../../bus/mod.ts';
+
+export interface ConcurrentConsumerOptions<T> {
+  durable: string;
+  filter: string;
+  ackWaitMs: number;
+  maxInFlight: number;
+  /** Two deliveries with the same key never run at once; the later one waits for the first. */
+  keyOf: (env: Envelope<T>) => string;
+  handler: (env: Envelope<T>, signal: AbortSignal) => Promise<'ack' | 'retry' | 'interrupted'>;
+  log: Logger;
+}
+
+export async function consumeConcurrently<T>(bus: Bus, o: ConcurrentConsumerOptions<T>): Promise<Stoppable> {
+  const cfg = {
+    durable_name: o.durable,
+    ack_policy: AckPolicy.Explicit,
+    filter_subject: o.filter,
+    deliver_policy: DeliverPolicy.New,
+    ack_wait: o.ackWaitMs * 1_000_000,
+    max_ack_pending: Math.max(o.maxInFlight * 4, 64),
+  };
+  try {
+    await bus.jsm.consumers.info(AUDIT_STREAM, o.durable);
+  } catch {
+    await bus.jsm.consumers.add(AUDIT_STREAM, cfg);
+  }
+  const consumer = await bus.js.consumers.get(AUDIT_STREAM, o.durable);
+  const messages = await consumer.consume({ max_messages: o.maxInFlight });
+  const stopping = new AbortController();
+  const inFlight = new Set<Promise<void>>();
+  /** key → the run in progress and the stream sequence it is working on */
+  const byKey = new Map<string, { seq: number; run: Promise<void> }>();
+
+  const work = async (m: JsMsg, env: Envelope<T>, key: string, before?: Promise<void>) => {
+    const heartbeat = setInterval(() => m.working(), Math.max(100, o.ackWaitMs / 3));
+    try {
+      await before;
+      if (stopping.signal.aborted) return m.nak();
+      const r = await o.handler(env, stopping.signal);
+      if (r === 'ack') m.ack();
+      else if (r === 'interrupted') m.nak();
+      else m.nak(Math.min(500 * 2 ** m.info.deliveryCount, 10_000));
+    } catch (e) {
+      if (stopping.signal.aborted) return m.nak();
+      o.log.warn({ subject: m.subject, attempt: m.info.deliveryCount, err: (e as Error).message }, 'action handler failed; will retry');
+      m.nak(Math.min(500 * 2 ** m.info.deliveryCount, 10_000));
+    } finally {
+      clearInterval(heartbeat);
+    }
+  };
+
+  const loop = (async () => {
+    for await (const m of messages) {
+      const r = decode<T>(m.subject, m.data);
+      if (!r.ok) {
+        await bus.deadLetter(m.subject, m.data, r.reason);
+        m.term(r.reason.slice(0, 100));
+        continue;
+      }
+      const key = o.keyOf(r.env);
+      const current = byKey.get(key);
+      // a redelivery of the message already being worked on: the running handler will ack it
+      if (current && current.seq === m.seq) continue;
+      while (inFlight.size >= o.maxInFlight) await Promise.race(inFlight);
+      const run: Promise<void> = work(m, r.env, key, current?.run);
+      const entry = { seq: m.seq, run };
+      byKey.set(key, entry);
+      inFlight.add(run);
+      void run.then(() => {
+        inFlight.delete(run);
+        if (byKey.get(key) === entry) byKey.delete(key);
+      });
+    }
+  })();
+
+  return {
+    async stop() {
+      stopping.abort(new Error('action agent stopping'));
+      await Promise.allSettled([...inFlight]);
+      await messages.close().catch(() => undefined);
+      await loop.catch(() => undefined);
+    },
+  };
+}

@@ -1,0 +1,191 @@
+// Runs one approved action exactly once: done marker → guest lock → (resume the stored UPID, or
+// call PVE and store its UPID at once) → wait for the task → verify → outcome → done marker.
+// Retryable PVE failures are tried again per policy (guestRetries, backoff), then reported.
+import {
+  HomeostatError, isHomeostatError, sleep, subjects,
+  type Action, type Bus, type Envelope, type Logger,
+} from '../../bus/mod.ts';
+import type { Policies } from '../../fleet/manifest.ts';
+import type { Fleet } from '../../fleet/manifest.ts';
+import type { GuestAddress, PveApi } from '../../fleet/pve-types.ts';
+import { LockLost, type GuestLocks, type HeldLock } from './lock.ts';
+import { expectedState, type Verifier } from './verify.ts';
+
+export type Outcome = 'ack' | 'retry' | 'interrupted';
+
+export interface Job {
+  signal: AbortSignal;
+}
+
+/** Worth another attempt: PVE was unreachable or slow, or its task failed. */
+const RETRYABLE = new Set(['HOMEOSTAT_ERR_PVE_UNAVAILABLE', 'HOMEOSTAT_ERR_PVE_TIMEOUT', 'HOMEOSTAT_ERR_PVE_TASK_FAILED']);
+
+export interface ExecutorDeps {
+  bus: Bus;
+  pve: PveApi;
+  fleet: Fleet;
+  locks: GuestLocks;
+  verifier: Verifier;
+  log: Logger;
+  /** First retry backoff (doubles per attempt). */
+  retryBaseMs: number;
+}
+
+export class Executor {
+  private readonly policies: Policies;
+  constructor(private readonly d: ExecutorDeps) {
+    this.policies = d.fleet.policies;
+  }
+
+  private taskTimeoutMs(a: Action): number {
+    const graceSec = a.params.timeoutSec ?? this.policies.shutdownTimeoutSec;
+    return Math.max(2 * this.policies.guestBootTimeoutMs, graceSec * 1000 + 30_000, a.verb === 'migrate' ? 600_000 : 0);
+  }
+
+  async run(env: Envelope<Action>, job: Job): Promise<Outcome> {
+    const a = env.data;
+    const log = this.d.log.child({ actionId: a.actionId, verb: a.verb, vmid: a.target.vmid });
+    const done = await this.d.locks.done(a.actionId);
+    if (done) {
+      log.info({ outcome: done.outcome }, 'action already done: acknowledged without calling PVE');
+      return 'ack';
+    }
+    if (a.needsApproval && !a.approval?.approved) {
+      await this.finish(env, undefined, { ...a, error: { code: 'HOMEOSTAT_ERR_POLICY_DENIED', message: 'action needs an operator approval and carries none' } }, 'failed');
+      return 'ack';
+    }
+    const deadline = Date.now() + this.taskTimeoutMs(a) + this.d.locks.leaseMs;
+    let lock: HeldLock;
+    for (;;) {
+      const r = await this.d.locks.acquire(a);
+      if (r.kind !== 'busy') {
+        lock = r.lock;
+        if (r.kind === 'resumed') log.info({ phase: lock.value.phase, upid: lock.value.upid }, 'resuming action after a restart');
+        break;
+      }
+      if (job.signal.aborted) return 'interrupted';
+      if (Date.now() > deadline) {
+        await this.finish(env, undefined, { ...a, error: { code: 'HOMEOSTAT_ERR_LOCKED', message: `guest ${a.target.vmid} stayed locked by action ${r.by.actionId} (${r.by.verb})` } }, 'failed');
+        return 'ack';
+      }
+      await sleep(250, job.signal);
+    }
+    const renew = setInterval(() => void lock.update({}).catch(() => undefined), Math.max(200, this.d.locks.leaseMs / 3));
+    try {
+      return await this.execute(env, lock, job, log);
+    } finally {
+      clearInterval(renew);
+    }
+  }
+
+  private async execute(env: Envelope<Action>, lock: HeldLock, job: Job, log: Logger): Promise<Outcome> {
+    const a = env.data;
+    const g = this.address(a);
+    const maxAttempts = 1 + this.policies.guestRetries;
+    for (;;) {
+      const attempt = lock.value.attempt;
+      try {
+        let upid = lock.value.upid;
+        const t0 = Date.now();
+        if (!upid && lock.value.phase !== 'verifying') {
+          const there = (lock.value.phase === 'calling' || a.verb === 'start' || a.verb === 'stop' || a.verb === 'shutdown') && (await this.alreadyThere(a, g));
+          if (!there) {
+            await lock.update({ phase: 'calling', attempt });
+            upid = await this.call(a, g);
+            await lock.update({ phase: 'task', upid });
+            const started = await this.d.bus.publish(subjects.action('started'), 'ActionStarted', { ...a, attempt, upid }, {
+              correlationId: env.correlationId, causationId: env.id, msgId: `${a.actionId}.started.${attempt}`,
+            });
+            await lock.update({ startedEnvId: started.id });
+            log.info({ upid, attempt }, 'PVE task started');
+          } else {
+            log.info('guest already in the wanted state: no PVE call');
+          }
+        }
+        if (upid && lock.value.phase === 'task') {
+          await this.d.pve.waitForTask(nodeOfUpid(upid) ?? g.node, upid, { timeoutMs: this.taskTimeoutMs(a), signal: job.signal });
+        }
+        await lock.update({ phase: 'verifying' });
+        await this.d.verifier.verify(a, a.verb === 'migrate' && a.params.targetNode ? { ...g, node: a.params.targetNode } : g, t0, this.policies.guestBootTimeoutMs, job.signal);
+        await this.finish(env, lock, { ...a, attempt, upid, verified: true }, 'succeeded');
+        log.info({ upid, attempt }, 'action succeeded, verified');
+        return 'ack';
+      } catch (e) {
+        if (job.signal.aborted) {
+          await lock.yieldForResume().catch(() => undefined);
+          return 'interrupted';
+        }
+        if (e instanceof LockLost) {
+          log.warn('lost the guest lock mid-action; will retry');
+          return 'retry';
+        }
+        const err = coded(e);
+        const verifying = lock.value.phase === 'verifying';
+        if (!verifying && RETRYABLE.has(err.code) && attempt + 1 < maxAttempts) {
+          const wait = this.d.retryBaseMs * 2 ** attempt;
+          log.warn({ attempt, code: err.code, err: err.message, retryInMs: wait }, 'action attempt failed; retrying');
+          await lock.update({ attempt: attempt + 1, phase: 'acquired', upid: undefined, startedEnvId: undefined });
+          await sleep(wait, job.signal);
+          continue;
+        }
+        log.warn({ attempt, code: err.code, err: err.message }, 'action failed');
+        await this.finish(env, lock, { ...a, attempt, upid: lock.value.upid, error: { code: err.code, message: err.message.slice(0, 2000) } }, 'failed');
+        return 'ack';
+      }
+    }
+  }
+
+  /** Publish the outcome (dedup id per action), then the done marker, then free the guest. */
+  private async finish(env: Envelope<Action>, lock: HeldLock | undefined, data: Action, outcome: 'succeeded' | 'failed'): Promise<void> {
+    const type = outcome === 'succeeded' ? 'ActionSucceeded' : 'ActionFailed';
+    await this.d.bus.publish(subjects.action(outcome), type, data, {
+      correlationId: env.correlationId,
+      causationId: lock?.value.startedEnvId ?? env.id,
+      msgId: `${data.actionId}.${outcome}`,
+    });
+    await this.d.locks.markDone({ actionId: data.actionId, outcome, at: new Date().toISOString(), upid: data.upid, verified: data.verified, error: data.error });
+    await lock?.release();
+  }
+
+  private address(a: Action): GuestAddress {
+    return { node: a.target.node, vmid: a.target.vmid, type: this.d.fleet.byVmid.get(a.target.vmid)?.type ?? 'lxc' };
+  }
+
+  /** Is the guest already where the action would put it? Then there is nothing to call. */
+  private async alreadyThere(a: Action, g: GuestAddress): Promise<boolean> {
+    const want = expectedState(a);
+    try {
+      if (a.verb === 'migrate') return (await this.d.pve.clusterGuests()).some((x) => x.vmid === g.vmid && x.node === a.params.targetNode);
+      if (want === 'exists' || a.verb === 'reboot') return false;
+      return (await this.d.pve.guestStatus(g)).status === want;
+    } catch {
+      return false;
+    }
+  }
+
+  private call(a: Action, g: GuestAddress): Promise<string> {
+    const { pve } = this.d;
+    const timeoutSec = a.params.timeoutSec ?? this.policies.shutdownTimeoutSec;
+    switch (a.verb) {
+      case 'start': return pve.start(g);
+      case 'stop': return pve.stop(g);
+      case 'shutdown': return pve.shutdown(g, { timeoutSec, forceStop: false });
+      case 'reboot': return pve.reboot(g, { timeoutSec });
+      case 'migrate':
+        if (!a.params.targetNode) throw new HomeostatError('HOMEOSTAT_ERR_PVE_BAD_REQUEST', 'migrate without params.targetNode');
+        return pve.migrate(g, a.params.targetNode, g.type === 'qemu' ? { online: true } : { restart: true });
+      case 'rollback':
+        if (!a.params.snapname) throw new HomeostatError('HOMEOSTAT_ERR_PVE_BAD_REQUEST', 'rollback without params.snapname');
+        return pve.rollback(g, a.params.snapname);
+    }
+  }
+}
+
+function nodeOfUpid(upid: string): string | undefined {
+  return /^UPID:([^:]+):/.exec(upid)?.[1];
+}
+
+function coded(e: unknown): { code: string; message: string } {
+  if (isHomeostatError(e)) return { code: e.code, message: e.message };
+  return { code: 'HOMEOSTAT_ERR_INTERNAL', message: e instanceof Error ? e.message : String(e) };
+}

@@ -1,0 +1,102 @@
+// After the PVE task: is the guest where the action meant it to be? Running and healthy after a
+// start/reboot, stopped after a stop/shutdown, on the target node after a migrate. Health comes
+// from the guest's health URL (manifest), else the simulator's /sim/health/{vmid}, else sensing's
+// fresh record in fleet-state, else PVE's status alone.
+import { Agent, fetch } from 'undici';
+import { GuestRecord, HomeostatError, kvGet, kvKeys, sleep, type Action, type Bus } from '../../bus/mod.ts';
+import type { Fleet } from '../../fleet/manifest.ts';
+import type { GuestAddress, PveApi } from '../../fleet/pve-types.ts';
+
+export interface VerifierOptions {
+  pveUrl?: string;
+  tokenId?: string;
+  tokenSecret?: string;
+  caPem?: string;
+  insecure?: boolean;
+  probeTimeoutMs: number;
+}
+
+type Want = 'running' | 'stopped' | 'exists';
+
+export function expectedState(a: Action): Want {
+  if (a.verb === 'stop' || a.verb === 'shutdown') return 'stopped';
+  if (a.verb === 'start' || a.verb === 'reboot') return 'running';
+  return 'exists';
+}
+
+export class Verifier {
+  private simulator: boolean | undefined;
+  private readonly dispatcher: Agent;
+
+  constructor(private readonly pve: PveApi, private readonly bus: Bus, private readonly fleet: Fleet, private readonly opts: VerifierOptions) {
+    const tls = opts.caPem ? { ca: opts.caPem } : opts.insecure ? { rejectUnauthorized: false } : {};
+    this.dispatcher = new Agent({ connect: tls, keepAliveTimeout: 10_000 });
+    if (!opts.pveUrl) this.simulator = false;
+  }
+
+  /** Resolves when the guest is as the action wants; HOMEOSTAT_ERR_TIMEOUT after `timeoutMs`. */
+  async verify(a: Action, g: GuestAddress, since: number, timeoutMs: number, signal: AbortSignal): Promise<void> {
+    const want = expectedState(a);
+    const deadline = Date.now() + timeoutMs;
+    let why = 'not checked yet';
+    for (;;) {
+      signal.throwIfAborted();
+      try {
+        const s = await this.pve.guestStatus(g);
+        if (want === 'exists') return;
+        if (s.status !== want) why = `PVE reports ${s.status}`;
+        else if (want === 'stopped') return;
+        else {
+          const h = await this.health(g.vmid, since);
+          if (h.ok) return;
+          why = `running but not healthy: ${h.reason}`;
+        }
+      } catch (e) {
+        if (signal.aborted) throw e;
+        why = (e as Error).message;
+      }
+      if (Date.now() > deadline) {
+        throw new HomeostatError('HOMEOSTAT_ERR_TIMEOUT', `guest ${g.vmid} not ${want === 'running' ? 'running and healthy' : want} within ${timeoutMs} ms after ${a.verb} (${why.slice(0, 300)})`);
+      }
+      await sleep(250, signal);
+    }
+  }
+
+  private headers(): Record<string, string> {
+    return this.opts.tokenId && this.opts.tokenSecret ? { authorization: `PVEAPIToken=${this.opts.tokenId}=${this.opts.tokenSecret}` } : {};
+  }
+
+  private async isSimulator(): Promise<boolean> {
+    if (this.simulator !== undefined) return this.simulator;
+    try {
+      const res = await fetch(new URL('/sim/fleet', this.opts.pveUrl), { headers: this.headers(), dispatcher: this.dispatcher, signal: AbortSignal.timeout(2000) });
+      await res.body?.cancel().catch(() => undefined);
+      if (res.status < 500) this.simulator = res.status === 200;
+      return res.status === 200;
+    } catch {
+      return false;
+    }
+  }
+
+  private async health(vmid: number, since: number): Promise<{ ok: boolean; reason?: string }> {
+    const spec = this.fleet.byVmid.get(vmid);
+    const url = spec?.health ?? ((await this.isSimulator()) ? new URL(`/sim/health/${vmid}`, this.opts.pveUrl).href : undefined);
+    if (url) {
+      try {
+        const res = await fetch(url, { headers: spec?.health ? {} : this.headers(), dispatcher: this.dispatcher, signal: AbortSignal.timeout(this.opts.probeTimeoutMs) });
+        const body = (await res.text()).slice(0, 200);
+        return res.status >= 200 && res.status < 300 ? { ok: true } : { ok: false, reason: `HTTP ${res.status} ${body.replace(/\s+/g, ' ')}` };
+      } catch (e) {
+        return { ok: false, reason: (e as Error).name === 'TimeoutError' ? `no answer within ${this.opts.probeTimeoutMs} ms` : (e as Error).message };
+      }
+    }
+    // no probe target of our own: sensing's record counts when it was written after the task
+    const rec = (await kvGet(this.bus.kv.fleetState, kvKeys.guest(vmid), GuestRecord))?.value;
+    if (!rec || Date.parse(rec.updatedAt) < since) return { ok: true };
+    return rec.health === 'unhealthy' ? { ok: false, reason: rec.lastProbeReason ?? 'sensing reports unhealthy' } : { ok: true };
+  }
+
+  async close(): Promise<void> {
+    await this.dispatcher.close().catch(() => undefined);
+  }
+}
