@@ -58,7 +58,15 @@ function boundFetch(base: typeof fetch, signal: AbortSignal, maxBytes: number): 
         else ctl.enqueue(chunk);
       },
     }));
-    return new Response(capped, { status: res.status, statusText: res.statusText, headers: res.headers });
+    if (res.ok || (res.headers.get('content-type') ?? '').includes('application/json')) {
+      return new Response(capped, { status: res.status, statusText: res.statusText, headers: res.headers });
+    }
+    // A non-JSON error page (a proxy's HTML 502, say): the client would console.log on stdout
+    // while reading it, and stdout carries homeostat's JSON lines. Hand it over as Ollama's
+    // own `{ error }` shape instead.
+    const text = await new Response(capped).text().catch(() => '');
+    const error = cleanText(text.trim() || res.statusText || `HTTP ${res.status}`, 200);
+    return new Response(JSON.stringify({ error }), { status: res.status, statusText: res.statusText, headers: { 'content-type': 'application/json' } });
   };
 }
 

@@ -1,7 +1,7 @@
 // OllamaAdvisor against the Ollama TEST DOUBLE, through the real `ollama` client: every way a
 // model answer can be wrong ends as { ok: false, code } — never a throw, never a proposal.
 import { createServer } from 'node:net';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { z } from 'zod';
 import { NullAdvisor, OllamaAdvisor, Proposal, type AdvisorResult, type OllamaAdvisorOptions } from '../llm/mod.ts';
 import { context159, incident159, json, proposal } from './llm-fixtures.ts';
@@ -152,6 +152,18 @@ describe('OllamaAdvisor transport', () => {
   it('HTTP 404 from /api/chat (model removed since the check) → unavailable; 500 → error', async () => {
     expect(failure(await ask({ status: 404, error: `model "${MODEL}" not found, try pulling it first` })).code).toBe('unavailable');
     expect(failure(await ask({ status: 500, error: 'llama runner process has terminated' })).code).toBe('error');
+  });
+
+  it('a non-JSON error page (proxy 502) → unavailable, nothing printed on stdout', async () => {
+    const log = vi.spyOn(console, 'log');
+    try {
+      const r = failure(await ask({ status: 502, raw: '<html>Bad Gateway</html>' }));
+      expect(r.code).toBe('unavailable');
+      expect(r.reason).toContain('Bad Gateway');
+      expect(log).not.toHaveBeenCalled();
+    } finally {
+      log.mockRestore();
+    }
   });
 
   it('protocol garbage → error, never a throw', async () => {

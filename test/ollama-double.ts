@@ -30,7 +30,8 @@ export type DoubleReply = string | {
   /** An HTTP error, answered as Ollama does: `{ "error": message }`. */
   status?: number;
   error?: string;
-  /** Send this body verbatim instead of a well-formed reply (protocol-level garbage). */
+  /** Send this body verbatim instead of a well-formed reply (protocol-level garbage); with an
+   *  error `status` it is sent as text/html, like a proxy's error page. */
   raw?: string;
   /** The final chunk's done_reason (default "stop"; "length" when num_predict was hit). */
   doneReason?: string;
@@ -114,14 +115,17 @@ export async function startOllamaDouble(opts: OllamaDoubleOptions = {}): Promise
     const reply = typeof r === 'string' ? { content: r } : r;
     await sleep(reply.delayMs ?? 0, gone);
     if (gone.aborted) return;
-    if (reply.status && reply.status >= 400) return sendJson(res, reply.status, { error: reply.error ?? 'scripted error' });
     // The real server streams unless told `stream: false`.
     const stream = body.stream !== false;
     if (reply.raw !== undefined) {
-      res.writeHead(reply.status ?? 200, { 'Content-Type': stream ? 'application/x-ndjson' : 'application/json; charset=utf-8' });
+      const status = reply.status ?? 200;
+      // raw + an error status stands for something in front of Ollama (a proxy's error page)
+      const type = status >= 400 ? 'text/html' : stream ? 'application/x-ndjson' : 'application/json; charset=utf-8';
+      res.writeHead(status, { 'Content-Type': type });
       res.end(reply.raw);
       return;
     }
+    if (reply.status && reply.status >= 400) return sendJson(res, reply.status, { error: reply.error ?? 'scripted error' });
     const content = reply.content ?? '';
     const base = { model: body.model, created_at: new Date().toISOString() };
     const done = { ...base, message: { role: 'assistant', content: '' }, done_reason: reply.doneReason ?? 'stop', done: true, ...finalStats(content) };
