@@ -11,19 +11,23 @@ import { fork, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { Bus, encode, makeEnvelope, subjects, type Envelope, type Incident } from '../bus/mod.ts';
 import { createLogger, loadConfig } from '../agents/mod.ts';
+import type { AnalysisHandle } from '../agents/analysis/mod.ts';
 import { startStack } from '../cli/stack.ts';
 import { buildFleet, type Fleet } from '../fleet/manifest.ts';
 import { generateFleet } from '../fleet/reference-fleet.ts';
-import { startSimulator } from '../fleet/twin/mod.ts';
+import { startSimulator } from '../fleet/sim/mod.ts';
 import { benchNats, emit, round, stats, isMain } from './harness.ts';
 
 const SIZES = (process.env.BENCH_PIPELINE_SIZES ?? '1000,5000').split(',').map(Number);
 const SENSE_MS = Number(process.env.BENCH_PIPELINE_SENSE_MS ?? 1000);
+/** V8 flags for the agents' process, e.g. "--max-semi-space-size=4" (default: none, as shipped). */
+const AGENT_NODE_FLAGS = (process.env.BENCH_PIPELINE_NODE_FLAGS ?? '').split(' ').filter(Boolean);
 const WAVES = 10;
 const PER_WAVE = 10;
 const TOKEN_ID = 'bench@pve!pipeline';
 const TOKEN_SECRET = '00000000-0000-4000-8000-00000000b0b0';
 
+type Lat = ReturnType<AnalysisHandle['latency']>;
 interface AgentsArgs { natsUrl: string; pveUrl: string; guests: number }
 
 function fleetFor(guests: number): Fleet {
@@ -31,12 +35,27 @@ function fleetFor(guests: number): Fleet {
   return buildFleet({ name: f.name, nodes: f.nodes, guests: f.guests, policies: { senseIntervalMs: SENSE_MS, probeConcurrency: 32, probeTimeoutMs: 2000 } });
 }
 
+/** Child process: the simulator alone, so neither the agents nor the measuring side pay for its CPU. */
+async function simMain(guests: number): Promise<void> {
+  const sim = await startSimulator({ fleet: fleetFor(guests), port: 0, http: true, timeScale: 1, tokenId: TOKEN_ID, tokenSecret: TOKEN_SECRET, log: createLogger('silent') });
+  process.on('message', (m: { exit?: boolean; crash?: number[] }) => {
+    // the burst lands in one go (HTTP injection of thousands of faults would span several rounds)
+    if (m.crash) {
+      for (const vmid of m.crash) sim.state.faults.inject({ kind: "crash", target: String(vmid) });
+      process.send!({ crashed: m.crash.length });
+    }
+    if (m.exit) void sim.stop().finally(() => process.exit(0));
+  });
+  process.send!({ url: sim.url });
+}
+
 /** Child process: sensing + analysis only, as `homeostat agent …` would run them. */
 async function agentsMain(args: AgentsArgs): Promise<void> {
   const config = loadConfig({}, { PVE_URL: args.pveUrl, PVE_TOKEN_ID: TOKEN_ID, PVE_TOKEN_SECRET: TOKEN_SECRET, LOG_LEVEL: 'warn' });
   const stack = await startStack({ config, fleet: fleetFor(args.guests), log: createLogger('warn'), natsUrl: args.natsUrl, agents: ['analysis', 'sensing'], services: { pveTokenId: TOKEN_ID, pveTokenSecret: TOKEN_SECRET } });
+  const analysis = stack.agents.get('analysis') as AnalysisHandle;
   process.on('message', (m: { rss?: boolean; exit?: boolean }) => {
-    if (m.rss) process.send!({ rss: process.memoryUsage().rss, heapUsed: process.memoryUsage().heapUsed });
+    if (m.rss) process.send!({ rss: process.memoryUsage().rss, heapUsed: process.memoryUsage().heapUsed, inAgent: analysis.latency() });
     if (m.exit) void stack.stop().finally(() => process.exit(0));
   });
   process.send!({ ready: true });
@@ -104,7 +123,9 @@ async function one(n: number): Promise<void> {
   const nats = await benchNats();
   const bus = await Bus.connect({ servers: nats.url, source: 'bench' });
   const fleet = fleetFor(n);
-  const sim = await startSimulator({ fleet, port: 0, http: true, timeScale: 1, tokenId: TOKEN_ID, tokenSecret: TOKEN_SECRET, log: createLogger('silent') });
+  const here = fileURLToPath(import.meta.url);
+  const simChild = fork(here, ['--sim', String(n)], { execArgv: ['--import', 'tsx'] });
+  const sim = await new Promise<{ url: string }>((r) => simChild.once('message', (m) => r(m as { url: string })));
   let child: ChildProcess | undefined;
   try {
     const sample = makeEnvelope('sensing', 'GuestStateChanged', { vmid: 1000, node: 'node-0', name: 'guest-1000', state: 'stopped', previousState: 'running', health: 'unknown', previousHealth: 'healthy', reason: 'running → stopped' });
@@ -130,7 +151,7 @@ async function one(n: number): Promise<void> {
       },
     });
     const args: AgentsArgs = { natsUrl: nats.url, pveUrl: sim.url, guests: n };
-    child = fork(fileURLToPath(import.meta.url), ['--agents', JSON.stringify(args)], { execArgv: ['--import', 'tsx'] });
+    child = fork(here, ['--agents', JSON.stringify(args)], { execArgv: ['--import', 'tsx', ...AGENT_NODE_FLAGS] });
     await new Promise<void>((r) => child!.once('message', () => r()));
     await until(() => discovered >= n, 120_000, `GuestDiscovered for ${n} guests`);
     const idle = await ask<{ rss: number }>(child, { rss: true }, 'rss');
@@ -145,12 +166,16 @@ async function one(n: number): Promise<void> {
       await until(() => wave.every((v) => incidentAt.has(v)), 30_000, `incidents of wave ${w}`);
     }
     const wave = stats(latencies(waveVmids));
-    emit({ bench: 'pipeline', guests: n, phase: 'waves', events: wave.n, perWave: PER_WAVE, p50Ms: wave.p50, p99Ms: wave.p99, maxMs: wave.max, goalP99Ms: 5, pass: wave.p99 <= 5 });
+    const inWave = (await ask<{ inAgent: Lat }>(child, { rss: true }, 'rss')).inAgent;
+    emit({
+      bench: 'pipeline', guests: n, phase: 'waves', events: wave.n, perWave: PER_WAVE, p50Ms: wave.p50, p99Ms: wave.p99, maxMs: wave.max,
+      inAgentP50Ms: inWave.p50Ms, inAgentP99Ms: inWave.p99Ms, goalP99Ms: 5, pass: wave.p99 <= 5,
+    });
 
     const waveSet = new Set(waveVmids);
     const burst = fleet.guests.map((g) => g.vmid).filter((v) => !waveSet.has(v));
     const t0 = performance.now();
-    await injectCrashes(sim.url, burst);
+    await ask(simChild, { crash: burst }, 'crashed');
     const injectedMs = performance.now() - t0;
     await until(() => burst.every((v) => incidentAt.has(v)), 300_000, `incidents of the burst (${burst.length})`);
     const causes = burst.map((v) => incidentAt.get(v)!).filter((x) => x.cause && eventAt.has(x.cause));
@@ -158,20 +183,21 @@ async function one(n: number): Promise<void> {
     const last = Math.max(...burst.map((v) => incidentAt.get(v)!.t));
     const perSec = burst.length / ((last - first) / 1000);
     const lat = stats(latencies(burst));
-    const loaded = await ask<{ rss: number; heapUsed: number }>(child, { rss: true }, 'rss');
+    const loaded = await ask<{ rss: number; heapUsed: number; inAgent: Lat }>(child, { rss: true }, 'rss');
     const rssMb = round(loaded.rss / 2 ** 20, 1);
     emit({
       bench: 'pipeline', guests: n, phase: 'burst', events: burst.length, injectMs: Math.round(injectedMs), eventsPerSec: Math.round(perSec),
-      rawMsgsPerSec: Math.round(raw), ratioVsRaw: round(perSec / raw, 4), p50Ms: lat.p50, p99Ms: lat.p99,
+      rawMsgsPerSec: Math.round(raw), ratioVsRaw: round(perSec / raw, 4), p50Ms: lat.p50, p99Ms: lat.p99, inAgentP99MsAll: loaded.inAgent.p99Ms,
       agentsRssMb: rssMb, agentsIdleRssMb: round(idle.rss / 2 ** 20, 1), heapMb: round(loaded.heapUsed / 2 ** 20, 1),
-      goalRssMb: n >= 5000 ? 150 : undefined, passRss: n >= 5000 ? rssMb <= 150 : undefined,
+      nodeFlags: AGENT_NODE_FLAGS.join(' ') || undefined, goalRssMb: n >= 5000 ? 150 : undefined, passRss: n >= 5000 ? rssMb <= 150 : undefined,
     });
   } finally {
     if (child && child.exitCode === null) {
       child.send({ exit: true });
       await new Promise((r) => child!.once('exit', r));
     }
-    await sim.stop();
+    simChild.send({ exit: true });
+    await new Promise((r) => simChild.once('exit', r));
     await bus.stop();
     await nats.cleanup();
   }
@@ -182,4 +208,5 @@ export async function run(): Promise<void> {
 }
 
 if (process.argv[2] === '--agents') await agentsMain(JSON.parse(process.argv[3]) as AgentsArgs);
+else if (process.argv[2] === '--sim') await simMain(Number(process.argv[3]));
 else if (isMain(import.meta.url)) await run();

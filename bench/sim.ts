@@ -7,7 +7,7 @@ import { Agent, fetch } from 'undici';
 import { createPveClient, type ProxmoxClient } from '../fleet/pve-client.ts';
 import type { Fleet } from '../fleet/manifest.ts';
 import { generateFleet, referenceFleet } from '../fleet/reference-fleet.ts';
-import { startSimulator } from '../fleet/twin/mod.ts';
+import { startSimulator } from '../fleet/sim/mod.ts';
 import { emit, isMain, round, stats } from './harness.ts';
 
 export interface SimBenchOptions {

@@ -6,7 +6,7 @@ import { AGENT_NAMES, loadAgent, type AgentHandle, type AgentName, type AppLogge
 import type { Fleet } from '../fleet/manifest.ts';
 import type { PveApi } from '../fleet/pve-types.ts';
 import { startNatsServer, type NatsServerHandle } from './nats-server.ts';
-import { startSimulator } from '../fleet/twin/mod.ts';
+import { startSimulator } from '../fleet/sim/mod.ts';
 import { createPveClient } from '../fleet/pve-client.ts';
 
 export interface SimulatorLike {

@@ -89,6 +89,10 @@ export function classifyAttempt(rec: AttemptRecord, err: unknown, origin: string
   if (s === 500 && /does not exist|no such (vm|guest|snapshot|task|node)|not found|hostname lookup '[^']*' failed/i.test(said)) {
     return { code: 'HOMEOSTAT_ERR_PVE_NOT_FOUND', retryable: false, detail: `PVE answered ${said}`, cause: err };
   }
+  // PVE's refusals in the guest's current state are 500s too; asking again gives the same answer.
+  if (s === 500 && /already running|not running|is running|is locked|already (exists|used|defined)|not allowed|no quorum|target is local node|use online migration|use option '--online'/i.test(said)) {
+    return { code: 'HOMEOSTAT_ERR_PVE_REFUSED', retryable: false, detail: `PVE refused: ${said}`, cause: err };
+  }
   if (s === 400) return { code: 'HOMEOSTAT_ERR_PVE_BAD_REQUEST', retryable: false, detail: `PVE rejected the parameters: ${said}`, cause: err };
   if (s === 501) return { code: 'HOMEOSTAT_ERR_PVE_BAD_REQUEST', retryable: false, detail: `not implemented by this PVE: ${said}`, cause: err };
   if (s >= 500) return { code: 'HOMEOSTAT_ERR_PVE_UNAVAILABLE', retryable: true, detail: `PVE answered ${said}`, cause: err };

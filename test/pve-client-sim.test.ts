@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isHomeostatError, type HomeostatError } from '../bus/mod.ts';
 import { createPveClient, upidNode, type ProxmoxClient, type PveClientOptions, type PveRequestEvent } from '../fleet/pve-client.ts';
 import { referenceFleet } from '../fleet/reference-fleet.ts';
-import { startSimulator } from '../fleet/twin/mod.ts';
+import { startSimulator } from '../fleet/sim/mod.ts';
 
 type Sim = Awaited<ReturnType<typeof startSimulator>>;
 const WRONG_SECRET = '00000000-0000-4000-8000-000000000000';
@@ -105,15 +105,25 @@ for (const transport of ['https', 'http'] as const) {
 
     it('reports a task that ends in error as PVE_TASK_FAILED with its exit status and log', async () => {
       const nvr = { node: 'node-b', vmid: 104, type: 'lxc' as const };
-      const id = await f.inject({ kind: 'crash', target: String(nvr.vmid) });
-      await until(() => pve.guestStatus(nvr), (g) => g.status === 'stopped');
-      await f.heal(id);
-      const upid = await pve.stop(nvr);
+      // a hung guest ignores a graceful shutdown: the task runs, then fails on its timeout
+      const id = await f.inject({ kind: 'hang', target: String(nvr.vmid) });
+      const upid = await pve.shutdown(nvr, { timeoutSec: 1 });
       const e = await failure(pve.waitForTask('node-b', upid, { timeoutMs: 20_000 }));
       expect(e.code).toBe('HOMEOSTAT_ERR_PVE_TASK_FAILED');
-      expect(e.message).toMatch(/^task \S+ 104 on node-b failed: .*not running.*; last log: .*TASK ERROR/);
+      expect(e.message).toMatch(/^task \S+ 104 on node-b failed: .*; last log: .*TASK ERROR/);
       expect(e.message).not.toContain('\n');
-      await pve.waitForTask('node-b', await pve.start(nvr), { timeoutMs: 20_000 });
+      await f.heal(id);
+      const g = await pve.guestStatus(nvr);
+      if (g.status !== 'running') await pve.waitForTask('node-b', await pve.start(nvr), { timeoutMs: 20_000 });
+    });
+
+    it('a refusal in the current state (start a running guest) is PVE_REFUSED, asked once', async () => {
+      const omada = { node: 'node-c', vmid: 101, type: 'lxc' as const };
+      await until(() => pve.guestStatus(omada), (g) => g.status === 'running');
+      const e = await failure(pve.start(omada));
+      expect(e.code).toBe('HOMEOSTAT_ERR_PVE_REFUSED');
+      expect(e.message).toMatch(/already running/);
+      expect(e.message).not.toMatch(/attempts/);
     });
 
     it('waitForTask times out with PVE_TIMEOUT and honours an abort', async () => {

@@ -32,10 +32,11 @@ export async function agentMain(argv: string[]): Promise<number> {
   const fleetFile = values.fleet ?? config.HOMEOSTAT_FLEET;
   const fleet = fleetFile ? loadFleetFile(fleetFile) : referenceFleet();
   const log = createLogger(config.LOG_LEVEL);
+  const signalled = waitForShutdownSignal();
   const stack = await startStack({ config, fleet, log, natsUrl: config.NATS_URL, agents: [name] });
   printJson({ ready: true, agent: name, natsUrl: config.NATS_URL });
   const handle = stack.agents.get(name)!;
-  const outcome = await Promise.race([waitForShutdownSignal().then(() => 'signal' as const), handle.stopped.then((r) => r)]);
+  const outcome = await Promise.race([signalled.then(() => 'signal' as const), handle.stopped.then((r) => r)]);
   await stack.stop();
   return outcome instanceof Error ? 1 : 0;
 }

@@ -55,6 +55,8 @@ export async function upMain(argv: string[]): Promise<number> {
   const fleetFile = values.fleet ?? config.HOMEOSTAT_FLEET;
   const fleet = fleetFile ? loadFleetFile(fleetFile) : referenceFleet();
   const log = createLogger(config.LOG_LEVEL);
+  // listen before start-up: a Ctrl-C during start must still stop what was started
+  const signalled = waitForShutdownSignal();
 
   const stack = await startStack({
     config,
@@ -78,7 +80,7 @@ export async function upMain(argv: string[]): Promise<number> {
     guests: fleet.guests.length,
     agents: [...stack.agents.keys()],
   });
-  const signal = await waitForShutdownSignal();
+  const signal = await signalled;
   log.info({ signal }, 'stopping');
   await stack.stop();
   return 0;
