@@ -117,11 +117,15 @@ export const agent: AgentModule = {
       bus.serve<CommandRequest>(subjects.cmd('failover'), async (env) => {
         const { node } = args(FailoverArgs, env);
         const running = slots.get(`failover:${node}`);
-        if (running) return { workflowId: running, kind: 'failover', node, existing: true };
+        if (running) {
+          const rec = await kvGet(bus.kv.workflows, kvKeys.workflow(running), WorkflowRecord);
+          return { workflowId: running, kind: 'failover', node, existing: true, startedAt: rec?.value.startedAt ?? new Date().toISOString() };
+        }
         const run: RunContext = { kind: 'failover', workflowId: newWorkflowId('failover'), correlationId: env.correlationId };
         return launch(run, `failover:${node}`, async () => {
           const p = await failoverPlan(deps, run.workflowId, node);
-          return { input: p.input, stored: { args: { node } }, reply: { node, guests: p.input.guests.map((g) => g.vmid), fenceDelayMs: p.input.fenceDelayMs } };
+          const guests = p.input.guests.map((g) => ({ vmid: g.vmid, name: fleet.byVmid.get(g.vmid)?.name ?? String(g.vmid), layer: g.layer, node, dependsOn: g.dependsOn }));
+          return { input: p.input, stored: { args: { node } }, reply: { node, guests, fenceDelayMs: p.input.fenceDelayMs } };
         });
       }),
       bus.serve<CommandRequest>(subjects.cmd('chaos.list'), async () =>

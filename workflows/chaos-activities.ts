@@ -112,6 +112,10 @@ export function chaosActors(d: WorkflowDeps, run: RunContext) {
       if (f.expect !== 'none') {
         const bit = await d.observer.waitFor((v) => isBroken(v, probe), AbortSignal.any([signal, AbortSignal.timeout(3000)])).catch(() => false);
         if (bit) broken.add(input.index);
+      } else if (f.durationMs) {
+        // nothing to heal: the fault simply lasts its duration, then the next step (or the
+        // steady-state check) follows — "500 for 8 s, then slowly" runs in that order
+        await sleep(Math.max(0, rec.at + f.durationMs - Date.now()), signal);
       }
       return { at: rec.at, ...(rec.faultId ? { faultId: rec.faultId } : {}) };
     }),

@@ -30,15 +30,18 @@ export async function confirmNodeGone(d: WorkflowDeps, node: string, signal?: Ab
       if (!entry) return { offline: false, detail: `${node} is not in /cluster/status` };
       if (entry.online !== false) return { offline: false, detail: `/cluster/status shows ${node} online` };
       if (cluster?.quorate === false) return { offline: false, detail: 'the cluster has no quorum: recovering now could run a guest twice' };
-      try {
-        await pve.listGuests(node);
-        return { offline: false, detail: `the API of ${node} still answers` };
-      } catch (e) {
-        if (!unreachable(e)) return { offline: false, detail: `the API of ${node} answers with an error (${(e as Error).message}), not silence` };
-      }
+      // sensing polls every node each round; if it looked recently, its word on reachability counts
       const rec = await kvGet(d.bus.kv.fleetState, kvKeys.node(node), NodeRecord);
-      const fresh = rec && Date.now() - Date.parse(rec.value.updatedAt) < 2 * d.fleet.policies.senseIntervalMs;
+      const fresh = rec && Date.now() - Date.parse(rec.value.updatedAt) < 3 * d.fleet.policies.senseIntervalMs;
       if (fresh && rec.value.reachable) return { offline: false, detail: `sensing reached ${node} at ${rec.value.updatedAt}` };
+      if (!(fresh && !rec.value.reachable)) {
+        try {
+          await pve.listGuests(node);
+          return { offline: false, detail: `the API of ${node} still answers` };
+        } catch (e) {
+          if (!unreachable(e)) return { offline: false, detail: `the API of ${node} answers with an error (${(e as Error).message}), not silence` };
+        }
+      }
       const since = rec?.value.unreachableSince ? `, unreachable since ${rec.value.unreachableSince}` : '';
       return { offline: true, detail: `/cluster/status: ${node} offline, cluster quorate; its API does not answer${since}` };
     } catch (e) {

@@ -6,3 +6,6 @@ export { WORKFLOW_KINDS, type WorkflowKind } from './deps.ts';
 export { statusOf } from './machines.ts';
 export type { GuestLine } from './plans.ts';
 export * from './experiment.ts';
+export { followWorkflow, runWorkflow, startWorkflow, workflowRecord, type FollowedEvent, type StartReply, type WorkflowResult } from './follow.ts';
+export { renderPlan, renderResult, secs, WorkflowBoard, type Paint } from './render.ts';
+export { chaosTimeline, renderChaosReport, type TimelineEntry } from './chaos-report.ts';

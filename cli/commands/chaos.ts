@@ -1,2 +1,84 @@
-import { notYet } from './pending.ts';
-export const chaosMain = notYet('chaos');
+// `homeostat chaos list` and `homeostat chaos run <name|file>`: experiments from files, run by the
+// workflows agent; the report (per-fault MTTR vs SLO, timeline, PASS/FAIL) as text or JSON.
+import { basename } from 'node:path';
+import { HomeostatError, isHomeostatError } from '../../bus/mod.ts';
+import type { ChaosReport } from '../../state-machines/mod.ts';
+import { chaosTimeline, listExperiments, loadExperimentFile, renderChaosReport } from '../../workflows/mod.ts';
+import { COMMON_OPTIONS, parseCommand } from '../args.ts';
+import { command, loadFleetForCli, withBus } from '../client.ts';
+import { loadConfig } from '../../agents/runtime/config.ts';
+import { paint, printJson, println, table } from '../output.ts';
+import { runAndFollow } from './workflow.ts';
+
+const HELP = `Usage: homeostat chaos list [--json] [--nats URL]
+       homeostat chaos run <name|file.yaml> [--dry-run] [--no-wait] [--json] [--nats URL] [--fleet FILE]
+
+Chaos experiments (YAML, see workflows/experiments/): verify the steady state, inject the faults
+(the simulator's /sim/faults; against real PVE only guest stop/shutdown), watch homeostat heal,
+verify the steady state again; rollbacks always run, even after an abort or a restart of the
+workflows agent. The report gives each fault's MTTR against the SLO, the timeline and PASS/FAIL.
+
+  --dry-run     validate and print the plan; inject nothing
+  --no-wait     print the workflow id and return
+  --json        JSON lines: one per event, then {"result": <report>, "timeline": [...], ...}
+  --fleet FILE  manifest used to validate a local experiment file (default: the reference fleet)
+Exit codes: 0 passed (or dry run), 1 failed or aborted, 2 invalid experiment or usage.`;
+
+interface ListedExperiment {
+  name: string;
+  file: string;
+  description?: string;
+  faults?: string[];
+  sloMs?: number;
+  error?: string;
+}
+
+async function list(values: { nats?: string; json?: boolean; fleet?: string }): Promise<number> {
+  const rows = await withBus(values.nats, async (bus, config) => {
+    try {
+      return await command<ListedExperiment[]>(bus, 'chaos.list', {}, 5000);
+    } catch (e) {
+      if (!isHomeostatError(e, 'HOMEOSTAT_ERR_TIMEOUT')) throw e;
+      return listExperiments(loadFleetForCli(values.fleet, config)).map((x) => ({
+        name: x.name, file: x.file, ...(x.error ? { error: x.error } : {}),
+        ...(x.experiment ? { description: x.experiment.description, faults: x.experiment.method.map((m) => `${m.fault} ${m.target}`), sloMs: x.experiment.slo.mttrMs } : {}),
+      }));
+    }
+  });
+  if (values.json) {
+    printJson(rows);
+    return 0;
+  }
+  println(table([['NAME', 'FAULTS', 'SLO', 'DESCRIPTION'], ...rows.map((r) => [
+    r.name, r.faults?.join(', ') ?? '', r.sloMs ? `${r.sloMs / 1000} s` : '', r.error ? paint(`invalid: ${r.error}`, 'red') : (r.description ?? '').slice(0, 90),
+  ])]));
+  return rows.some((r) => r.error) ? 1 : 0;
+}
+
+export async function chaosMain(argv: string[]): Promise<number> {
+  const { values, positionals } = parseCommand(argv, {
+    ...COMMON_OPTIONS, 'dry-run': { type: 'boolean', default: false }, 'no-wait': { type: 'boolean', default: false }, fleet: { type: 'string' },
+  });
+  const [sub, target, ...extra] = positionals;
+  if (values.help || !sub) {
+    println(HELP);
+    return values.help ? 0 : 2;
+  }
+  if (sub === 'list') return list(values);
+  if (sub !== 'run') throw new HomeostatError('HOMEOSTAT_ERR_USAGE', `unknown chaos subcommand ${JSON.stringify(sub)}; expected list or run`);
+  if (!target || extra.length) throw new HomeostatError('HOMEOSTAT_ERR_USAGE', 'expected one experiment: `homeostat chaos run <name|file.yaml>` (see `homeostat chaos list`)');
+  const args: Record<string, unknown> = { ...(values['dry-run'] ? { dryRun: true } : {}) };
+  if (/[/\\]|\.ya?ml$/.test(target)) {
+    // a local file: validated here, so a bad field is reported before anything is sent
+    const experiment = loadExperimentFile(target, loadFleetForCli(values.fleet, loadConfig(process.env, { NATS_URL: values.nats })));
+    Object.assign(args, { name: basename(target), experiment });
+  } else {
+    args.name = target;
+  }
+  return runAndFollow('chaos.run', args, values, (r, _reply, events) => {
+    const report = r.output as ChaosReport | { error?: string } | undefined;
+    const timeline = chaosTimeline(events);
+    if (!report || !('faults' in report)) return { text: paint(`chaos ${r.workflowId}: ${r.status}${report?.error ? ` — ${report.error}` : ''}`, 'red'), json: { timeline } };
+    return { text: renderChaosReport(report, timeline, (t, c) => paint(t, c)), json: { timeline } };
+  }, { board: false });
+}

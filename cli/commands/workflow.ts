@@ -1,4 +1,163 @@
-import { notYet } from './pending.ts';
-export const bootMain = notYet('boot');
-export const shutdownMain = notYet('shutdown');
-export const failoverMain = notYet('failover');
+// `homeostat boot | shutdown | failover`: ask the workflows agent to start the workflow, then follow
+// it live to the end (a board on a TTY, a line per event otherwise, JSON lines with --json).
+// Exit 0 when it succeeded, 1 when it failed (failed/held/stuck guests, an aborted failover).
+import { HomeostatError } from '../../bus/mod.ts';
+import {
+  followWorkflow, renderPlan, renderResult, startWorkflow, WorkflowBoard,
+  type FollowedEvent, type StartReply, type WorkflowResult,
+} from '../../workflows/mod.ts';
+import { COMMON_OPTIONS, parseCommand, parseIntFlag } from '../args.ts';
+import { withBus } from '../client.ts';
+import { paint, printJson, println, useColor } from '../output.ts';
+
+const FOLLOW_FLAGS = `  --no-wait     print the workflow id and return; it runs on in the workflows agent
+  --json        one JSON line per workflow event, then {"result":…,"status":…,"exitCode":…}
+  --nats URL    NATS server (default $NATS_URL, then nats://127.0.0.1:4222)
+Exit codes: 0 succeeded, 1 failed (or stopped following before the end), 2 usage error.`;
+
+const BOOT_HELP = `Usage: homeostat boot [--layer N] [--dry-run] [--no-wait] [--json] [--nats URL]
+
+Layered boot across the cluster: each guest starts as soon as everything it depends on is healthy
+(the manifest's dependsOn, else the layer below), within the per-node concurrency policy; a guest
+is up only when its health check passes. A guest that fails after its retries holds its dependents;
+everything else still boots. Guests already healthy are skipped.
+
+  --layer N     boot only layer N (its dependencies in other layers must already be healthy)
+  --dry-run     print the plan (waves) without starting anything
+${FOLLOW_FLAGS}`;
+
+const SHUTDOWN_HELP = `Usage: homeostat shutdown [--layer N] [--dry-run] [--no-wait] [--json] [--nats URL]
+
+Graceful shutdown in reverse dependency order: a guest is shut down only once everything that
+depends on it is down; PVE shutdown with the policy's timeout, then a hard stop only if the policy
+allows it. Sets each guest's desired state to stopped first, so self-healing leaves them down.
+
+  --layer N     shut down only layer N (a guest whose dependents elsewhere still run is held)
+  --dry-run     print the plan (waves) without stopping anything
+${FOLLOW_FLAGS}`;
+
+const FAILOVER_HELP = `Usage: homeostat failover <node> [--no-wait] [--json] [--nats URL]
+
+Confirm <node> is really gone (its API unreachable for the fence delay and /cluster/status shows
+it offline, with quorum), fence it, then recover its guests on the surviving nodes in dependency
+order, respecting capacity, and verify they are healthy and run exactly once. Against real PVE,
+recovery is PVE HA's (see docs/workflows.md). A failover already running for <node> is followed.
+${FOLLOW_FLAGS}`;
+
+const FLAGS = { ...COMMON_OPTIONS, 'no-wait': { type: 'boolean', default: false } } as const;
+const POWER_FLAGS = { ...FLAGS, layer: { type: 'string' }, 'dry-run': { type: 'boolean', default: false } } as const;
+
+export interface FollowPrinter {
+  onEvent(ev: FollowedEvent): void;
+  done(): void;
+}
+
+/** How events reach the terminal: JSON lines, a redrawn board (TTY), or one line per event. */
+export function printer(reply: StartReply, opts: { json: boolean; board: boolean }): FollowPrinter & { board: WorkflowBoard } {
+  const color = useColor();
+  const b = new WorkflowBoard(reply, (t, c) => paint(t, c, color));
+  let drawn = 0;
+  let timer: NodeJS.Timeout | undefined;
+  const live = opts.board && !opts.json && Boolean(process.stdout.isTTY);
+  const draw = () => {
+    timer = undefined;
+    const lines = b.board();
+    process.stdout.write(`${drawn ? `\x1b[${drawn}A\r\x1b[J` : ''}${lines.join('\n')}\n`);
+    drawn = lines.length;
+  };
+  const tick = live ? setInterval(draw, 500) : undefined;
+  if (live) draw();
+  return {
+    board: b,
+    onEvent(ev) {
+      b.apply(ev.env.data);
+      if (opts.json) printJson({ subject: ev.subject, ...ev.env });
+      else if (live) timer ??= setTimeout(draw, 80);
+      else println(b.line(ev.env.data, ev.env.ts));
+    },
+    done() {
+      if (tick) clearInterval(tick);
+      if (timer) clearTimeout(timer);
+      if (live) draw();
+    },
+  };
+}
+
+/** Start a workflow and follow it; `show` prints the end result. Returns the exit code. */
+export async function runAndFollow(
+  verb: string,
+  args: Record<string, unknown>,
+  values: { nats?: string; json?: boolean; 'no-wait'?: boolean },
+  show: (r: WorkflowResult, reply: StartReply, events: FollowedEvent[], board: WorkflowBoard) => { text: string; json?: Record<string, unknown> },
+  opts: { board: boolean },
+): Promise<number> {
+  return withBus(values.nats, async (bus) => {
+    const { reply, requestedAt } = await startWorkflow(bus, verb, args, `cli:${process.env.USER ?? 'operator'}`);
+    if (reply.dryRun) {
+      if (values.json) printJson(reply);
+      else println(renderPlan(reply, (t, c) => paint(t, c)));
+      return 0;
+    }
+    if (values['no-wait']) {
+      if (values.json) printJson(reply);
+      else println(`${reply.kind} ${reply.workflowId}${reply.existing ? ' (already running)' : ''} started; follow it with \`homeostat events --subject 'fleet.workflows.${reply.kind}.${reply.workflowId}.>'\``);
+      return 0;
+    }
+    if (!values.json && reply.existing) println(paint(`a ${reply.kind} of ${reply.node} is already running: following ${reply.workflowId}`, 'yellow'));
+    const out = printer(reply, { json: values.json ?? false, board: opts.board });
+    const events: FollowedEvent[] = [];
+    const ac = new AbortController();
+    const onSignal = () => ac.abort();
+    process.once('SIGINT', onSignal);
+    process.once('SIGTERM', onSignal);
+    let result: WorkflowResult;
+    try {
+      const since = reply.existing ? new Date(Math.min(requestedAt.getTime(), Date.parse(reply.startedAt) || requestedAt.getTime())) : requestedAt;
+      result = await followWorkflow(bus, {
+        kind: reply.kind, workflowId: reply.workflowId, since, signal: ac.signal,
+        onEvent: (ev) => {
+          events.push(ev);
+          out.onEvent(ev);
+        },
+        onSilence: (m) => process.stderr.write(`${paint(m, 'yellow')}\n`),
+      });
+    } finally {
+      out.done();
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+    }
+    const code = result.status === 'done' ? 0 : 1;
+    const shown = show(result, reply, events, out.board);
+    if (values.json) printJson({ workflowId: result.workflowId, kind: result.kind, status: result.status, exitCode: code, result: result.output, ...(shown.json ?? {}) });
+    else println(shown.text);
+    return code;
+  });
+}
+
+const summary = (r: WorkflowResult, _reply: StartReply, _events: FollowedEvent[], board: WorkflowBoard) => ({ text: renderResult(r, board, (t, c) => paint(t, c)) });
+
+function powerMain(kind: 'boot' | 'shutdown', help: string) {
+  return async (argv: string[]): Promise<number> => {
+    const { values } = parseCommand(argv, POWER_FLAGS, false);
+    if (values.help) {
+      println(help);
+      return 0;
+    }
+    const layer = parseIntFlag('layer', values.layer, 1, 1_000_000);
+    const args = { ...(layer !== undefined ? { layer } : {}), ...(values['dry-run'] ? { dryRun: true } : {}) };
+    return runAndFollow(kind, args, values, summary, { board: true });
+  };
+}
+
+export const bootMain = powerMain('boot', BOOT_HELP);
+export const shutdownMain = powerMain('shutdown', SHUTDOWN_HELP);
+
+export async function failoverMain(argv: string[]): Promise<number> {
+  const { values, positionals } = parseCommand(argv, FLAGS);
+  if (values.help) {
+    println(FAILOVER_HELP);
+    return 0;
+  }
+  if (positionals.length !== 1) throw new HomeostatError('HOMEOSTAT_ERR_USAGE', 'expected one node name, e.g. `homeostat failover node-b`');
+  return runAndFollow('failover', { node: positionals[0] }, values, summary, { board: true });
+}
