@@ -45,7 +45,7 @@ const round = (n: number) => Math.round(n * 1000) / 1000;
 const normModel = (m: string) => (m.includes(':') ? m : `${m}:latest`);
 
 /** Wrap a fetch: every request carries `signal`, every body is cut off past `maxBytes`. */
-function boundFetch(base: typeof fetch, signal: AbortSignal, maxBytes: number): typeof fetch {
+export function boundFetch(base: typeof fetch, signal: AbortSignal, maxBytes: number): typeof fetch {
   return async (input, init) => {
     const own = init?.signal;
     const res = await base(input, { ...init, signal: own ? AbortSignal.any([signal, own]) : signal });

@@ -180,13 +180,15 @@ export async function answerChat(req: ChatRequest, bus: Bus, fleet: Fleet, phras
     a = { intent: intent.kind, answer: `That did not work: ${msg}` };
   }
   let usedModel = false;
+  let modelAvailable: boolean | undefined;
   if (phraser && intent.kind !== 'unknown' && !a.needsConfirmation) {
     const phrased = await phraser.phrase(req.question, a.answer).catch(() => undefined);
+    modelAvailable = phrased !== undefined;
     // the model may only rephrase: every cited id must survive, else the facts answer stands
     if (phrased && (a.citations ?? []).every((c) => phrased.includes(c))) {
       a = { ...a, answer: phrased };
       usedModel = true;
     }
   }
-  return { ...a, citations: a.citations ?? [], needsConfirmation: a.needsConfirmation ?? false, usedModel, advisorAvailable: phraser !== undefined };
+  return { ...a, citations: a.citations ?? [], needsConfirmation: a.needsConfirmation ?? false, usedModel, ...(modelAvailable === undefined ? {} : { advisorAvailable: modelAvailable }) };
 }

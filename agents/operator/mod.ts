@@ -1,6 +1,7 @@
 // The operator agent: answers status/incidents/trace requests and chat, over request-reply.
 import { ChatRequest, subjects, type CommandRequest } from '../../bus/mod.ts';
 import { agentHandle, type AgentModule } from '../runtime/agent.ts';
+import { OllamaPhraser } from '../../llm/mod.ts';
 import { answerChat, type Phraser } from './chat.ts';
 import { fleetStatus, openIncidents } from './queries.ts';
 import { traceIncident } from './trace.ts';
@@ -14,7 +15,9 @@ export const agent: AgentModule = {
   name: 'operator',
   async start(ctx) {
     const { bus, fleet } = ctx;
-    const phraser = ctx.services.phraser as Phraser | undefined;
+    // services.phraser: a Phraser, null = none (tests), absent = the local Ollama model from config
+    const phraser = ctx.services.phraser === null ? undefined
+      : (ctx.services.phraser as Phraser | undefined) ?? new OllamaPhraser({ host: ctx.config.OLLAMA_HOST, model: ctx.config.OLLAMA_MODEL, timeoutMs: Math.min(ctx.config.OLLAMA_TIMEOUT_MS, 10_000) });
     const served = [
       bus.serve<CommandRequest>(subjects.cmd('status'), async () => fleetStatus(bus, fleet)),
       bus.serve<CommandRequest>(subjects.cmd('incidents'), async (env) => openIncidents(bus, env.data.args.all !== false)),

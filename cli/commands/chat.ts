@@ -19,7 +19,7 @@ async function ask(bus: Bus, question: string, confirm: boolean): Promise<ChatAn
 }
 
 function render(a: ChatAnswer): string {
-  const tail = [a.citations.length ? paint(`[${a.citations.join(', ')}]`, 'gray') : '', a.usedModel ? '' : paint('(built-in answer)', 'gray')].filter(Boolean).join(' ');
+  const tail = [a.citations.length ? paint(`[${a.citations.join(', ')}]`, 'gray') : '', a.usedModel ? '' : paint(a.advisorAvailable === false ? '(built-in answer; the local model is unavailable)' : '(built-in answer)', 'gray')].filter(Boolean).join(' ');
   return `${a.answer}${tail ? `\n${tail}` : ''}`;
 }
 
