@@ -2,14 +2,14 @@
 // call PVE and store its UPID at once) → wait for the task → verify → outcome → done marker.
 // Retryable PVE failures are tried again per policy (guestRetries, backoff), then reported.
 import {
-  HomeostatError, isHomeostatError, sleep, subjects,
+  HomeostatError, isHomeostatError, subjects,
   type Action, type Bus, type Envelope, type Logger,
 } from '../../bus/mod.ts';
 import type { Policies } from '../../fleet/manifest.ts';
 import type { Fleet } from '../../fleet/manifest.ts';
 import type { GuestAddress, PveApi } from '../../fleet/pve-types.ts';
 import { LockLost, type GuestLocks, type HeldLock } from './lock.ts';
-import { expectedState, type Verifier } from './verify.ts';
+import { expectedState, pause, type Verifier } from './verify.ts';
 
 export type Outcome = 'ack' | 'retry' | 'interrupted';
 
@@ -68,7 +68,7 @@ export class Executor {
         await this.finish(env, undefined, { ...a, error: { code: 'HOMEOSTAT_ERR_LOCKED', message: `guest ${a.target.vmid} stayed locked by action ${r.by.actionId} (${r.by.verb})` } }, 'failed');
         return 'ack';
       }
-      await sleep(250, job.signal);
+      await pause(250, job.signal);
     }
     const renew = setInterval(() => void lock.update({}).catch(() => undefined), Math.max(200, this.d.locks.leaseMs / 3));
     try {
@@ -125,7 +125,7 @@ export class Executor {
           const wait = this.d.retryBaseMs * 2 ** attempt;
           log.warn({ attempt, code: err.code, err: err.message, retryInMs: wait }, 'action attempt failed; retrying');
           await lock.update({ attempt: attempt + 1, phase: 'acquired', upid: undefined, startedEnvId: undefined });
-          await sleep(wait, job.signal);
+          await pause(wait, job.signal);
           continue;
         }
         log.warn({ attempt, code: err.code, err: err.message }, 'action failed');

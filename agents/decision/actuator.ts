@@ -105,7 +105,7 @@ export abstract class Actuator {
     const node = await this.nodeOf(vmid);
     const base = { incidentId: c.caseId, target: this.ctx.fleet.byVmid.has(vmid) ? { vmid, node } : {}, proposer: p.proposer, rationale: o.rationale.slice(0, 2000), verdict: r.verdict, reasons: r.reasons, advisor: o.advisor };
     if (r.verdict === 'deny' || r.verdict === 'hold' || !verb.success) {
-      await this.decide(c, { ...base, verb: verb.success ? verb.data : 'none' }, `${r.verdict}|${p.verb}|${vmid}|${r.reasons.join('|')}`);
+      await this.decide(c, { ...base, verb: verb.success ? verb.data : 'none' }, `${r.verdict}|${p.verb}|${vmid}|${r.rule ?? r.reasons.join('|')}`);
       if (r.flapping) await this.holdDown(vmid, c, r.reasons.join('; '));
       await this.ctx.store.putCase(c);
       if (r.verdict === 'hold') await this.afterHold(c, r);

@@ -1,7 +1,7 @@
 // The decision loop: each incident is a case; on every trigger (incident event, action outcome,
 // timer) the case is evaluated again: runbook first, the advisor when the runbook is unsure,
 // then the policy gate, whose verdict is published and, when allowed, executed by the action agent.
-import { kvGet, kvList, Incident, type Envelope, type Action } from '../../bus/mod.ts';
+import { GuestRecord, kvGet, kvKeys, kvList, Incident, type Envelope, type Action } from '../../bus/mod.ts';
 import { IN_FLIGHT, nextStep, runbookVerbs, type Plan, type StepStatus } from './runbook.ts';
 import { gate, type GateResult, type Proposal } from './policy.ts';
 import type { Consultation } from './advisor.ts';
@@ -139,7 +139,7 @@ export class DecisionEngine extends Actuator {
     if (inc.status !== 'open') return this.close(c.caseId, 'incident resolved');
     if (Date.parse(inc.updatedAt) >= Date.parse(c.incident.updatedAt)) c.incident = inc;
     if (c.steps.some((s) => IN_FLIGHT.includes(s.status))) return;
-    const plan = nextStep(c.incident, c.steps, Date.now(), this.settleMs);
+    const plan = nextStep(c.incident, c.steps, Date.now(), this.settleMs, await this.stillFailing(c));
     if (plan.kind === 'wait') return this.schedule(c.caseId, plan.until);
     if (plan.kind === 'done') return;
     if (plan.kind === 'failover') return this.failover(c, plan.node, plan.rationale);
@@ -158,6 +158,16 @@ export class DecisionEngine extends Actuator {
     const p: Proposal = { verb: plan.verb, vmid, proposer: 'runbook', inRunbook: true };
     const facts = await this.facts(vmid, c, { hung: plan.hung, continuation: plan.continuation });
     await this.act(c, p, gate(p, facts, this.ctx.fleet.policies), { rationale: plan.rationale, hung: plan.hung, continuation: plan.continuation, advisor: record });
+  }
+
+  /** Sensing's record of the root-cause guest, written after our last step finished, shows it failing. */
+  private async stillFailing(c: CaseRecord): Promise<boolean> {
+    const last = c.steps.at(-1);
+    const vmid = c.incident?.rootCause.vmid;
+    if (last?.status !== 'succeeded' || last.doneAt === undefined || vmid === undefined) return false;
+    const rec = (await kvGet(this.ctx.bus.kv.fleetState, kvKeys.guest(vmid), GuestRecord))?.value;
+    if (!rec || Date.parse(rec.updatedAt) <= last.doneAt) return false;
+    return rec.state !== 'running' || (c.incident!.rootCause.alert === 'HealthCheckFailed' && rec.health === 'unhealthy');
   }
 
   /** Gate the advisor's proposal; a denied one is discarded (recorded) and the runbook floor applies. */

@@ -50,6 +50,8 @@ export interface GateResult {
   retryAt?: number;
   /** The hold is a flap hold-down: open a "flapping" incident and stop acting on the guest. */
   flapping?: boolean;
+  /** Which rule held it: repeated holds by the same rule are one decision. */
+  rule?: 'hold-down' | 'busy' | 'cooldown' | 'budget';
 }
 
 const NEVER = /destroy|delete|remove|purge|config|resize|format|wipe/i;
@@ -83,8 +85,8 @@ export function gate(p: Proposal, f: GateFacts, policies: Policies): GateResult 
   if (f.desired?.state === 'stopped' && verb !== 'shutdown' && verb !== 'stop') return deny('the desired state of the guest is stopped');
 
   const reasons: string[] = [];
-  if (f.held) return { verdict: 'hold', reasons: ['flap hold-down in place: an operator must clear it (`fleet.cmd.hold.clear`)'] };
-  if (f.busy) return { verdict: 'hold', reasons: ['another action on this guest is pending or running (one action per guest)'], retryAt: f.now + BUSY_RETRY_MS };
+  if (f.held) return { verdict: 'hold', rule: 'hold-down', reasons: ['flap hold-down in place: an operator must clear it (`fleet.cmd.hold.clear`)'] };
+  if (f.busy) return { verdict: 'hold', rule: 'busy', reasons: ['another action on this guest is pending or running (one action per guest)'], retryAt: f.now + BUSY_RETRY_MS };
 
   const automated = !DELIBERATE.includes(p.proposer) && !f.continuation;
   if (automated) {
@@ -93,19 +95,20 @@ export function gate(p: Proposal, f: GateFacts, policies: Policies): GateResult 
     if (recent.length >= policies.flap.maxRemediations) {
       return {
         verdict: 'hold',
+        rule: 'hold-down',
         flapping: true,
         reasons: [`flapping: ${recent.length} remediations in ${Math.round(policies.flap.windowMs / 1000)} s (limit ${policies.flap.maxRemediations}); holding until an operator clears it`],
       };
     }
     const last = recent.length ? Math.max(...recent) : undefined;
     if (last !== undefined && f.now - last < policies.cooldownMs) {
-      return { verdict: 'hold', reasons: [`cooldown: last remediation ${Math.round((f.now - last) / 1000)} s ago (cooldown ${Math.round(policies.cooldownMs / 1000)} s)`], retryAt: last + policies.cooldownMs };
+      return { verdict: 'hold', rule: 'cooldown', reasons: [`cooldown: last remediation ${Math.round((f.now - last) / 1000)} s ago (cooldown ${Math.round(policies.cooldownMs / 1000)} s)`], retryAt: last + policies.cooldownMs };
     }
   }
   const minuteAgo = f.now - 60_000;
   const used = (f.recentActions ?? []).filter((t) => t > minuteAgo);
   if (used.length >= policies.budgetPerMinute) {
-    return { verdict: 'hold', reasons: [`global budget: ${used.length} actions in the last minute (limit ${policies.budgetPerMinute})`], retryAt: Math.min(...used) + 60_000 };
+    return { verdict: 'hold', rule: 'budget', reasons: [`global budget: ${used.length} actions in the last minute (limit ${policies.budgetPerMinute})`], retryAt: Math.min(...used) + 60_000 };
   }
 
   let verdict: Verdict = 'allow';

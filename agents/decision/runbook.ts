@@ -44,7 +44,12 @@ export function runbookVerbs(alert: string | undefined): readonly ActionVerb[] {
   return [];
 }
 
-export function nextStep(inc: Incident, steps: readonly Step[], now: number, settleMs: number): Plan {
+/**
+ * `stillFailing`: does fresh evidence (sensing's record, written after the last step finished)
+ * show the guest failing again? After a verified success only such evidence makes a repeat: an
+ * incident that merely stays open (analysis waits for symptoms to clear) is not a new failure.
+ */
+export function nextStep(inc: Incident, steps: readonly Step[], now: number, settleMs: number, stillFailing?: boolean): Plan {
   const alert = inc.rootCause.alert;
   if (inc.kind === 'node' || alert === 'NodeDown') {
     return inc.rootCause.node
@@ -63,6 +68,10 @@ export function nextStep(inc: Incident, steps: readonly Step[], now: number, set
   // after a verified success, give the sensors time to see the guest healthy before calling it a repeat
   const settling = last?.status === 'succeeded' && last.doneAt !== undefined && now - last.doneAt < settleMs;
   if (settling) return { kind: 'wait', until: last.doneAt! + settleMs, rationale: `${last.verb} succeeded; waiting for the incident to resolve` };
+  const continues = last?.verb === 'stop' && alert === 'HealthCheckFailed';
+  if (last?.status === 'succeeded' && !continues && !stillFailing) {
+    return { kind: 'wait', until: now + settleMs, rationale: `${last.verb} succeeded and nothing shows a new failure; waiting for the incident to resolve` };
+  }
 
   if (alert === 'GuestDown') return guestDown(steps);
   if (alert === 'HealthCheckFailed') return healthFailing(steps);
