@@ -3,12 +3,13 @@
 // Ids are deterministic per case+verb+attempt, so a redelivered trigger never makes a second action.
 import { createHash } from 'node:crypto';
 import {
-  ActionVerb, DesiredState, GuestRecord, Incident, LockRecord, describeError, kvGet, kvKeys, kvPut, subjects,
+  ActionVerb, DesiredState, GuestRecord, LockRecord, describeError, kvGet, kvKeys, subjects,
   type Action, type Bus, type Decision, type Envelope, type Logger,
 } from '../../bus/mod.ts';
 import type { Fleet } from '../../fleet/manifest.ts';
 import type { AdvisorSeam } from './advisor.ts';
 import { Approvals } from './approvals.ts';
+import { clearHoldDown, openHoldDown } from './holddown.ts';
 import { gate, type GateFacts, type GateResult, type Proposal } from './policy.ts';
 import { IN_FLIGHT, type Step } from './runbook.ts';
 import type { ApprovalRecord, CaseRecord, DecisionStore } from './store.ts';
@@ -43,8 +44,9 @@ const AUTOMATED = new Set(['runbook', 'llm']);
 
 export abstract class Actuator {
   protected stopped = false;
-  /** Guests with an action pending approval, queued or running → that action's id. */
-  protected readonly busy = new Map<number, string>();
+  /** Guests with an action pending approval, queued or running → that action's id and since when. */
+  private readonly busy = new Map<number, { actionId: string; since: number }>();
+  private readonly chains = new Map<string, Promise<void>>();
   /** Our in-flight actions → their case. */
   protected readonly actionCase = new Map<string, string>();
   private recent: number[] = [];
@@ -53,11 +55,55 @@ export abstract class Actuator {
 
   constructor(protected readonly ctx: DecisionContext) {
     this.approvals = new Approvals(ctx.bus, ctx.store, ctx.log, {
-      approved: (rec, by, at) => this.onApproved(rec, by, at),
-      denied: (rec, by, reason) => this.onDenied(rec, by, reason),
+      approved: (rec, by, at) => this.serial(rec.caseId, () => this.onApproved(rec, by, at)),
+      denied: (rec, by, reason) => this.serial(rec.caseId, () => this.onDenied(rec, by, reason)),
     });
     const p = ctx.fleet.policies;
     this.settleMs = Math.max(p.cooldownMs, 3 * p.senseIntervalMs * p.alerts.healthFailures + 1000);
+    // a busy mark whose outcome never came (no action agent running) stops counting after this
+    this.busyStaleMs = p.approvalTimeoutMs + 2 * p.guestBootTimeoutMs + p.shutdownTimeoutSec * 1000 + 60_000;
+  }
+
+  private readonly busyStaleMs: number;
+
+  protected markBusy(vmid: number, actionId: string): void {
+    this.busy.set(vmid, { actionId, since: Date.now() });
+  }
+
+  /** The action ended (or will not run): the guest is free again. */
+  protected forget(vmid: number, actionId: string): void {
+    if (this.busy.get(vmid)?.actionId === actionId) this.busy.delete(vmid);
+    this.actionCase.delete(actionId);
+  }
+
+  private isBusy(vmid: number, now: number): boolean {
+    const b = this.busy.get(vmid);
+    return b !== undefined && now - b.since < this.busyStaleMs;
+  }
+
+  /** One evaluation per case at a time. The returned promise rejects on failure (a consumer
+   *  then redelivers); the chain itself only logs, so the next trigger still runs. */
+  protected serial<T>(caseId: string, fn: () => Promise<T>): Promise<T> {
+    const run = (this.chains.get(caseId) ?? Promise.resolve()).then(fn);
+    const settled = run.then(
+      () => undefined,
+      (e: unknown) => this.ctx.log.error({ caseId, err: (e as Error).message }, 'decision failed'),
+    );
+    this.chains.set(caseId, settled);
+    void settled.then(() => {
+      if (this.chains.get(caseId) === settled) this.chains.delete(caseId);
+    });
+    return run;
+  }
+
+  /** Fire and forget: errors are already logged by the chain. */
+  protected background(caseId: string, fn: () => Promise<void>): void {
+    this.serial(caseId, fn).catch(() => undefined);
+  }
+
+  /** Wait for the work already queued (tests, clean stop). */
+  async idle(): Promise<void> {
+    while (this.chains.size) await Promise.allSettled([...this.chains.values()]);
   }
 
   protected abstract isSymptom(vmid: number, caseId: string): boolean;
@@ -67,7 +113,7 @@ export abstract class Actuator {
     for (const s of c.steps) {
       if (!IN_FLIGHT.includes(s.status)) continue;
       this.actionCase.set(s.actionId, c.caseId);
-      this.busy.set(s.vmid, s.actionId);
+      this.markBusy(s.vmid, s.actionId);
     }
   }
 
@@ -91,7 +137,7 @@ export abstract class Actuator {
       hung: o.hung,
       continuation: o.continuation,
       held: hold !== undefined,
-      busy: this.busy.has(spec.vmid) || (lock !== undefined && lock.value.expiresAt > now),
+      busy: this.isBusy(spec.vmid, now) || (lock !== undefined && lock.value.expiresAt > now),
       remediations,
       recentActions: this.recent,
       dryRun: this.ctx.dryRun,
@@ -121,7 +167,7 @@ export abstract class Actuator {
       step.status = 'approved';
     } else if (r.verdict === 'needs-approval') {
       this.actionCase.set(actionId, c.caseId);
-      this.busy.set(vmid, actionId);
+      this.markBusy(vmid, actionId);
       const now = Date.now();
       await this.approvals.request({
         action, caseId: c.caseId, correlationId: c.correlationId, causationId: decided.id, requestedAt: new Date(now).toISOString(),
@@ -139,7 +185,7 @@ export abstract class Actuator {
   private async dispatch(c: CaseRecord, action: Action, causationId: string, continuation?: boolean): Promise<void> {
     const vmid = action.target.vmid;
     this.actionCase.set(action.actionId, c.caseId);
-    this.busy.set(vmid, action.actionId);
+    this.markBusy(vmid, action.actionId);
     await this.ctx.bus.publish(subjects.action('approved'), 'ActionApproved', action, { correlationId: c.correlationId, causationId, msgId: action.actionId });
     const now = Date.now();
     this.recent.push(now);
@@ -180,43 +226,23 @@ export abstract class Actuator {
     await this.ctx.store.putCase(c);
   }
 
-  /** Flap hold-down: remember it and open a "flapping" incident for the operator. */
   private async holdDown(vmid: number, c: CaseRecord, reason: string): Promise<void> {
-    const spec = this.ctx.fleet.byVmid.get(vmid)!;
-    const ts = new Date().toISOString();
-    const id = `flap-${vmid}-${Date.now().toString(36)}`;
-    if (!(await this.ctx.store.setHold({ vmid, since: ts, incidentId: id, reason }))) return;
-    const inc: Incident = {
-      id, kind: 'flapping', status: 'open', severity: 'critical', title: `${spec.name} (${vmid}) is flapping: automatic remediation on hold`,
-      rootCause: { vmid, node: await this.nodeOf(vmid), name: spec.name, reason: 'flapping', alert: 'Flapping' },
-      symptoms: [], suppressed: [], openedAt: ts, updatedAt: ts, timeline: [{ ts, what: reason.slice(0, 2000), ref: c.caseId }],
-    };
-    await kvPut(this.ctx.bus.kv.incidents, kvKeys.incident(id), inc);
-    await this.ctx.bus.publish(subjects.incident(id, 'opened'), 'IncidentOpened', inc, { correlationId: c.correlationId, causationId: c.causationId, msgId: `${id}.opened` });
-    this.ctx.log.warn({ vmid, incidentId: id, reason }, 'flap hold-down: automatic remediation stopped for this guest');
+    await openHoldDown(this.ctx, vmid, await this.nodeOf(vmid), c, reason);
   }
 
-  protected async clearHold(vmid: number, by: string): Promise<boolean> {
-    const { store, bus } = this.ctx;
-    const h = await store.hold(vmid);
-    await store.clearHold(vmid);
-    await store.clearRemediations(vmid);
-    if (!h) return false;
-    const cur = (await kvGet(bus.kv.incidents, kvKeys.incident(h.incidentId), Incident))?.value;
-    if (cur && cur.status === 'open') {
-      const ts = new Date().toISOString();
-      const inc: Incident = { ...cur, status: 'resolved', resolvedAt: ts, updatedAt: ts, timeline: [...cur.timeline, { ts, what: `hold-down cleared by ${by}`.slice(0, 2000) }].slice(-500) };
-      await kvPut(bus.kv.incidents, kvKeys.incident(inc.id), inc);
-      await bus.publish(subjects.incident(inc.id, 'resolved'), 'IncidentResolved', inc, { msgId: `${inc.id}.resolved` });
-    }
-    this.ctx.log.info({ vmid, by }, 'flap hold-down cleared');
-    return true;
+  protected clearHold(vmid: number, by: string): Promise<boolean> {
+    return clearHoldDown(this.ctx, vmid, by);
   }
 
   /** An operator-initiated action (`fleet.cmd.action`), gated like any other proposal. */
   async operatorAction(verb: string, vmid: number, by: string, env: Envelope): Promise<{ actionId?: string; verdict: string; reasons: string[] }> {
+    const caseId = `op-${env.id.toLowerCase()}`;
+    return this.serial(caseId, () => this.runOperatorAction(caseId, verb, vmid, by, env));
+  }
+
+  private async runOperatorAction(caseId: string, verb: string, vmid: number, by: string, env: Envelope): Promise<{ actionId?: string; verdict: string; reasons: string[] }> {
     const now = Date.now();
-    const c: CaseRecord = { caseId: `op-${env.id.toLowerCase()}`, correlationId: env.correlationId, causationId: env.id, steps: [], openedAt: now, updatedAt: now };
+    const c: CaseRecord = { caseId, correlationId: env.correlationId, causationId: env.id, steps: [], openedAt: now, updatedAt: now };
     const p: Proposal = { verb, vmid, proposer: 'operator', inRunbook: true };
     const r = gate(p, await this.facts(vmid, c, {}), this.ctx.fleet.policies);
     const out = r.verdict === 'deny' && !this.ctx.fleet.byVmid.has(vmid) ? {} : await this.act(c, p, r, { rationale: `requested by ${by}`, requestedBy: by });
@@ -228,10 +254,13 @@ export abstract class Actuator {
     const a = rec.action;
     const c = (await this.ctx.store.getCase(rec.caseId))?.value;
     if (!c) return { verdict: 'deny', reasons: ['its incident is resolved'] };
-    if (this.busy.get(a.target.vmid) === a.actionId) this.busy.delete(a.target.vmid);
+    this.forget(a.target.vmid, a.actionId);
     const facts = { ...(await this.facts(a.target.vmid, c, { hung: rec.hung, continuation: rec.continuation })), approved: true };
     const r = gate({ verb: a.verb, vmid: a.target.vmid, proposer: a.proposer, inRunbook: rec.inRunbook }, facts, this.ctx.fleet.policies);
-    if (r.verdict === 'hold') this.busy.set(a.target.vmid, a.actionId);
+    if (r.verdict === 'hold') {
+      this.markBusy(a.target.vmid, a.actionId);
+      this.actionCase.set(a.actionId, c.caseId);
+    }
     if (r.verdict !== 'allow') return r.verdict === 'dry-run' ? { verdict: 'deny', reasons: r.reasons } : r;
     const decided = await this.decide(c, { incidentId: c.caseId, actionId: a.actionId, verb: a.verb, target: { vmid: a.target.vmid, node: a.target.node }, proposer: a.proposer, rationale: a.rationale ?? '', verdict: 'allow', reasons: [`approved by ${by}`, ...r.reasons] });
     await this.dispatch(c, { ...a, approval: { by, at, approved: true } }, decided.id, rec.continuation);
@@ -243,8 +272,7 @@ export abstract class Actuator {
 
   private async onDenied(rec: ApprovalRecord, by: string, reason: string): Promise<void> {
     const a = rec.action;
-    if (this.busy.get(a.target.vmid) === a.actionId) this.busy.delete(a.target.vmid);
-    this.actionCase.delete(a.actionId);
+    this.forget(a.target.vmid, a.actionId);
     const c = (await this.ctx.store.getCase(rec.caseId))?.value;
     const step = c?.steps.find((s) => s.actionId === a.actionId);
     if (!c || !step) return;

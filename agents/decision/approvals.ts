@@ -104,7 +104,8 @@ export class Approvals {
     return { actionId, verdict: 'deny' };
   }
 
-  async publishDenied(rec: ApprovalRecord, by: string, reason: string, byOperator: boolean): Promise<void> {
+  /** `inform`: tell the handlers (false when the caller already holds the case and cleans up itself). */
+  async publishDenied(rec: ApprovalRecord, by: string, reason: string, byOperator: boolean, inform = true): Promise<void> {
     const action: Action = { ...rec.action, approval: { by, at: new Date().toISOString(), approved: false, reason: reason.slice(0, 2000) } };
     await this.bus.publish(subjects.action('denied'), 'ActionDenied', action, {
       correlationId: rec.correlationId,
@@ -112,7 +113,7 @@ export class Approvals {
       msgId: `${rec.action.actionId}.denied`,
     });
     this.log.info({ actionId: rec.action.actionId, by, reason, byOperator }, 'action denied');
-    await this.handlers.denied(rec, by, reason);
+    if (inform) await this.handlers.denied(rec, by, reason);
   }
 
   stop(): void {

@@ -15,7 +15,6 @@ const STALE_CASE_MS = 24 * 3600_000;
 export class DecisionEngine extends Actuator {
   private readonly open = new Map<string, Incident>();
   private readonly timers = new Map<string, NodeJS.Timeout>();
-  private readonly chains = new Map<string, Promise<void>>();
 
   constructor(ctx: DecisionContext) {
     super(ctx);
@@ -27,7 +26,7 @@ export class DecisionEngine extends Actuator {
     for (const inc of (await kvList(this.ctx.bus.kv.incidents, '', Incident)).values()) if (inc.status === 'open') this.open.set(inc.id, inc);
     const cases = await store.cases();
     for (const c of cases) this.index(c);
-    for (const a of await this.approvals.start()) this.busy.set(a.action.target.vmid, a.action.actionId);
+    for (const a of await this.approvals.start()) this.markBusy(a.action.target.vmid, a.action.actionId);
     for (const c of cases) {
       const inc = c.incident && ((await kvGet(this.ctx.bus.kv.incidents, c.incident.id, Incident))?.value ?? c.incident);
       if (!inc || inc.status !== 'open' || (!this.open.has(inc.id) && Date.now() - c.updatedAt > STALE_CASE_MS)) {
@@ -56,11 +55,6 @@ export class DecisionEngine extends Actuator {
     this.approvals.stop();
   }
 
-  /** Wait for the work already queued (tests, clean stop). */
-  async idle(): Promise<void> {
-    while (this.chains.size) await Promise.allSettled([...this.chains.values()]);
-  }
-
   async onIncident(env: Envelope<Incident>, subject: string): Promise<void> {
     const inc = env.data;
     if (subject.endsWith('.resolved') || inc.status === 'resolved') {
@@ -85,11 +79,11 @@ export class DecisionEngine extends Actuator {
     const phase = subject.slice(subject.lastIndexOf('.') + 1);
     const caseId = this.actionCase.get(a.actionId);
     if (phase === 'approved' || phase === 'requested' || phase === 'started') {
-      if (!caseId) this.busy.set(a.target.vmid, a.actionId);
+      if (!caseId) this.markBusy(a.target.vmid, a.actionId);
       if (phase !== 'started' || !caseId) return;
     }
     const terminal = TERMINAL[phase];
-    if (terminal && this.busy.get(a.target.vmid) === a.actionId) this.busy.delete(a.target.vmid);
+    if (terminal) this.forget(a.target.vmid, a.actionId);
     if (!caseId) return;
     return this.serial(caseId, async () => {
       const c = (await this.ctx.store.getCase(caseId))?.value;
@@ -99,7 +93,6 @@ export class DecisionEngine extends Actuator {
       if (terminal) {
         step.doneAt = Date.now();
         if (a.error) step.errorCode = a.error.code;
-        this.actionCase.delete(a.actionId);
       }
       c.causationId = env.id;
       await this.ctx.store.putCase(c);
@@ -210,28 +203,10 @@ export class DecisionEngine extends Actuator {
     for (const a of await this.ctx.store.approvals()) {
       if (a.caseId !== caseId) continue;
       const rec = await this.ctx.store.claimApproval(a.action.actionId);
-      if (rec) await this.approvals.publishDenied(rec, 'policy', `${reason}: approval no longer needed`, false);
+      if (!rec) continue;
+      await this.approvals.publishDenied(rec, 'policy', `${reason}: approval no longer needed`, false, false);
+      this.forget(rec.action.target.vmid, rec.action.actionId);
     }
     await this.ctx.store.deleteCase(caseId);
-  }
-
-  /** One evaluation per case at a time. The returned promise rejects on failure (a consumer
-   *  then redelivers); the chain itself only logs, so the next trigger still runs. */
-  private serial(caseId: string, fn: () => Promise<void>): Promise<void> {
-    const run = (this.chains.get(caseId) ?? Promise.resolve()).then(fn);
-    const settled = run.then(
-      () => undefined,
-      (e: unknown) => this.ctx.log.error({ caseId, err: (e as Error).message }, 'decision failed'),
-    );
-    this.chains.set(caseId, settled);
-    void settled.then(() => {
-      if (this.chains.get(caseId) === settled) this.chains.delete(caseId);
-    });
-    return run;
-  }
-
-  /** Fire and forget: errors are already logged by the chain. */
-  private background(caseId: string, fn: () => Promise<void>): void {
-    this.serial(caseId, fn).catch(() => undefined);
   }
 }
