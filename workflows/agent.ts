@@ -8,7 +8,7 @@ import {
 } from '../bus/mod.ts';
 import { agentHandle, type AgentModule } from '../agents/runtime/agent.ts';
 import { ActionTracker } from './actions.ts';
-import { releaseAll, type RunContext, type WorkflowDeps, type WorkflowKind } from './deps.ts';
+import { releaseAll, setDesired, type RunContext, type WorkflowDeps, type WorkflowKind } from './deps.ts';
 import { findExperiment, listExperiments, parseExperiment, REAL_PVE_FAULTS, type Experiment } from './experiment.ts';
 import { buildMachine, statusOf } from './machines.ts';
 import { FleetObserver } from './observer.ts';
@@ -17,7 +17,7 @@ import { WorkflowRunner } from './runner.ts';
 import { detectSimulator } from './sim-client.ts';
 
 const PowerArgs = z.object({ layer: z.number().int().min(1).optional(), dryRun: z.boolean().optional() });
-const FailoverArgs = z.object({ node: z.string().min(1).max(64) });
+const FailoverArgs = z.object({ node: z.string().min(1).max(64), incidentId: z.string().min(1).max(80).optional() });
 const ChaosArgs = z.object({ name: z.string().min(1).max(500).optional(), experiment: z.unknown().optional(), dryRun: z.boolean().optional() });
 const WorkflowArgs = z.object({ workflowId: z.string().min(1).max(80).optional(), limit: z.number().int().min(1).max(500).optional() });
 
@@ -97,6 +97,8 @@ export const agent: AgentModule = {
           return { input: p.input, stored: { args: a }, reply: { guests: p.guests, ...(a.layer !== undefined ? { layer: a.layer } : {}) }, dryRun: a.dryRun };
         }
         const p = await shutdownPlan(deps, run.workflowId, a);
+        // guests already down stay down: the fleet is being shut down on purpose
+        if (!a.dryRun) await setDesired(bus, p.input.alreadyStopped ?? [], 'stopped', { workflowId: run.workflowId, reason: 'graceful shutdown' });
         return { input: p.input, stored: { args: a, held: p.held }, reply: { guests: p.guests, held: p.held, ...(a.layer !== undefined ? { layer: a.layer } : {}) }, dryRun: a.dryRun };
       });
     };
@@ -115,17 +117,17 @@ export const agent: AgentModule = {
       bus.serve<CommandRequest>(subjects.cmd('boot'), power('boot')),
       bus.serve<CommandRequest>(subjects.cmd('shutdown'), power('shutdown')),
       bus.serve<CommandRequest>(subjects.cmd('failover'), async (env) => {
-        const { node } = args(FailoverArgs, env);
+        const { node, incidentId } = args(FailoverArgs, env);
         const running = slots.get(`failover:${node}`);
         if (running) {
           const rec = await kvGet(bus.kv.workflows, kvKeys.workflow(running), WorkflowRecord);
           return { workflowId: running, kind: 'failover', node, existing: true, startedAt: rec?.value.startedAt ?? new Date().toISOString() };
         }
-        const run: RunContext = { kind: 'failover', workflowId: newWorkflowId('failover'), correlationId: env.correlationId };
+        const run: RunContext = { kind: 'failover', workflowId: newWorkflowId('failover'), correlationId: env.correlationId, ...(incidentId ? { incidentId } : {}) };
         return launch(run, `failover:${node}`, async () => {
           const p = await failoverPlan(deps, run.workflowId, node);
           const guests = p.input.guests.map((g) => ({ vmid: g.vmid, name: fleet.byVmid.get(g.vmid)?.name ?? String(g.vmid), layer: g.layer, node, dependsOn: g.dependsOn }));
-          return { input: p.input, stored: { args: { node } }, reply: { node, guests, fenceDelayMs: p.input.fenceDelayMs } };
+          return { input: p.input, stored: { args: { node, ...(incidentId ? { incidentId } : {}) } }, reply: { node, guests, fenceDelayMs: p.input.fenceDelayMs } };
         });
       }),
       bus.serve<CommandRequest>(subjects.cmd('chaos.list'), async () =>

@@ -7,7 +7,7 @@ import type {
   CheckSteadyStateInput, CheckSteadyStateOutput, FaultRecord, InjectFaultInput, InjectFaultOutput, RunRollbacksInput, WatchAbortInput, WatchHealInput,
 } from '../state-machines/mod.ts';
 import { REAL_PVE_FAULTS, type Probe, type Rollback } from './experiment.ts';
-import { guestRef, sleep, type RunContext, type WorkflowDeps } from './deps.ts';
+import { guestRef, runAction, sleep, type RunContext, type WorkflowDeps } from './deps.ts';
 import type { FleetView } from './observer.ts';
 import { z } from 'zod';
 
@@ -86,15 +86,13 @@ export function chaosActors(d: WorkflowDeps, run: RunContext) {
       const done = marks[input.actionId];
       if (done) return { at: done.at, ...(done.faultId ? { faultId: done.faultId } : {}) };
       const f = input.fault;
+      if (input.rep > 0 && f.expect !== 'none') await healedOrHeld(d, f, signal);
       const before = await d.observer.view();
       let rec: Marker[string];
       if ((REAL_PVE_FAULTS as readonly string[]).includes(f.fault)) {
         const vmid = Number(f.target);
         const node = before.guests.get(vmid)?.node ?? d.fleet.byVmid.get(vmid)?.node ?? '';
-        const s = await d.actions.execute(
-          { actionId: input.actionId, verb: f.fault as 'stop' | 'shutdown', target: guestRef(d.fleet, vmid, node), workflowId: run.workflowId, proposer: 'chaos', rationale: `chaos experiment ${run.workflowId}` },
-          { until: 'terminal', correlationId: run.correlationId, signal },
-        );
+        const s = await runAction(d, run, { actionId: input.actionId, verb: f.fault as 'stop' | 'shutdown', target: guestRef(d.fleet, vmid, node), proposer: 'chaos', rationale: `chaos experiment ${run.workflowId}` }, 'terminal', signal);
         rec = { at: s.at, affected: [vmid] };
       } else {
         if (!d.sim) throw new HomeostatError('HOMEOSTAT_ERR_EXPERIMENT', `method[${input.index}].fault: ${f.fault} needs the simulator; against real PVE only ${REAL_PVE_FAULTS.join('/')}`);
@@ -153,6 +151,21 @@ export function chaosActors(d: WorkflowDeps, run: RunContext) {
   };
 }
 
+/** A repeated fault (flapping) strikes again only once homeostat brought the guest back, or gave
+ *  up on it (a flapping incident): otherwise the repeats would all hit one outage. */
+async function healedOrHeld(d: WorkflowDeps, f: { target: string | number; healTarget?: number; intervalMs?: number }, signal: AbortSignal): Promise<void> {
+  const vmid = guestTarget(f);
+  if (vmid === undefined) return;
+  const deadline = Date.now() + 120_000;
+  while (Date.now() < deadline) {
+    const g = (await d.observer.view()).guests.get(vmid);
+    if (g?.status === 'running' && g.healthy) return;
+    const incidents = await kvList(d.bus.kv.incidents, '', Incident);
+    if ([...incidents.values()].some((i) => i.kind === 'flapping' && i.status === 'open' && i.rootCause.vmid === vmid)) return;
+    await sleep(100, signal);
+  }
+}
+
 async function watchOne(d: WorkflowDeps, f: FaultRecord, affected: number[], seenBroken: boolean, brokenNow: (v: FleetView) => boolean, signal: AbortSignal): Promise<number> {
   if (f.expect === 'held') {
     const vmid = guestTarget(f);
@@ -186,10 +199,7 @@ async function runRollbacks(d: WorkflowDeps, run: RunContext, input: RunRollback
     const v = await d.observer.view();
     const g = v.guests.get(vmid);
     if (verb === 'start' && g?.status === 'running') return;
-    await d.actions.execute(
-      { actionId: id, verb, target: guestRef(d.fleet, vmid, g?.node ?? d.fleet.byVmid.get(vmid)?.node ?? ''), params, workflowId: run.workflowId, proposer: 'chaos', rationale: `rollback of chaos experiment ${run.workflowId}` },
-      { until: 'terminal', correlationId: run.correlationId, signal: wait() },
-    );
+    await runAction(d, run, { actionId: id, verb, target: guestRef(d.fleet, vmid, g?.node ?? d.fleet.byVmid.get(vmid)?.node ?? ''), params, proposer: 'chaos', rationale: `rollback of chaos experiment ${run.workflowId}` }, 'terminal', wait());
   };
   for (const [i, r] of (input.rollbacks as Rollback[]).entries()) {
     try {

@@ -2,11 +2,11 @@
 // writes: a workflow's shutdown sets `stopped` so the self-healing loop never "heals" it, and a
 // guest a workflow is starting is `running` + `maintenance` until it is healthy, so the loop does
 // not race the workflow with starts of its own.
-import { DesiredState, kvGet, kvKeys, kvList, kvPut, type Bus, type GuestRef } from '../bus/mod.ts';
+import { DesiredState, kvGet, kvKeys, kvList, kvPut, LockRecord, type Bus, type GuestRef } from '../bus/mod.ts';
 import type { Fleet } from '../fleet/manifest.ts';
 import type { PveApi } from '../fleet/pve-types.ts';
 import type { AppLogger } from '../agents/runtime/logger.ts';
-import type { ActionTracker } from './actions.ts';
+import type { ActionSpec, ActionState, ActionTracker } from './actions.ts';
 import type { FleetObserver } from './observer.ts';
 import type { SimClient } from './sim-client.ts';
 
@@ -27,8 +27,19 @@ export interface WorkflowDeps {
 export interface RunContext {
   kind: WorkflowKind;
   workflowId: string;
-  /** Envelope correlation id for everything it publishes (the incident's, when one asked for it). */
+  /** Envelope correlation id for everything it publishes. */
   correlationId: string;
+  /** The incident that asked for it (a failover from the decision agent): set on every action, so
+   *  `homeostat trace <incident>` shows the workflow's actions and, by correlation, its events. */
+  incidentId?: string;
+}
+
+/** Run an action for this workflow through the action agent (see ActionTracker.execute). */
+export function runAction(d: WorkflowDeps, run: RunContext, spec: Omit<ActionSpec, 'workflowId'>, until: 'started' | 'terminal', signal?: AbortSignal): Promise<ActionState> {
+  return d.actions.execute(
+    { ...spec, workflowId: run.workflowId, ...(run.incidentId ? { incidentId: run.incidentId } : {}) },
+    { until, correlationId: run.correlationId, signal },
+  );
 }
 
 export function guestRef(fleet: Fleet, vmid: number, node: string): GuestRef {
@@ -70,6 +81,13 @@ export async function releaseAll(bus: Bus, workflowId: string): Promise<number> 
     n++;
   }
   return n;
+}
+
+/** Another action holds the guest (a reboot in flight looks "stopped" for a moment): its state
+ *  now says nothing about where it will end up. */
+export async function lockedByOther(bus: Bus, vmid: number, actionId?: string): Promise<boolean> {
+  const l = await kvGet(bus.kv.locks, kvKeys.lock(vmid), LockRecord).catch(() => undefined);
+  return !!l && l.value.expiresAt > Date.now() && l.value.actionId !== actionId;
 }
 
 /** Resolve with `promise`, and let an abort signal end the wait (not the work). */

@@ -9,7 +9,7 @@ import type {
   WaitHealthyInput, WaitHealthyOutput,
 } from '../state-machines/mod.ts';
 import { isActionFailed } from './actions.ts';
-import { guestRef, setDesired, sleep, type RunContext, type WorkflowDeps } from './deps.ts';
+import { guestRef, runAction, setDesired, sleep, type RunContext, type WorkflowDeps } from './deps.ts';
 import { scoped, startThroughAgent, waitGuestHealthy } from './guest-activities.ts';
 
 export const recoverStartId = (workflowId: string, vmid: number, attempt: number) => `${recoverActionId(workflowId, vmid, attempt)}:start`;
@@ -30,11 +30,12 @@ export async function confirmNodeGone(d: WorkflowDeps, node: string, signal?: Ab
       if (!entry) return { offline: false, detail: `${node} is not in /cluster/status` };
       if (entry.online !== false) return { offline: false, detail: `/cluster/status shows ${node} online` };
       if (cluster?.quorate === false) return { offline: false, detail: 'the cluster has no quorum: recovering now could run a guest twice' };
-      // sensing polls every node each round; if it looked recently, its word on reachability counts
+      // sensing polls every node each round: its "unreachable" (next to the live cluster view above)
+      // saves a slow probe; its recent "reachable" vetoes; without either, ask the node itself
       const rec = await kvGet(d.bus.kv.fleetState, kvKeys.node(node), NodeRecord);
       const fresh = rec && Date.now() - Date.parse(rec.value.updatedAt) < 3 * d.fleet.policies.senseIntervalMs;
       if (fresh && rec.value.reachable) return { offline: false, detail: `sensing reached ${node} at ${rec.value.updatedAt}` };
-      if (!(fresh && !rec.value.reachable)) {
+      if (!rec || rec.value.reachable) {
         try {
           await pve.listGuests(node);
           return { offline: false, detail: `the API of ${node} still answers` };
@@ -75,10 +76,7 @@ async function recoverOnSimulator(d: WorkflowDeps, run: RunContext, input: Recov
   if (!g || g.node !== to) {
     await scoped(signal, async (s) => {
       const moved = d.observer.waitFor((v) => v.guests.get(vmid)?.node === to, s);
-      const acted = d.actions.execute(
-        { actionId: input.actionId, verb: 'migrate', target: guestRef(d.fleet, vmid, from), params: { targetNode: to }, workflowId: run.workflowId, attempt: input.attempt, rationale: `failover of fenced node ${from}` },
-        { until: 'terminal', correlationId: run.correlationId, signal: s },
-      ).then(
+      const acted = runAction(d, run, { actionId: input.actionId, verb: 'migrate', target: guestRef(d.fleet, vmid, from), params: { targetNode: to }, attempt: input.attempt, rationale: `failover of fenced node ${from}` }, 'terminal', s).then(
         () => true,
         async (e: unknown) => {
           // the action agent may fail its own verification (a migrated CT is stopped): trust PVE

@@ -8,7 +8,7 @@ import type {
   ShutdownGuestActorInput, StartGuestInput, StopGuestActorInput, StopOutput, WaitHealthyInput, WaitHealthyOutput,
 } from '../state-machines/mod.ts';
 import { isActionFailed } from './actions.ts';
-import { guestRef, releaseGuest, setDesired, type RunContext, type WorkflowDeps } from './deps.ts';
+import { guestRef, lockedByOther, releaseGuest, runAction, setDesired, type RunContext, type WorkflowDeps } from './deps.ts';
 
 /** Run `fn` with a signal that aborts when the actor's does or when `fn` settles (cleans up waiters). */
 export async function scoped<T>(signal: AbortSignal, fn: (s: AbortSignal) => Promise<T>): Promise<T> {
@@ -29,12 +29,9 @@ export async function scoped<T>(signal: AbortSignal, fn: (s: AbortSignal) => Pro
 export async function startThroughAgent(d: WorkflowDeps, run: RunContext, p: { vmid: number; node: string; actionId: string; attempt?: number; rationale: string }, signal: AbortSignal): Promise<void> {
   if (!d.actions.state(p.actionId)) {
     const g = (await d.observer.view().catch(() => undefined))?.guests.get(p.vmid);
-    if (g?.status === 'running') return;
+    if (g?.status === 'running' && !(await lockedByOther(d.bus, p.vmid))) return;
   }
-  await d.actions.execute(
-    { actionId: p.actionId, verb: 'start', target: guestRef(d.fleet, p.vmid, p.node), workflowId: run.workflowId, attempt: p.attempt, rationale: p.rationale },
-    { until: 'started', correlationId: run.correlationId, signal },
-  );
+  await runAction(d, run, { actionId: p.actionId, verb: 'start', target: guestRef(d.fleet, p.vmid, p.node), attempt: p.attempt, rationale: p.rationale }, 'started', signal);
 }
 
 /** Healthy (running, health check passing, and on `node` when given), or the start action failed
@@ -67,18 +64,15 @@ async function powerOff(d: WorkflowDeps, run: RunContext, verb: 'shutdown' | 'st
   const isStopped = (status?: string) => status === 'stopped';
   if (!d.actions.state(p.actionId)) {
     const v = await d.observer.view().catch(() => undefined);
-    if (v && isStopped(v.guests.get(p.vmid)?.status)) return { at: v.at };
+    if (v && isStopped(v.guests.get(p.vmid)?.status) && !(await lockedByOther(d.bus, p.vmid))) return { at: v.at };
   }
   const at = await scoped(signal, async (s) => {
     const stopped = d.observer.waitFor((v) => (isStopped(v.guests.get(p.vmid)?.status) ? v.at : undefined), s);
-    const acted = d.actions.execute(
-      {
-        actionId: p.actionId, verb, target: guestRef(d.fleet, p.vmid, p.node), workflowId: run.workflowId,
-        params: verb === 'shutdown' && p.timeoutSec ? { timeoutSec: Math.min(3600, p.timeoutSec) } : {},
-        rationale: `${run.kind} workflow ${run.workflowId}`,
-      },
-      { until: 'terminal', correlationId: run.correlationId, signal: s },
-    ).then(
+    const acted = runAction(d, run, {
+      actionId: p.actionId, verb, target: guestRef(d.fleet, p.vmid, p.node),
+      params: verb === 'shutdown' && p.timeoutSec ? { timeoutSec: Math.min(3600, p.timeoutSec) } : {},
+      rationale: `${run.kind} workflow ${run.workflowId}`,
+    }, 'terminal', s).then(
       (st) => st.at,
       async (e: unknown) => {
         const v = await d.observer.view().catch(() => undefined);
@@ -106,8 +100,11 @@ export function bootActors(d: WorkflowDeps, run: RunContext) {
 
 export function shutdownActors(d: WorkflowDeps, run: RunContext) {
   return {
-    shutdownGuest: fromPromise<StopOutput, ShutdownGuestActorInput>(({ input, signal }) =>
-      powerOff(d, run, 'shutdown', { vmid: input.vmid, node: input.node, actionId: input.actionId, timeoutSec: input.timeoutSec }, signal)),
+    shutdownGuest: fromPromise<StopOutput, ShutdownGuestActorInput>(async ({ input, signal }) => {
+      // desired state first: a deliberate shutdown must never be "healed"
+      await setDesired(d.bus, [input.vmid], 'stopped', { workflowId: run.workflowId, reason: 'graceful shutdown' });
+      return powerOff(d, run, 'shutdown', { vmid: input.vmid, node: input.node, actionId: input.actionId, timeoutSec: input.timeoutSec }, signal);
+    }),
     stopGuest: fromPromise<StopOutput, StopGuestActorInput>(({ input, signal }) =>
       powerOff(d, run, 'stop', { vmid: input.vmid, node: input.node, actionId: input.actionId }, signal)),
   };

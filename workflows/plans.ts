@@ -2,7 +2,7 @@
 // may have moved it), what is already healthy or stopped, which nodes survive, and the policies.
 import { DesiredState, HomeostatError, kvGet, kvKeys, kvList, NodeRecord } from '../bus/mod.ts';
 import type { BootInput, FailoverInput, ShutdownInput } from '../state-machines/mod.ts';
-import type { WorkflowDeps } from './deps.ts';
+import { lockedByOther, type WorkflowDeps } from './deps.ts';
 import type { FleetView } from './observer.ts';
 
 export interface GuestLine {
@@ -58,7 +58,10 @@ export async function shutdownPlan(d: WorkflowDeps, workflowId: string, args: { 
   checkLayer(d, args.layer);
   const v = await currentView(d);
   const p = d.fleet.policies;
-  const running = (vmid: number) => (v.guests.get(vmid)?.status ?? 'unknown') !== 'stopped';
+  // a guest another action holds (a reboot halfway) is not "already stopped"
+  const busy = new Set<number>();
+  await Promise.all(d.fleet.guests.map(async (g) => (await lockedByOther(d.bus, g.vmid)) && busy.add(g.vmid)));
+  const running = (vmid: number) => (v.guests.get(vmid)?.status ?? 'unknown') !== 'stopped' || busy.has(vmid);
   const held: { vmid: number; because: number[] }[] = [];
   const scope = d.fleet.guests.filter((g) => {
     if (args.layer === undefined) return true;

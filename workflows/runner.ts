@@ -71,8 +71,8 @@ export class WorkflowRunner {
     for (const key of keys) {
       const rec = (await kvGet(kv, key, WorkflowRecord))?.value;
       if (!rec || rec.status !== 'running' || this.running.has(rec.workflowId)) continue;
-      const stored = (rec.input ?? {}) as { correlationId?: string };
-      const run: RunContext = { kind: rec.kind, workflowId: rec.workflowId, correlationId: stored.correlationId ?? rec.workflowId };
+      const stored = (rec.input ?? {}) as { correlationId?: string; args?: { incidentId?: string } };
+      const run: RunContext = { kind: rec.kind, workflowId: rec.workflowId, correlationId: stored.correlationId ?? rec.workflowId, ...(stored.args?.incidentId ? { incidentId: stored.args.incidentId } : {}) };
       try {
         if (!rec.snapshot) throw new Error('no snapshot stored');
         await this.drive(run, { workflowId: rec.workflowId, kind: rec.kind, input: rec.input, startedAt: rec.startedAt }, (m) => createActor(m, { snapshot: rec.snapshot as never, input: {} as never }), true);
