@@ -1,7 +1,7 @@
 // Decision + action agents against the simulator over HTTP, on their own nats-server. Incidents
 // are published by the test (as analysis would), so each rule is driven on purpose.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Bus, subjects, type Action, type Decision, type Envelope, type Incident } from '../bus/mod.ts';
+import { Bus, kvKeys, subjects, type Action, type Decision, type Envelope, type Incident } from '../bus/mod.ts';
 import type { AdvisorResult } from '../llm/mod.ts';
 import { testStack, type TestStack } from './helpers/stack.ts';
 import { until } from './helpers/bus.ts';
@@ -175,6 +175,44 @@ describe('decision agent', () => {
     expect(failed[0].error?.code).toBe('HOMEOSTAT_ERR_TIMEOUT');
     await stack.api.heal(f.id);
   }, 30_000);
+
+  it('a verified success is repeated only on fresh evidence; the unsure runbook asks the advisor and records why it was not used', async () => {
+    await stack.api.fault('crash', 101);
+    const inc = incident(101, 'GuestDown', { rootCause: { vmid: 101, node: 'node-c', reason: 'crashed', alert: 'GuestDown' } });
+    await publish(inc);
+    await rec.wait(() => rec.actions('ActionSucceeded', (a) => a.incidentId === inc.id)[0]);
+    await publish({ ...inc, updatedAt: new Date().toISOString() }, 'updated');
+    await new Promise((r) => setTimeout(r, 300));
+    expect(rec.actions('ActionApproved', (a) => a.incidentId === inc.id)).toHaveLength(1);
+    // it goes down again, and sensing says so
+    await stack.api.fault('crash', 101);
+    const ts = new Date(Date.now() + 5).toISOString();
+    await bus.kv.fleetState.put(kvKeys.guest(101), JSON.stringify({ vmid: 101, name: 'omada21', node: 'node-c', type: 'lxc', layer: 1, state: 'stopped', health: 'unhealthy', probeFailures: 3, reachable: true, updatedAt: ts, stateSince: ts }));
+    await publish({ ...inc, updatedAt: ts }, 'updated');
+    const second = await rec.wait(() => rec.decisions(inc.id).filter((d) => d.verdict === 'allow')[1], 8000);
+    expect(second).toMatchObject({ verb: 'start', advisor: { used: false, discarded: expect.stringMatching(/scripted: off/) } });
+    await rec.wait(() => rec.actions('ActionSucceeded', (a) => a.actionId === second.actionId)[0]);
+    expect(await tasks('node-c', 101, 'vzstart')).toHaveLength(2);
+    await bus.kv.fleetState.delete(kvKeys.guest(101));
+  });
+
+  it('never remediates a symptom of another incident, nor a guest whose desired state is stopped', async () => {
+    const root = incident(120, 'HealthCheckFailed', { symptoms: [{ vmid: 100, node: 'node-b', reason: 'unhealthy' }] });
+    await stack.api.fault('crash', 100);
+    const sym = incident(100, 'GuestDown');
+    await bus.kv.fleetState.put(kvKeys.desired(120), JSON.stringify({ state: 'stopped', maintenance: false, by: 'test', reason: 'maintenance window', at: new Date().toISOString() }));
+    await publish(root);
+    await publish(sym);
+    const d1 = await rec.wait(() => rec.decisions(sym.id)[0]);
+    expect(d1).toMatchObject({ verdict: 'deny' });
+    expect(d1.reasons[0]).toMatch(/symptom/);
+    const d2 = await rec.wait(() => rec.decisions(root.id)[0]);
+    expect(d2).toMatchObject({ verdict: 'deny' });
+    expect(d2.reasons[0]).toMatch(/desired state/);
+    expect(rec.actions('ActionApproved', (a) => a.incidentId === sym.id || a.incidentId === root.id)).toHaveLength(0);
+    await bus.kv.fleetState.delete(kvKeys.desired(120));
+    await bus.publish(subjects.incident(root.id, 'resolved'), 'IncidentResolved', { ...root, status: 'resolved' });
+  });
 
   it('node down → failover request; nobody serves it → operator notice', async () => {
     const inc = incident(0, 'NodeDown', { kind: 'node', rootCause: { node: 'node-a', reason: 'unreachable', alert: 'NodeDown' } });
