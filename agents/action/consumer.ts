@@ -9,6 +9,8 @@ export interface ConcurrentConsumerOptions<T> {
   filter: string;
   ackWaitMs: number;
   maxInFlight: number;
+  /** On first creation, also deliver what was published this long before. */
+  catchUpMs: number;
   /** Two deliveries with the same key never run at once; the later one waits for the first. */
   keyOf: (env: Envelope<T>) => string;
   handler: (env: Envelope<T>, signal: AbortSignal) => Promise<'ack' | 'retry' | 'interrupted'>;
@@ -20,7 +22,10 @@ export async function consumeConcurrently<T>(bus: Bus, o: ConcurrentConsumerOpti
     durable_name: o.durable,
     ack_policy: AckPolicy.Explicit,
     filter_subject: o.filter,
-    deliver_policy: DeliverPolicy.New,
+    // created for the first time: pick up what was approved within the dedup window before it
+    // (the agents of a deployment start in any order); done markers cover what already ran
+    deliver_policy: DeliverPolicy.StartTime,
+    opt_start_time: new Date(Date.now() - o.catchUpMs).toISOString(),
     ack_wait: o.ackWaitMs * 1_000_000,
     max_ack_pending: Math.max(o.maxInFlight * 4, 64),
   };

@@ -4,7 +4,7 @@
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import { z } from 'zod';
-import { HomeostatError, subjects, type Action, type Stoppable } from '../../bus/mod.ts';
+import { DEDUP_WINDOW_MS, HomeostatError, subjects, type Action, type Stoppable } from '../../bus/mod.ts';
 import { agentHandle, every, type AgentModule } from '../runtime/agent.ts';
 import { consumeConcurrently } from './consumer.ts';
 import { Executor } from './execute.ts';
@@ -71,6 +71,7 @@ export const agent: AgentModule = {
         filter: subjects.action('approved'),
         ackWaitMs: s.actionAckWaitMs,
         maxInFlight: s.actionMaxInFlight,
+        catchUpMs: DEDUP_WINDOW_MS,
         keyOf: (env) => env.data.actionId,
         handler: (env, signal) => executor.run(env, { signal }),
         log,
