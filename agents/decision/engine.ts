@@ -28,7 +28,7 @@ export class DecisionEngine extends Actuator {
     for (const c of cases) this.index(c);
     for (const a of await this.approvals.start()) this.markBusy(a.action.target.vmid, a.action.actionId);
     for (const c of cases) {
-      const inc = c.incident && ((await kvGet(this.ctx.bus.kv.incidents, c.incident.id, Incident))?.value ?? c.incident);
+      const inc = c.incident && ((await kvGet(this.ctx.bus.kv.incidents, kvKeys.incident(c.incident.id), Incident))?.value ?? c.incident);
       if (!inc || inc.status !== 'open' || (!this.open.has(inc.id) && Date.now() - c.updatedAt > STALE_CASE_MS)) {
         if (!c.steps.some((s) => IN_FLIGHT.includes(s.status))) await store.deleteCase(c.caseId);
         continue;
@@ -128,7 +128,7 @@ export class DecisionEngine extends Actuator {
 
   private async evaluate(c: CaseRecord): Promise<void> {
     if (this.stopped || !c.incident) return;
-    const inc = (await kvGet(this.ctx.bus.kv.incidents, c.incident.id, Incident))?.value ?? c.incident;
+    const inc = (await kvGet(this.ctx.bus.kv.incidents, kvKeys.incident(c.incident.id), Incident))?.value ?? c.incident;
     if (inc.status !== 'open') return this.close(c.caseId, 'incident resolved');
     if (Date.parse(inc.updatedAt) >= Date.parse(c.incident.updatedAt)) c.incident = inc;
     if (c.steps.some((s) => IN_FLIGHT.includes(s.status))) return;
