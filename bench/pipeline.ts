@@ -1,12 +1,16 @@
 // Events/s through sensing → analysis with 1,000 and 5,000 simulated guests, against raw NATS
 // publish/subscribe of the same number of messages in the same run; p99 latency from a guest
 // event on the bus to the incident it opens (goal ≤ 5 ms); RSS of the agents' process (sensing +
-// analysis, forked as they run in compose; goal ≤ 150 MB at 5,000 guests).
+// analysis together, as `homeostat up` runs them; goal ≤ 150 MB at 5,000 guests).
+// Four processes, so none pays for another's CPU: nats-server, the simulator, the agents, and
+// this one, which only injects faults and timestamps what it sees on the bus.
 //
 // Phases per fleet size: (1) raw core NATS pub/sub of N messages of the same size as a guest event;
-// (2) waves: a few top-layer guests crash per sense round (realistic load) → latency samples;
-// (3) burst: every other guest crashes at once → events/s end to end (first event on the bus to
-// last incident) and the latency under that burst.
+// (2) waves: ten top-layer guests crash per wave through POST /sim/faults → latency samples, on
+// the bus and inside the analysis agent (event received → incident stored);
+// (3) burst: every other guest crashes at once (injected inside the simulator, so they land in
+// one round) → events/s from the first event on the bus to the last incident, split into
+// sensing's publishing time and analysis' tail, and the latency under that burst.
 import { fork, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { Bus, encode, makeEnvelope, subjects, type Envelope, type Incident } from '../bus/mod.ts';
@@ -20,8 +24,12 @@ import { benchNats, emit, round, stats, isMain } from './harness.ts';
 
 const SIZES = (process.env.BENCH_PIPELINE_SIZES ?? '1000,5000').split(',').map(Number);
 const SENSE_MS = Number(process.env.BENCH_PIPELINE_SENSE_MS ?? 1000);
-/** V8 flags for the agents' process, e.g. "--max-semi-space-size=4" (default: none, as shipped). */
+/** V8 flags for the agents' process (default: none, as shipped). */
 const AGENT_NODE_FLAGS = (process.env.BENCH_PIPELINE_NODE_FLAGS ?? '').split(' ').filter(Boolean);
+/** Then the largest size once more with a capped heap: V8 otherwise lets garbage pile up to
+ *  100+ MB before collecting, which is most of the RSS over the ~110 MB that node + tsx + the
+ *  modules cost before any work. */
+const TUNED_FLAGS = ['--max-semi-space-size=2', '--max-old-space-size=96'];
 const WAVES = 10;
 const PER_WAVE = 10;
 const TOKEN_ID = 'bench@pve!pipeline';
@@ -119,7 +127,7 @@ async function injectCrashes(pveUrl: string, vmids: number[]): Promise<void> {
   await Promise.all(Array.from({ length: 32 }, worker));
 }
 
-async function one(n: number): Promise<void> {
+async function one(n: number, flags: string[]): Promise<void> {
   const nats = await benchNats();
   const bus = await Bus.connect({ servers: nats.url, source: 'bench' });
   const fleet = fleetFor(n);
@@ -151,7 +159,7 @@ async function one(n: number): Promise<void> {
       },
     });
     const args: AgentsArgs = { natsUrl: nats.url, pveUrl: sim.url, guests: n };
-    child = fork(here, ['--agents', JSON.stringify(args)], { execArgv: ['--import', 'tsx', ...AGENT_NODE_FLAGS] });
+    child = fork(here, ['--agents', JSON.stringify(args)], { execArgv: ['--import', 'tsx', ...flags] });
     await new Promise<void>((r) => child!.once('message', () => r()));
     await until(() => discovered >= n, 120_000, `GuestDiscovered for ${n} guests`);
     const idle = await ask<{ rss: number }>(child, { rss: true }, 'rss');
@@ -180,6 +188,7 @@ async function one(n: number): Promise<void> {
     await until(() => burst.every((v) => incidentAt.has(v)), 300_000, `incidents of the burst (${burst.length})`);
     const causes = burst.map((v) => incidentAt.get(v)!).filter((x) => x.cause && eventAt.has(x.cause));
     const first = Math.min(...causes.map((x) => eventAt.get(x.cause!)!));
+    const lastEvent = Math.max(...causes.map((x) => eventAt.get(x.cause!)!));
     const last = Math.max(...burst.map((v) => incidentAt.get(v)!.t));
     const perSec = burst.length / ((last - first) / 1000);
     const lat = stats(latencies(burst));
@@ -187,9 +196,10 @@ async function one(n: number): Promise<void> {
     const rssMb = round(loaded.rss / 2 ** 20, 1);
     emit({
       bench: 'pipeline', guests: n, phase: 'burst', events: burst.length, injectMs: Math.round(injectedMs), eventsPerSec: Math.round(perSec),
+      sensingPublishMs: Math.round(lastEvent - first), analysisTailMs: Math.round(last - lastEvent),
       rawMsgsPerSec: Math.round(raw), ratioVsRaw: round(perSec / raw, 4), p50Ms: lat.p50, p99Ms: lat.p99, inAgentP99MsAll: loaded.inAgent.p99Ms,
       agentsRssMb: rssMb, agentsIdleRssMb: round(idle.rss / 2 ** 20, 1), heapMb: round(loaded.heapUsed / 2 ** 20, 1),
-      nodeFlags: AGENT_NODE_FLAGS.join(' ') || undefined, goalRssMb: n >= 5000 ? 150 : undefined, passRss: n >= 5000 ? rssMb <= 150 : undefined,
+      nodeFlags: flags.join(' ') || 'none', goalRssMb: n >= 5000 ? 150 : undefined, passRss: n >= 5000 ? rssMb <= 150 : undefined,
     });
   } finally {
     if (child && child.exitCode === null) {
@@ -204,7 +214,8 @@ async function one(n: number): Promise<void> {
 }
 
 export async function run(): Promise<void> {
-  for (const n of SIZES) await one(n);
+  for (const n of SIZES) await one(n, AGENT_NODE_FLAGS);
+  if (!process.env.BENCH_PIPELINE_NODE_FLAGS) await one(Math.max(...SIZES), TUNED_FLAGS);
 }
 
 if (process.argv[2] === '--agents') await agentsMain(JSON.parse(process.argv[3]) as AgentsArgs);

@@ -46,9 +46,12 @@ export class AlertBook {
     this.firing.set(AlertBook.fingerprint(name, key), this.make(name, key, info, startsAt));
   }
 
-  set(name: AlertName, key: string | number, on: boolean, info: AlertInfo, now: number, out: AlertOutput[]): 'fired' | 'resolved' | undefined {
+  /** `info` may be a function: it is only built when the alert changes (hot path: every sample). */
+  set(name: AlertName, key: string | number, on: boolean, info: AlertInfo | (() => AlertInfo), now: number, out: AlertOutput[]): 'fired' | 'resolved' | undefined {
     const fp = AlertBook.fingerprint(name, key);
     const cur = this.firing.get(fp);
+    if (on === !!cur) return undefined;
+    if (typeof info === 'function') info = info();
     if (on && !cur) {
       const alert = this.make(name, key, info, new Date(now).toISOString());
       this.firing.set(fp, alert);
@@ -64,7 +67,7 @@ export class AlertBook {
   }
 
   /** Like `set`, but `on` must have held for `holdMs` before the alert fires. */
-  hold(name: AlertName, key: string | number, over: boolean, holdMs: number, info: AlertInfo, now: number, out: AlertOutput[]): 'fired' | 'resolved' | undefined {
+  hold(name: AlertName, key: string | number, over: boolean, holdMs: number, info: AlertInfo | (() => AlertInfo), now: number, out: AlertOutput[]): 'fired' | 'resolved' | undefined {
     const fp = AlertBook.fingerprint(name, key);
     if (!over) {
       this.overSince.delete(fp);

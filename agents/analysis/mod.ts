@@ -6,7 +6,8 @@ import { DesiredState, patterns, type Alert, type ApiEvent, type Envelope, type 
 import { agentHandle, every, type AgentHandle, type AgentModule } from '../runtime/agent.ts';
 import { Analyzer } from './analyzer.ts';
 import { analysisOptions } from './options.ts';
-import { Outbox } from './outbox.ts';
+import { LatencyLog } from './latency.ts';
+import { Outbox, OUTBOX_HIGH_WATER } from './outbox.ts';
 import { DESIRED_PREFIX, rebuild, vmidOfDesiredKey } from './rebuild.ts';
 
 export { Analyzer, type Output } from './analyzer.ts';
@@ -17,6 +18,8 @@ export interface AnalysisHandle extends AgentHandle {
   analyzer: Analyzer;
   /** Durable consumer names, so tests can delete them. */
   durables: string[];
+  /** Event received → its incident messages stored, inside this agent (recent samples). */
+  latency(): { n: number; p50Ms: number; p99Ms: number; maxMs: number };
 }
 
 const enc = new TextDecoder();
@@ -29,13 +32,14 @@ export const agent: AgentModule = {
     const bus = ctx.bus;
     const analyzer = new Analyzer(ctx.fleet, tuning);
     const outbox = new Outbox(bus, log);
+    const latency = new LatencyLog();
     try {
       const r = await rebuild(bus, analyzer);
       log.info(r, 'analysis memory rebuilt from KV');
     } catch (e) {
       log.warn({ err: (e as Error).message }, 'could not read KV; starting with empty memory');
     }
-    await outbox.send(analyzer.reconcile()).catch(() => undefined);
+    await outbox.send(analyzer.reconcile());
 
     const stoppables: Stoppable[] = [];
     const watch = await bus.kv.fleetState.watch({ key: `${DESIRED_PREFIX}>`, include: 'updates' });
@@ -52,7 +56,7 @@ export const agent: AgentModule = {
           }
           desired = parsed.data;
         }
-        await outbox.send(analyzer.onDesired(vmid, desired)).catch(() => undefined);
+        await outbox.offer(analyzer.onDesired(vmid, desired));
       }
     })();
 
@@ -61,21 +65,30 @@ export const agent: AgentModule = {
       durable: durables[0],
       filter: patterns.events,
       handler: async (env, msg) => {
+        const t0 = performance.now();
         const s = msg.subject;
         const out = s.startsWith('fleet.events.guest.')
           ? analyzer.onGuestEvent(env as Envelope<GuestEvent>)
           : s.startsWith('fleet.events.node.')
             ? analyzer.onNodeEvent(env as Envelope<NodeEvent>)
             : analyzer.onApiEvent(env as Envelope<ApiEvent>);
-        await outbox.send(out);
+        const written = outbox.send(out);
+        if (out.some((o) => o.kind === 'incident')) void written.then(() => latency.record(performance.now() - t0));
+        if (outbox.pending > OUTBOX_HIGH_WATER) await written;
       },
     }));
     stoppables.push(await bus.consume<Alert>({
       durable: durables[1],
       filter: patterns.alerts,
-      handler: async (env) => outbox.send(analyzer.onExternalAlert(env)),
+      handler: (env) => outbox.offer(analyzer.onExternalAlert(env)),
     }));
-    stoppables.push(bus.subscribe<MetricSample>(patterns.metrics, (env) => outbox.send(analyzer.onMetric(env.data))));
+    // A round of samples arrives as one burst: yield now and then so incident messages are not
+    // held back behind thousands of samples.
+    let samples = 0;
+    stoppables.push(bus.subscribe<MetricSample>(patterns.metrics, async (env) => {
+      await outbox.offer(analyzer.onMetric(env.data));
+      if (++samples % 100 === 0) await new Promise<void>((r) => setImmediate(r));
+    }));
     const ticker = every(tuning.tickMs, () => outbox.send(analyzer.tick()), log);
     log.info({ durables, groupWindowMs: tuning.groupWindowMs, symptomGraceMs: tuning.symptomGraceMs }, 'analysis started');
 
@@ -86,7 +99,7 @@ export const agent: AgentModule = {
       await watching.catch(() => undefined);
       await outbox.idle();
     });
-    return Object.assign(h, { analyzer, durables });
+    return Object.assign(h, { analyzer, durables, latency: () => latency.stats() });
   },
 };
 

@@ -1,53 +1,83 @@
-// Publishes what the analyzer decided, in the order it decided it: one serial queue for the whole
-// agent, so two flows (events, metrics, ticks) never reorder an incident's messages. Within one
-// step the messages go out together; only one incident's own messages wait for each other.
+// Publishes what the analyzer decided without making the next event wait for the last one's
+// acks: messages about the same incident (or the same alert) go out strictly in order, each
+// waiting for the previous one's ack; everything else goes out at once.
+//
+// Why not ack an event only after its messages are stored: the analyzer has already moved on by
+// then, so a redelivered event would produce nothing new anyway. Durability comes from KV instead:
+// after a restart `reconcile()` re-derives whatever incident is missing from the fleet state.
 import { kvKeys, kvPut, subjects, type Bus, type IncidentPhase, type Logger } from '../../bus/mod.ts';
 import type { Output } from './analyzer.ts';
 
 const INCIDENT_TYPE: Record<IncidentPhase, string> = { opened: 'IncidentOpened', updated: 'IncidentUpdated', resolved: 'IncidentResolved' };
+/** Above this many unwritten messages, producers wait (backpressure when NATS is slow). */
+export const OUTBOX_HIGH_WATER = 2000;
 
 export class Outbox {
-  private tail: Promise<void> = Promise.resolve();
+  private readonly tails = new Map<string, Promise<void>>();
+  private readonly inflight = new Set<Promise<void>>();
+  private queued = 0;
   sent = 0;
+  failed = 0;
 
   constructor(private readonly bus: Bus, private readonly log: Logger) {}
 
-  /** Queue one step's messages; resolves when they are stored (rejects if they could not be). */
+  get pending(): number {
+    return this.queued;
+  }
+
+  /** Queue one step's messages; resolves once they were written (or the failure was logged). Never rejects. */
   send(outputs: Output[]): Promise<void> {
     if (!outputs.length) return Promise.resolve();
-    const p = this.tail.then(() => this.write(outputs));
-    this.tail = p.catch((e: unknown) => this.log.error({ err: (e as Error).message, messages: outputs.length }, 'could not publish analysis results'));
-    return p;
-  }
-
-  /** Resolves when everything queued so far was written (or failed). */
-  idle(): Promise<void> {
-    return this.tail;
-  }
-
-  private async write(outputs: Output[]): Promise<void> {
-    const chains = new Map<string, Promise<unknown>>();
-    const all: Promise<unknown>[] = [];
-    for (const o of outputs) {
-      if (o.kind === 'alert') {
-        all.push(this.bus.publish(subjects.alert(o.alert.name), o.alert.status === 'firing' ? 'AlertFired' : 'AlertResolved', o.alert, {
-          causationId: o.causationId,
-          correlationId: o.correlationId,
-        }));
-        continue;
+    this.queued += outputs.length;
+    const writes = outputs.map((o) => this.after(o.kind === 'alert' ? `alert:${o.alert.fingerprint}` : `incident:${o.incident.id}`, () => this.write(o)));
+    const all = Promise.allSettled(writes).then((results) => {
+      this.queued -= outputs.length;
+      const bad = results.filter((r) => r.status === 'rejected');
+      this.sent += outputs.length - bad.length;
+      this.failed += bad.length;
+      if (bad.length) {
+        const err = ((bad[0] as PromiseRejectedResult).reason as Error).message;
+        this.log.error({ err, messages: bad.length }, 'could not publish analysis results; a restart reconciles from KV');
       }
-      const inc = o.incident;
-      const prev = chains.get(inc.id) ?? Promise.resolve();
-      const next = prev.then(() =>
-        Promise.all([
-          this.bus.publish(subjects.incident(inc.id, o.phase), INCIDENT_TYPE[o.phase], inc, { causationId: o.causationId, correlationId: inc.id }),
-          kvPut(this.bus.kv.incidents, kvKeys.incident(inc.id), inc),
-        ]),
-      );
-      chains.set(inc.id, next);
-      all.push(next);
+    });
+    this.inflight.add(all);
+    void all.then(() => this.inflight.delete(all));
+    return all;
+  }
+
+  /** Queue, and wait only when too much is already waiting. */
+  async offer(outputs: Output[]): Promise<void> {
+    const p = this.send(outputs);
+    if (this.queued > OUTBOX_HIGH_WATER) await p;
+  }
+
+  /** Resolves when everything queued so far was written. */
+  async idle(): Promise<void> {
+    while (this.inflight.size) await Promise.allSettled([...this.inflight]);
+  }
+
+  private after(key: string, fn: () => Promise<unknown>): Promise<void> {
+    const prev = this.tails.get(key) ?? Promise.resolve();
+    const next = prev.then(async () => void (await fn()));
+    // the next message of this key runs after this one, whether it worked or not
+    const tail = next.catch(() => undefined);
+    this.tails.set(key, tail);
+    void tail.then(() => {
+      if (this.tails.get(key) === tail) this.tails.delete(key);
+    });
+    return next;
+  }
+
+  private async write(o: Output): Promise<void> {
+    if (o.kind === 'alert') {
+      const a = o.alert;
+      await this.bus.publish(subjects.alert(a.name), a.status === 'firing' ? 'AlertFired' : 'AlertResolved', a, { causationId: o.causationId, correlationId: o.correlationId });
+      return;
     }
-    await Promise.all(all);
-    this.sent += outputs.length;
+    const inc = o.incident;
+    await Promise.all([
+      this.bus.publish(subjects.incident(inc.id, o.phase), INCIDENT_TYPE[o.phase], inc, { causationId: o.causationId, correlationId: inc.id }),
+      kvPut(this.bus.kv.incidents, kvKeys.incident(inc.id), inc),
+    ]);
   }
 }

@@ -25,17 +25,17 @@ export class ResourceRules {
     if (s.vmid !== undefined ? !this.view.has(s.vmid) : !this.view.nodes.has(s.node)) return;
     this.lastSample.set(key, now);
     const t = this.tuning.alerts;
-    const who = s.vmid !== undefined ? `${this.view.guests.get(s.vmid)!.name} (${s.vmid})` : `node ${s.node}`;
+    const who = () => (s.vmid !== undefined ? `${this.view.guests.get(s.vmid)!.name} (${s.vmid})` : `node ${s.node}`);
     const place = { vmid: s.vmid, node: s.node };
     if (s.maxdisk > 0) {
       const free = 100 * (1 - s.disk / s.maxdisk);
-      this.apply('DiskFull', key, this.alerts.set('DiskFull', key, free < t.diskFreePct, { ...place, summary: `${who}: ${free.toFixed(1)} % disk free (< ${t.diskFreePct} %)` }, now, out), now);
+      this.apply('DiskFull', key, this.alerts.set('DiskFull', key, free < t.diskFreePct, () => ({ ...place, summary: `${who()}: ${free.toFixed(1)} % disk free (< ${t.diskFreePct} %)` }), now, out), now);
     }
     const cpu = s.cpu * 100;
-    this.apply('HighCPU', key, this.alerts.hold('HighCPU', key, cpu > t.cpuPct, t.pressureHoldMs, { ...place, summary: `${who}: CPU ${cpu.toFixed(0)} % (> ${t.cpuPct} % for ${t.pressureHoldMs / 1000} s)` }, now, out), now);
+    this.apply('HighCPU', key, this.alerts.hold('HighCPU', key, cpu > t.cpuPct, t.pressureHoldMs, () => ({ ...place, summary: `${who()}: CPU ${cpu.toFixed(0)} % (> ${t.cpuPct} % for ${t.pressureHoldMs / 1000} s)` }), now, out), now);
     if (s.maxmem > 0) {
       const mem = (100 * s.mem) / s.maxmem;
-      this.apply('HighMemory', key, this.alerts.hold('HighMemory', key, mem > t.memPct, t.pressureHoldMs, { ...place, summary: `${who}: memory ${mem.toFixed(0)} % (> ${t.memPct} % for ${t.pressureHoldMs / 1000} s)` }, now, out), now);
+      this.apply('HighMemory', key, this.alerts.hold('HighMemory', key, mem > t.memPct, t.pressureHoldMs, () => ({ ...place, summary: `${who()}: memory ${mem.toFixed(0)} % (> ${t.memPct} % for ${t.pressureHoldMs / 1000} s)` }), now, out), now);
     }
   }
 

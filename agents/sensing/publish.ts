@@ -15,7 +15,13 @@ export async function publishEmissions(bus: Bus, em: Emissions): Promise<void> {
   for (const e of em.nodes) await event(e);
   await mapLimit(em.guests, PARALLEL, event);
   await mapLimit(em.kv, PARALLEL, (e) => (e.kind === 'kv' ? writeRecord(bus, e.key, e.value) : Promise.resolve()));
-  for (const m of em.metrics) if (m.kind === 'metric') await bus.publishCore(m.subject, 'MetricSample', m.data, { ts: em.ts });
+  // Thousands of samples: give the event loop back now and then, so other work (probes, and
+  // analysis when it shares the process) is not held up behind one round's samples.
+  let n = 0;
+  for (const m of em.metrics) {
+    if (m.kind === 'metric') await bus.publishCore(m.subject, 'MetricSample', m.data, { ts: em.ts });
+    if (++n % 250 === 0) await new Promise<void>((r) => setImmediate(r));
+  }
 }
 
 async function writeRecord(bus: Bus, key: string, value: GuestRecord | NodeRecord | ApiRecord): Promise<void> {
