@@ -81,7 +81,10 @@ describe('analysis rules', () => {
     // root back, symptoms recover → resolved
     t.guest(101, { state: 'running', health: 'healthy' });
     expect(t.a.book.open.has(inc.id)).toBe(true);
-    for (const v of [159, 155, 124, 289]) t.guest(v, { state: 'running', health: 'healthy' }, 'GuestProbe');
+    t.guest(159, { state: 'running', health: 'healthy' }, 'GuestProbe');
+    expect(inc.symptoms.map((s) => s.vmid)).not.toContain(159); // current symptoms only; the timeline keeps the history
+    expect(inc.timeline.some((e) => e.what.includes('recovered') && e.ref === 'vmid:159')).toBe(true);
+    for (const v of [155, 124, 289]) t.guest(v, { state: 'running', health: 'healthy' }, 'GuestProbe');
     expect(t.a.book.open.size).toBe(0);
   });
 

@@ -81,9 +81,14 @@ export class IncidentBook {
     this.note(inc, now, `symptom ${cur.name ?? vmid} (${vmid}): ${reason}`, `vmid:${vmid}`);
   }
 
+  /** No longer a symptom (recovered, or failing on its own now): off the list, into the timeline.
+   *  `symptoms` lists current symptoms only, so nobody mistakes a healed guest for one. */
   dropSymptom(inc: Incident, vmid: number, reason: string, now: number): void {
     if (this.symptomOf.get(vmid) === inc.id) this.symptomOf.delete(vmid);
-    this.setSymptomReason(inc, vmid, reason, now);
+    const i = inc.symptoms.findIndex((s) => s.vmid === vmid);
+    if (i < 0) return;
+    const [s] = inc.symptoms.splice(i, 1);
+    this.note(inc, now, `symptom ${s.name ?? vmid} (${vmid}): ${reason}`, `vmid:${vmid}`);
   }
 
   suppress(inc: Incident, refs: GuestRef[]): void {
@@ -128,7 +133,7 @@ export class IncidentBook {
     if (inc.kind === 'node' && rc.node) this.byNode.set(rc.node, inc.id);
     const key = IncidentBook.keyOf(inc);
     if (key) this.byKey.set(key, inc.id);
-    for (const s of inc.symptoms) if (s.reason !== 'recovered') this.symptomOf.set(s.vmid, inc.id);
+    for (const s of inc.symptoms) this.symptomOf.set(s.vmid, inc.id);
   }
 
   private unindex(inc: Incident): void {
