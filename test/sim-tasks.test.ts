@@ -68,8 +68,9 @@ describe('start as a task', () => {
     expect(first.exitstatus).toBeUndefined();
     const seen = new Set<string>();
     const done = await waitTask('node-a', upid, async () => {
-      const t = await status('node-a', upid);
+      // guest first: if the task is still running afterwards, it was running when the guest was read
       const g = await ct('node-a', 101).status.current.$get();
+      const t = await status('node-a', upid);
       if (t.status === 'running') seen.add(g.status);
     });
     expect(done.exitstatus).toBe('OK');
