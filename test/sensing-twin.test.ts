@@ -1,5 +1,6 @@
 // Sensing against the real simulator over HTTP and the real nats-server: discovery, change-only
 // events, probes, KV, metrics, node outages at once, API outages as events.
+import { Agent, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { Bus, GuestRecord, kvGet, kvKeys, type Envelope, type GuestEvent, type NodeEvent, type ApiEvent } from '../bus/mod.ts';
 import { createLogger, loadConfig } from '../agents/mod.ts';
@@ -151,5 +152,43 @@ describe('sensing against the simulator', () => {
     void sensing().stopped.then(() => (settled = true));
     await new Promise((res) => setTimeout(res, 20));
     expect(settled).toBe(false);
+  });
+});
+
+describe('sensing against the simulator over HTTPS', () => {
+  it('trusts the self-signed certificate through services.pveCaPem and probes /sim/health over TLS', async () => {
+    const name = `${NAME}s`;
+    const m = structuredClone(REFERENCE_MANIFEST);
+    const off = OFF + 5000;
+    const tlsFleet = buildFleet({
+      name,
+      nodes: m.nodes.map((n) => ({ ...n, name: `${name}-${n.name}` })),
+      guests: m.guests.map((g) => ({ ...g, vmid: g.vmid + off, name: `${name}-${g.name}`, node: `${name}-${g.node}`, dependsOn: g.dependsOn?.map((d) => d + off) })),
+      policies: { senseIntervalMs: 200, probeTimeoutMs: 500 },
+    });
+    const got: Envelope<GuestEvent>[] = [];
+    const sub = bus.nc.subscribe(`fleet.events.guest.${name}-node-a.>`);
+    void (async () => {
+      for await (const msg of sub) got.push(JSON.parse(msg.string()) as Envelope<GuestEvent>);
+    })();
+    // the stack hands the simulator's certificate and token to the agents as services
+    const tls = await startStack({ config: loadConfig({}), fleet: tlsFleet, log: createLogger('silent'), natsUrl: inject('natsUrl'), sim: { port: 0, timeScale: 0.05 }, agents: ['sensing'] });
+    try {
+      expect(tls.pveUrl).toMatch(/^https:/);
+      await until(() => got.filter((e) => e.type === 'GuestDiscovered').length === 3);
+      expect(got.every((e) => e.data.health === 'healthy')).toBe(true);
+      const res = await request(`${tls.pveUrl}/sim/faults`, {
+        method: 'POST',
+        headers: { authorization: `PVEAPIToken=${tls.pveTokenId}=${tls.pveTokenSecret}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ kind: 'hang', target: 243 + off }),
+        dispatcher: new Agent({ connect: { ca: tls.sim!.caPem } }),
+      });
+      await res.body.dump();
+      expect(res.statusCode).toBe(201);
+      await until(() => got.find((e) => e.type === 'GuestProbe' && e.data.vmid === 243 + off && e.data.health === 'unhealthy'));
+    } finally {
+      sub.unsubscribe();
+      await tls.stop();
+    }
   });
 });

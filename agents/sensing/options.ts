@@ -10,6 +10,8 @@ export const SensingServices = z.object({
   /** The token the PVE client uses; the simulator's /sim/* endpoints want it too. Falls back to config. */
   pveTokenId: z.string().min(1).optional(),
   pveTokenSecret: z.string().min(1).optional(),
+  /** Skip TLS verification of the PVE endpoint (PVE_INSECURE=1); falls back to config. */
+  pveInsecure: z.boolean().optional(),
   /** Alertmanager webhook receiver: absent = do not listen; 0 = any free port. */
   alertmanagerPort: z.number().int().min(0).max(65_535).optional(),
   alertmanagerHost: z.string().min(1).default('127.0.0.1'),
@@ -53,6 +55,6 @@ export function sensingOptions(ctx: AgentContext): SensingOptions {
     tokenId: s.pveTokenId ?? ctx.config.PVE_TOKEN_ID,
     tokenSecret: s.pveTokenSecret ?? ctx.config.PVE_TOKEN_SECRET,
     caPem: s.pveCaPem ?? ctx.config.pveCaPem,
-    insecure: ctx.config.PVE_INSECURE,
+    insecure: s.pveInsecure ?? ctx.config.PVE_INSECURE,
   };
 }
