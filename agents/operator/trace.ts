@@ -40,7 +40,11 @@ export function summarizeEntry(subject: string, env: Envelope): string {
   const d = (env.data ?? {}) as Record<string, any>;
   switch (stepOf(subject, env.type)) {
     case 'event':
-      return [d.name ?? d.vmid ?? d.node, d.vmid ? `(${d.vmid})` : '', d.previousState ? `${d.previousState} → ${d.state}` : d.state ?? d.status, d.health ? `health ${d.health}` : '', d.reason ?? ''].filter(Boolean).join(' ');
+    {
+      const change = d.previousState && d.previousState !== d.state ? `${d.previousState} → ${d.state}` : d.state ?? d.status;
+      const reason = d.reason && !String(d.reason).includes(String(change)) ? d.reason : '';
+      return [d.name ?? d.vmid ?? d.node, d.name && d.vmid ? `(${d.vmid})` : '', change, d.health ? `health ${d.health}` : '', reason].filter(Boolean).join(' ');
+    }
     case 'alert':
       return `${d.name} ${d.status}: ${d.summary ?? ''}`;
     case 'incident':
