@@ -27,3 +27,24 @@ function decide(verb: 'approve' | 'deny') {
 
 export const approveMain = decide('approve');
 export const denyMain = decide('deny');
+
+const RELEASE_HELP = `Usage: homeostat release <vmid> [--json] [--nats URL]
+
+Clear a flap hold-down: after too many remediations in the policy window homeostat stops acting on
+a guest and opens a "flapping" incident for a human. Once you have looked at it, release it and
+homeostat acts on that guest again. \`homeostat status\` and \`chat "pending approvals"\` show holds.`;
+
+export async function releaseMain(argv: string[]): Promise<number> {
+  const { values, positionals } = parseCommand(argv, COMMON_OPTIONS);
+  if (values.help) {
+    println(RELEASE_HELP);
+    return 0;
+  }
+  const vmid = Number(positionals[0]);
+  if (positionals.length !== 1 || !Number.isInteger(vmid) || vmid < 100) throw new HomeostatError('HOMEOSTAT_ERR_USAGE', 'expected one vmid, e.g. `homeostat release 155`');
+  const by = `cli:${process.env.USER ?? 'operator'}`;
+  const r = await withBus(values.nats, (bus) => command(bus, 'hold.clear', { vmid, by }));
+  if (values.json) printJson(r);
+  else println(`released ${vmid}: homeostat acts on it again`);
+  return 0;
+}
