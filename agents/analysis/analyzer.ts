@@ -77,6 +77,8 @@ export class Analyzer {
 
   onApiEvent(env: Envelope<ApiEvent>): Output[] {
     const d = env.data;
+    if (env.ts < this.view.apiTs) return [];
+    this.view.apiTs = env.ts;
     return this.step(env.id, () => this.applyApi(d.available, d.code, d.reason));
   }
 

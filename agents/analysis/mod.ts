@@ -2,7 +2,7 @@
 // consumer), metric samples (core subscription) and desired-state changes (KV watch) go into the
 // Analyzer; alerts and incidents come out through one ordered outbox. After a restart its memory
 // is rebuilt from the fleet-state and incidents KV before the consumers resume.
-import { DesiredState, patterns, type Alert, type ApiEvent, type Envelope, type GuestEvent, type MetricSample, type NodeEvent, type Stoppable } from '../../bus/mod.ts';
+import { decode, DesiredState, patterns, type Alert, type ApiEvent, type Envelope, type GuestEvent, type MetricSample, type NodeEvent, type Stoppable } from '../../bus/mod.ts';
 import { agentHandle, every, type AgentHandle, type AgentModule } from '../runtime/agent.ts';
 import { Analyzer } from './analyzer.ts';
 import { analysisOptions } from './options.ts';
@@ -60,21 +60,34 @@ export const agent: AgentModule = {
       }
     })();
 
+    const onEvent = (env: Envelope<GuestEvent | NodeEvent | ApiEvent>, subject: string) => {
+      const t0 = performance.now();
+      const out = subject.startsWith('fleet.events.guest.')
+        ? analyzer.onGuestEvent(env as Envelope<GuestEvent>)
+        : subject.startsWith('fleet.events.node.')
+          ? analyzer.onNodeEvent(env as Envelope<NodeEvent>)
+          : analyzer.onApiEvent(env as Envelope<ApiEvent>);
+      const written = outbox.send(out);
+      if (out.some((o) => o.kind === 'incident')) void written.then(() => latency.record(performance.now() - t0));
+      return outbox.pending > OUTBOX_HIGH_WATER ? written : undefined;
+    };
+    // Two ways in for the same events: core NATS is the fast path (no wait for the stream), the
+    // durable consumer the sure one (restarts, gaps). The analyzer is idempotent on a report it
+    // already applied and ignores older ones, so whichever copy comes second changes nothing.
+    // Invalid messages are skipped here; the consumer dead-letters them.
+    const fast = bus.nc.subscribe(patterns.events, {
+      callback: (_e, m) => {
+        const r = decode<GuestEvent | NodeEvent | ApiEvent>(m.subject, m.data);
+        if (r.ok) void onEvent(r.env, m.subject);
+      },
+    });
+    stoppables.push({ stop: async () => fast.unsubscribe() });
     const durables = [`${durablePrefix}-events`, `${durablePrefix}-alerts`];
     stoppables.push(await bus.consume<GuestEvent | NodeEvent | ApiEvent>({
       durable: durables[0],
       filter: patterns.events,
       handler: async (env, msg) => {
-        const t0 = performance.now();
-        const s = msg.subject;
-        const out = s.startsWith('fleet.events.guest.')
-          ? analyzer.onGuestEvent(env as Envelope<GuestEvent>)
-          : s.startsWith('fleet.events.node.')
-            ? analyzer.onNodeEvent(env as Envelope<NodeEvent>)
-            : analyzer.onApiEvent(env as Envelope<ApiEvent>);
-        const written = outbox.send(out);
-        if (out.some((o) => o.kind === 'incident')) void written.then(() => latency.record(performance.now() - t0));
-        if (outbox.pending > OUTBOX_HIGH_WATER) await written;
+        await onEvent(env, msg.subject);
       },
     }));
     stoppables.push(await bus.consume<Alert>({
@@ -87,7 +100,7 @@ export const agent: AgentModule = {
     let samples = 0;
     stoppables.push(bus.subscribe<MetricSample>(patterns.metrics, async (env) => {
       await outbox.offer(analyzer.onMetric(env.data));
-      if (++samples % 100 === 0) await new Promise<void>((r) => setImmediate(r));
+      if (++samples % 50 === 0) await new Promise<void>((r) => setImmediate(r));
     }));
     const ticker = every(tuning.tickMs, () => outbox.send(analyzer.tick()), log);
     log.info({ durables, groupWindowMs: tuning.groupWindowMs, symptomGraceMs: tuning.symptomGraceMs }, 'analysis started');

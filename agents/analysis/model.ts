@@ -33,6 +33,8 @@ export class FleetView {
   readonly nodes = new Map<string, NodeView>();
   readonly desired = new Map<number, DesiredState>();
   apiAvailable = true;
+  /** Envelope ts of the last applied API report. */
+  apiTs = '';
   private readonly ancestorCache = new Map<number, number[]>();
   private readonly dependentCache = new Map<number, number[]>();
   private reverse: Map<number, number[]> | undefined;

@@ -20,7 +20,7 @@ export async function publishEmissions(bus: Bus, em: Emissions): Promise<void> {
   let n = 0;
   for (const m of em.metrics) {
     if (m.kind === 'metric') await bus.publishCore(m.subject, 'MetricSample', m.data, { ts: em.ts });
-    if (++n % 250 === 0) await new Promise<void>((r) => setImmediate(r));
+    if (++n % 100 === 0) await new Promise<void>((r) => setImmediate(r));
   }
 }
 
