@@ -227,4 +227,35 @@ describe('analysis rules', () => {
     const old = makeEnvelope('sensing', 'GuestStateChanged', { vmid: 101, node: 'node-c', state: 'stopped' as const, health: 'unknown' as const }, { ts: new Date(Date.parse(t.ts()) - 1000).toISOString() });
     expect(t.a.onGuestEvent(old)).toHaveLength(0);
   });
+
+  it('a guest a workflow hands back is judged on the next sensing report, not the stale one', () => {
+    const t = setup();
+    t.allHealthy();
+    // a boot workflow takes 155 over while it is stopped…
+    t.a.onDesired(155, { state: 'running', maintenance: true, by: 'workflow:boot-1', reason: 'layered boot', at: t.ts() });
+    t.advance(10);
+    expect(incidents(t.guest(155, { state: 'stopped', previousState: 'running', health: 'unknown' }), 'opened')).toHaveLength(0);
+    // …sees it healthy before sensing does, and hands it back
+    t.advance(100);
+    expect(incidents(t.a.onDesired(155, { state: 'running', maintenance: false, by: 'workflow:boot-1', reason: 'layered boot', at: t.ts() }), 'opened')).toHaveLength(0);
+    expect(incidents(t.a.tick(), 'opened')).toHaveLength(0);
+    t.advance(50);
+    expect(incidents(t.guest(155, { state: 'running', previousState: 'stopped', health: 'healthy' }), 'opened')).toHaveLength(0);
+    t.advance(10_000);
+    expect(incidents(t.a.tick(), 'opened')).toHaveLength(0);
+    expect(t.a.book.open.size).toBe(0);
+  });
+
+  it('…and when no newer report comes, the stale state stands after the grace', () => {
+    const t = setup();
+    t.allHealthy();
+    t.a.onDesired(124, { state: 'running', maintenance: true, by: 'workflow:boot-2', reason: 'layered boot', at: t.ts() });
+    t.advance(10);
+    t.guest(124, { state: 'stopped', previousState: 'running', health: 'unknown' });
+    t.advance(100);
+    t.a.onDesired(124, { state: 'running', maintenance: false, by: 'workflow:boot-2', reason: 'gave up', at: t.ts() });
+    expect(incidents(t.a.tick(), 'opened')).toHaveLength(0);
+    t.advance(t.a.tuning.evidenceGraceMs + 1);
+    expect(incidents(t.a.tick(), 'opened')).toMatchObject([{ rootCause: { vmid: 124, reason: 'crashed' } }]);
+  });
 });

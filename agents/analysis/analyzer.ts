@@ -22,6 +22,9 @@ export class Analyzer {
   /** What we last concluded per guest; edges of this drive alerts and incidents. */
   readonly failing = new Map<number, Failure>();
   private readonly pendingRelease = new Map<string, number>();
+  /** Guests a workflow just handed back (maintenance cleared, or desired turned running) while our
+   *  last report of them predates that: judged on the next sensing report, or after a grace. */
+  private readonly awaitingEvidence = new Map<number, number>();
   private out: AlertOutput[] = [];
   now = 0;
 
@@ -53,6 +56,7 @@ export class Analyzer {
       g.ts = env.ts;
       g.unhealthySince = d.state === 'running' && d.health === 'unhealthy' ? g.unhealthySince ?? this.now : undefined;
       if (d.certDaysLeft !== undefined) g.certDaysLeft = d.certDaysLeft;
+      this.awaitingEvidence.delete(d.vmid);
       this.evaluateGuest(d.vmid, d.reason);
       this.resources.onCert(d.vmid, this.now, this.out);
     });
@@ -85,8 +89,17 @@ export class Analyzer {
   onDesired(vmid: number, desired: DesiredState | undefined): Output[] {
     if (!this.view.has(vmid)) return [];
     return this.step(undefined, () => {
+      const wasIgnored = this.view.ignored(vmid);
       if (desired) this.view.desired.set(vmid, desired);
       else this.view.desired.delete(vmid);
+      // A workflow releases a guest as soon as it sees it healthy; sensing may not have reported that
+      // yet. Judging the stale report would open a false "stopped while it should run" incident.
+      const g = this.view.guests.get(vmid);
+      if (wasIgnored && !this.view.ignored(vmid) && g && desired && Date.parse(desired.at) > Date.parse(g.ts) && this.view.failureOf(vmid)) {
+        this.awaitingEvidence.set(vmid, this.now);
+        return;
+      }
+      this.awaitingEvidence.delete(vmid);
       this.evaluateGuest(vmid, desired ? `desired state ${desired.state}${desired.maintenance ? ' (maintenance)' : ''} by ${desired.by}` : 'desired state cleared');
     });
   }
@@ -124,6 +137,12 @@ export class Analyzer {
   tick(): Output[] {
     return this.step(undefined, () => {
       const now = this.now;
+      // sensing reports changes only: no report within the grace means the stale state still holds
+      for (const [vmid, since] of this.awaitingEvidence) {
+        if (now - since < this.tuning.evidenceGraceMs) continue;
+        this.awaitingEvidence.delete(vmid);
+        this.evaluateGuest(vmid, 'no newer report since the desired state changed');
+      }
       for (const [id, since] of this.pendingRelease) {
         const inc = this.book.get(id);
         if (!inc || (inc.rootCause.vmid !== undefined && this.failing.has(inc.rootCause.vmid))) this.pendingRelease.delete(id);

@@ -17,6 +17,8 @@ export interface Tuning {
   /** No samples for this long: resource alerts of that guest/node resolve. */
   staleMetricsMs: number;
   tickMs: number;
+  /** A guest handed back by a workflow is judged on sensing's next report, or after this. */
+  evidenceGraceMs: number;
 }
 
 const Overrides = z.object({
@@ -25,6 +27,7 @@ const Overrides = z.object({
   bootGraceMs: z.number().int().min(0).optional(),
   staleMetricsMs: z.number().int().min(0).optional(),
   tickMs: z.number().int().min(10).optional(),
+  evidenceGraceMs: z.number().int().min(0).optional(),
   /** Prefix of the durable consumer names (default analysis-<fleet name>). */
   durablePrefix: z.string().regex(/^[A-Za-z0-9_-]{1,100}$/).optional(),
 }).strict();
@@ -39,6 +42,7 @@ export function tuningFor(fleet: Fleet, overrides: z.infer<typeof Overrides> = {
     bootGraceMs: overrides.bootGraceMs ?? p.guestBootTimeoutMs,
     staleMetricsMs: overrides.staleMetricsMs ?? Math.max(30_000, 10 * sense),
     tickMs: overrides.tickMs ?? 250,
+    evidenceGraceMs: overrides.evidenceGraceMs ?? Math.max(1000, 3 * sense + p.probeTimeoutMs),
   };
 }
 
