@@ -2,12 +2,12 @@
 // real PVE, are guest stop/shutdown actions through the action agent (never node-level). Heals are
 // observed, never assumed; rollbacks are idempotent because they may run twice after a restart.
 import { fromCallback, fromPromise, type EventObject } from 'xstate';
-import { DesiredState, HomeostatError, Incident, kvGet, kvList, kvPut, token } from '../bus/mod.ts';
+import { DesiredState, HomeostatError, Incident, kvGet, kvList, kvPut, subjects, token } from '../bus/mod.ts';
 import type {
   CheckSteadyStateInput, CheckSteadyStateOutput, FaultRecord, InjectFaultInput, InjectFaultOutput, RunRollbacksInput, WatchAbortInput, WatchHealInput,
 } from '../state-machines/mod.ts';
 import { REAL_PVE_FAULTS, type Probe, type Rollback } from './experiment.ts';
-import { guestRef, runAction, sleep, type RunContext, type WorkflowDeps } from './deps.ts';
+import { guestRef, lockedByOther, runAction, sleep, type RunContext, type WorkflowDeps } from './deps.ts';
 import type { FleetView } from './observer.ts';
 import { z } from 'zod';
 
@@ -37,7 +37,7 @@ async function evaluate(d: WorkflowDeps, probes: Probe[], v: FleetView): Promise
   for (const p of probes) {
     if (p.probe === 'all-guests-healthy') {
       const up = await wantedUp(d);
-      const down = [...up].map(bad).filter((x): x is string => !!x);
+      const down = [...up].filter((v) => !p.except?.includes(v)).map(bad).filter((x): x is string => !!x);
       if (down.length) failures.push(`not all guests healthy: ${down.slice(0, 5).join(', ')}${down.length > 5 ? `, … (${down.length})` : ''}`);
     } else if (p.probe === 'guest-healthy') {
       const b = bad(p.vmid);
@@ -159,7 +159,8 @@ async function healedOrHeld(d: WorkflowDeps, f: { target: string | number; healT
   const deadline = Date.now() + 120_000;
   while (Date.now() < deadline) {
     const g = (await d.observer.view()).guests.get(vmid);
-    if (g?.status === 'running' && g.healthy) return;
+    // healthy, and the remediation that made it so is over (its action no longer holds the guest)
+    if (g?.status === 'running' && g.healthy && !(await lockedByOther(d.bus, vmid))) return;
     const incidents = await kvList(d.bus.kv.incidents, '', Incident);
     if ([...incidents.values()].some((i) => i.kind === 'flapping' && i.status === 'open' && i.rootCause.vmid === vmid)) return;
     await sleep(100, signal);
@@ -171,7 +172,7 @@ async function watchOne(d: WorkflowDeps, f: FaultRecord, affected: number[], see
     const vmid = guestTarget(f);
     for (;;) {
       const incidents = await kvList(d.bus.kv.incidents, '', Incident);
-      const hit = [...incidents.values()].find((i) => i.kind === 'flapping' && (vmid === undefined || i.rootCause.vmid === vmid) && Date.parse(i.openedAt) >= (f.injectedAt ?? 0) - 60_000);
+      const hit = [...incidents.values()].find((i) => i.kind === 'flapping' && i.status === 'open' && (vmid === undefined || i.rootCause.vmid === vmid) && Date.parse(i.openedAt) >= (f.injectedAt ?? 0) - 60_000);
       if (hit) return Math.max(Date.parse(hit.openedAt), f.injectedAt ?? 0);
       await sleep(250, signal);
     }
@@ -218,6 +219,8 @@ async function runRollbacks(d: WorkflowDeps, run: RunContext, input: RunRollback
           const gs = d.fleet.guests.filter((g) => g.layer === layer && up.has(g.vmid));
           await Promise.all(gs.map((g) => act(`${input.actionId}:${i}:${g.vmid}`, 'start', g.vmid)));
         }
+      } else if (r.action === 'clear-hold') {
+        await d.bus.request(subjects.cmd('hold.clear'), 'Command', { args: { vmid: r.vmid, by: `chaos:${run.workflowId}` }, requestedBy: 'workflows' }, 5000);
       } else if (r.action === 'rollback-snapshot') {
         await act(`${input.actionId}:${i}:${r.vmid}`, 'rollback', r.vmid, { snapname: r.snapname });
       }

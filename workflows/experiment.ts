@@ -10,7 +10,8 @@ import type { Fleet } from '../fleet/manifest.ts';
 const Target = z.union([z.number().int().min(100), z.string().min(1).max(64)]);
 
 export const Probe = z.discriminatedUnion('probe', [
-  z.object({ probe: z.literal('all-guests-healthy') }),
+  /** `except`: guests the experiment expects down afterwards (e.g. one on a flap hold-down). */
+  z.object({ probe: z.literal('all-guests-healthy'), except: z.array(z.number().int().min(100)).max(100).optional() }),
   z.object({ probe: z.literal('guest-healthy'), vmid: z.number().int().min(100) }),
   z.object({ probe: z.literal('node-online'), node: z.string().min(1) }),
   z.object({ probe: z.literal('no-open-incidents') }),
@@ -41,6 +42,8 @@ export const Rollback = z.discriminatedUnion('action', [
   z.object({ action: z.literal('start'), vmid: z.number().int().min(100) }),
   z.object({ action: z.literal('start-all') }),
   z.object({ action: z.literal('rollback-snapshot'), vmid: z.number().int().min(100), snapname: z.string().min(1).max(40) }),
+  /** Lift the decision agent's flap hold-down (what an operator would do after a flapping test). */
+  z.object({ action: z.literal('clear-hold'), vmid: z.number().int().min(100) }),
 ]);
 export type Rollback = z.infer<typeof Rollback>;
 
