@@ -1,5 +1,6 @@
 // The chaos report for people: verdict, per-fault MTTR against the SLO, rollback, and the timeline
 // rebuilt from the workflow's own events (kept in the FLEET stream, so it can be rebuilt later).
+import { replayStored, type Action, type Bus, type Decision, type Incident, type WorkflowEvent } from '../bus/mod.ts';
 import type { ChaosReport } from '../state-machines/mod.ts';
 import type { FollowedEvent } from './follow.ts';
 import { secs, type Paint } from './render.ts';
@@ -24,6 +25,37 @@ export function chaosTimeline(events: FollowedEvent[]): TimelineEntry[] {
     else if (env.data.event === 'WORKFLOW.ENDED') what = String(d.status);
     return { at: env.ts, offsetMs: Date.parse(env.ts) - t0, event: env.data.event, what };
   });
+}
+
+const HEALING_STEPS = new Set(['FENCE.CONFIRMED', 'NODE.FENCED', 'FAILOVER.DONE', 'FAILOVER.ABORTED', 'BOOT.DONE']);
+
+/** What homeostat did meanwhile (incidents, decisions, actions, other workflows), from the stream:
+ *  the story between "fault injected" and "healed". Bounded, ordered, relative to `t0`. */
+export async function healingTimeline(bus: Bus, chaosWorkflowId: string, from: Date, to: Date, t0 = from.getTime(), limit = 60): Promise<TimelineEntry[]> {
+  const out: TimelineEntry[] = [];
+  for (const ev of await replayStored(bus, 'fleet.>', from, 50_000)) {
+    const ts = Date.parse(ev.env.ts);
+    if (ev.invalid || ts > to.getTime()) continue;
+    const s = ev.subject;
+    let what: string | undefined;
+    if (s.startsWith('fleet.incidents.') && /\.(opened|resolved)$/.test(s)) {
+      const i = ev.env.data as Incident;
+      what = `${i.id} ${i.status === 'open' ? 'opened' : 'resolved'}: ${i.title}`;
+    } else if (s.startsWith('fleet.decisions.')) {
+      const d = ev.env.data as Decision;
+      what = `${d.proposer} decides ${d.verb} ${d.target.vmid ?? d.target.node ?? ''} → ${d.verdict}`;
+    } else if (/^fleet\.actions\.(started|succeeded|failed)$/.test(s)) {
+      const a = ev.env.data as Action;
+      if (a.workflowId === chaosWorkflowId) continue;
+      what = `${a.verb} ${a.target.vmid} ${s.split('.').pop()}${a.error ? `: ${a.error.message.slice(0, 80)}` : ''}`;
+    } else if (s.startsWith('fleet.workflows.') && !s.includes(`.${chaosWorkflowId}.`)) {
+      const w = ev.env.data as WorkflowEvent;
+      if (HEALING_STEPS.has(w.event)) what = `${w.kind} ${w.workflowId}${w.node ? ` ${w.node}` : ''}`;
+    }
+    if (what) out.push({ at: ev.env.ts, offsetMs: ts - t0, event: s.startsWith('fleet.workflows.') ? (ev.env.data as WorkflowEvent).event : ev.env.type, what });
+    if (out.length >= limit) break;
+  }
+  return out;
 }
 
 export function renderChaosReport(r: ChaosReport, timeline: TimelineEntry[], paint: Paint): string {

@@ -8,4 +8,4 @@ export type { GuestLine } from './plans.ts';
 export * from './experiment.ts';
 export { followWorkflow, runWorkflow, startWorkflow, workflowRecord, type FollowedEvent, type StartReply, type WorkflowResult } from './follow.ts';
 export { renderPlan, renderResult, secs, WorkflowBoard, type Paint } from './render.ts';
-export { chaosTimeline, renderChaosReport, type TimelineEntry } from './chaos-report.ts';
+export { chaosTimeline, healingTimeline, renderChaosReport, type TimelineEntry } from './chaos-report.ts';

@@ -3,7 +3,7 @@
 import { basename } from 'node:path';
 import { HomeostatError, isHomeostatError } from '../../bus/mod.ts';
 import type { ChaosReport } from '../../state-machines/mod.ts';
-import { chaosTimeline, listExperiments, loadExperimentFile, renderChaosReport } from '../../workflows/mod.ts';
+import { chaosTimeline, healingTimeline, listExperiments, loadExperimentFile, renderChaosReport } from '../../workflows/mod.ts';
 import { COMMON_OPTIONS, parseCommand } from '../args.ts';
 import { command, loadFleetForCli, withBus } from '../client.ts';
 import { loadConfig } from '../../agents/runtime/config.ts';
@@ -75,9 +75,14 @@ export async function chaosMain(argv: string[]): Promise<number> {
   } else {
     args.name = target;
   }
-  return runAndFollow('chaos.run', args, values, (r, _reply, events) => {
+  return runAndFollow('chaos.run', args, values, async (r, _reply, events, _board, bus) => {
     const report = r.output as ChaosReport | { error?: string } | undefined;
-    const timeline = chaosTimeline(events);
+    // the experiment's own steps, and what homeostat did in between (incidents, decisions, actions)
+    const own = chaosTimeline(events);
+    const t0 = events.length ? Date.parse(events[0].env.ts) : Date.now();
+    const t1 = events.length ? Date.parse(events[events.length - 1].env.ts) : Date.now();
+    const healing = await healingTimeline(bus, r.workflowId, new Date(t0), new Date(t1), t0).catch(() => []);
+    const timeline = [...own, ...healing].sort((a, b) => a.offsetMs - b.offsetMs);
     if (!report || !('faults' in report)) return { text: paint(`chaos ${r.workflowId}: ${r.status}${report?.error ? ` — ${report.error}` : ''}`, 'red'), json: { timeline } };
     return { text: renderChaosReport(report, timeline, (t, c) => paint(t, c)), json: { timeline } };
   }, { board: false });

@@ -1,7 +1,7 @@
 // `homeostat boot | shutdown | failover`: ask the workflows agent to start the workflow, then follow
 // it live to the end (a board on a TTY, a line per event otherwise, JSON lines with --json).
 // Exit 0 when it succeeded, 1 when it failed (failed/held/stuck guests, an aborted failover).
-import { HomeostatError } from '../../bus/mod.ts';
+import { HomeostatError, type Bus } from '../../bus/mod.ts';
 import {
   followWorkflow, renderPlan, renderResult, startWorkflow, WorkflowBoard,
   type FollowedEvent, type StartReply, type WorkflowResult,
@@ -47,6 +47,8 @@ ${FOLLOW_FLAGS}`;
 const FLAGS = { ...COMMON_OPTIONS, 'no-wait': { type: 'boolean', default: false } } as const;
 const POWER_FLAGS = { ...FLAGS, layer: { type: 'string' }, 'dry-run': { type: 'boolean', default: false } } as const;
 
+type Shown = { text: string; json?: Record<string, unknown> };
+
 export interface FollowPrinter {
   onEvent(ev: FollowedEvent): void;
   done(): void;
@@ -88,7 +90,7 @@ export async function runAndFollow(
   verb: string,
   args: Record<string, unknown>,
   values: { nats?: string; json?: boolean; 'no-wait'?: boolean },
-  show: (r: WorkflowResult, reply: StartReply, events: FollowedEvent[], board: WorkflowBoard) => { text: string; json?: Record<string, unknown> },
+  show: (r: WorkflowResult, reply: StartReply, events: FollowedEvent[], board: WorkflowBoard, bus: Bus) => Promise<Shown> | Shown,
   opts: { board: boolean },
 ): Promise<number> {
   return withBus(values.nats, async (bus) => {
@@ -127,7 +129,7 @@ export async function runAndFollow(
       process.off('SIGTERM', onSignal);
     }
     const code = result.status === 'done' ? 0 : 1;
-    const shown = show(result, reply, events, out.board);
+    const shown = await show(result, reply, events, out.board, bus);
     if (values.json) printJson({ workflowId: result.workflowId, kind: result.kind, status: result.status, exitCode: code, result: result.output, ...(shown.json ?? {}) });
     else println(shown.text);
     return code;
