@@ -36,25 +36,32 @@ export class ActionFailedError extends Error {
 
 interface Waiter {
   want: 'started' | 'terminal';
+  since: number;
   resolve: (s: ActionState) => void;
   reject: (e: unknown) => void;
 }
 
 const isTerminal = (p: Phase) => RANK[p] === 2;
+const STALE_MS = 10_000;
 
 export class ActionTracker {
   private readonly states = new Map<string, ActionState>();
   private readonly waiters = new Map<string, Set<Waiter>>();
   private sub?: Stoppable;
+  private sweep?: NodeJS.Timeout;
+  private rechecking = false;
 
   constructor(private readonly bus: Bus, private readonly log: AppLogger) {}
 
   async start(): Promise<void> {
     this.sub = this.bus.subscribe<Action>('fleet.actions.>', (env) => this.observe(env), { schema: Action });
     await this.bus.nc.flush();
+    // the live subscription is core NATS: a reconnect may drop an outcome; the stream has it
+    this.sweep = setInterval(() => void this.recheck(), STALE_MS);
   }
 
   async stop(): Promise<void> {
+    if (this.sweep) clearInterval(this.sweep);
     await this.sub?.stop();
     for (const set of this.waiters.values()) for (const w of set) w.reject(new Error('action tracker stopped'));
     this.waiters.clear();
@@ -65,6 +72,22 @@ export class ActionTracker {
     const evs = await replayStored(this.bus, 'fleet.actions.>', since);
     for (const ev of evs) if (!ev.invalid) this.observe(ev.env as Envelope<Action>);
     return evs.length;
+  }
+
+  /** Waiters older than STALE_MS: read the stream since the oldest of them once. */
+  private async recheck(): Promise<void> {
+    if (this.rechecking) return;
+    let oldest = Infinity;
+    for (const set of this.waiters.values()) for (const w of set) if (Date.now() - w.since > STALE_MS) oldest = Math.min(oldest, w.since);
+    if (oldest === Infinity) return;
+    this.rechecking = true;
+    try {
+      await this.preload(new Date(oldest - 2000));
+    } catch (e) {
+      this.log.debug({ err: (e as Error).message }, 'action history re-check failed');
+    } finally {
+      this.rechecking = false;
+    }
   }
 
   state(actionId: string): ActionState | undefined {
@@ -115,6 +138,7 @@ export class ActionTracker {
       };
       waiter = {
         want,
+        since: Date.now(),
         resolve: (v) => {
           signal?.removeEventListener('abort', onAbort);
           resolve(v);

@@ -30,6 +30,9 @@ function args<T>(schema: z.ZodType<T>, env: Envelope<CommandRequest>): T {
   return r.data;
 }
 
+/** Ended workflow records are kept this long in KV (their events stay in the FLEET stream). */
+const RECORD_MAX_AGE_MS = 30 * 24 * 3600_000;
+
 export const newWorkflowId = (kind: WorkflowKind) => `${kind}-${newId().toLowerCase()}`;
 
 export const agent: AgentModule = {
@@ -65,6 +68,9 @@ export const agent: AgentModule = {
       const resumed = await runner.resumeAll();
       log.info({ resumed }, 'workflows resumed');
     }
+
+    const pruned = await runner.prune(RECORD_MAX_AGE_MS).catch(() => 0);
+    if (pruned) log.info({ pruned }, 'old workflow records pruned');
 
     const reserve = (slot: string, workflowId: string, kind: WorkflowKind) => {
       const other = slots.get(slot);

@@ -87,6 +87,22 @@ export class WorkflowRunner {
     return out;
   }
 
+  /** Forget ended workflows (and their chaos markers) older than `maxAgeMs`; their events stay in the stream. */
+  async prune(maxAgeMs: number): Promise<number> {
+    const kv = this.o.bus.kv.workflows;
+    const keys: string[] = [];
+    for await (const k of await kv.keys()) if (!k.startsWith('fx.')) keys.push(k);
+    let n = 0;
+    for (const key of keys) {
+      const rec = (await kvGet(kv, key, WorkflowRecord))?.value;
+      if (!rec || rec.status === 'running' || Date.now() - Date.parse(rec.updatedAt) < maxAgeMs) continue;
+      await kv.purge(key);
+      await kv.purge(`fx.${key}`).catch(() => undefined);
+      n++;
+    }
+    return n;
+  }
+
   private async drive(run: RunContext, base: Running['base'], make: (m: AnyStateMachine) => AnyActorRef, resumed = false): Promise<{ ended: Promise<WorkflowRecord> }> {
     const machine = this.o.build(run, (p) => this.publish(run, p));
     const actor = make(machine);
