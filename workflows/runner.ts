@@ -81,6 +81,8 @@ export class WorkflowRunner {
       } catch (e) {
         this.o.log.error({ workflowId: rec.workflowId, err: errorText(e) }, 'could not resume workflow');
         await kvPut(kv, key, { ...rec, status: 'failed', output: { error: `could not resume: ${errorText(e)}` }, updatedAt: new Date().toISOString() });
+        this.running.delete(rec.workflowId);
+        await this.o.onEnd?.(run, 'failed').catch(() => undefined);
         this.publish(run, { event: ENDED_EVENT, detail: { status: 'failed', error: `could not resume: ${errorText(e)}` } });
       }
     }
