@@ -103,22 +103,29 @@ describe('node failover', () => {
     await until(async () => ((await stack.api.fleet()) as SimFleet).nodes.every((n) => n.online), 10_000);
   }, 90_000);
 
-  it('fleet.cmd.failover while the decision agent asks too: one workflow, guests healthy elsewhere', async () => {
+  it('automatic failover leaves a protected guest to an operator; `failover <node>` by the operator recovers it', async () => {
     await new Promise((r) => setTimeout(r, 1000)); // sensing sees node-b back
     const f0 = (await stack.api.fleet()) as SimFleet;
     const onC = f0.guests.filter((g) => g.node === 'node-c').map((g) => g.vmid).sort((a, b) => a - b);
+    expect(onC).toContain(200); // homeassistant, protected in the reference fleet
+    const unprotected = onC.filter((v) => v !== 200);
     const safety = watchSafety('node-c', onC);
+    const t0 = new Date();
     const fault = await stack.api.fault('node-down', 'node-c');
     try {
-      const r = await runWorkflow(bus, 'failover', { node: 'node-c' });
+      const id = await failoverFor('node-c', t0);
+      const events: FollowedEvent[] = [];
+      const auto = await followWorkflow(bus, { kind: 'failover', workflowId: id, since: t0, onEvent: (e) => events.push(e) });
+      expect(auto.status).toBe('done');
+      expect((auto.output as FailoverReport).recovered.map((x) => x.vmid).sort((a, b) => a - b)).toEqual(unprotected);
+      expect(events.some((e) => e.env.data.event === 'GUEST.HELD' && e.env.data.vmid === 200 && (e.env.data.detail as { protected?: boolean }).protected)).toBe(true);
+      expect(((await stack.api.fleet()) as SimFleet).guests.find((g) => g.vmid === 200)!.node).toBe('node-c');
+      // the operator's explicit request is the approval
+      const byHand = await runWorkflow(bus, 'failover', { node: 'node-c' });
       await safety.stop();
       expect(safety.problems).toEqual([]);
-      expect(r.status).toBe('done');
-      // the decision agent's request (if it came) got the same workflow
-      const again = await bus.request<{ workflowId: string; existing?: boolean }>('fleet.cmd.failover', 'Command', { args: { node: 'node-c' } }).catch(() => undefined);
-      if (again?.existing) expect(again.workflowId).toBe(r.workflowId);
-      const rep = r.output as FailoverReport;
-      expect(rep.recovered.map((x) => x.vmid).sort((a, b) => a - b)).toEqual(onC);
+      expect(byHand.status).toBe('done');
+      expect((byHand.output as FailoverReport).recovered.map((x) => x.vmid)).toEqual([200]);
       const f1 = (await stack.api.fleet()) as SimFleet;
       for (const v of onC) expect(f1.guests.find((x) => x.vmid === v)).toMatchObject({ healthy: true });
       for (const v of onC) expect(f1.guests.find((x) => x.vmid === v)!.node).not.toBe('node-c');
@@ -126,7 +133,7 @@ describe('node failover', () => {
       await safety.stop();
       await stack.api.heal(fault.id);
     }
-  }, 90_000);
+  }, 120_000);
 
   it('refuses to fail over a node that is alive: aborted, nothing moved', async () => {
     await until(async () => ((await stack.api.fleet()) as SimFleet).nodes.every((n) => n.online), 10_000);

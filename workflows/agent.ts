@@ -131,9 +131,14 @@ export const agent: AgentModule = {
         }
         const run: RunContext = { kind: 'failover', workflowId: newWorkflowId('failover'), correlationId: env.correlationId, ...(incidentId ? { incidentId } : {}) };
         return launch(run, `failover:${node}`, async () => {
-          const p = await failoverPlan(deps, run.workflowId, node);
+          const p = await failoverPlan(deps, run.workflowId, node, { automatic: incidentId !== undefined });
           const guests = p.input.guests.map((g) => ({ vmid: g.vmid, name: fleet.byVmid.get(g.vmid)?.name ?? String(g.vmid), layer: g.layer, node, dependsOn: g.dependsOn }));
-          return { input: p.input, stored: { args: { node, ...(incidentId ? { incidentId } : {}) } }, reply: { node, guests, fenceDelayMs: p.input.fenceDelayMs } };
+          for (const vmid of p.protectedHeld) {
+            const reason = `protected guest: an automatic failover leaves it to an operator (\`homeostat failover ${node}\`)`;
+            log.warn({ vmid, node }, reason);
+            await bus.publish(subjects.workflow('failover', run.workflowId, 'GUEST.HELD'), 'GUEST.HELD', { workflowId: run.workflowId, kind: 'failover', event: 'GUEST.HELD', vmid, node, detail: { reason, protected: true } }, { correlationId: run.correlationId }).catch(() => undefined);
+          }
+          return { input: p.input, stored: { args: { node, ...(incidentId ? { incidentId } : {}) } }, reply: { node, guests, fenceDelayMs: p.input.fenceDelayMs, protectedHeld: p.protectedHeld } };
         });
       }),
       bus.serve<CommandRequest>(subjects.cmd('chaos.list'), async () =>

@@ -88,13 +88,17 @@ export async function shutdownPlan(d: WorkflowDeps, workflowId: string, args: { 
 /** The guests to recover are those PVE places on `node` now and that should run; survivors are
  *  the online nodes, with their free slots. The fence delay counts from when sensing first found
  *  the node unreachable (RESUME after a restart waits the full delay again). */
-export async function failoverPlan(d: WorkflowDeps, workflowId: string, node: string): Promise<{ input: FailoverInput; unreachableSince?: string }> {
+export async function failoverPlan(d: WorkflowDeps, workflowId: string, node: string, opts: { automatic?: boolean } = {}): Promise<{ input: FailoverInput; unreachableSince?: string; protectedHeld: number[] }> {
   const spec = d.fleet.nodes.find((n) => n.name === node);
   if (!spec) throw new HomeostatError('HOMEOSTAT_ERR_USAGE', `unknown node ${JSON.stringify(node)} (nodes: ${d.fleet.nodes.map((n) => n.name).join(', ')})`);
   const v = await currentView(d);
   const desired = await kvList(d.bus.kv.fleetState, 'desired.', DesiredState);
   const wanted = (vmid: number) => desired.get(kvKeys.desired(vmid))?.state !== 'stopped';
-  const here = d.fleet.guests.filter((g) => (v.guests.get(g.vmid)?.node ?? g.node) === node && wanted(g.vmid));
+  const onNode = d.fleet.guests.filter((g) => (v.guests.get(g.vmid)?.node ?? g.node) === node && wanted(g.vmid));
+  // Safety rule: a protected guest needs an operator. An automatic failover (from a node incident)
+  // leaves it where it is; `homeostat failover <node>` typed by an operator recovers it.
+  const protectedHeld = opts.automatic ? onNode.filter((g) => g.protected).map((g) => g.vmid) : [];
+  const here = onNode.filter((g) => !protectedHeld.includes(g.vmid));
   const count = (n: string) => [...v.guests.values()].filter((g) => g.node === n).length;
   const survivors = d.fleet.nodes
     .filter((n) => n.name !== node && v.nodes.get(n.name)?.online !== false)
@@ -113,5 +117,6 @@ export async function failoverPlan(d: WorkflowDeps, workflowId: string, node: st
       retries: p.guestRetries,
     },
     ...(rec?.value.unreachableSince ? { unreachableSince: rec.value.unreachableSince } : {}),
+    protectedHeld,
   };
 }
