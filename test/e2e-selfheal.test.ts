@@ -9,14 +9,10 @@ import { until } from './helpers/bus.ts';
 let stack: TestStack;
 let bus: Bus;
 beforeAll(async () => {
-  stack = await testStack();
-  bus = await Bus.connect({ servers: stack.natsUrl, source: 'e2e' });
-  // sensing has seen the healthy fleet
-  await until(async () => (await stack.api.fleet()).guests.every((g) => g.healthy), 20_000);
-  await new Promise((r) => setTimeout(r, 800));
+  stack = await testStack({ source: 'e2e' });
+  bus = stack.bus;
 }, 60_000);
 afterAll(async () => {
-  await bus?.stop();
   await stack?.stop();
 });
 

@@ -5,16 +5,8 @@ import { createActor, fromPromise, SimulatedClock, type AnyActorRef } from 'xsta
 import { LayeredBootMachine, planBootWaves, transitiveDependents, type BootInput, type Progress } from '../state-machines/mod.ts';
 import { referenceFleet, generateFleet } from '../fleet/reference-fleet.ts';
 import { criticalPathMs, type Fleet } from '../fleet/manifest.ts';
+import { flush, runUntil } from './helpers/machines.ts';
 
-const flush = () => new Promise<void>((r) => setImmediate(r));
-
-async function runUntil(actor: AnyActorRef, clock: SimulatedClock, until = () => actor.getSnapshot().status !== 'active', maxMs = 600_000) {
-  await flush();
-  while (!until() && clock.now() < maxMs) {
-    clock.increment(50);
-    await flush();
-  }
-}
 
 function bootInput(fleet: Fleet, over: Partial<BootInput> = {}): BootInput {
   return {

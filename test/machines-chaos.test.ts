@@ -4,16 +4,9 @@ import { createActor, fromCallback, fromPromise, SimulatedClock, type AnyActorRe
 import { ChaosExperimentMachine, type ChaosExperimentInput, type ChaosInput, type Progress } from '../state-machines/mod.ts';
 import { findExperiment } from '../workflows/experiment.ts';
 import { referenceFleet } from '../fleet/reference-fleet.ts';
+import { flush, runUntil as runUntilBase } from './helpers/machines.ts';
 
-const flush = () => new Promise<void>((r) => setImmediate(r));
-
-async function runUntil(actor: AnyActorRef, clock: SimulatedClock, until = () => actor.getSnapshot().status !== 'active', maxMs = 3_600_000) {
-  await flush();
-  while (!until() && clock.now() < maxMs) {
-    clock.increment(250);
-    await flush();
-  }
-}
+const runUntil = (actor: AnyActorRef, clock: SimulatedClock, until = () => actor.getSnapshot().status !== 'active') => runUntilBase(actor, clock, until, 3_600_000, 250);
 
 const killLayer1: ChaosExperimentInput = {
   name: 'kill-layer1',

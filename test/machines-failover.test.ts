@@ -5,16 +5,8 @@ import { describe, expect, it } from 'vitest';
 import { createActor, fromPromise, SimulatedClock, type AnyActorRef } from 'xstate';
 import { NodeFailoverMachine, placeGuests, type ConfirmFenceOutput, type FailoverInput, type Progress } from '../state-machines/mod.ts';
 import { referenceFleet } from '../fleet/reference-fleet.ts';
+import { flush, runUntil } from './helpers/machines.ts';
 
-const flush = () => new Promise<void>((r) => setImmediate(r));
-
-async function runUntil(actor: AnyActorRef, clock: SimulatedClock, until = () => actor.getSnapshot().status !== 'active', maxMs = 600_000) {
-  await flush();
-  while (!until() && clock.now() < maxMs) {
-    clock.increment(50);
-    await flush();
-  }
-}
 
 const fleet = referenceFleet();
 const onNodeB = fleet.guests.filter((g) => g.node === 'node-b').map((g) => ({ vmid: g.vmid, layer: g.layer, dependsOn: fleet.deps.get(g.vmid)! }));

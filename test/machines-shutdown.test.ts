@@ -4,16 +4,8 @@ import { createActor, fromPromise, SimulatedClock, type AnyActorRef } from 'xsta
 import { GracefulShutdownMachine, planShutdownWaves, type Progress, type ShutdownInput } from '../state-machines/mod.ts';
 import { referenceFleet } from '../fleet/reference-fleet.ts';
 import type { Fleet } from '../fleet/manifest.ts';
+import { flush, runUntil } from './helpers/machines.ts';
 
-const flush = () => new Promise<void>((r) => setImmediate(r));
-
-async function runUntil(actor: AnyActorRef, clock: SimulatedClock, until = () => actor.getSnapshot().status !== 'active', maxMs = 600_000) {
-  await flush();
-  while (!until() && clock.now() < maxMs) {
-    clock.increment(50);
-    await flush();
-  }
-}
 
 function shutdownInput(fleet: Fleet, over: Partial<ShutdownInput> = {}): ShutdownInput {
   return {

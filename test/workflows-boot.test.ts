@@ -14,12 +14,10 @@ const ALL = [100, 101, 102, 104, 120, 122, 124, 155, 159, 200, 243, 289];
 
 beforeAll(async () => {
   // a short boot budget so a broken guest fails (after one retry) in seconds
-  stack = await testStack({ policies: { guestBootTimeoutMs: 1500, guestRetries: 1 } });
-  bus = await Bus.connect({ servers: stack.natsUrl, source: 'test-workflows' });
-  await until(async () => (await stack.api.fleet()).guests.every((g) => g.healthy), 20_000);
+  stack = await testStack({ policies: { guestBootTimeoutMs: 1500, guestRetries: 1 }, source: 'test-workflows' });
+  bus = stack.bus;
 }, 60_000);
 afterAll(async () => {
-  await bus?.stop();
   await stack?.stop();
 });
 

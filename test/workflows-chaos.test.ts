@@ -16,13 +16,10 @@ let bus: Bus;
 const dir = mkdtempSync(join(tmpdir(), 'homeostat-chaos-'));
 
 beforeAll(async () => {
-  stack = await testStack();
-  bus = await Bus.connect({ servers: stack.natsUrl, source: 'test-chaos' });
-  await until(async () => (await stack.api.fleet()).guests.every((g) => g.healthy), 20_000);
-  await new Promise((r) => setTimeout(r, 800));
+  stack = await testStack({ source: 'test-chaos' });
+  bus = stack.bus;
 }, 60_000);
 afterAll(async () => {
-  await bus?.stop();
   await stack?.stop();
 });
 

@@ -12,13 +12,10 @@ let stack: TestStack;
 let bus: Bus;
 
 beforeAll(async () => {
-  stack = await testStack({ policies: { fenceDelayMs: 1000 } });
-  bus = await Bus.connect({ servers: stack.natsUrl, source: 'test-failover' });
-  await until(async () => (await stack.api.fleet()).guests.every((g) => g.healthy), 20_000);
-  await new Promise((r) => setTimeout(r, 800)); // sensing has seen the healthy fleet
+  stack = await testStack({ policies: { fenceDelayMs: 1000 }, source: 'test-failover' });
+  bus = stack.bus;
 }, 60_000);
 afterAll(async () => {
-  await bus?.stop();
   await stack?.stop();
 });
 

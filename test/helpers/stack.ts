@@ -9,14 +9,19 @@ import { startStack, type Stack } from '../../cli/stack.ts';
 import { buildFleet, type Fleet } from '../../fleet/manifest.ts';
 import { REFERENCE_MANIFEST } from '../../fleet/reference-fleet.ts';
 import { simApi } from '../../bench/sim-http.ts';
+import { Bus } from '../../bus/mod.ts';
+import { until } from './bus.ts';
 
 export interface TestStack extends Stack {
   fleet: Fleet;
+  /** A client connection of the test's own (stopped with the stack). */
+  bus: Bus;
   sim: NonNullable<Stack['sim']>;
   api: ReturnType<typeof simApi>;
 }
 
-export async function testStack(opts: { policies?: Record<string, unknown>; timeScale?: number; agents?: AgentName[]; services?: Record<string, unknown> } = {}): Promise<TestStack> {
+/** The stack, a client bus, and (unless `ready: false`) a fleet that is healthy and seen so by sensing. */
+export async function testStack(opts: { policies?: Record<string, unknown>; timeScale?: number; agents?: AgentName[]; services?: Record<string, unknown>; source?: string; ready?: boolean } = {}): Promise<TestStack> {
   const manifest = structuredClone(REFERENCE_MANIFEST) as typeof REFERENCE_MANIFEST & { policies: Record<string, unknown> };
   manifest.policies = { senseIntervalMs: 200, probeTimeoutMs: 500, cooldownMs: 0, fenceDelayMs: 1000, guestBootTimeoutMs: 10_000, approvalTimeoutMs: 3000, ...(opts.policies ?? {}) };
   const fleet = buildFleet(manifest);
@@ -34,14 +39,21 @@ export async function testStack(opts: { policies?: Record<string, unknown>; time
     services: opts.services,
   });
   const api = simApi({ url: stack.pveUrl!, tokenId: stack.pveTokenId!, tokenSecret: stack.pveTokenSecret! });
+  const bus = await Bus.connect({ servers: nats.url, source: opts.source ?? 'test' });
   const stopStack = stack.stop;
-  return Object.assign(stack, {
-    fleet, sim: stack.sim!, api,
+  const ts = Object.assign(stack, {
+    fleet, sim: stack.sim!, api, bus,
     stop: async () => {
+      await bus.stop();
       await api.close();
       await stopStack();
       await nats.stop();
       rmSync(dir, { recursive: true, force: true });
     },
   });
+  if (opts.ready !== false) {
+    await until(async () => (await api.fleet()).guests.every((g) => g.healthy), 20_000);
+    await new Promise((r) => setTimeout(r, 800)); // sensing has seen the healthy fleet
+  }
+  return ts;
 }
