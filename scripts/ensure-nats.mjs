@@ -7,9 +7,12 @@ import { existsSync } from 'node:fs';
 const has = (cmd) => spawnSync(cmd, ['--version'], { stdio: 'ignore' }).status === 0;
 const run = (cmd, args) => spawnSync(cmd, args, { stdio: ['ignore', 'inherit', 'inherit'] }).status === 0;
 
-if (!existsSync('node_modules/.package-lock.json') && !existsSync('node_modules/tsx')) {
-  console.error('homeostat: installing npm packages (npm ci)…');
-  if (!run('npm', ['ci', '--no-audit', '--no-fund'])) process.exit(1);
+if (!existsSync('node_modules/tsx') || !existsSync('node_modules/vitest') || !existsSync('node_modules/@nats-io/jetstream')) {
+  // `npm install` rather than `npm ci`: some registry mirrors leave other platforms' optional
+  // packages (rollup, esbuild) out of the lock file, and `npm ci` then refuses a lock it calls
+  // out of sync. `npm install` keeps the locked versions and installs what this platform needs.
+  console.error('homeostat: installing npm packages (npm install)…');
+  if (!run('npm', ['install', '--no-audit', '--no-fund'])) process.exit(1);
 }
 
 const natsBins = ['nats-server', '/usr/sbin/nats-server', '/usr/bin/nats-server', '/usr/local/bin/nats-server'];
