@@ -37,7 +37,7 @@ beforeAll(async () => {
     services: { advisor: new OllamaAdvisor({ host: double.url, model: 'qwen2.5:7b-instruct', timeoutMs: 2000 }), phraser: null },
   });
   for (const p of ['fleet.actions.>', 'fleet.decisions.>']) {
-    stack.bus.nc.subscribe(p, { callback: (_e, m) => seen.push({ subject: m.subject, env: JSON.parse(new TextDecoder().decode(m.data)) }) });
+    stack.bus.nc.subscribe(p, { callback: (_e, m) => void seen.push({ subject: m.subject, env: JSON.parse(new TextDecoder().decode(m.data)) }) });
   }
 }, 60_000);
 afterAll(async () => {
