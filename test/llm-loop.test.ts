@@ -1,7 +1,7 @@
 // The advisor in the loop: the real `ollama` client against the Ollama TEST DOUBLE, the decision and
 // action agents, the simulator. The model proposes; the policy disposes.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { subjects, type Action, type Decision, type Envelope, type Incident } from '../bus/mod.ts';
+import { subjects, type Action, type ChatAnswer, type Decision, type Envelope, type Incident } from '../bus/mod.ts';
 import { OllamaAdvisor } from '../llm/mod.ts';
 import { startOllamaDouble } from './ollama-double.ts';
 import { testStack, type TestStack } from './helpers/stack.ts';
@@ -97,4 +97,20 @@ describe('LLM advisor in the loop (Ollama test double)', () => {
     expect(actions('ActionRequested', inc.id)).toHaveLength(0);
     double.setResponder(() => reply);
   }, 20_000);
+
+  it('chat commands go through the same policy and approvals', async () => {
+    const chat = (question: string, confirm = false) => stack.bus.request<ChatAnswer>(subjects.chat(), 'ChatQuestion', { question, confirm, requestedBy: 'test' }, 10_000);
+    const ask = await chat('restart homeassistant');
+    expect(ask.needsConfirmation).toBe(true);
+    expect(ask.answer).toMatch(/protected guest/);
+    const asked = await chat('restart homeassistant', true);
+    expect(asked.answer).toMatch(/needs-approval/);
+    const actionId = asked.citations[0];
+    expect(actionId).toBeTruthy();
+    expect((await chat('pending approvals')).citations).toContain(actionId);
+    const approved = await chat(`approve ${actionId.slice(-8)}`);
+    expect(approved.answer).toMatch(new RegExp(`Approved action ${actionId}`));
+    const ok = await until(() => seen.find((x) => x.env.type === 'ActionSucceeded' && (x.env.data as Action).actionId === actionId), 20_000);
+    expect(ok.env.data).toMatchObject({ verb: 'reboot', target: { vmid: 200 }, proposer: 'operator' });
+  }, 40_000);
 });
