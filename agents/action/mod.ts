@@ -4,8 +4,8 @@
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import { z } from 'zod';
-import { DEDUP_WINDOW_MS, HomeostatError, subjects, type Action, type Stoppable } from '../../bus/mod.ts';
-import { agentHandle, every, type AgentModule } from '../runtime/agent.ts';
+import { DEDUP_WINDOW_MS, subjects, type Action, type Stoppable } from '../../bus/mod.ts';
+import { agentHandle, every, parseServices, type AgentModule } from '../runtime/agent.ts';
 import { consumeConcurrently } from './consumer.ts';
 import { Executor } from './execute.ts';
 import { GuestLocks } from './lock.ts';
@@ -33,12 +33,7 @@ const DONE_MARKER_MAX_AGE_MS = 7 * 24 * 3600_000;
 export const agent: AgentModule = {
   name: 'action',
   async start(ctx) {
-    const parsed = ActionServices.safeParse(ctx.services ?? {});
-    if (!parsed.success) {
-      const i = parsed.error.issues[0];
-      throw new HomeostatError('HOMEOSTAT_ERR_CONFIG', `services.${i.path.join('.')}: ${i.message}`);
-    }
-    const s = parsed.data;
+    const s = parseServices(ActionServices, ctx.services);
     const log = ctx.log;
     const pve = ctx.pve;
     if (!pve) {

@@ -2,9 +2,9 @@
 // derived from the sense interval (what the loop can actually see) and may be overridden through
 // services.analysis for tests.
 import { z } from 'zod';
-import { HomeostatError, token } from '../../bus/mod.ts';
+import { token } from '../../bus/mod.ts';
 import type { Fleet, Policies } from '../../fleet/manifest.ts';
-import type { AgentContext } from '../runtime/agent.ts';
+import { parseServices, type AgentContext } from '../runtime/agent.ts';
 
 export interface Tuning {
   alerts: Policies['alerts'];
@@ -47,10 +47,6 @@ export function tuningFor(fleet: Fleet, overrides: z.infer<typeof Overrides> = {
 }
 
 export function analysisOptions(ctx: AgentContext): { tuning: Tuning; durablePrefix: string } {
-  const r = Overrides.safeParse(ctx.services?.analysis ?? {});
-  if (!r.success) {
-    const i = r.error.issues[0];
-    throw new HomeostatError('HOMEOSTAT_ERR_CONFIG', `services.analysis.${i.path.join('.')}: ${i.message}`);
-  }
-  return { tuning: tuningFor(ctx.fleet, r.data), durablePrefix: r.data.durablePrefix ?? `analysis-${token(ctx.fleet.name)}` };
+  const o = parseServices(Overrides, ctx.services?.analysis, 'services.analysis');
+  return { tuning: tuningFor(ctx.fleet, o), durablePrefix: o.durablePrefix ?? `analysis-${token(ctx.fleet.name)}` };
 }

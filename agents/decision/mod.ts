@@ -3,8 +3,8 @@
 // Consumes fleet.incidents.> and fleet.actions.> (durable), serves approve/deny/approvals/action/
 // hold.clear/holds on fleet.cmd.*, keeps its state in fleet-state (store.ts) so a restart resumes.
 import { z } from 'zod';
-import { HomeostatError, patterns, type Action, type Incident, type Stoppable } from '../../bus/mod.ts';
-import { agentHandle, type AgentModule } from '../runtime/agent.ts';
+import { patterns, type Action, type Incident, type Stoppable } from '../../bus/mod.ts';
+import { agentHandle, parseServices, type AgentModule } from '../runtime/agent.ts';
 import { AdvisorSeam } from './advisor.ts';
 import { serveCommands } from './commands.ts';
 import { DecisionEngine } from './engine.ts';
@@ -28,12 +28,7 @@ const DecisionServices = z.object({
 export const agent: AgentModule = {
   name: 'decision',
   async start(ctx) {
-    const parsed = DecisionServices.safeParse(ctx.services ?? {});
-    if (!parsed.success) {
-      const i = parsed.error.issues[0];
-      throw new HomeostatError('HOMEOSTAT_ERR_CONFIG', `services.${i.path.join('.')}: ${i.message}`);
-    }
-    const services = parsed.data;
+    const services = parseServices(DecisionServices, ctx.services);
     const log = ctx.log;
     const store = new DecisionStore(ctx.bus.kv.fleetState);
     const settings = { host: ctx.config.OLLAMA_HOST, model: ctx.config.OLLAMA_MODEL, timeoutMs: ctx.config.OLLAMA_TIMEOUT_MS };

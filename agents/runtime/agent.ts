@@ -1,5 +1,6 @@
 // The agent runtime: `start(ctx) -> { stopped, stop() }`. Dependencies come in through ctx.
-import type { Bus } from '../../bus/mod.ts';
+import type { z } from 'zod';
+import { HomeostatError, type Bus } from '../../bus/mod.ts';
 import type { Fleet } from '../../fleet/manifest.ts';
 import type { PveApi } from '../../fleet/pve-types.ts';
 import type { Config } from './config.ts';
@@ -74,4 +75,15 @@ export function every(intervalMs: number, tick: () => Promise<void>, log: AppLog
       await running;
     },
   };
+}
+
+/** Parse what an agent reads from `ctx.services` once, at start; a bad value stops it with one line
+ *  naming the key (`services.alertmanagerPort: …`). */
+export function parseServices<T extends z.ZodType>(schema: T, services: unknown, path = 'services'): z.infer<T> {
+  const r = schema.safeParse(services ?? {});
+  if (!r.success) {
+    const i = r.error.issues[0];
+    throw new HomeostatError('HOMEOSTAT_ERR_CONFIG', `${path}.${i.path.join('.')}: ${i.message}`);
+  }
+  return r.data;
 }

@@ -1,8 +1,7 @@
 // What sensing reads from ctx: the fleet's policies and the optional services the stack passes.
 // Parsed once, by zod, at start; a bad value stops the agent with one clear line.
 import { z } from 'zod';
-import { HomeostatError } from '../../bus/mod.ts';
-import type { AgentContext } from '../runtime/agent.ts';
+import { parseServices, type AgentContext } from '../runtime/agent.ts';
 
 export const SensingServices = z.object({
   /** PEM the simulator's self-signed certificate (or the PVE CA) is trusted with for /sim/health probes. */
@@ -36,13 +35,9 @@ export interface SensingOptions {
 }
 
 export function sensingOptions(ctx: AgentContext): SensingOptions {
-  const r = SensingServices.safeParse(ctx.services ?? {});
-  if (!r.success) {
-    const i = r.error.issues[0];
-    throw new HomeostatError('HOMEOSTAT_ERR_CONFIG', `services.${i.path.join('.')}: ${i.message}`);
-  }
+  const services = parseServices(SensingServices, ctx.services);
   const p = ctx.fleet.policies;
-  const s = r.data;
+  const s = services;
   return {
     intervalMs: p.senseIntervalMs,
     probeTimeoutMs: p.probeTimeoutMs,
