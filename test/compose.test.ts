@@ -14,7 +14,7 @@ describe('compose.yaml', () => {
     const s = compose.services;
     expect(s.nats.command).toEqual(expect.arrayContaining(['-js']));
     expect(s.ollama.image).toMatch(/^ollama\//);
-    for (const a of AGENT_NAMES) expect(s[a]?.command, a).toEqual(['homeostat', 'agent', a]);
+    for (const a of AGENT_NAMES) expect(s[a]?.command?.slice(0, 3), a).toEqual(['homeostat', 'agent', a]);
     expect(s.sim.profiles).toEqual(['sim']);
     for (const a of AGENT_NAMES) expect(s[a].environment?.NATS_URL).toBe('nats://nats:4222');
   });

@@ -3,7 +3,7 @@ import { AGENT_NAMES, createLogger, loadConfig } from '../../agents/mod.ts';
 import { HomeostatError } from '../../bus/mod.ts';
 import { loadFleetFile } from '../../fleet/manifest.ts';
 import { referenceFleet } from '../../fleet/reference-fleet.ts';
-import { parseCommand } from '../args.ts';
+import { parseCommand, parseIntFlag } from '../args.ts';
 import { println, printJson } from '../output.ts';
 import { waitForShutdownSignal } from '../signals.ts';
 import { startStack } from '../stack.ts';
@@ -12,12 +12,17 @@ import { isAgentName } from '../../agents/mod.ts';
 const HELP = `Usage: homeostat agent <${AGENT_NAMES.join('|')}> [--nats URL] [--fleet FILE]
 
 Runs one agent against an existing NATS server (NATS_URL or --nats); PVE from PVE_URL etc.
-Prints {"ready":true,"agent":...} on stdout; SIGINT/SIGTERM drain and exit 0.`;
+Prints {"ready":true,"agent":...} on stdout; SIGINT/SIGTERM drain and exit 0.
+
+  --alertmanager-port N   sensing only: listen for Alertmanager webhooks on this port (0 = free port)
+  --alertmanager-host H   sensing only: the address to listen on (default 127.0.0.1; 0.0.0.0 in containers)`;
 
 export async function agentMain(argv: string[]): Promise<number> {
   const { values, positionals } = parseCommand(argv, {
     nats: { type: 'string' },
     fleet: { type: 'string' },
+    'alertmanager-port': { type: 'string' },
+    'alertmanager-host': { type: 'string' },
     help: { type: 'boolean', short: 'h', default: false },
   });
   if (values.help) {
@@ -33,7 +38,9 @@ export async function agentMain(argv: string[]): Promise<number> {
   const fleet = fleetFile ? loadFleetFile(fleetFile) : referenceFleet();
   const log = createLogger(config.LOG_LEVEL);
   const signalled = waitForShutdownSignal();
-  const stack = await startStack({ config, fleet, log, natsUrl: config.NATS_URL, agents: [name] });
+  const amPort = parseIntFlag('alertmanager-port', values['alertmanager-port']);
+  const services = amPort === undefined ? {} : { alertmanagerPort: amPort, ...(values['alertmanager-host'] ? { alertmanagerHost: values['alertmanager-host'] } : {}) };
+  const stack = await startStack({ config, fleet, log, natsUrl: config.NATS_URL, agents: [name], services });
   printJson({ ready: true, agent: name, natsUrl: config.NATS_URL });
   const handle = stack.agents.get(name)!;
   const outcome = await Promise.race([signalled.then(() => 'signal' as const), handle.stopped.then((r) => r)]);
