@@ -100,3 +100,11 @@ export async function ensureJetStream(nc: NatsConnection): Promise<{ jsm: JetStr
   };
   return { jsm, kv };
 }
+
+/** Empty the current-state buckets (fleet-state, incidents, locks, workflows); the streams, i.e.
+ *  the history, are kept. `up --sim` does this because its twin starts fresh every time. */
+export async function clearCurrentState(jsm: JetStreamManager): Promise<void> {
+  for (const bucket of Object.values(BUCKETS)) {
+    await jsm.streams.purge(`KV_${bucket}`).catch(() => undefined);
+  }
+}

@@ -1,7 +1,7 @@
 // The embedded default: nats-server (unless --nats), the simulator (with --sim), then agents,
 // each on its own NATS connection as it would be in compose. Used by `up` and the e2e tests.
 import { join } from 'node:path';
-import { Bus, HomeostatError } from '../bus/mod.ts';
+import { Bus, clearCurrentState, HomeostatError } from '../bus/mod.ts';
 import { AGENT_NAMES, loadAgent, type AgentHandle, type AgentName, type AppLogger, type Config } from '../agents/mod.ts';
 import type { Fleet } from '../fleet/manifest.ts';
 import type { PveApi } from '../fleet/pve-types.ts';
@@ -26,7 +26,7 @@ export interface StackOptions {
   natsUrl?: string;
   dataDir?: string;
   natsPort?: number;
-  sim?: { port?: number; http?: boolean; timeScale?: number; tokenId?: string; tokenSecret?: string };
+  sim?: { port?: number; http?: boolean; timeScale?: number; tokenId?: string; tokenSecret?: string; keepState?: boolean };
   agents?: readonly AgentName[];
   services?: Record<string, unknown>;
 }
@@ -63,6 +63,13 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       natsUrl = nats.url;
       cleanups.push(() => nats!.stop());
       log.info({ natsUrl, pid: nats.pid }, 'nats-server started');
+    }
+
+    if (opts.sim && !opts.sim.keepState) {
+      // the twin starts from its manifest, so homeostat's view of it starts fresh too (history stays)
+      const admin = await Bus.connect({ servers: natsUrl, source: 'up', log });
+      await clearCurrentState(admin.jsm);
+      await admin.stop();
     }
 
     let sim: SimulatorLike | undefined;

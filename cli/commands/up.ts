@@ -8,14 +8,17 @@ import { println, printJson } from '../output.ts';
 import { startStack } from '../stack.ts';
 import { waitForShutdownSignal } from '../signals.ts';
 
-const HELP = `Usage: homeostat up [--sim] [--fleet FILE] [--nats URL] [--data-dir DIR] [--nats-port N] [--sim-port N] [--http] [--agents LIST] [--alertmanager-port N|off]
+const HELP = `Usage: homeostat up [--sim] [--fleet FILE] [--nats URL] [--data-dir DIR] [--nats-port N] [--sim-port N] [--http] [--agents LIST] [--alertmanager-port N|off] [--keep-state]
 
 Runs homeostat in one process: its own nats-server -js (unless --nats), the PVE-API simulator
 (with --sim) and all agents. Prints one JSON line on stdout when ready:
   {"ready":true,"natsUrl":...,"pveUrl":...,"pveTokenId":...,"pveTokenSecret":...,"fingerprint":...}
 Ctrl-C / SIGTERM stops everything it started (and nothing else).
 
-  --sim            start the PVE-API simulator on the fleet (HTTPS, self-signed; --http for plain HTTP)
+  --sim            start the PVE-API simulator on the fleet (HTTPS, self-signed; --http for plain HTTP).
+                   The twin starts fresh, so the current-state KV buckets (fleet-state, incidents,
+                   locks, workflows) are cleared at start; the event history is kept (--keep-state
+                   keeps the buckets too)
   --fleet FILE     fleet manifest (YAML/JSON); default $HOMEOSTAT_FLEET, else the reference fleet
   --nats URL       use this NATS server instead of starting one
   --data-dir DIR   where the embedded nats-server keeps its store (default ./.homeostat)
@@ -37,6 +40,7 @@ export async function upMain(argv: string[]): Promise<number> {
     'time-scale': { type: 'string' },
     http: { type: 'boolean', default: false },
     agents: { type: 'string' },
+    'keep-state': { type: 'boolean', default: false },
     'alertmanager-port': { type: 'string', default: '9095' },
     help: { type: 'boolean', short: 'h', default: false },
   }, false);
@@ -65,7 +69,7 @@ export async function upMain(argv: string[]): Promise<number> {
     natsUrl: values.nats,
     dataDir: values['data-dir'],
     natsPort,
-    sim: values.sim ? { port: simPort, http: values.http, timeScale } : undefined,
+    sim: values.sim ? { port: simPort, http: values.http, timeScale, keepState: values['keep-state'] } : undefined,
     agents: agents as AgentName[] | undefined,
     services: alertmanagerPort === undefined ? {} : { alertmanagerPort },
   });
