@@ -43,6 +43,9 @@ export interface ConsumeOptions<T> {
   ackWaitMs?: number;
   maxDeliver?: number;
   schema?: z.ZodType;
+  /** Handlers running at once (default 1: strictly one after the other). Above 1 the handler must
+   *  keep its own per-key order (it is still called in delivery order). */
+  concurrency?: number;
 }
 
 const RAW_LIMIT = 4096;
@@ -192,6 +195,23 @@ export class Bus {
     }
     const consumer = await this.js.consumers.get(stream, opts.durable);
     const messages = await consumer.consume({ max_messages: 64 });
+    const handle = async (m: JsMsg, env: Envelope<T>) => {
+      try {
+        await opts.handler(env, m);
+        m.ack();
+      } catch (e) {
+        const attempt = m.info.deliveryCount;
+        if (attempt >= maxDeliver) {
+          await this.deadLetter(m.subject, m.data, `handler failed ${attempt} times: ${(e as Error).message}`);
+          m.term();
+        } else {
+          this.log.warn({ subject: m.subject, attempt, err: (e as Error).message }, 'handler failed, will retry');
+          m.nak(Math.min(200 * 2 ** attempt, 10_000));
+        }
+      }
+    };
+    const limit = Math.max(1, opts.concurrency ?? 1);
+    const running = new Set<Promise<void>>();
     const done = (async () => {
       for await (const m of messages) {
         const r = decode<T>(m.subject, m.data, opts.schema);
@@ -200,20 +220,15 @@ export class Bus {
           m.term(r.reason.slice(0, 100));
           continue;
         }
-        try {
-          await opts.handler(r.env, m);
-          m.ack();
-        } catch (e) {
-          const attempt = m.info.deliveryCount;
-          if (attempt >= maxDeliver) {
-            await this.deadLetter(m.subject, m.data, `handler failed ${attempt} times: ${(e as Error).message}`);
-            m.term();
-          } else {
-            this.log.warn({ subject: m.subject, attempt, err: (e as Error).message }, 'handler failed, will retry');
-            m.nak(Math.min(200 * 2 ** attempt, 10_000));
-          }
+        if (limit === 1) {
+          await handle(m, r.env);
+          continue;
         }
+        const p: Promise<void> = handle(m, r.env).finally(() => running.delete(p));
+        running.add(p);
+        if (running.size >= limit) await Promise.race(running);
       }
+      await Promise.allSettled(running);
     })();
     return this.track({
       stop: async () => {

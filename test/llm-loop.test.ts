@@ -87,10 +87,19 @@ describe('LLM advisor in the loop (Ollama test double)', () => {
     expect(actions('ActionRequested', inc.id)).toHaveLength(0);
   }, 20_000);
 
-  it('a slow model times out and the runbook floor applies', async () => {
+  it('a slow model times out and the runbook floor applies; meanwhile a crash elsewhere is handled at once', async () => {
     double.setResponder(() => ({ content: proposal('reboot', 155), delayMs: 5000 }));
     const inc = mystery(155, 'node-b');
     await open(inc);
+    const ts = new Date().toISOString();
+    const crash: Incident = {
+      id: `inc-llm-crash-${Date.now().toString(36)}`, kind: 'guest', status: 'open', severity: 'critical', title: '124 crashed',
+      rootCause: { vmid: 124, node: 'node-a', reason: 'crashed', alert: 'GuestDown' }, symptoms: [], suppressed: [], openedAt: ts, updatedAt: ts, timeline: [],
+    };
+    await open(crash);
+    const quick = await until(() => decisions(crash.id)[0], 10_000);
+    expect(quick).toMatchObject({ verb: 'start', verdict: 'allow' });
+    expect(decisions(inc.id)).toHaveLength(0); // the advisor is still thinking about the other one
     const d = await until(() => decisions(inc.id)[0], 15_000);
     expect(d.advisor?.used).toBe(false);
     expect(d.advisor?.discarded).toMatch(/time|abort/i);

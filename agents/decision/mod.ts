@@ -55,6 +55,8 @@ export const agent: AgentModule = {
         durable: `decision-incidents${services.durableSuffix}`,
         filter: patterns.incidents,
         ackWaitMs: ctx.config.OLLAMA_TIMEOUT_MS + services.failoverTimeoutMs + 30_000,
+        // cases are serial each (engine.serial); a slow advisor on one must not hold up a crash elsewhere
+        concurrency: 16,
         handler: (env, msg) => engine.onIncident(env, msg.subject),
       }));
     } catch (e) {
