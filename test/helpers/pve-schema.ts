@@ -33,7 +33,8 @@ export interface SchemaProblem {
 }
 
 /** The official schema subset: the shared copy when present, else the simulator's copy of it. */
-export const OFFICIAL_SCHEMA_PATH = '/work/shared/pve-api/schema-subset.json';
+// ../shared sits next to the project root on every developer and CI machine, wherever that is
+export const OFFICIAL_SCHEMA_PATH = new URL('../../../shared/pve-api/schema-subset.json', import.meta.url);
 export const SIM_SCHEMA_URL = new URL('../../fleet/sim/pve-schema-subset.json', import.meta.url);
 
 export function loadPveSchema(path: string | URL = SIM_SCHEMA_URL): PveApiSchema {
