@@ -1,7 +1,6 @@
 // The one object agents use to talk: validated publish/subscribe, durable consumers with DLQ,
 // request/reply with timeouts, and the KV buckets.
 import type { NatsConnection, Msg, Subscription } from '@nats-io/transport-node';
-import { headers as natsHeaders } from '@nats-io/transport-node';
 import { jetstream, AckPolicy, DeliverPolicy, type JetStreamClient, type JetStreamManager, type JsMsg } from '@nats-io/jetstream';
 import type { z } from 'zod';
 import { decode, encode, encodeEnvelope, encodeJson, makeEnvelope, validate, type EnvelopeMeta } from './codec.ts';
@@ -327,4 +326,3 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   });
 }
 
-export { natsHeaders };
