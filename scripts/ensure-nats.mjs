@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // Installs what the demo and tests need when it is missing: npm packages (npm install), nats-server
-// (required), and for the test suite chromium (browser tests) and promtool (Debian `prometheus`:
+// (required), the compiled JavaScript in dist/ (when a source is newer), and for the test suite chromium (browser tests) and promtool (Debian `prometheus`:
 // rule and exposition checks) — apt-get, when root. Without root it says exactly what to do; a
 // missing chromium or promtool only makes their tests skip, with a line saying so.
 import { spawnSync } from 'node:child_process';
@@ -57,4 +57,11 @@ if (forTests) {
   for (const o of missing.filter((m) => !m.ok())) {
     console.error(`homeostat: ${o.pkg} is not installed: the ${o.why} will be skipped (sudo apt-get install -y ${o.pkg})`);
   }
+}
+
+// last: the build needs the npm packages (typescript) installed above
+const { build, isStale } = await import('./build.mjs');
+if (isStale()) {
+  console.error('homeostat: building dist/ (tsc)…');
+  if (!build()) process.exit(1);
 }
