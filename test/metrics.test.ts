@@ -47,7 +47,9 @@ describe('metrics', () => {
     await until(() => healthy(159), 20_000);
     const after = await until(async () => {
       const s = (await scrape()).samples;
-      return sample(s, 'homeostat_remediation_seconds_count', { kind: 'guest' }) > remediated ? s : undefined;
+      // the incident resolves when sensing sees the guest healthy; the action ends once verified
+      const done = sample(s, 'homeostat_remediation_seconds_count', { kind: 'guest' }) > remediated && sample(s, 'homeostat_actions_total', { verb: 'start', proposer: 'runbook', outcome: 'succeeded' }) > started;
+      return done ? s : undefined;
     }, 20_000);
 
     expect(sample(after, 'homeostat_incidents_total', { kind: 'guest' }, 'sum')).toBeGreaterThanOrEqual(1);
