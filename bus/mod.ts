@@ -11,3 +11,4 @@ export * from './bus.ts';
 export * from './events.ts';
 export * from './kv-records.ts';
 export * from './kv.ts';
+export * from './consumers.ts';

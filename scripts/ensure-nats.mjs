@@ -1,6 +1,7 @@
 #!/usr/bin/env node
-// Installs what the demo and tests need when it is missing: npm packages (npm ci) and nats-server
-// (apt-get, when root). Otherwise says exactly what to do.
+// Installs what the demo and tests need when it is missing: npm packages (npm ci), nats-server
+// (apt-get, when root) and the compiled JavaScript in dist/ (when a source is newer). Otherwise
+// says exactly what to do.
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 
@@ -31,4 +32,11 @@ if (!natsBins.some(has)) {
     console.error('homeostat: nats-server is not on PATH. Install it: `sudo apt-get install -y nats-server` (Debian/Ubuntu), or download it from https://github.com/nats-io/nats-server/releases, or point homeostat at a running server with --nats URL / NATS_URL.');
     process.exit(1);
   }
+}
+
+// last: the build needs the npm packages (typescript) installed above
+const { build, isStale } = await import('./build.mjs');
+if (isStale()) {
+  console.error('homeostat: building dist/ (tsc)…');
+  if (!build()) process.exit(1);
 }

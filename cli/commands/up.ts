@@ -7,6 +7,7 @@ import { parseCommand, parseIntFlag } from '../args.ts';
 import { println, printJson } from '../output.ts';
 import { startStack } from '../stack.ts';
 import { waitForShutdownSignal } from '../signals.ts';
+import { checkPorts, claimDataDir, DEFAULT_DATA_DIR } from '../data-dir.ts';
 
 const HELP = `Usage: homeostat up [--sim] [--fleet FILE] [--nats URL] [--data-dir DIR] [--nats-port N] [--sim-port N] [--http] [--agents LIST] [--alertmanager-port N|off] [--keep-state]
 
@@ -21,7 +22,10 @@ Ctrl-C / SIGTERM stops everything it started (and nothing else).
                    keeps the buckets too)
   --fleet FILE     fleet manifest (YAML/JSON); default $HOMEOSTAT_FLEET, else the reference fleet
   --nats URL       use this NATS server instead of starting one
-  --data-dir DIR   where the embedded nats-server keeps its store (default ./.homeostat)
+  --data-dir DIR   where the embedded nats-server keeps its store (default ./.homeostat). One
+                   \`up\` per directory: a second one refuses, naming the first one's pid. The
+                   ready line is also written to DIR/ready.json (mode 600), which client commands
+                   read when neither --nats nor NATS_URL is given
   --nats-port N    port for the embedded nats-server (default 4222; 0 = a free port)
   --sim-port N     simulator port (default 8006; 0 = a free port)
   --alertmanager-port N  Alertmanager webhook receiver for sensing (POST /api/v2/alerts or a
@@ -34,7 +38,7 @@ export async function upMain(argv: string[]): Promise<number> {
     sim: { type: 'boolean', default: false },
     fleet: { type: 'string' },
     nats: { type: 'string' },
-    'data-dir': { type: 'string', default: '.homeostat' },
+    'data-dir': { type: 'string', default: process.env.HOMEOSTAT_DATA_DIR || DEFAULT_DATA_DIR },
     'nats-port': { type: 'string' },
     'sim-port': { type: 'string' },
     'time-scale': { type: 'string' },
@@ -59,33 +63,52 @@ export async function upMain(argv: string[]): Promise<number> {
   const fleetFile = values.fleet ?? config.HOMEOSTAT_FLEET;
   const fleet = fleetFile ? loadFleetFile(fleetFile) : referenceFleet();
   const log = createLogger(config.LOG_LEVEL);
-  // listen before start-up: a Ctrl-C during start must still stop what was started
-  const signalled = waitForShutdownSignal();
+  // Nothing starts before the data directory is ours and every fixed port is free: a second
+  // stack on the same store would silently break the first one.
+  const dataDir = claimDataDir(values['data-dir']);
+  try {
+    await checkPorts([
+      ...(values.nats ? [] : [{ flag: '--nats-port', what: 'NATS', port: natsPort ?? 4222 }]),
+      ...(values.sim ? [{ flag: '--sim-port', what: 'simulator', port: simPort ?? 8006 }] : []),
+      { flag: '--alertmanager-port', what: 'Alertmanager receiver', port: alertmanagerPort },
+    ]);
+    return await runStack();
+  } finally {
+    dataDir.release();
+  }
 
-  const stack = await startStack({
-    config,
-    fleet,
-    log,
-    natsUrl: values.nats,
-    dataDir: values['data-dir'],
-    natsPort,
-    sim: values.sim ? { port: simPort, http: values.http, timeScale, keepState: values['keep-state'] } : undefined,
-    agents: agents as AgentName[] | undefined,
-    services: alertmanagerPort === undefined ? {} : { alertmanagerPort },
-  });
-  const amPort = (stack.agents.get('sensing') as { alertmanagerPort?: number } | undefined)?.alertmanagerPort;
-  printJson({
-    ready: true,
-    natsUrl: stack.natsUrl,
-    ...(stack.pveUrl ? { pveUrl: stack.pveUrl, pveTokenId: stack.pveTokenId, pveTokenSecret: stack.pveTokenSecret } : {}),
-    ...(stack.fingerprint ? { fingerprint: stack.fingerprint } : {}),
-    ...(amPort !== undefined ? { alertmanagerUrl: `http://127.0.0.1:${amPort}/api/v2/alerts` } : {}),
-    fleet: fleet.name,
-    guests: fleet.guests.length,
-    agents: [...stack.agents.keys()],
-  });
-  const signal = await signalled;
-  log.info({ signal }, 'stopping');
-  await stack.stop();
-  return 0;
+  async function runStack(): Promise<number> {
+    // listen before start-up: a Ctrl-C during start must still stop what was started
+    const signalled = waitForShutdownSignal();
+
+    const stack = await startStack({
+      config,
+      fleet,
+      log,
+      natsUrl: values.nats,
+      dataDir: dataDir.dir,
+      natsPort,
+      sim: values.sim ? { port: simPort, http: values.http, timeScale, keepState: values['keep-state'] } : undefined,
+      agents: agents as AgentName[] | undefined,
+      services: alertmanagerPort === undefined ? {} : { alertmanagerPort },
+    });
+    const amPort = (stack.agents.get('sensing') as { alertmanagerPort?: number } | undefined)?.alertmanagerPort;
+    const ready = {
+      ready: true,
+      natsUrl: stack.natsUrl,
+      ...(stack.pveUrl ? { pveUrl: stack.pveUrl, pveTokenId: stack.pveTokenId, pveTokenSecret: stack.pveTokenSecret } : {}),
+      ...(stack.fingerprint ? { fingerprint: stack.fingerprint } : {}),
+      ...(amPort !== undefined ? { alertmanagerUrl: `http://127.0.0.1:${amPort}/api/v2/alerts` } : {}),
+      fleet: fleet.name,
+      guests: fleet.guests.length,
+      agents: [...stack.agents.keys()],
+      dataDir: dataDir.dir,
+    };
+    dataDir.writeReady(ready);
+    printJson(ready);
+    const signal = await signalled;
+    log.info({ signal }, 'stopping');
+    await stack.stop();
+    return 0;
+  }
 }
