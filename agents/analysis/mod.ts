@@ -2,7 +2,7 @@
 // consumer), metric samples (core subscription) and desired-state changes (KV watch) go into the
 // Analyzer; alerts and incidents come out through one ordered outbox. After a restart its memory
 // is rebuilt from the fleet-state and incidents KV before the consumers resume.
-import { decode, DesiredState, patterns, type Alert, type ApiEvent, type Envelope, type GuestEvent, type MetricSample, type NodeEvent, type Stoppable } from '../../bus/mod.ts';
+import { decode, DesiredState, patterns, type Action, type ActionPhase, type Alert, type ApiEvent, type Envelope, type GuestEvent, type MetricSample, type NodeEvent, type Stoppable } from '../../bus/mod.ts';
 import { agentHandle, every, type AgentHandle, type AgentModule } from '../runtime/agent.ts';
 import { Analyzer } from './analyzer.ts';
 import { analysisOptions } from './options.ts';
@@ -97,6 +97,13 @@ export const agent: AgentModule = {
       durable: durables[1],
       filter: patterns.alerts,
       handler: (env) => outbox.offer(analyzer.onExternalAlert(env)),
+    }));
+    // homeostat's own actions: the state changes they cause are matched to them, not taken for
+    // failures. Core NATS is enough: the approval is published before the action runs, and
+    // sensing can only see its effect a poll later.
+    stoppables.push(bus.subscribe<Action>(patterns.actions, async (env, subject) => {
+      const phase = subject.slice(subject.lastIndexOf('.') + 1) as ActionPhase;
+      await outbox.offer(analyzer.onAction(env, phase));
     }));
     // A round of samples arrives as one burst: yield now and then so incident messages are not
     // held back behind thousands of samples.

@@ -3,7 +3,7 @@
 // Ids are deterministic per case+verb+attempt, so a redelivered trigger never makes a second action.
 import { createHash } from 'node:crypto';
 import {
-  ActionVerb, DesiredState, GuestRecord, LockRecord, describeError, kvGet, kvKeys, subjects,
+  ActionVerb, DesiredState, GuestRecord, LockRecord, describeError, kvGet, kvKeys, kvPut, subjects,
   type Action, type Bus, type Decision, type Envelope, type Logger,
 } from '../../bus/mod.ts';
 import type { Fleet } from '../../fleet/manifest.ts';
@@ -249,6 +249,10 @@ export abstract class Actuator {
     const p: Proposal = { verb, vmid, proposer: 'operator', inRunbook: true };
     const r = gate(p, await this.facts(vmid, c, {}), this.ctx.fleet.policies);
     const out = r.verdict === 'deny' && !this.ctx.fleet.byVmid.has(vmid) ? {} : await this.act(c, p, r, { rationale: `requested by ${by}`, requestedBy: by });
+    // An operator who shuts a guest down wants it down: the loop must not "heal" it afterwards.
+    if (r.verdict === 'allow' && (verb === 'shutdown' || verb === 'stop')) {
+      await kvPut(this.ctx.bus.kv.fleetState, kvKeys.desired(vmid), { state: 'stopped', maintenance: false, by, reason: `${verb} requested by ${by}`, at: new Date().toISOString() } satisfies DesiredState);
+    }
     if (!c.steps.some((s) => IN_FLIGHT.includes(s.status))) await this.ctx.store.deleteCase(c.caseId);
     return { ...out, verdict: r.verdict, reasons: r.reasons };
   }
