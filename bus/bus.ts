@@ -5,9 +5,8 @@ import { jetstream, AckPolicy, DeliverPolicy, type JetStreamClient, type JetStre
 import type { z } from 'zod';
 import { decode, encode, encodeEnvelope, encodeJson, makeEnvelope, validate, type EnvelopeMeta } from './codec.ts';
 import { connectNats } from './connection.ts';
-import { HomeostatError } from './errors.ts';
+import { backoffMs, HomeostatError, retry, silentLogger, type Logger } from '../core/mod.ts';
 import { AUDIT_STREAM, ensureJetStream, FLEET_STREAM, type FleetKv } from './jetstream.ts';
-import { silentLogger, type Logger } from './logger.ts';
 import { CommandReply, type Envelope } from './schemas.ts';
 import { coveredByFleetStream, patternWithin, subjects, AUDIT_STREAM_SUBJECTS } from './subjects.ts';
 
@@ -103,18 +102,15 @@ export class Bus {
     }
     const msgId = opts.msgId ?? parsed.id;
     const deadline = Date.now() + (opts.retryForMs ?? 30_000);
-    let delay = 50;
-    for (;;) {
-      try {
-        await this.js.publish(subject, bytes, { msgID: msgId, timeout: 3000 });
-        return parsed;
-      } catch (e) {
-        if (this.stopping || Date.now() > deadline) {
-          throw new HomeostatError('HOMEOSTAT_ERR_NATS_UNAVAILABLE', `publish to ${subject} failed: ${(e as Error).message}`, { cause: e });
-        }
-        await sleep(delay + Math.random() * delay);
-        delay = Math.min(delay * 2, 2000);
-      }
+    try {
+      await retry(() => this.js.publish(subject, bytes, { msgID: msgId, timeout: 3000 }), {
+        baseMs: 50,
+        maxMs: 2000,
+        retryable: () => !this.stopping && Date.now() <= deadline,
+      });
+      return parsed;
+    } catch (e) {
+      throw new HomeostatError('HOMEOSTAT_ERR_NATS_UNAVAILABLE', `publish to ${subject} failed: ${(e as Error).message}`, { cause: e });
     }
   }
 
@@ -205,7 +201,7 @@ export class Bus {
           m.term();
         } else {
           this.log.warn({ subject: m.subject, attempt, err: (e as Error).message }, 'handler failed, will retry');
-          m.nak(Math.min(200 * 2 ** attempt, 10_000));
+          m.nak(backoffMs(attempt, { baseMs: 400, maxMs: 10_000 }));
         }
       }
     };
@@ -315,14 +311,3 @@ export class Bus {
     if (!this.nc.isClosed()) await this.nc.drain().catch(() => this.nc.close());
   }
 }
-
-export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const t = setTimeout(resolve, ms);
-    signal?.addEventListener('abort', () => {
-      clearTimeout(t);
-      resolve();
-    }, { once: true });
-  });
-}
-

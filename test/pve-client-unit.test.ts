@@ -6,7 +6,7 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { isHomeostatError, type HomeostatError } from '../bus/mod.ts';
+import { isHomeostatError, type HomeostatError } from '../core/mod.ts';
 import { createPveClient, parseUpid, pveClientOptionsFromEnv, upidNode, type PveClientOptions, type PveRequestEvent } from '../fleet/pve-client.ts';
 
 type Reply = (req: IncomingMessage, res: ServerResponse, body: string) => void;
