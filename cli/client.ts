@@ -4,9 +4,16 @@ import { Bus, subjects } from '../bus/mod.ts';
 import { loadConfig, type Config } from '../agents/runtime/config.ts';
 import { loadFleetFile, type Fleet } from '../fleet/manifest.ts';
 import { referenceFleet } from '../fleet/reference-fleet.ts';
+import { readReady } from './data-dir.ts';
+
+/** --nats, then NATS_URL, then the `up` running on ./.homeostat (or $HOMEOSTAT_DATA_DIR), then the default. */
+export function natsUrlFor(natsFlag: string | undefined): string | undefined {
+  if (natsFlag || process.env.NATS_URL) return natsFlag;
+  return readReady()?.natsUrl;
+}
 
 export async function withBus<T>(natsFlag: string | undefined, fn: (bus: Bus, config: Config) => Promise<T>): Promise<T> {
-  const config = loadConfig(process.env, { NATS_URL: natsFlag });
+  const config = loadConfig(process.env, { NATS_URL: natsUrlFor(natsFlag) });
   let bus: Bus;
   try {
     bus = await Bus.connect({ servers: config.NATS_URL, source: 'cli', connectTimeoutMs: 3000 });
