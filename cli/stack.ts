@@ -97,7 +97,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
 
     let pve: PveApi | undefined;
     if (pveUrl && tokenId && tokenSecret) {
-      const client = createPveClient({ url: pveUrl, tokenId, tokenSecret, caPem, insecure: config.PVE_INSECURE, log: log.child({ agent: 'pve' }) });
+      const client = createPveClient({ url: pveUrl, tokenId, tokenSecret, caPem, insecure: config.PVE_INSECURE, timeoutMs: config.PVE_TIMEOUT_MS, log: log.child({ agent: 'pve' }) });
       cleanups.push(() => client.close());
       pve = client;
     } else if (pveUrl) {
