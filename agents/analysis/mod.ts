@@ -7,6 +7,7 @@ import { agentHandle, every, type AgentHandle, type AgentModule } from '../runti
 import { Analyzer } from './analyzer.ts';
 import { analysisOptions } from './options.ts';
 import { LatencyLog } from './latency.ts';
+import { IncidentMetrics } from './metrics.ts';
 import { Outbox, OUTBOX_HIGH_WATER } from './outbox.ts';
 import { DESIRED_PREFIX, rebuild, vmidOfDesiredKey } from './rebuild.ts';
 
@@ -31,7 +32,8 @@ export const agent: AgentModule = {
     const log = ctx.log;
     const bus = ctx.bus;
     const analyzer = new Analyzer(ctx.fleet, tuning);
-    const outbox = new Outbox(bus, log);
+    const metrics = new IncidentMetrics(ctx.metrics, () => analyzer.book.open.values());
+    const outbox = new Outbox(bus, log, (out, seenAt) => metrics.record(out, seenAt));
     const latency = new LatencyLog();
     try {
       const r = await rebuild(bus, analyzer);
@@ -39,6 +41,7 @@ export const agent: AgentModule = {
     } catch (e) {
       log.warn({ err: (e as Error).message }, 'could not read KV; starting with empty memory');
     }
+    metrics.gauge();
     await outbox.send(analyzer.reconcile());
 
     const stoppables: Stoppable[] = [];
@@ -67,7 +70,7 @@ export const agent: AgentModule = {
         : subject.startsWith('fleet.events.node.')
           ? analyzer.onNodeEvent(env as Envelope<NodeEvent>)
           : analyzer.onApiEvent(env as Envelope<ApiEvent>);
-      const written = outbox.send(out);
+      const written = outbox.send(out, Date.parse(env.ts));
       if (out.some((o) => o.kind === 'incident')) void written.then(() => latency.record(performance.now() - t0));
       return outbox.pending > OUTBOX_HIGH_WATER ? written : undefined;
     };

@@ -7,6 +7,7 @@ import {
   type Action, type Bus, type Decision, type Envelope, type Logger,
 } from '../../bus/mod.ts';
 import type { Fleet } from '../../fleet/manifest.ts';
+import type { Metrics } from '../runtime/metrics.ts';
 import type { AdvisorSeam } from './advisor.ts';
 import { Approvals } from './approvals.ts';
 import { clearHoldDown, openHoldDown } from './holddown.ts';
@@ -23,6 +24,7 @@ export interface DecisionContext {
   dryRun: boolean;
   /** How long the failover request may wait for the workflows agent. */
   failoverTimeoutMs: number;
+  metrics?: Metrics;
 }
 
 export interface ActOptions {
@@ -54,7 +56,7 @@ export abstract class Actuator {
   readonly settleMs: number;
 
   constructor(protected readonly ctx: DecisionContext) {
-    this.approvals = new Approvals(ctx.bus, ctx.store, ctx.log, {
+    this.approvals = new Approvals(ctx.bus, ctx.store, ctx.log, ctx.metrics, {
       approved: (rec, by, at) => this.serial(rec.caseId, () => this.onApproved(rec, by, at)),
       denied: (rec, by, reason) => this.serial(rec.caseId, () => this.onDenied(rec, by, reason)),
     });
@@ -228,6 +230,7 @@ export abstract class Actuator {
 
   private async holdDown(vmid: number, c: CaseRecord, reason: string): Promise<void> {
     await openHoldDown(this.ctx, vmid, await this.nodeOf(vmid), c, reason);
+    this.ctx.metrics?.flapHolds.inc();
   }
 
   protected clearHold(vmid: number, by: string): Promise<boolean> {
