@@ -11,3 +11,6 @@ export * from './bus.ts';
 export * from './events.ts';
 export * from './kv-records.ts';
 export * from './kv.ts';
+export * from './seal.ts';
+export * from './identity.ts';
+export * from './permissions.ts';

@@ -1,6 +1,6 @@
 // The agent runtime: `start(ctx) -> { stopped, stop() }`. Dependencies come in through ctx.
 import type { z } from 'zod';
-import { HomeostatError, type Bus } from '../../bus/mod.ts';
+import { HomeostatError, type Bus, type Identity } from '../../bus/mod.ts';
 import type { Fleet } from '../../fleet/manifest.ts';
 import type { PveApi } from '../../fleet/pve-types.ts';
 import type { Config } from './config.ts';
@@ -21,6 +21,8 @@ export interface AgentContext {
   pveUrl?: string;
   /** Extra services an agent may need (advisor, http ports), keyed by name; optional. */
   services: Record<string, unknown>;
+  /** The agent's own identity (its NATS nkey): the decision agent signs approved actions with it. */
+  identity?: Identity;
 }
 
 export interface AgentHandle {

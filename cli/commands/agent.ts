@@ -1,6 +1,6 @@
 // `homeostat agent <name>`: one agent in its own process (compose runs one per service).
 import { AGENT_NAMES, createLogger, loadConfig } from '../../agents/mod.ts';
-import { HomeostatError } from '../../bus/mod.ts';
+import { HomeostatError, readIdentity } from '../../bus/mod.ts';
 import { loadFleetFile } from '../../fleet/manifest.ts';
 import { referenceFleet } from '../../fleet/reference-fleet.ts';
 import { parseCommand, parseIntFlag } from '../args.ts';
@@ -12,6 +12,9 @@ import { isAgentName } from '../../agents/mod.ts';
 const HELP = `Usage: homeostat agent <${AGENT_NAMES.join('|')}> [--nats URL] [--fleet FILE]
 
 Runs one agent against an existing NATS server (NATS_URL or --nats); PVE from PVE_URL etc.
+Its identity comes from NATS_CREDS (an nkey seed file); the action agent trusts the decision
+agent's key from HOMEOSTAT_DECISION_KEYS, the decision agent the operators' keys from
+HOMEOSTAT_OPERATOR_KEYS (see docs/security.md).
 Prints {"ready":true,"agent":...} on stdout; SIGINT/SIGTERM drain and exit 0.
 
   --alertmanager-port N   sensing only: listen for Alertmanager webhooks on this port (0 = free port)
@@ -40,7 +43,8 @@ export async function agentMain(argv: string[]): Promise<number> {
   const signalled = waitForShutdownSignal();
   const amPort = parseIntFlag('alertmanager-port', values['alertmanager-port']);
   const services = amPort === undefined ? {} : { alertmanagerPort: amPort, ...(values['alertmanager-host'] ? { alertmanagerHost: values['alertmanager-host'] } : {}) };
-  const stack = await startStack({ config, fleet, log, natsUrl: config.NATS_URL, agents: [name], services });
+  const standalone = { identity: config.NATS_CREDS ? readIdentity(config.NATS_CREDS) : undefined };
+  const stack = await startStack({ config, fleet, log, natsUrl: config.NATS_URL, agents: [name], services, standalone });
   printJson({ ready: true, agent: name, natsUrl: config.NATS_URL });
   const handle = stack.agents.get(name)!;
   const outcome = await Promise.race([signalled.then(() => 'signal' as const), handle.stopped.then((r) => r)]);

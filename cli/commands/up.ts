@@ -1,4 +1,5 @@
 // `homeostat up`: the embedded default. One JSON ready line on stdout; Ctrl-C stops everything it started.
+import { resolve } from 'node:path';
 import { referenceFleet } from '../../fleet/reference-fleet.ts';
 import { loadFleetFile } from '../../fleet/manifest.ts';
 import { createLogger, loadConfig, isAgentName, AGENT_NAMES, type AgentName } from '../../agents/mod.ts';
@@ -12,7 +13,11 @@ const HELP = `Usage: homeostat up [--sim] [--fleet FILE] [--nats URL] [--data-di
 
 Runs homeostat in one process: its own nats-server -js (unless --nats), the PVE-API simulator
 (with --sim) and all agents. Prints one JSON line on stdout when ready:
-  {"ready":true,"natsUrl":...,"pveUrl":...,"pveTokenId":...,"pveTokenSecret":...,"fingerprint":...}
+  {"ready":true,"natsUrl":...,"natsCreds":...,"pveUrl":...,"pveTokenId":...,"pveTokenSecret":...,"fingerprint":...}
+The embedded nats-server runs with authentication on: one identity per agent and "operator" for
+the CLI, as nkey seed files in <data-dir>/creds/ (natsCreds is the operator's). Client commands
+find it there from the same directory, or take NATS_CREDS / --creds. A real PVE's token secret is
+never printed.
 Ctrl-C / SIGTERM stops everything it started (and nothing else).
 
   --sim            start the PVE-API simulator on the fleet (HTTPS, self-signed; --http for plain HTTP).
@@ -21,7 +26,7 @@ Ctrl-C / SIGTERM stops everything it started (and nothing else).
                    keeps the buckets too)
   --fleet FILE     fleet manifest (YAML/JSON); default $HOMEOSTAT_FLEET, else the reference fleet
   --nats URL       use this NATS server instead of starting one
-  --data-dir DIR   where the embedded nats-server keeps its store (default ./.homeostat)
+  --data-dir DIR   where the embedded nats-server keeps its store and creds/ (default ./.homeostat)
   --nats-port N    port for the embedded nats-server (default 4222; 0 = a free port)
   --sim-port N     simulator port (default 8006; 0 = a free port)
   --alertmanager-port N  Alertmanager webhook receiver for sensing (POST /api/v2/alerts or a
@@ -77,7 +82,9 @@ export async function upMain(argv: string[]): Promise<number> {
   printJson({
     ready: true,
     natsUrl: stack.natsUrl,
-    ...(stack.pveUrl ? { pveUrl: stack.pveUrl, pveTokenId: stack.pveTokenId, pveTokenSecret: stack.pveTokenSecret } : {}),
+    ...(stack.natsCreds ? { natsCreds: resolve(stack.natsCreds) } : {}),
+    // the simulator's token is made up for it; a real PVE's secret never goes into a ready line
+    ...(stack.pveUrl ? { pveUrl: stack.pveUrl, pveTokenId: stack.pveTokenId, pveTokenSecret: stack.sim ? stack.pveTokenSecret : '(PVE_TOKEN_SECRET, not shown)' } : {}),
     ...(stack.fingerprint ? { fingerprint: stack.fingerprint } : {}),
     ...(amPort !== undefined ? { alertmanagerUrl: `http://127.0.0.1:${amPort}/api/v2/alerts` } : {}),
     fleet: fleet.name,

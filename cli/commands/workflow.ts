@@ -93,7 +93,7 @@ export async function runAndFollow(
   show: (r: WorkflowResult, reply: StartReply, events: FollowedEvent[], board: WorkflowBoard, bus: Bus) => Promise<Shown> | Shown,
   opts: { board: boolean },
 ): Promise<number> {
-  return withBus(values.nats, async (bus) => {
+  return withBus(values, async (bus) => {
     const { reply, requestedAt } = await startWorkflow(bus, verb, args, `cli:${process.env.USER ?? 'operator'}`);
     if (reply.dryRun) {
       if (values.json) printJson(reply);
