@@ -1,7 +1,7 @@
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['node_modules/**', 'bin/**', 'scripts/**', '.homeostat/**', 'eslint.config.js'] },
+  { ignores: ['node_modules/**', 'bin/**', 'scripts/**', 'dist/**', '.homeostat/**', 'eslint.config.js'] },
   {
     files: ['**/*.ts'],
     extends: [tseslint.configs.base],

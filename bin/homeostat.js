@@ -1,6 +1,12 @@
 #!/usr/bin/env node
-// Runs the TypeScript CLI through tsx so `npx homeostat` works right after `npm ci`, no build step.
-import { register } from 'tsx/esm/api';
-register();
-const { main } = await import('../cli/main.ts');
-process.exitCode = await main(process.argv.slice(2));
+// Runs the compiled CLI (dist/, built by `npm run build`; `npm run demo` and `npm test` build it
+// when a source is newer) on plain node: production processes load no TypeScript loader.
+import { existsSync } from 'node:fs';
+
+const main = new URL('../dist/cli/main.js', import.meta.url);
+if (!existsSync(main)) {
+  process.stderr.write('homeostat: dist/ is missing; run `npm run build` (or `npm run demo`, which builds first)\n');
+  process.exit(2);
+}
+const mod = await import(main.href);
+process.exitCode = await mod.main(process.argv.slice(2));

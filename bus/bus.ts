@@ -1,11 +1,13 @@
 // The one object agents use to talk: validated publish/subscribe, durable consumers with DLQ,
 // request/reply with timeouts, and the KV buckets.
 import type { NatsConnection, Msg, Subscription } from '@nats-io/transport-node';
-import { jetstream, AckPolicy, DeliverPolicy, type JetStreamClient, type JetStreamManager, type JsMsg } from '@nats-io/jetstream';
+import { jetstream, AckPolicy, DeliverPolicy, type JetStreamClient, type JetStreamManager, type JsMsg, type PubAck } from '@nats-io/jetstream';
 import type { z } from 'zod';
 import { decode, encode, encodeEnvelope, encodeJson, makeEnvelope, validate, type EnvelopeMeta } from './codec.ts';
 import { connectNats } from './connection.ts';
+import { deadLetterId, ensureConsumer, terminate, watchMaxDeliveries } from './consumers.ts';
 import { HomeostatError } from './errors.ts';
+import { deadLetterKind, familyOf } from './families.ts';
 import { AUDIT_STREAM, ensureJetStream, FLEET_STREAM, type FleetKv } from './jetstream.ts';
 import { silentLogger, type Logger } from './logger.ts';
 import { CommandReply, type Envelope } from './schemas.ts';
@@ -25,6 +27,8 @@ export interface BusOptions {
   /** Create or update the streams and buckets to this version's config (`up`, `init`); other
    *  clients only open them (and create them when missing and allowed to). */
   manage?: boolean;
+  /** Told about every dead letter (family name, reason kind): the process's metrics count them. */
+  onDeadLetter?: (family: string, reason: string) => void;
 }
 
 export interface PublishOptions extends EnvelopeMeta {
@@ -67,6 +71,7 @@ export class Bus {
   private readonly dlqSeen = new Set<string>();
   dlqCount = 0;
   private stopping = false;
+  private onDeadLetter?: (family: string, reason: string) => void;
 
   private constructor(nc: NatsConnection, jsm: JetStreamManager, kv: FleetKv, source: string, log: Logger) {
     this.nc = nc;
@@ -82,7 +87,9 @@ export class Bus {
     const nc = await connectNats({ servers: opts.servers, name: `homeostat-${opts.source}`, log, firstConnectTimeoutMs: opts.connectTimeoutMs, seed: opts.seed, caFile: opts.caFile });
     try {
       const { jsm, kv } = await ensureJetStream(nc, { manage: opts.manage ?? false });
-      return new Bus(nc, jsm, kv, opts.source, log);
+      const bus = new Bus(nc, jsm, kv, opts.source, log);
+      bus.onDeadLetter = opts.onDeadLetter;
+      return bus;
     } catch (e) {
       await nc.close().catch(() => undefined);
       if (e instanceof HomeostatError) throw e;
@@ -109,13 +116,16 @@ export class Bus {
       this.nc.publish(subject, bytes);
       return parsed;
     }
-    const msgId = opts.msgId ?? parsed.id;
-    const deadline = Date.now() + (opts.retryForMs ?? 30_000);
+    await this.persist(subject, bytes, opts.msgId ?? parsed.id, opts.retryForMs ?? 30_000);
+    return parsed;
+  }
+
+  private async persist(subject: string, bytes: Uint8Array, msgId: string, retryForMs: number): Promise<PubAck> {
+    const deadline = Date.now() + retryForMs;
     let delay = 50;
     for (;;) {
       try {
-        await this.js.publish(subject, bytes, { msgID: msgId, timeout: 3000 });
-        return parsed;
+        return await this.js.publish(subject, bytes, { msgID: msgId, timeout: 3000 });
       } catch (e) {
         if (this.stopping || Date.now() > deadline) {
           throw new HomeostatError('HOMEOSTAT_ERR_NATS_UNAVAILABLE', `publish to ${subject} failed: ${(e as Error).message}`, { cause: e });
@@ -133,28 +143,56 @@ export class Bus {
     return env;
   }
 
-  /** Send an invalid message to fleet.dlq.<subject>: counted, logged once per subject+reason kind. */
-  async deadLetter(subject: string, raw: Uint8Array, reason: string): Promise<void> {
+  /** Send an invalid message to fleet.dlq.<subject>: counted, logged once per subject+reason kind.
+   *  `id` (see deadLetterId) makes it one letter per bad message per consumer, however often the
+   *  message is seen; without it every call is a new letter. */
+  async deadLetter(subject: string, raw: Uint8Array, reason: string, opts: { id?: string } = {}): Promise<void> {
+    if (subject.startsWith('fleet.dlq.')) return; // never dead-letter a dead letter
+    const text = Buffer.from(raw.subarray(0, RAW_LIMIT)).toString('utf8');
+    const data = {
+      subject,
+      reason: reason.slice(0, 2000),
+      raw: text.slice(0, RAW_LIMIT),
+      size: raw.length,
+      truncated: raw.length > RAW_LIMIT,
+      receivedBy: this.source,
+    };
+    try {
+      const { bytes, env } = encodeEnvelope(subjects.dlq(subject), this.envelope('DeadLetter', data));
+      const ack = await this.persist(subjects.dlq(subject), bytes, opts.id ?? env.id, 5000);
+      if (ack.duplicate) return;
+    } catch (e) {
+      this.log.error({ subject, err: (e as Error).message }, 'could not publish dead letter');
+    }
     this.dlqCount++;
+    this.onDeadLetter?.(familyOf(subject)?.name ?? 'unknown', deadLetterKind(reason));
     const kind = `${subject.split('.').slice(0, 3).join('.')}|${reason.split(':')[0]}`;
     if (!this.dlqSeen.has(kind)) {
       this.dlqSeen.add(kind);
       this.log.warn({ subject, reason, dlqCount: this.dlqCount }, 'invalid message sent to dead-letter subject');
     }
-    if (subject.startsWith('fleet.dlq.')) return; // never dead-letter a dead letter
-    const text = Buffer.from(raw.subarray(0, RAW_LIMIT)).toString('utf8');
-    try {
-      await this.publish(subjects.dlq(subject), 'DeadLetter', {
-        subject,
-        reason: reason.slice(0, 2000),
-        raw: text.slice(0, RAW_LIMIT),
-        size: raw.length,
-        truncated: raw.length > RAW_LIMIT,
-        receivedBy: this.source,
-      }, { retryForMs: 5000 });
-    } catch (e) {
-      this.log.error({ subject, err: (e as Error).message }, 'could not publish dead letter');
-    }
+  }
+
+  /** Dead-letter the stored message a durable gave up on (its max-deliveries advisory). */
+  async deadLetterStored(stream: string, durable: string, streamSeq: number, reason: string): Promise<void> {
+    const m = await this.jsm.streams.getMessage(stream, { seq: streamSeq }).catch(() => null);
+    if (!m) return; // aged out or purged: nothing left to keep
+    await this.deadLetter(m.subject, m.data, reason, { id: deadLetterId(durable, streamSeq) });
+  }
+
+  /** Durable config on the server matches ours, and its max-deliveries advisory is handled. */
+  async ensureDurable(stream: string, cfg: Parameters<typeof ensureConsumer>[2]): Promise<Stoppable> {
+    await ensureConsumer(this.jsm, stream, cfg, this.log);
+    const durable = cfg.durable_name;
+    const watch = watchMaxDeliveries(this.nc, stream, durable, (x) =>
+      this.deadLetterStored(stream, durable, x.streamSeq, `not acknowledged after ${x.deliveries} deliveries to ${durable} (handler hung or its process died)`), this.log);
+    return this.track({ stop: async () => watch.stop() });
+  }
+
+  /** The message could not be decoded: one dead letter for this consumer, and the server drops it. */
+  async rejectPoison(durable: string, m: JsMsg, reason: string): Promise<void> {
+    await this.deadLetter(m.subject, m.data, reason, { id: deadLetterId(durable, m.seq) });
+    terminate(m);
   }
 
   /** Core subscription with validation; bad messages go to the DLQ and the loop goes on. */
@@ -195,11 +233,7 @@ export class Bus {
       ack_wait: (opts.ackWaitMs ?? 30_000) * 1_000_000,
       max_deliver: maxDeliver,
     };
-    try {
-      await this.jsm.consumers.info(stream, opts.durable);
-    } catch {
-      await this.jsm.consumers.add(stream, cfg);
-    }
+    const advisory = await this.ensureDurable(stream, cfg);
     const consumer = await this.js.consumers.get(stream, opts.durable);
     const messages = await consumer.consume({ max_messages: 64 });
     const handle = async (m: JsMsg, env: Envelope<T>) => {
@@ -209,8 +243,8 @@ export class Bus {
       } catch (e) {
         const attempt = m.info.deliveryCount;
         if (attempt >= maxDeliver) {
-          await this.deadLetter(m.subject, m.data, `handler failed ${attempt} times: ${(e as Error).message}`);
-          m.term();
+          await this.deadLetter(m.subject, m.data, `handler failed ${attempt} times: ${(e as Error).message}`, { id: deadLetterId(opts.durable, m.seq) });
+          terminate(m);
         } else {
           this.log.warn({ subject: m.subject, attempt, err: (e as Error).message }, 'handler failed, will retry');
           m.nak(Math.min(200 * 2 ** attempt, 10_000));
@@ -223,8 +257,7 @@ export class Bus {
       for await (const m of messages) {
         const r = decode<T>(m.subject, m.data, opts.schema);
         if (!r.ok) {
-          await this.deadLetter(m.subject, m.data, r.reason);
-          m.term(r.reason.slice(0, 100));
+          await this.rejectPoison(opts.durable, m, r.reason);
           continue;
         }
         if (limit === 1) {
@@ -239,6 +272,7 @@ export class Bus {
     })();
     return this.track({
       stop: async () => {
+        await advisory.stop();
         await messages.close().catch(() => undefined);
         await done.catch(() => undefined);
       },

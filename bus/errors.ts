@@ -25,6 +25,10 @@ export const ErrorCodes = {
   HOMEOSTAT_ERR_LLM_INVALID: 'the model output was discarded; the runbook floor applies',
   HOMEOSTAT_ERR_WORKFLOW: 'the workflow failed; see `homeostat events --subject fleet.workflows.>`',
   HOMEOSTAT_ERR_EXPERIMENT: 'fix the chaos experiment file at the named field',
+  HOMEOSTAT_ERR_DATA_DIR_IN_USE: 'one `homeostat up` per data directory: stop the other one or pass --data-dir DIR',
+  HOMEOSTAT_ERR_PORT_IN_USE: 'pick free ports (0 = any free port) for the flags named',
+  HOMEOSTAT_ERR_NOT_CONFIRMED: 'run it on a terminal to confirm, or pass --yes',
+  HOMEOSTAT_ERR_AMBIGUOUS: 'the prefix matches more than one id; give more characters',
   HOMEOSTAT_ERR_INTERNAL: 'a bug: please report it with the log line',
 } as const;
 

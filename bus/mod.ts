@@ -14,3 +14,4 @@ export * from './kv.ts';
 export * from './seal.ts';
 export * from './identity.ts';
 export * from './permissions.ts';
+export * from './consumers.ts';

@@ -5,20 +5,27 @@ import { Bus, HomeostatError, isHomeostatError, readIdentity, subjects, type Ide
 import { loadConfig, type Config } from '../agents/runtime/config.ts';
 import { loadFleetFile, type Fleet } from '../fleet/manifest.ts';
 import { referenceFleet } from '../fleet/reference-fleet.ts';
+import { DEFAULT_DATA_DIR, readReady } from './data-dir.ts';
 
-/** The operator's credentials file `up` writes in its default data directory. */
-export const DEFAULT_OPERATOR_CREDS = join('.homeostat', 'creds', 'operator.nk');
+/** --nats, then NATS_URL, then the `up` running on ./.homeostat (or $HOMEOSTAT_DATA_DIR), then the default. */
+export function natsUrlFor(natsFlag: string | undefined): string | undefined {
+  if (natsFlag || process.env.NATS_URL) return natsFlag;
+  return readReady()?.natsUrl;
+}
 
-/** Who the CLI is: NATS_CREDS / --creds, else the operator file of ./.homeostat when there is one. */
+/** Who the CLI is: NATS_CREDS / --creds, else the operator file of the `up` on ./.homeostat (or
+ *  $HOMEOSTAT_DATA_DIR), so the README's quick start needs no flags. */
 export function operatorIdentity(config: Config): Identity | undefined {
-  const file = config.NATS_CREDS ?? (existsSync(DEFAULT_OPERATOR_CREDS) ? DEFAULT_OPERATOR_CREDS : undefined);
+  const dir = process.env.HOMEOSTAT_DATA_DIR || DEFAULT_DATA_DIR;
+  const fallback = join(dir, 'creds', 'operator.nk');
+  const file = config.NATS_CREDS ?? (readReady()?.natsCreds as string | undefined) ?? (existsSync(fallback) ? fallback : undefined);
   return file ? readIdentity(file) : undefined;
 }
 
 /** `flags`: --nats (a string, or the parsed common options with --nats and --creds). */
 export async function withBus<T>(flags: string | undefined | { nats?: string; creds?: string }, fn: (bus: Bus, config: Config, identity?: Identity) => Promise<T>): Promise<T> {
   const f = typeof flags === 'object' ? flags : { nats: flags };
-  const config = loadConfig(process.env, { NATS_URL: f.nats, NATS_CREDS: f.creds });
+  const config = loadConfig(process.env, { NATS_URL: natsUrlFor(f.nats), NATS_CREDS: f.creds });
   const identity = operatorIdentity(config);
   let bus: Bus;
   try {

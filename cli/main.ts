@@ -68,7 +68,7 @@ export async function main(argv: string[]): Promise<number> {
 
 export function exitCodeFor(e: unknown): number {
   if (e instanceof HomeostatError) {
-    return ['HOMEOSTAT_ERR_USAGE', 'HOMEOSTAT_ERR_CONFIG', 'HOMEOSTAT_ERR_MANIFEST', 'HOMEOSTAT_ERR_EXPERIMENT'].includes(e.code) ? 2 : 1;
+    return ['HOMEOSTAT_ERR_USAGE', 'HOMEOSTAT_ERR_CONFIG', 'HOMEOSTAT_ERR_MANIFEST', 'HOMEOSTAT_ERR_EXPERIMENT', 'HOMEOSTAT_ERR_DATA_DIR_IN_USE', 'HOMEOSTAT_ERR_PORT_IN_USE', 'HOMEOSTAT_ERR_NOT_CONFIRMED', 'HOMEOSTAT_ERR_AMBIGUOUS'].includes(e.code) ? 2 : 1;
   }
   return 1;
 }

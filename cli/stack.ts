@@ -2,7 +2,7 @@
 // each on its own NATS connection as it would be in compose. Used by `up` and the e2e tests.
 import { join } from 'node:path';
 import { Bus, clearCurrentState, HomeostatError, identityOfAgent, type Identity } from '../bus/mod.ts';
-import { AGENT_NAMES, loadAgent, type AgentHandle, type AgentName, type AppLogger, type Config } from '../agents/mod.ts';
+import { AGENT_NAMES, createMetrics, loadAgent, type AgentHandle, type AgentName, type AppLogger, type Config, type Metrics } from '../agents/mod.ts';
 import type { Fleet } from '../fleet/manifest.ts';
 import type { PveApi } from '../fleet/pve-types.ts';
 import { startNatsServer, type NatsServerHandle } from './nats-server.ts';
@@ -39,6 +39,8 @@ export interface StackOptions {
    *  (NATS_CREDS), trusts the keys of HOMEOSTAT_DECISION_KEYS / HOMEOSTAT_OPERATOR_KEYS, and
    *  leaves streams to `up`/`init`. */
   standalone?: { identity?: Identity };
+  /** The process's metrics registry (one per process); a fresh one when absent. */
+  metrics?: Metrics;
 }
 
 export interface Stack {
@@ -53,6 +55,8 @@ export interface Stack {
   sim?: SimulatorLike;
   pve?: PveApi;
   agents: Map<AgentName, AgentHandle>;
+  /** Every agent of this stack registers its metrics here. */
+  metrics: Metrics;
   /** Stop one agent (tests kill/restart agents this way). */
   stopAgent(name: AgentName): Promise<void>;
   startAgent(name: AgentName): Promise<void>;
@@ -63,6 +67,7 @@ const AGENT_ORDER: readonly AgentName[] = ['action', 'decision', 'analysis', 'wo
 
 export async function startStack(opts: StackOptions): Promise<Stack> {
   const { config, fleet, log } = opts;
+  const metrics = opts.metrics ?? createMetrics();
   const cleanups: (() => Promise<void>)[] = [];
   const stopAll = async () => {
     for (const c of cleanups.reverse()) await c().catch((e: unknown) => log.error({ err: (e as Error).message }, 'stop step failed'));
@@ -121,7 +126,10 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
 
     let pve: PveApi | undefined;
     if (pveUrl && tokenId && tokenSecret) {
-      const client = createPveClient({ url: pveUrl, tokenId, tokenSecret, caPem, insecure: config.PVE_INSECURE, log: log.child({ agent: 'pve' }) });
+      const client = createPveClient({ url: pveUrl, tokenId, tokenSecret, caPem, insecure: config.PVE_INSECURE, log: log.child({ agent: 'pve' }), onRequest: (e) => {
+        metrics.pveRequests.inc({ method: e.method, status: e.status === undefined ? 'error' : String(e.status) });
+        metrics.pveLatency.observe({ method: e.method }, e.ms / 1000);
+      } });
       cleanups.push(() => client.close());
       pve = client;
     } else if (pveUrl) {
@@ -137,13 +145,13 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       const alog = log.child({ agent: name });
       const solo = opts.standalone;
       const identity = solo ? solo.identity : ring.get(identityOfAgent(name));
-      const bus = await Bus.connect({ servers: natsUrl!, source: name, log: alog, seed: solo ? solo.identity?.seed : seedOf(identityOfAgent(name)), caFile: config.NATS_CA });
+      const bus = await Bus.connect({ servers: natsUrl!, source: name, log: alog, onDeadLetter: (family, reason) => metrics.deadLetters.inc({ family, reason }), seed: solo ? solo.identity?.seed : seedOf(identityOfAgent(name)), caFile: config.NATS_CA });
       const services = {
         pveCaPem: caPem, pveInsecure: config.PVE_INSECURE, pveTokenId: tokenId, pveTokenSecret: tokenSecret,
         ...(solo ? {} : { decisionKeys: [ring.get('decision').publicKey], operatorKeys: [ring.get('operator').publicKey] }),
         ...(opts.services ?? {}),
       };
-      const handle = await mod.start({ name, config, log: alog, bus, fleet, pve, pveUrl, services, identity });
+      const handle = await mod.start({ name, config, log: alog, bus, fleet, pve, pveUrl, services, identity, metrics });
       agents.set(name, handle);
       buses.set(name, bus);
       void handle.stopped.then((r) => {
@@ -174,6 +182,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       sim,
       pve,
       agents,
+      metrics,
       stopAgent,
       startAgent,
       stop: stopAll,

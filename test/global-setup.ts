@@ -9,6 +9,10 @@ let server: NatsServerHandle | undefined;
 let dir: string | undefined;
 
 export async function setup(project: TestProject): Promise<void> {
+  // suites that spawn `bin/homeostat.js` run dist/: rebuild it when a source is newer (also when
+  // vitest is run directly rather than through `npm test`)
+  const { build, isStale } = await import('../scripts/build.mjs');
+  if (isStale() && !build()) throw new Error('the build of dist/ failed (npm run build)');
   dir = mkdtempSync(join(tmpdir(), 'homeostat-test-nats-'));
   server = await startNatsServer({ dataDir: dir, port: 0 });
   project.provide('natsUrl', server.url);

@@ -9,6 +9,8 @@ export interface ConcurrentConsumerOptions<T> {
   filter: string;
   ackWaitMs: number;
   maxInFlight: number;
+  /** Deliveries before the server gives up on a message (it is then dead-lettered). */
+  maxDeliver: number;
   /** On first creation, also deliver what was published this long before. */
   catchUpMs: number;
   /** Two deliveries with the same key never run at once; the later one waits for the first. */
@@ -28,12 +30,9 @@ export async function consumeConcurrently<T>(bus: Bus, o: ConcurrentConsumerOpti
     opt_start_time: new Date(Date.now() - o.catchUpMs).toISOString(),
     ack_wait: o.ackWaitMs * 1_000_000,
     max_ack_pending: Math.max(o.maxInFlight * 4, 64),
+    max_deliver: o.maxDeliver,
   };
-  try {
-    await bus.jsm.consumers.info(AUDIT_STREAM, o.durable);
-  } catch {
-    await bus.jsm.consumers.add(AUDIT_STREAM, cfg);
-  }
+  const advisory = await bus.ensureDurable(AUDIT_STREAM, cfg);
   const consumer = await bus.js.consumers.get(AUDIT_STREAM, o.durable);
   const messages = await consumer.consume({ max_messages: o.maxInFlight });
   const stopping = new AbortController();
@@ -63,8 +62,7 @@ export async function consumeConcurrently<T>(bus: Bus, o: ConcurrentConsumerOpti
     for await (const m of messages) {
       const r = decode<T>(m.subject, m.data);
       if (!r.ok) {
-        await bus.deadLetter(m.subject, m.data, r.reason);
-        m.term(r.reason.slice(0, 100));
+        await bus.rejectPoison(o.durable, m, r.reason);
         continue;
       }
       const key = o.keyOf(r.env);
@@ -86,6 +84,7 @@ export async function consumeConcurrently<T>(bus: Bus, o: ConcurrentConsumerOpti
   return {
     async stop() {
       stopping.abort(new Error('action agent stopping'));
+      await advisory.stop();
       await Promise.allSettled([...inFlight]);
       await messages.close().catch(() => undefined);
       await loop.catch(() => undefined);

@@ -23,6 +23,8 @@ const ActionServices = z.object({
   /** Lock lease; renewed at a third of it. A crashed holder's lock is taken over after it. */
   actionLeaseMs: z.number().int().min(300).default(15_000),
   actionMaxInFlight: z.number().int().min(1).max(256).default(16),
+  /** Deliveries of one approved action before it is dead-lettered (restarts and lost locks count). */
+  actionMaxDeliver: z.number().int().min(2).max(1000).default(20),
   actionRetryBaseMs: z.number().int().min(0).default(1000),
   /** Durable consumer names get this suffix (several stacks on one NATS server in tests). */
   durableSuffix: z.string().regex(/^[A-Za-z0-9_-]*$/).default(''),
@@ -70,6 +72,7 @@ export const agent: AgentModule = {
         filter: subjects.action('approved'),
         ackWaitMs: s.actionAckWaitMs,
         maxInFlight: s.actionMaxInFlight,
+        maxDeliver: s.actionMaxDeliver,
         catchUpMs: DEDUP_WINDOW_MS,
         keyOf: (env) => env.data.actionId,
         handler: (env, signal) => executor.run(env, { signal }),

@@ -3,10 +3,11 @@
 // Ids are deterministic per case+verb+attempt, so a redelivered trigger never makes a second action.
 import { createHash } from 'node:crypto';
 import {
-  ActionVerb, DesiredState, GuestRecord, LockRecord, NodeRecord, WorkflowRecord, describeError, kvGet, kvKeys, sealAction, subjects,
+  ActionVerb, DesiredState, GuestRecord, LockRecord, NodeRecord, WorkflowRecord, describeError, kvGet, kvKeys, kvPut, sealAction, subjects,
   type Action, type ActionProposal, type Bus, type Decision, type Envelope, type FenceProposal, type Logger, type ProposalVerdict, type Signer,
 } from '../../bus/mod.ts';
 import type { Fleet } from '../../fleet/manifest.ts';
+import type { Metrics } from '../runtime/metrics.ts';
 import type { AdvisorSeam } from './advisor.ts';
 import { Approvals } from './approvals.ts';
 import { clearHoldDown, openHoldDown } from './holddown.ts';
@@ -27,6 +28,7 @@ export interface DecisionContext {
   signer: Signer;
   /** How long a sealed action may wait to be started (then the action agent refuses it). */
   actionTtlMs: number;
+  metrics?: Metrics;
 }
 
 export interface ActOptions {
@@ -57,7 +59,7 @@ export abstract class Actuator {
   readonly settleMs: number;
 
   constructor(protected readonly ctx: DecisionContext) {
-    this.approvals = new Approvals(ctx.bus, ctx.store, ctx.log, {
+    this.approvals = new Approvals(ctx.bus, ctx.store, ctx.log, ctx.metrics, {
       approved: (rec, by, at) => this.serial(rec.caseId, () => this.onApproved(rec, by, at)),
       denied: (rec, by, reason) => this.serial(rec.caseId, () => this.onDenied(rec, by, reason)),
     });
@@ -248,6 +250,7 @@ export abstract class Actuator {
 
   private async holdDown(vmid: number, c: CaseRecord, reason: string): Promise<void> {
     await openHoldDown(this.ctx, vmid, await this.nodeOf(vmid), c, reason);
+    this.ctx.metrics?.flapHolds.inc();
   }
 
   protected clearHold(vmid: number, by: string): Promise<boolean> {
@@ -266,6 +269,10 @@ export abstract class Actuator {
     const p: Proposal = { verb, vmid, proposer: 'operator', inRunbook: true };
     const r = gate(p, await this.facts(vmid, c, {}), this.ctx.fleet.policies);
     const out = r.verdict === 'deny' && !this.ctx.fleet.byVmid.has(vmid) ? {} : await this.act(c, p, r, { rationale: `requested by ${by}`, requestedBy: by });
+    // An operator who shuts a guest down wants it down: the loop must not "heal" it afterwards.
+    if (r.verdict === 'allow' && (verb === 'shutdown' || verb === 'stop')) {
+      await kvPut(this.ctx.bus.kv.fleetState, kvKeys.desired(vmid), { state: 'stopped', maintenance: false, by, reason: `${verb} requested by ${by}`, at: new Date().toISOString() } satisfies DesiredState);
+    }
     if (!c.steps.some((s) => IN_FLIGHT.includes(s.status))) await this.ctx.store.deleteCase(c.caseId);
     return { ...out, verdict: r.verdict, reasons: r.reasons };
   }

@@ -2,14 +2,16 @@
 import { resolve } from 'node:path';
 import { referenceFleet } from '../../fleet/reference-fleet.ts';
 import { loadFleetFile } from '../../fleet/manifest.ts';
-import { createLogger, loadConfig, isAgentName, AGENT_NAMES, type AgentName } from '../../agents/mod.ts';
+import { createLogger, createMetrics, loadConfig, isAgentName, AGENT_NAMES, type AgentName } from '../../agents/mod.ts';
 import { HomeostatError } from '../../bus/mod.ts';
 import { parseCommand, parseIntFlag } from '../args.ts';
 import { println, printJson } from '../output.ts';
 import { startStack } from '../stack.ts';
+import { startMetricsServer } from '../metrics-server.ts';
 import { waitForShutdownSignal } from '../signals.ts';
+import { checkPorts, claimDataDir, DEFAULT_DATA_DIR } from '../data-dir.ts';
 
-const HELP = `Usage: homeostat up [--sim] [--fleet FILE] [--nats URL] [--data-dir DIR] [--nats-port N] [--sim-port N] [--http] [--agents LIST] [--alertmanager-port N|off] [--keep-state]
+const HELP = `Usage: homeostat up [--sim] [--fleet FILE] [--nats URL] [--data-dir DIR] [--nats-port N] [--sim-port N] [--http] [--agents LIST] [--alertmanager-port N|off] [--metrics-port N|off] [--keep-state]
 
 Runs homeostat in one process: its own nats-server -js (unless --nats), the PVE-API simulator
 (with --sim) and all agents. Prints one JSON line on stdout when ready:
@@ -26,11 +28,16 @@ Ctrl-C / SIGTERM stops everything it started (and nothing else).
                    keeps the buckets too)
   --fleet FILE     fleet manifest (YAML/JSON); default $HOMEOSTAT_FLEET, else the reference fleet
   --nats URL       use this NATS server instead of starting one
-  --data-dir DIR   where the embedded nats-server keeps its store and creds/ (default ./.homeostat)
+  --data-dir DIR   where the embedded nats-server keeps its store and creds/ (default ./.homeostat). One
+                   \`up\` per directory: a second one refuses, naming the first one's pid. The
+                   ready line is also written to DIR/ready.json (mode 600), which client commands
+                   read when neither --nats nor NATS_URL is given
   --nats-port N    port for the embedded nats-server (default 4222; 0 = a free port)
   --sim-port N     simulator port (default 8006; 0 = a free port)
   --alertmanager-port N  Alertmanager webhook receiver for sensing (POST /api/v2/alerts or a
                    webhook_config url); default 9095, 0 = a free port, off = do not listen
+  --metrics-port N Prometheus metrics of every agent on http://127.0.0.1:N/metrics (default 9464;
+                   0 = a free port, off = none); the ready line names it as metricsUrl
   --agents LIST    comma-separated subset of ${AGENT_NAMES.join(',')} (default all)
 Without --sim, the PVE API comes from PVE_URL / PVE_TOKEN_ID / PVE_TOKEN_SECRET (see README).`;
 
@@ -39,7 +46,7 @@ export async function upMain(argv: string[]): Promise<number> {
     sim: { type: 'boolean', default: false },
     fleet: { type: 'string' },
     nats: { type: 'string' },
-    'data-dir': { type: 'string', default: '.homeostat' },
+    'data-dir': { type: 'string', default: process.env.HOMEOSTAT_DATA_DIR || DEFAULT_DATA_DIR },
     'nats-port': { type: 'string' },
     'sim-port': { type: 'string' },
     'time-scale': { type: 'string' },
@@ -47,6 +54,7 @@ export async function upMain(argv: string[]): Promise<number> {
     agents: { type: 'string' },
     'keep-state': { type: 'boolean', default: false },
     'alertmanager-port': { type: 'string', default: '9095' },
+    'metrics-port': { type: 'string', default: '9464' },
     help: { type: 'boolean', short: 'h', default: false },
   }, false);
   if (values.help) {
@@ -61,38 +69,67 @@ export async function upMain(argv: string[]): Promise<number> {
   const agents = values.agents?.split(',').map((s) => s.trim()).filter(Boolean);
   for (const a of agents ?? []) if (!isAgentName(a)) throw new HomeostatError('HOMEOSTAT_ERR_USAGE', `--agents: unknown agent ${JSON.stringify(a)}; expected ${AGENT_NAMES.join(',')}`);
   const alertmanagerPort = values['alertmanager-port'] === 'off' ? undefined : parseIntFlag('alertmanager-port', values['alertmanager-port']);
+  const metricsPort = values['metrics-port'] === 'off' ? undefined : parseIntFlag('metrics-port', values['metrics-port']);
   const fleetFile = values.fleet ?? config.HOMEOSTAT_FLEET;
   const fleet = fleetFile ? loadFleetFile(fleetFile) : referenceFleet();
   const log = createLogger(config.LOG_LEVEL);
-  // listen before start-up: a Ctrl-C during start must still stop what was started
-  const signalled = waitForShutdownSignal();
+  // Nothing starts before the data directory is ours and every fixed port is free: a second
+  // stack on the same store would silently break the first one.
+  const dataDir = claimDataDir(values['data-dir']);
+  try {
+    await checkPorts([
+      ...(values.nats ? [] : [{ flag: '--nats-port', what: 'NATS', port: natsPort ?? 4222 }]),
+      ...(values.sim ? [{ flag: '--sim-port', what: 'simulator', port: simPort ?? 8006 }] : []),
+      { flag: '--alertmanager-port', what: 'Alertmanager receiver', port: alertmanagerPort },
+      { flag: '--metrics-port', what: 'metrics', port: metricsPort },
+    ]);
+    return await runStack();
+  } finally {
+    dataDir.release();
+  }
 
-  const stack = await startStack({
-    config,
-    fleet,
-    log,
-    natsUrl: values.nats,
-    dataDir: values['data-dir'],
-    natsPort,
-    sim: values.sim ? { port: simPort, http: values.http, timeScale, keepState: values['keep-state'] } : undefined,
-    agents: agents as AgentName[] | undefined,
-    services: alertmanagerPort === undefined ? {} : { alertmanagerPort },
-  });
-  const amPort = (stack.agents.get('sensing') as { alertmanagerPort?: number } | undefined)?.alertmanagerPort;
-  printJson({
-    ready: true,
-    natsUrl: stack.natsUrl,
-    ...(stack.natsCreds ? { natsCreds: resolve(stack.natsCreds) } : {}),
-    // the simulator's token is made up for it; a real PVE's secret never goes into a ready line
-    ...(stack.pveUrl ? { pveUrl: stack.pveUrl, pveTokenId: stack.pveTokenId, pveTokenSecret: stack.sim ? stack.pveTokenSecret : '(PVE_TOKEN_SECRET, not shown)' } : {}),
-    ...(stack.fingerprint ? { fingerprint: stack.fingerprint } : {}),
-    ...(amPort !== undefined ? { alertmanagerUrl: `http://127.0.0.1:${amPort}/api/v2/alerts` } : {}),
-    fleet: fleet.name,
-    guests: fleet.guests.length,
-    agents: [...stack.agents.keys()],
-  });
-  const signal = await signalled;
-  log.info({ signal }, 'stopping');
-  await stack.stop();
-  return 0;
+  async function runStack(): Promise<number> {
+    // listen before start-up: a Ctrl-C during start must still stop what was started
+    const signalled = waitForShutdownSignal();
+    const metrics = createMetrics();
+    const metricsServer = metricsPort === undefined ? undefined : await startMetricsServer({ registry: metrics.registry, port: metricsPort });
+
+    const stack = await startStack({
+      metrics,
+      config,
+      fleet,
+      log,
+      natsUrl: values.nats,
+      dataDir: dataDir.dir,
+      natsPort,
+      sim: values.sim ? { port: simPort, http: values.http, timeScale, keepState: values['keep-state'] } : undefined,
+      agents: agents as AgentName[] | undefined,
+      services: alertmanagerPort === undefined ? {} : { alertmanagerPort },
+    }).catch(async (e: unknown) => {
+      await metricsServer?.close();
+      throw e;
+    });
+    const amPort = (stack.agents.get('sensing') as { alertmanagerPort?: number } | undefined)?.alertmanagerPort;
+    const ready = {
+      ready: true,
+      natsUrl: stack.natsUrl,
+      ...(stack.natsCreds ? { natsCreds: resolve(stack.natsCreds) } : {}),
+      // the simulator's token is made up for it; a real PVE's secret never goes into a ready line
+      ...(stack.pveUrl ? { pveUrl: stack.pveUrl, pveTokenId: stack.pveTokenId, pveTokenSecret: stack.sim ? stack.pveTokenSecret : '(PVE_TOKEN_SECRET, not shown)' } : {}),
+      ...(stack.fingerprint ? { fingerprint: stack.fingerprint } : {}),
+      ...(amPort !== undefined ? { alertmanagerUrl: `http://127.0.0.1:${amPort}/api/v2/alerts` } : {}),
+      ...(metricsServer ? { metricsUrl: metricsServer.url } : {}),
+      fleet: fleet.name,
+      guests: fleet.guests.length,
+      agents: [...stack.agents.keys()],
+      dataDir: dataDir.dir,
+    };
+    dataDir.writeReady(ready);
+    printJson(ready);
+    const signal = await signalled;
+    log.info({ signal }, 'stopping');
+    await stack.stop();
+    await metricsServer?.close();
+    return 0;
+  }
 }
