@@ -1,7 +1,6 @@
 // Connects once, then reconnects forever with capped exponential backoff and jitter.
 import { connect, nkeyAuthenticator, type NatsConnection } from '@nats-io/transport-node';
-import { HomeostatError } from './errors.ts';
-import type { Logger } from './logger.ts';
+import { backoffMs, HomeostatError, retry, type Logger } from '../core/mod.ts';
 
 export interface ConnectOptions {
   servers: string;
@@ -24,19 +23,15 @@ function isAuthError(e: unknown): boolean {
 export async function connectNats(opts: ConnectOptions): Promise<NatsConnection> {
   let failures = 0;
   const deadline = Date.now() + (opts.firstConnectTimeoutMs ?? 10_000);
-  let lastErr: unknown;
-  while (Date.now() < deadline) {
-    try {
+  try {
+    return await retry(async () => {
       const nc = await connect({
         servers: opts.servers,
         name: opts.name,
         maxReconnectAttempts: -1,
         reconnectTimeWait: 250,
-        // backoff between reconnect rounds: 250 ms doubling to 5 s, with jitter; reset on success
-        reconnectDelayHandler: () => {
-          failures++;
-          return Math.min(250 * 2 ** Math.min(failures, 5), 5000) + Math.floor(Math.random() * 200);
-        },
+        // backoff between reconnect rounds: 250 ms doubling to 5 s, jittered; reset on success
+        reconnectDelayHandler: () => backoffMs(++failures, { baseMs: 250, maxMs: 5000 }),
         pingInterval: 10_000,
         maxPingOut: 3,
         ...(opts.seed ? { authenticator: nkeyAuthenticator(new TextEncoder().encode(opts.seed)) } : {}),
@@ -53,13 +48,11 @@ export async function connectNats(opts: ConnectOptions): Promise<NatsConnection>
         }
       })().catch(() => undefined);
       return nc;
-    } catch (e) {
-      lastErr = e;
-      if (isAuthError(e)) {
-        throw new HomeostatError('HOMEOSTAT_ERR_AUTH', `NATS at ${opts.servers} refused ${opts.seed ? 'this identity' : 'a connection without credentials'}: ${(e as Error).message}`, { cause: e });
-      }
-      await new Promise((r) => setTimeout(r, 200));
+    }, { baseMs: 100, maxMs: 400, retryable: (e) => !isAuthError(e) && Date.now() < deadline });
+  } catch (e) {
+    if (isAuthError(e)) {
+      throw new HomeostatError('HOMEOSTAT_ERR_AUTH', `NATS at ${opts.servers} refused ${opts.seed ? 'this identity' : 'a connection without credentials'}: ${(e as Error).message}`, { cause: e });
     }
+    throw new HomeostatError('HOMEOSTAT_ERR_NATS_UNAVAILABLE', `cannot connect to NATS at ${opts.servers}: ${(e as Error)?.message ?? 'timeout'}`, { cause: e });
   }
-  throw new HomeostatError('HOMEOSTAT_ERR_NATS_UNAVAILABLE', `cannot connect to NATS at ${opts.servers}: ${(lastErr as Error)?.message ?? 'timeout'}`, { cause: lastErr });
 }

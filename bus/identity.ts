@@ -3,7 +3,7 @@
 // decision agent seals actions with it, the operator signs approvals with it.
 import { readFileSync } from 'node:fs';
 import { fromSeed } from '@nats-io/nkeys';
-import { HomeostatError } from './errors.ts';
+import { HomeostatError } from '../core/mod.ts';
 import { signerFromSeed, type Signer } from './seal.ts';
 
 export interface Identity {

@@ -1,7 +1,8 @@
 // Shared by the client commands: config from env + --nats, a short-lived bus connection.
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { Bus, HomeostatError, isHomeostatError, readIdentity, subjects, type Identity } from '../bus/mod.ts';
+import { HomeostatError, isHomeostatError } from '../core/mod.ts';
+import { Bus, readIdentity, subjects, type Identity } from '../bus/mod.ts';
 import { loadConfig, type Config } from '../agents/runtime/config.ts';
 import { loadFleetFile, type Fleet } from '../fleet/manifest.ts';
 import { referenceFleet } from '../fleet/reference-fleet.ts';

@@ -1,8 +1,9 @@
 // The embedded default: nats-server (unless --nats), the simulator (with --sim), then agents,
 // each on its own NATS connection as it would be in compose. Used by `up` and the e2e tests.
 import { join } from 'node:path';
-import { Bus, clearCurrentState, HomeostatError, identityOfAgent, type Identity } from '../bus/mod.ts';
-import { AGENT_NAMES, createMetrics, loadAgent, type AgentHandle, type AgentName, type AppLogger, type Config, type Metrics } from '../agents/mod.ts';
+import { HomeostatError, type AppLogger } from '../core/mod.ts';
+import { Bus, clearCurrentState, identityOfAgent, type Identity } from '../bus/mod.ts';
+import { AGENT_NAMES, createMetrics, loadAgent, type AgentHandle, type AgentName, type Config, type Metrics } from '../agents/mod.ts';
 import type { Fleet } from '../fleet/manifest.ts';
 import type { PveApi } from '../fleet/pve-types.ts';
 import { startNatsServer, type NatsServerHandle } from './nats-server.ts';
@@ -126,7 +127,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
 
     let pve: PveApi | undefined;
     if (pveUrl && tokenId && tokenSecret) {
-      const client = createPveClient({ url: pveUrl, tokenId, tokenSecret, caPem, insecure: config.PVE_INSECURE, log: log.child({ agent: 'pve' }), onRequest: (e) => {
+      const client = createPveClient({ url: pveUrl, tokenId, tokenSecret, caPem, insecure: config.PVE_INSECURE, timeoutMs: config.PVE_TIMEOUT_MS, log: log.child({ agent: 'pve' }), onRequest: (e) => {
         metrics.pveRequests.inc({ method: e.method, status: e.status === undefined ? 'error' : String(e.status) });
         metrics.pveLatency.observe({ method: e.method }, e.ms / 1000);
       } });

@@ -2,9 +2,10 @@
 // ActionRequested (needs approval), a flapping incident (flap hold-down), a failover request.
 // Ids are deterministic per case+verb+attempt, so a redelivered trigger never makes a second action.
 import { createHash } from 'node:crypto';
+import { describeError, type Logger } from '../../core/mod.ts';
 import {
-  ActionVerb, DesiredState, GuestRecord, LockRecord, NodeRecord, WorkflowRecord, describeError, kvGet, kvKeys, kvPut, sealAction, subjects,
-  type Action, type ActionProposal, type Bus, type Decision, type Envelope, type FenceProposal, type Logger, type ProposalVerdict, type Signer,
+  ActionVerb, DesiredState, GuestRecord, LockRecord, NodeRecord, WorkflowRecord, kvGet, kvKeys, kvPut, sealAction, subjects,
+  type Action, type ActionProposal, type Bus, type Decision, type Envelope, type FenceProposal, type ProposalVerdict, type Signer,
 } from '../../bus/mod.ts';
 import type { Fleet } from '../../fleet/manifest.ts';
 import type { Metrics } from '../runtime/metrics.ts';

@@ -8,7 +8,8 @@
 //   fleet.propose.action ActionProposal            → ProposalVerdict (the workflows agent only)
 //   fleet.propose.fence  FenceProposal             → ProposalVerdict (the workflows agent only)
 import { z } from 'zod';
-import { ActionProposal, FenceProposal, HomeostatError, subjects, type Bus, type CommandRequest, type Envelope, type Stoppable } from '../../bus/mod.ts';
+import { HomeostatError } from '../../core/mod.ts';
+import { ActionProposal, FenceProposal, subjects, type Bus, type CommandRequest, type Envelope, type Stoppable } from '../../bus/mod.ts';
 import type { DecisionEngine } from './engine.ts';
 import type { DecisionStore } from './store.ts';
 

@@ -2,8 +2,8 @@
 import { resolve } from 'node:path';
 import { referenceFleet } from '../../fleet/reference-fleet.ts';
 import { loadFleetFile } from '../../fleet/manifest.ts';
-import { createLogger, createMetrics, loadConfig, isAgentName, AGENT_NAMES, type AgentName } from '../../agents/mod.ts';
-import { HomeostatError } from '../../bus/mod.ts';
+import { createLogger, HomeostatError } from '../../core/mod.ts';
+import { createMetrics, loadConfig, isAgentName, AGENT_NAMES, type AgentName } from '../../agents/mod.ts';
 import { parseCommand, parseIntFlag } from '../args.ts';
 import { println, printJson } from '../output.ts';
 import { startStack } from '../stack.ts';
