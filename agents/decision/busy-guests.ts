@@ -27,6 +27,12 @@ export class BusyGuests {
     this.cases.delete(actionId);
   }
 
+  /** The action this guest is busy with (pending approval, queued or running), if any. */
+  busyWith(vmid: number): string | undefined {
+    const b = this.busy.get(vmid);
+    return b && Date.now() - b.since < this.staleMs ? b.actionId : undefined;
+  }
+
   isBusy(vmid: number, now: number): boolean {
     const b = this.busy.get(vmid);
     return b !== undefined && now - b.since < this.staleMs;

@@ -6,7 +6,6 @@ import { IN_FLIGHT, nextStep, runbookVerbs, type Plan, type StepStatus } from '.
 import { gate, type Proposal } from './policy.ts';
 import type { Consultation } from './advisor.ts';
 import { Actuator } from './actuator.ts';
-import type { Approvals } from './approvals.ts';
 import { BusyGuests } from './busy-guests.ts';
 import { CaseQueue } from './case-queue.ts';
 import type { DecisionContext } from './context.ts';
@@ -23,7 +22,8 @@ export class DecisionEngine {
   private readonly timers = new Map<string, NodeJS.Timeout>();
   private readonly queue: CaseQueue;
   private readonly busy: BusyGuests;
-  private readonly actuator: Actuator;
+  /** Publishes verdicts; the request/reply verbs (commands.ts) go to it directly. */
+  readonly actuator: Actuator;
 
   constructor(private readonly ctx: DecisionContext) {
     this.queue = new CaseQueue(ctx.log);
@@ -34,15 +34,6 @@ export class DecisionEngine {
         if (r.retryAt !== undefined) this.schedule(c.caseId, r.retryAt);
       },
     });
-  }
-
-  get approvals(): Approvals {
-    return this.actuator.approvals;
-  }
-
-  /** An operator-initiated action (`fleet.cmd.action`), gated like any other proposal. */
-  operatorAction(...args: Parameters<Actuator['operatorAction']>): ReturnType<Actuator['operatorAction']> {
-    return this.actuator.operatorAction(...args);
   }
 
   /** Wait for the work already queued (tests, clean stop). */
@@ -56,7 +47,7 @@ export class DecisionEngine {
     for (const inc of (await kvList(this.ctx.bus.kv.incidents, '', Incident)).values()) if (inc.status === 'open') this.open.set(inc.id, inc);
     const cases = await store.cases();
     for (const c of cases) this.busy.index(c);
-    for (const a of await this.approvals.start()) this.busy.mark(a.action.target.vmid, a.action.actionId);
+    for (const a of await this.actuator.approvals.start()) this.busy.mark(a.action.target.vmid, a.action.actionId);
     for (const c of cases) {
       const inc = c.incident && ((await kvGet(this.ctx.bus.kv.incidents, kvKeys.incident(c.incident.id), Incident))?.value ?? c.incident);
       if (!inc || inc.status !== 'open' || (!this.open.has(inc.id) && Date.now() - c.updatedAt > STALE_CASE_MS)) {
@@ -82,7 +73,7 @@ export class DecisionEngine {
     this.stopped = true;
     for (const t of this.timers.values()) clearTimeout(t);
     this.timers.clear();
-    this.approvals.stop();
+    this.actuator.approvals.stop();
   }
 
   async onIncident(env: Envelope<Incident>, subject: string): Promise<void> {
@@ -232,7 +223,7 @@ export class DecisionEngine {
       if (a.caseId !== caseId) continue;
       const rec = await this.ctx.store.claimApproval(a.action.actionId);
       if (!rec) continue;
-      await this.approvals.publishDenied(rec, 'policy', `${reason}: approval no longer needed`, false, false);
+      await this.actuator.approvals.publishDenied(rec, 'policy', `${reason}: approval no longer needed`, false, false);
       this.busy.forget(rec.action.target.vmid, rec.action.actionId);
     }
     await this.ctx.store.deleteCase(caseId);
