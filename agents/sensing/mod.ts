@@ -38,7 +38,7 @@ export const agent: AgentModule = {
     const pve = ctx.pve;
     const observer = new PveObserver(pve, ctx.fleet, opts.roundDeadlineMs, opts.pveUrl ? `PVE API at ${new URL(opts.pveUrl).host}` : undefined);
     const prober = new Prober(opts, ctx.fleet, log);
-    const tracker = new FleetTracker(ctx.fleet, opts.healthFailures, opts.kvRefreshMs);
+    const tracker = new FleetTracker(ctx.fleet, opts.healthFailures, opts.kvRefreshMs, opts.bootGraceMs);
     const seeded = await loadRecords(ctx.bus).catch((e: unknown) => {
       log.warn({ err: (e as Error).message }, 'could not read fleet-state KV; starting without previous state');
       return { guests: [], nodes: [], api: undefined };

@@ -22,6 +22,8 @@ export interface SensingOptions {
   probeTimeoutMs: number;
   probeConcurrency: number;
   healthFailures: number;
+  /** A guest that runs but is not healthy yet since its start is booting for this long (policies.guestBootTimeoutMs). */
+  bootGraceMs: number;
   /** A node whose listing is still in flight after this long is left for a later round. */
   roundDeadlineMs: number;
   /** Unchanged guest records are rewritten in KV (fresh resources) at most this often. */
@@ -43,6 +45,7 @@ export function sensingOptions(ctx: AgentContext): SensingOptions {
     probeTimeoutMs: p.probeTimeoutMs,
     probeConcurrency: p.probeConcurrency,
     healthFailures: p.alerts.healthFailures,
+    bootGraceMs: p.guestBootTimeoutMs,
     roundDeadlineMs: Math.max(2 * p.senseIntervalMs, p.probeTimeoutMs, 1000),
     kvRefreshMs: Math.max(10 * p.senseIntervalMs, 5000),
     services: s,
