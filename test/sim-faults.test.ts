@@ -28,6 +28,15 @@ async function fault(kind: string, target: string | number, extra: Record<string
 const heal = (id: string) => simCall('DELETE', `/sim/faults/${id}`);
 const health = (vmid: number) => simCall('GET', `/sim/health/${vmid}`);
 const ct = (node: string, vmid: number) => api.nodes.$(node).lxc.$(vmid);
+/** After a start, PVE says running at once; the guest's services answer once bootMs has passed. */
+async function untilServing(vmid: number): Promise<Awaited<ReturnType<typeof health>>> {
+  for (let i = 0; i < 2000; i++) {
+    const h = await health(vmid);
+    if (h.status !== 503 || (h.body as { status?: string }).status !== 'starting') return h;
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  throw new Error(`guest ${vmid} still starting`);
+}
 
 async function waitTask(node: string, upid: string): Promise<{ exitstatus?: string }> {
   for (let i = 0; i < 2000; i++) {
@@ -105,7 +114,7 @@ describe('guest faults', () => {
     const upid: string = await ct('node-b', 155).status.start.$post();
     expect((await waitTask('node-b', upid)).exitstatus).toBe('OK');
     expect((await ct('node-b', 155).status.current.$get()).status).toBe('running');
-    expect((await health(155)).body).toMatchObject({ status: 'ok', vmid: 155 });
+    expect((await untilServing(155)).body).toMatchObject({ status: 'ok', vmid: 155 });
   });
 
   it('crash during a boot fails the start task', async () => {
@@ -143,7 +152,7 @@ describe('guest faults', () => {
     const id = await fault('unhealthy', 104);
     expect((await health(104)).status).toBe(503);
     await waitTask('node-b', await ct('node-b', 104).status.reboot.$post());
-    expect((await health(104)).status).toBe(503);
+    expect((await untilServing(104)).body).toMatchObject({ status: 'unhealthy', reason: 'health check failed: service unhealthy' });
     await heal(id);
     expect((await health(104)).status).toBe(200);
   });

@@ -29,6 +29,8 @@ export const ConfigSchema = z.object({
   LOG_LEVEL: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'], { message: 'expected one of trace|debug|info|warn|error|fatal|silent' }).default('info'),
   HOMEOSTAT_FLEET: z.string().refine((p) => existsSync(p), 'expected a fleet manifest file (YAML or JSON)').optional(),
   HOMEOSTAT_DRY_RUN: bool.default(false),
+  /** Shared secret PVE hookscripts send (Authorization: Bearer) to sensing's /pve/hook. */
+  HOMEOSTAT_HOOK_TOKEN: z.string().regex(/^\S{16,200}$/, 'expected 16-200 characters without spaces, e.g. from `openssl rand -hex 16`').optional(),
 });
 
 export type Config = Readonly<z.infer<typeof ConfigSchema>> & { readonly pveCaPem?: string };

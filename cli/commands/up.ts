@@ -28,8 +28,10 @@ Ctrl-C / SIGTERM stops everything it started (and nothing else).
                    read when neither --nats nor NATS_URL is given
   --nats-port N    port for the embedded nats-server (default 4222; 0 = a free port)
   --sim-port N     simulator port (default 8006; 0 = a free port)
-  --alertmanager-port N  Alertmanager webhook receiver for sensing (POST /api/v2/alerts or a
-                   webhook_config url); default 9095, 0 = a free port, off = do not listen
+  --alertmanager-port N  sensing's webhook receiver: Alertmanager (POST /api/v2/alerts or a
+                   webhook_config url) and PVE hookscripts (POST /pve/hook, deploy/pve/homeostat-hook);
+                   default 9095, 0 = a free port, off = do not listen. With --sim every simulated
+                   guest runs that hookscript, reporting here (push detection; polling stays)
   --agents LIST    comma-separated subset of ${AGENT_NAMES.join(',')} (default all)
 Without --sim, the PVE API comes from PVE_URL / PVE_TOKEN_ID / PVE_TOKEN_SECRET (see README).`;
 
@@ -88,7 +90,7 @@ export async function upMain(argv: string[]): Promise<number> {
       natsUrl: values.nats,
       dataDir: dataDir.dir,
       natsPort,
-      sim: values.sim ? { port: simPort, http: values.http, timeScale, keepState: values['keep-state'] } : undefined,
+      sim: values.sim ? { port: simPort, http: values.http, timeScale, keepState: values['keep-state'], hooks: alertmanagerPort !== undefined } : undefined,
       agents: agents as AgentName[] | undefined,
       services: alertmanagerPort === undefined ? {} : { alertmanagerPort },
     });
@@ -98,7 +100,7 @@ export async function upMain(argv: string[]): Promise<number> {
       natsUrl: stack.natsUrl,
       ...(stack.pveUrl ? { pveUrl: stack.pveUrl, pveTokenId: stack.pveTokenId, pveTokenSecret: stack.pveTokenSecret } : {}),
       ...(stack.fingerprint ? { fingerprint: stack.fingerprint } : {}),
-      ...(amPort !== undefined ? { alertmanagerUrl: `http://127.0.0.1:${amPort}/api/v2/alerts` } : {}),
+      ...(amPort !== undefined ? { alertmanagerUrl: `http://127.0.0.1:${amPort}/api/v2/alerts`, hookUrl: `http://127.0.0.1:${amPort}/pve/hook` } : {}),
       fleet: fleet.name,
       guests: fleet.guests.length,
       agents: [...stack.agents.keys()],

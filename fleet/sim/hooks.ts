@@ -67,7 +67,9 @@ export class HookRunner {
     try {
       const path = this.scriptPath(volume);
       const { code, out } = await new Promise<{ code: number | string | null; out: string }>((resolve) => {
-        execFile(path, [String(g.vmid), phase], { env: { ...process.env, ...this.env }, timeout: RUN_TIMEOUT_MS, maxBuffer: 1 << 20 }, (err, stdout, stderr) => {
+        // the node's /etc/homeostat/hook.env is the twin's `env`; HOMEOSTAT_NODE: the hook runs on the guest's node
+        const env = { ...process.env, HOMEOSTAT_HOOK_CONF: '/dev/null', ...this.env, HOMEOSTAT_NODE: g.node };
+        execFile(path, [String(g.vmid), phase], { env, timeout: RUN_TIMEOUT_MS, maxBuffer: 1 << 20 }, (err, stdout, stderr) => {
           resolve({ code: err ? ((err as NodeJS.ErrnoException & { code?: number | string }).code ?? 1) : 0, out: `${stdout}${stderr}` });
         });
       });
