@@ -5,10 +5,10 @@ import { jetstream, AckPolicy, DeliverPolicy, type JetStreamClient, type JetStre
 import type { z } from 'zod';
 import { decode, encode, encodeEnvelope, encodeJson, makeEnvelope, validate, type EnvelopeMeta } from './codec.ts';
 import { connectNats } from './connection.ts';
+import { backoffMs, HomeostatError, retry, silentLogger, type Logger } from '../core/mod.ts';
 import { deadLetterId, ensureConsumer, terminate, watchMaxDeliveries } from './consumers.ts';
-import { HomeostatError } from './errors.ts';
+import { deadLetterKind, familyOf } from './families.ts';
 import { AUDIT_STREAM, ensureJetStream, FLEET_STREAM, type FleetKv } from './jetstream.ts';
-import { silentLogger, type Logger } from './logger.ts';
 import { CommandReply, type Envelope } from './schemas.ts';
 import { coveredByFleetStream, patternWithin, subjects, AUDIT_STREAM_SUBJECTS } from './subjects.ts';
 
@@ -19,6 +19,8 @@ export interface BusOptions {
   log?: Logger;
   /** How long the first connection may take (ms, default 10 s). */
   connectTimeoutMs?: number;
+  /** Told about every dead letter (family name, reason kind): the process's metrics count them. */
+  onDeadLetter?: (family: string, reason: string) => void;
 }
 
 export interface PublishOptions extends EnvelopeMeta {
@@ -61,6 +63,7 @@ export class Bus {
   private readonly dlqSeen = new Set<string>();
   dlqCount = 0;
   private stopping = false;
+  private onDeadLetter?: (family: string, reason: string) => void;
 
   private constructor(nc: NatsConnection, jsm: JetStreamManager, kv: FleetKv, source: string, log: Logger) {
     this.nc = nc;
@@ -76,7 +79,9 @@ export class Bus {
     const nc = await connectNats({ servers: opts.servers, name: `homeostat-${opts.source}`, log, firstConnectTimeoutMs: opts.connectTimeoutMs });
     try {
       const { jsm, kv } = await ensureJetStream(nc);
-      return new Bus(nc, jsm, kv, opts.source, log);
+      const bus = new Bus(nc, jsm, kv, opts.source, log);
+      bus.onDeadLetter = opts.onDeadLetter;
+      return bus;
     } catch (e) {
       await nc.close().catch(() => undefined);
       throw new HomeostatError('HOMEOSTAT_ERR_NATS_UNAVAILABLE', `JetStream not available at ${opts.servers}: ${(e as Error).message}`, { cause: e });
@@ -108,17 +113,14 @@ export class Bus {
 
   private async persist(subject: string, bytes: Uint8Array, msgId: string, retryForMs: number): Promise<PubAck> {
     const deadline = Date.now() + retryForMs;
-    let delay = 50;
-    for (;;) {
-      try {
-        return await this.js.publish(subject, bytes, { msgID: msgId, timeout: 3000 });
-      } catch (e) {
-        if (this.stopping || Date.now() > deadline) {
-          throw new HomeostatError('HOMEOSTAT_ERR_NATS_UNAVAILABLE', `publish to ${subject} failed: ${(e as Error).message}`, { cause: e });
-        }
-        await sleep(delay + Math.random() * delay);
-        delay = Math.min(delay * 2, 2000);
-      }
+    try {
+      return await retry(() => this.js.publish(subject, bytes, { msgID: msgId, timeout: 3000 }), {
+        baseMs: 50,
+        maxMs: 2000,
+        retryable: () => !this.stopping && Date.now() <= deadline,
+      });
+    } catch (e) {
+      throw new HomeostatError('HOMEOSTAT_ERR_NATS_UNAVAILABLE', `publish to ${subject} failed: ${(e as Error).message}`, { cause: e });
     }
   }
 
@@ -151,6 +153,7 @@ export class Bus {
       this.log.error({ subject, err: (e as Error).message }, 'could not publish dead letter');
     }
     this.dlqCount++;
+    this.onDeadLetter?.(familyOf(subject)?.name ?? 'unknown', deadLetterKind(reason));
     const kind = `${subject.split('.').slice(0, 3).join('.')}|${reason.split(':')[0]}`;
     if (!this.dlqSeen.has(kind)) {
       this.dlqSeen.add(kind);
@@ -232,7 +235,7 @@ export class Bus {
           terminate(m);
         } else {
           this.log.warn({ subject: m.subject, attempt, err: (e as Error).message }, 'handler failed, will retry');
-          m.nak(Math.min(200 * 2 ** attempt, 10_000));
+          m.nak(backoffMs(attempt, { baseMs: 400, maxMs: 10_000 }));
         }
       }
     };
@@ -342,14 +345,3 @@ export class Bus {
     if (!this.nc.isClosed()) await this.nc.drain().catch(() => this.nc.close());
   }
 }
-
-export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const t = setTimeout(resolve, ms);
-    signal?.addEventListener('abort', () => {
-      clearTimeout(t);
-      resolve();
-    }, { once: true });
-  });
-}
-

@@ -1,22 +1,14 @@
 // The embedded default: nats-server (unless --nats), the simulator (with --sim), then agents,
 // each on its own NATS connection as it would be in compose. Used by `up` and the e2e tests.
 import { join } from 'node:path';
-import { Bus, clearCurrentState, HomeostatError } from '../bus/mod.ts';
-import { AGENT_NAMES, loadAgent, type AgentHandle, type AgentName, type AppLogger, type Config } from '../agents/mod.ts';
+import { HomeostatError, type AppLogger } from '../core/mod.ts';
+import { Bus, clearCurrentState } from '../bus/mod.ts';
+import { AGENT_NAMES, createMetrics, loadAgent, type AgentHandle, type AgentName, type Config, type Metrics } from '../agents/mod.ts';
 import type { Fleet } from '../fleet/manifest.ts';
 import type { PveApi } from '../fleet/pve-types.ts';
 import { startNatsServer, type NatsServerHandle } from './nats-server.ts';
 import { startSimulator, type SimulatorHandle } from '../fleet/sim/mod.ts';
 import { createPveClient } from '../fleet/pve-client.ts';
-
-export interface SimulatorLike {
-  url: string;
-  tokenId: string;
-  tokenSecret: string;
-  fingerprint?: string;
-  caPem?: string;
-  stop(): Promise<void>;
-}
 
 export interface StackOptions {
   config: Config;
@@ -30,6 +22,8 @@ export interface StackOptions {
   sim?: { port?: number; http?: boolean; timeScale?: number; tokenId?: string; tokenSecret?: string; keepState?: boolean; hooks?: boolean };
   agents?: readonly AgentName[];
   services?: Record<string, unknown>;
+  /** The process's metrics registry (one per process); a fresh one when absent. */
+  metrics?: Metrics;
 }
 
 export interface Stack {
@@ -38,11 +32,13 @@ export interface Stack {
   pveTokenId?: string;
   pveTokenSecret?: string;
   fingerprint?: string;
-  sim?: SimulatorLike;
+  sim?: SimulatorHandle;
   pve?: PveApi;
   agents: Map<AgentName, AgentHandle>;
   /** Where the twin's hookscripts report (sim.hooks with a sensing receiver). */
   hookUrl?: string;
+  /** Every agent of this stack registers its metrics here. */
+  metrics: Metrics;
   /** Stop one agent (tests kill/restart agents this way). */
   stopAgent(name: AgentName): Promise<void>;
   startAgent(name: AgentName): Promise<void>;
@@ -53,6 +49,7 @@ const AGENT_ORDER: readonly AgentName[] = ['action', 'decision', 'analysis', 'wo
 
 export async function startStack(opts: StackOptions): Promise<Stack> {
   const { config, fleet, log } = opts;
+  const metrics = opts.metrics ?? createMetrics();
   const cleanups: (() => Promise<void>)[] = [];
   const stopAll = async () => {
     for (const c of cleanups.reverse()) await c().catch((e: unknown) => log.error({ err: (e as Error).message }, 'stop step failed'));
@@ -101,7 +98,10 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
 
     let pve: PveApi | undefined;
     if (pveUrl && tokenId && tokenSecret) {
-      const client = createPveClient({ url: pveUrl, tokenId, tokenSecret, caPem, insecure: config.PVE_INSECURE, log: log.child({ agent: 'pve' }) });
+      const client = createPveClient({ url: pveUrl, tokenId, tokenSecret, caPem, insecure: config.PVE_INSECURE, timeoutMs: config.PVE_TIMEOUT_MS, log: log.child({ agent: 'pve' }), onRequest: (e) => {
+        metrics.pveRequests.inc({ method: e.method, status: e.status === undefined ? 'error' : String(e.status) });
+        metrics.pveLatency.observe({ method: e.method }, e.ms / 1000);
+      } });
       cleanups.push(() => client.close());
       pve = client;
     } else if (pveUrl) {
@@ -115,9 +115,9 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     const startAgent = async (name: AgentName) => {
       const mod = await loadAgent(name);
       const alog = log.child({ agent: name });
-      const bus = await Bus.connect({ servers: natsUrl!, source: name, log: alog });
+      const bus = await Bus.connect({ servers: natsUrl!, source: name, log: alog, onDeadLetter: (family, reason) => metrics.deadLetters.inc({ family, reason }) });
       const services = { pveCaPem: caPem, pveInsecure: config.PVE_INSECURE, pveTokenId: tokenId, pveTokenSecret: tokenSecret, ...(opts.services ?? {}) };
-      const handle = await mod.start({ name, config, log: alog, bus, fleet, pve, pveUrl, services });
+      const handle = await mod.start({ name, config, log: alog, bus, fleet, pve, pveUrl, services, metrics });
       agents.set(name, handle);
       buses.set(name, bus);
       void handle.stopped.then((r) => {
@@ -155,6 +155,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       hookUrl,
       pve,
       agents,
+      metrics,
       stopAgent,
       startAgent,
       stop: stopAll,

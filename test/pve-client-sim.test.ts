@@ -2,7 +2,7 @@
 // with faults injected through /sim/faults. No assertion here depends on wall-clock speed.
 import { Agent, fetch } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { isHomeostatError, type HomeostatError } from '../bus/mod.ts';
+import { isHomeostatError, type HomeostatError, sleep } from '../core/mod.ts';
 import { createPveClient, upidNode, type ProxmoxClient, type PveClientOptions, type PveRequestEvent } from '../fleet/pve-client.ts';
 import { referenceFleet } from '../fleet/reference-fleet.ts';
 import { startSimulator } from '../fleet/sim/mod.ts';
@@ -47,7 +47,7 @@ async function until<T>(fn: () => Promise<T>, ok: (v: T) => boolean, timeoutMs =
   for (;;) {
     const v = await fn();
     if (ok(v) || Date.now() > end) return v;
-    await new Promise((r) => setTimeout(r, 50));
+    await sleep(50);
   }
 }
 
@@ -204,7 +204,7 @@ for (const transport of ['https', 'http'] as const) {
         const { c } = clientFor(sim, { timeoutMs: 100, retries: 1 });
         const e = await failure(c.version());
         expect(e.code).toBe('HOMEOSTAT_ERR_PVE_TIMEOUT');
-        expect(e.message).toMatch(/^GET \/version: no answer from .* within 100 ms \(after 2 attempts\)$/);
+        expect(e.message).toMatch(/^GET \/version: no answer from .* within 200 ms \(after 2 attempts\)$/); // 100 ms, then twice that
         await c.close();
       } finally {
         await f.heal(id);

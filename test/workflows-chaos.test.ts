@@ -5,6 +5,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { sleep } from '../core/mod.ts';
 import { Bus, replayStored, type WorkflowEvent } from '../bus/mod.ts';
 import type { ChaosReport } from '../state-machines/mod.ts';
 import { followWorkflow, runWorkflow, startWorkflow, type FollowedEvent } from '../workflows/mod.ts';
@@ -49,7 +50,10 @@ describe('chaos experiments', () => {
       'rollbacks:', '  - action: clear-faults', '  - action: start', '    vmid: 101', 'slo:', '  mttrMs: 20000', 'abort:', '  timeoutMs: 60000', '',
     ].join('\n'));
     const t0 = new Date();
-    const r = await cli(['chaos', 'run', file]);
+    const refused = await cli(['chaos', 'run', file], false);
+    expect(refused.code).toBe(2);
+    expect(refused.err).toMatch(/HOMEOSTAT_ERR_NOT_CONFIRMED/);
+    const r = await cli(['chaos', 'run', file, '--yes']);
     expect(r.code, r.out + r.err).toBe(0);
     expect(r.out).toMatch(/kill-omada-fast .*PASS/);
     expect(r.out).toMatch(/crash\s+101\s+healed/);
@@ -96,7 +100,7 @@ describe('chaos experiments', () => {
     await until(() => events.some((e) => e.env.data.event === 'FAULT.INJECTED'), 20_000, 10);
     expect((await simFaults()).filter((f) => f.params?.homeostatWorkflow === reply.workflowId)).toHaveLength(1);
     await stack.stopAgent('workflows');
-    await new Promise((res) => setTimeout(res, 300));
+    await sleep(300);
     await stack.startAgent('workflows');
     const r = await followed;
     expect(r.status).toBe('aborted');

@@ -1,15 +1,14 @@
 // Runs one approved action exactly once: done marker → guest lock → (resume the stored UPID, or
 // call PVE and store its UPID at once) → wait for the task → verify → outcome → done marker.
 // Retryable PVE failures are tried again per policy (guestRetries, backoff), then reported.
-import {
-  HomeostatError, isHomeostatError, subjects,
-  type Action, type Bus, type Envelope, type Logger,
-} from '../../bus/mod.ts';
+import { backoffMs, HomeostatError, isHomeostatError, sleep, type Logger } from '../../core/mod.ts';
+import { subjects, type Action, type Bus, type Envelope } from '../../bus/mod.ts';
 import type { Policies } from '../../fleet/manifest.ts';
 import type { Fleet } from '../../fleet/manifest.ts';
 import type { GuestAddress, PveApi } from '../../fleet/pve-types.ts';
+import { findStartedTask } from './find-task.ts';
 import { LockLost, type GuestLocks, type HeldLock } from './lock.ts';
-import { expectedState, pause, type Verifier } from './verify.ts';
+import { expectedState, type Verifier } from './verify.ts';
 
 export type Outcome = 'ack' | 'retry' | 'interrupted';
 
@@ -17,7 +16,8 @@ export interface Job {
   signal: AbortSignal;
 }
 
-/** Worth another attempt: PVE was unreachable or slow, or its task failed. */
+/** Worth another attempt: PVE was unreachable or slow, or its task failed. (Not PVE_UNCERTAIN:
+ *  a call that may have run is looked up in the task list, never repeated blindly.) */
 const RETRYABLE = new Set(['HOMEOSTAT_ERR_PVE_UNAVAILABLE', 'HOMEOSTAT_ERR_PVE_TIMEOUT', 'HOMEOSTAT_ERR_PVE_TASK_FAILED']);
 
 export interface ExecutorDeps {
@@ -27,9 +27,14 @@ export interface ExecutorDeps {
   locks: GuestLocks;
   verifier: Verifier;
   log: Logger;
-  /** First retry backoff (doubles per attempt). */
+  /** First retry backoff (doubles per attempt, jittered). */
   retryBaseMs: number;
+  /** The PVE client's timeout of one call: a call unanswered after it may still be running. */
+  pveTimeoutMs: number;
 }
+
+/** After a call was given up, PVE gets this long more before a task list without it settles it. */
+const SETTLE_GRACE_MS = 2000;
 
 export class Executor {
   private readonly policies: Policies;
@@ -68,7 +73,7 @@ export class Executor {
         await this.finish(env, undefined, { ...a, error: { code: 'HOMEOSTAT_ERR_LOCKED', message: `guest ${a.target.vmid} stayed locked by action ${r.by.actionId} (${r.by.verb})` } }, 'failed');
         return 'ack';
       }
-      await pause(250, job.signal);
+      await sleep(250, job.signal).catch(() => undefined); // an abort is seen at the top of the loop
     }
     // Another process may have finished this action between the first look and the lock.
     const doneMeanwhile = await this.d.locks.done(a.actionId);
@@ -95,18 +100,18 @@ export class Executor {
         let upid = lock.value.upid;
         const t0 = Date.now();
         if (!upid && lock.value.phase !== 'verifying') {
-          const there = (lock.value.phase === 'calling' || a.verb === 'start' || a.verb === 'stop' || a.verb === 'shutdown') && (await this.alreadyThere(a, g));
-          if (!there) {
-            await lock.update({ phase: 'calling', attempt });
-            upid = await this.call(a, g);
+          // a predecessor died between its call and storing the UPID: look before calling again
+          if (lock.value.phase === 'calling') upid = await this.findTask(a, g, lock, (lock.value.calledAt ?? lock.value.since) + this.d.pveTimeoutMs + SETTLE_GRACE_MS, job.signal);
+          const there = !upid && (a.verb === 'start' || a.verb === 'stop' || a.verb === 'shutdown') && (await this.alreadyThere(a, g));
+          if (there) log.info('guest already in the wanted state: no PVE call');
+          else if (!upid) upid = await this.callOnce(a, g, lock, attempt, job.signal, log);
+          if (upid) {
             await lock.update({ phase: 'task', upid });
             const started = await this.d.bus.publish(subjects.action('started'), 'ActionStarted', { ...a, attempt, upid }, {
               correlationId: env.correlationId, causationId: env.id, msgId: `${a.actionId}.started.${attempt}`,
             });
             await lock.update({ startedEnvId: started.id });
             log.info({ upid, attempt }, 'PVE task started');
-          } else {
-            log.info('guest already in the wanted state: no PVE call');
           }
         }
         if (upid && lock.value.phase === 'task') {
@@ -129,10 +134,11 @@ export class Executor {
         const err = coded(e);
         const verifying = lock.value.phase === 'verifying';
         if (!verifying && RETRYABLE.has(err.code) && attempt + 1 < maxAttempts) {
-          const wait = this.d.retryBaseMs * 2 ** attempt;
+          const wait = backoffMs(attempt + 1, { baseMs: this.d.retryBaseMs, maxMs: Math.max(this.d.retryBaseMs, 30_000) });
           log.warn({ attempt, code: err.code, err: err.message, retryInMs: wait }, 'action attempt failed; retrying');
-          await lock.update({ attempt: attempt + 1, phase: 'acquired', upid: undefined, startedEnvId: undefined });
-          await pause(wait, job.signal);
+          const pastUpids = [...(lock.value.pastUpids ?? []), ...(lock.value.upid ? [lock.value.upid] : [])];
+          await lock.update({ attempt: attempt + 1, phase: 'acquired', upid: undefined, startedEnvId: undefined, pastUpids });
+          await sleep(wait, job.signal).catch(() => undefined);
           continue;
         }
         log.warn({ attempt, code: err.code, err: err.message }, 'action failed');
@@ -154,6 +160,27 @@ export class Executor {
     await lock?.update({});
     await this.d.locks.markDone({ actionId: data.actionId, outcome, at: new Date().toISOString(), upid: data.upid, verified: data.verified, error: data.error });
     await lock?.release();
+  }
+
+  /** The state-changing call, sent once. No answer → the task list says whether it started. */
+  private async callOnce(a: Action, g: GuestAddress, lock: HeldLock, attempt: number, signal: AbortSignal, log: Logger): Promise<string> {
+    await lock.update({ phase: 'calling', attempt, calledAt: Date.now() });
+    try {
+      return await this.call(a, g);
+    } catch (e) {
+      if (!isHomeostatError(e, 'HOMEOSTAT_ERR_PVE_UNCERTAIN')) throw e;
+      log.warn({ err: e.message }, 'no answer to the PVE call; looking for its task before anything else');
+      const upid = await this.findTask(a, g, lock, Date.now() + SETTLE_GRACE_MS, signal);
+      if (upid) return upid;
+      throw new HomeostatError('HOMEOSTAT_ERR_PVE_UNAVAILABLE', `${a.verb} of guest ${g.vmid} got no answer and started no task (${e.message})`, { cause: e });
+    }
+  }
+
+  private findTask(a: Action, g: GuestAddress, lock: HeldLock, settledAt: number, signal: AbortSignal): Promise<string | undefined> {
+    const v = lock.value;
+    return findStartedTask(this.d.pve, a, g, {
+      calledAt: v.calledAt ?? v.since, settledAt, known: v.pastUpids ?? [], deadline: Date.now() + this.taskTimeoutMs(a), signal,
+    });
   }
 
   private address(a: Action): GuestAddress {

@@ -5,7 +5,8 @@
 // Why not ack an event only after its messages are stored: the analyzer has already moved on by
 // then, so a redelivered event would produce nothing new anyway. Durability comes from KV instead:
 // after a restart `reconcile()` re-derives whatever incident is missing from the fleet state.
-import { kvKeys, kvPut, subjects, type Bus, type IncidentPhase, type Logger } from '../../bus/mod.ts';
+import { type Logger } from '../../core/mod.ts';
+import { kvKeys, kvPut, subjects, type Bus, type IncidentPhase } from '../../bus/mod.ts';
 import type { Output } from './analyzer.ts';
 
 const INCIDENT_TYPE: Record<IncidentPhase, string> = { opened: 'IncidentOpened', updated: 'IncidentUpdated', resolved: 'IncidentResolved' };
@@ -19,15 +20,17 @@ export class Outbox {
   sent = 0;
   failed = 0;
 
-  constructor(private readonly bus: Bus, private readonly log: Logger) {}
+  /** `observe` sees every batch as it is queued (metrics), with the triggering event's time when known. */
+  constructor(private readonly bus: Bus, private readonly log: Logger, private readonly observe?: (outputs: Output[], seenAt?: number) => void) {}
 
   get pending(): number {
     return this.queued;
   }
 
   /** Queue one step's messages; resolves once they were written (or the failure was logged). Never rejects. */
-  send(outputs: Output[]): Promise<void> {
+  send(outputs: Output[], seenAt?: number): Promise<void> {
     if (!outputs.length) return Promise.resolve();
+    this.observe?.(outputs, seenAt);
     this.queued += outputs.length;
     const writes = outputs.map((o) => this.after(o.kind === 'alert' ? `alert:${o.alert.fingerprint}` : `incident:${o.incident.id}`, () => this.write(o)));
     const all = Promise.allSettled(writes).then((results) => {

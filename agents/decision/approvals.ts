@@ -1,7 +1,9 @@
 // Pending approvals: kept in KV so they survive a restart of the decision agent, each with a
 // deadline after which it counts as denied. Approve, deny and the timeout race for the KV entry,
 // so exactly one of them decides.
-import { HomeostatError, subjects, type Action, type Bus, type Logger } from '../../bus/mod.ts';
+import { HomeostatError, type Logger } from '../../core/mod.ts';
+import { subjects, type Action, type Bus } from '../../bus/mod.ts';
+import type { Metrics } from '../runtime/metrics.ts';
 import type { GateResult } from './policy.ts';
 import type { ApprovalRecord, DecisionStore } from './store.ts';
 
@@ -33,8 +35,14 @@ export class Approvals {
     private readonly bus: Bus,
     private readonly store: DecisionStore,
     private readonly log: Logger,
+    private readonly metrics: Metrics | undefined,
     private readonly handlers: ApprovalHandlers,
   ) {}
+
+  /** Pending approvals are the armed deadlines. */
+  private counted(): void {
+    this.metrics?.approvalsPending.set(this.timers.size);
+  }
 
   /** Re-arm the deadlines of approvals that were pending when the agent last stopped. */
   async start(): Promise<ApprovalRecord[]> {
@@ -128,6 +136,7 @@ export class Approvals {
     const t = this.timers.get(actionId);
     if (t) clearTimeout(t);
     this.timers.delete(actionId);
+    this.counted();
     return rec;
   }
 
@@ -144,10 +153,12 @@ export class Approvals {
     if (old) clearTimeout(old);
     const t = setTimeout(() => void this.expire(rec), Math.max(0, rec.expiresAt - Date.now()));
     this.timers.set(id, t);
+    this.counted();
   }
 
   private async expire(rec: ApprovalRecord): Promise<void> {
     this.timers.delete(rec.action.actionId);
+    this.counted();
     if (this.stopped) return;
     let claimed: ApprovalRecord | undefined;
     try {

@@ -1,15 +1,17 @@
 // `homeostat up`: the embedded default. One JSON ready line on stdout; Ctrl-C stops everything it started.
 import { referenceFleet } from '../../fleet/reference-fleet.ts';
 import { loadFleetFile } from '../../fleet/manifest.ts';
-import { createLogger, loadConfig, isAgentName, AGENT_NAMES, type AgentName } from '../../agents/mod.ts';
-import { HomeostatError } from '../../bus/mod.ts';
+import { createLogger, HomeostatError } from '../../core/mod.ts';
+import { createMetrics, loadConfig, isAgentName, AGENT_NAMES, type AgentName } from '../../agents/mod.ts';
 import { parseCommand, parseIntFlag } from '../args.ts';
 import { println, printJson } from '../output.ts';
 import { startStack } from '../stack.ts';
+import { startMetricsServer } from '../metrics-server.ts';
+import { checkConsoleAccess, openConsole } from '../console/mod.ts';
 import { waitForShutdownSignal } from '../signals.ts';
 import { checkPorts, claimDataDir, DEFAULT_DATA_DIR } from '../data-dir.ts';
 
-const HELP = `Usage: homeostat up [--sim] [--fleet FILE] [--nats URL] [--data-dir DIR] [--nats-port N] [--sim-port N] [--http] [--agents LIST] [--alertmanager-port N|off] [--keep-state]
+const HELP = `Usage: homeostat up [--sim] [--fleet FILE] [--nats URL] [--data-dir DIR] [--nats-port N] [--sim-port N] [--http] [--agents LIST] [--alertmanager-port N|off] [--metrics-port N|off] [--console-port N|off] [--console-host H] [--console-token T] [--keep-state]
 
 Runs homeostat in one process: its own nats-server -js (unless --nats), the PVE-API simulator
 (with --sim) and all agents. Prints one JSON line on stdout when ready:
@@ -32,6 +34,12 @@ Ctrl-C / SIGTERM stops everything it started (and nothing else).
                    webhook_config url) and PVE hookscripts (POST /pve/hook, deploy/pve/homeostat-hook);
                    default 9095, 0 = a free port, off = do not listen. With --sim every simulated
                    guest runs that hookscript, reporting here (push detection; polling stays)
+  --metrics-port N Prometheus metrics of every agent on http://127.0.0.1:N/metrics (default 9464;
+                   0 = a free port, off = none); the ready line names it as metricsUrl
+  --console-port N the web console on http://127.0.0.1:N/ (default 8080; 0 = a free port, off =
+                   none); the ready line names it as consoleUrl
+  --console-host H address for the console (default 127.0.0.1); anything but loopback needs
+                   --console-token T (or $HOMEOSTAT_CONSOLE_TOKEN), at least 16 characters
   --agents LIST    comma-separated subset of ${AGENT_NAMES.join(',')} (default all)
 Without --sim, the PVE API comes from PVE_URL / PVE_TOKEN_ID / PVE_TOKEN_SECRET (see README).`;
 
@@ -48,6 +56,10 @@ export async function upMain(argv: string[]): Promise<number> {
     agents: { type: 'string' },
     'keep-state': { type: 'boolean', default: false },
     'alertmanager-port': { type: 'string', default: '9095' },
+    'metrics-port': { type: 'string', default: '9464' },
+    'console-port': { type: 'string', default: '8080' },
+    'console-host': { type: 'string', default: '127.0.0.1' },
+    'console-token': { type: 'string' },
     help: { type: 'boolean', short: 'h', default: false },
   }, false);
   if (values.help) {
@@ -62,6 +74,10 @@ export async function upMain(argv: string[]): Promise<number> {
   const agents = values.agents?.split(',').map((s) => s.trim()).filter(Boolean);
   for (const a of agents ?? []) if (!isAgentName(a)) throw new HomeostatError('HOMEOSTAT_ERR_USAGE', `--agents: unknown agent ${JSON.stringify(a)}; expected ${AGENT_NAMES.join(',')}`);
   const alertmanagerPort = values['alertmanager-port'] === 'off' ? undefined : parseIntFlag('alertmanager-port', values['alertmanager-port']);
+  const metricsPort = values['metrics-port'] === 'off' ? undefined : parseIntFlag('metrics-port', values['metrics-port']);
+  const consolePort = values['console-port'] === 'off' ? undefined : parseIntFlag('console-port', values['console-port']);
+  const consoleToken = values['console-token'] ?? (process.env.HOMEOSTAT_CONSOLE_TOKEN || undefined);
+  if (consolePort !== undefined) checkConsoleAccess(values['console-host'], consoleToken);
   const fleetFile = values.fleet ?? config.HOMEOSTAT_FLEET;
   const fleet = fleetFile ? loadFleetFile(fleetFile) : referenceFleet();
   const log = createLogger(config.LOG_LEVEL);
@@ -73,6 +89,8 @@ export async function upMain(argv: string[]): Promise<number> {
       ...(values.nats ? [] : [{ flag: '--nats-port', what: 'NATS', port: natsPort ?? 4222 }]),
       ...(values.sim ? [{ flag: '--sim-port', what: 'simulator', port: simPort ?? 8006 }] : []),
       { flag: '--alertmanager-port', what: 'Alertmanager receiver', port: alertmanagerPort },
+      { flag: '--metrics-port', what: 'metrics', port: metricsPort },
+      { flag: '--console-port', what: 'console', port: consolePort, host: values['console-host'] },
     ]);
     return await runStack();
   } finally {
@@ -82,8 +100,11 @@ export async function upMain(argv: string[]): Promise<number> {
   async function runStack(): Promise<number> {
     // listen before start-up: a Ctrl-C during start must still stop what was started
     const signalled = waitForShutdownSignal();
+    const metrics = createMetrics();
+    const metricsServer = metricsPort === undefined ? undefined : await startMetricsServer({ registry: metrics.registry, port: metricsPort });
 
     const stack = await startStack({
+      metrics,
       config,
       fleet,
       log,
@@ -93,6 +114,14 @@ export async function upMain(argv: string[]): Promise<number> {
       sim: values.sim ? { port: simPort, http: values.http, timeScale, keepState: values['keep-state'], hooks: alertmanagerPort !== undefined } : undefined,
       agents: agents as AgentName[] | undefined,
       services: alertmanagerPort === undefined ? {} : { alertmanagerPort },
+    }).catch(async (e: unknown) => {
+      await metricsServer?.close();
+      throw e;
+    });
+    const consoleServer = consolePort === undefined ? undefined : await openConsole({ natsUrl: stack.natsUrl, fleet, log: log.child({ agent: 'console' }), port: consolePort, host: values['console-host'], token: consoleToken }).catch(async (e: unknown) => {
+      await stack.stop();
+      await metricsServer?.close();
+      throw e;
     });
     const amPort = (stack.agents.get('sensing') as { alertmanagerPort?: number } | undefined)?.alertmanagerPort;
     const ready = {
@@ -101,6 +130,8 @@ export async function upMain(argv: string[]): Promise<number> {
       ...(stack.pveUrl ? { pveUrl: stack.pveUrl, pveTokenId: stack.pveTokenId, pveTokenSecret: stack.pveTokenSecret } : {}),
       ...(stack.fingerprint ? { fingerprint: stack.fingerprint } : {}),
       ...(amPort !== undefined ? { alertmanagerUrl: `http://127.0.0.1:${amPort}/api/v2/alerts`, hookUrl: `http://127.0.0.1:${amPort}/pve/hook` } : {}),
+      ...(metricsServer ? { metricsUrl: metricsServer.url } : {}),
+      ...(consoleServer ? { consoleUrl: consoleServer.url } : {}),
       fleet: fleet.name,
       guests: fleet.guests.length,
       agents: [...stack.agents.keys()],
@@ -110,7 +141,9 @@ export async function upMain(argv: string[]): Promise<number> {
     printJson(ready);
     const signal = await signalled;
     log.info({ signal }, 'stopping');
+    await consoleServer?.close();
     await stack.stop();
+    await metricsServer?.close();
     return 0;
   }
 }

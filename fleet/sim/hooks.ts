@@ -7,7 +7,7 @@ import { execFile } from 'node:child_process';
 import { accessSync, constants, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { Logger } from '../../bus/mod.ts';
+import type { Logger } from '../../core/mod.ts';
 import type { SimGuest } from './model.ts';
 
 export const HOOK_PHASES = ['pre-start', 'post-start', 'pre-stop', 'post-stop'] as const;

@@ -4,11 +4,12 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startNatsServer } from '../../cli/nats-server.ts';
-import { createLogger, loadConfig, type AgentName } from '../../agents/mod.ts';
+import { createLogger, sleep } from '../../core/mod.ts';
+import { loadConfig, type AgentName } from '../../agents/mod.ts';
 import { startStack, type Stack } from '../../cli/stack.ts';
 import { buildFleet, type Fleet } from '../../fleet/manifest.ts';
 import { REFERENCE_MANIFEST } from '../../fleet/reference-fleet.ts';
-import { simApi } from '../../bench/sim-http.ts';
+import { simApi } from '../../testkit/mod.ts';
 import { Bus } from '../../bus/mod.ts';
 import { until } from './bus.ts';
 
@@ -21,7 +22,7 @@ export interface TestStack extends Stack {
 }
 
 /** The stack, a client bus, and (unless `ready: false`) a fleet that is healthy and seen so by sensing. */
-export async function testStack(opts: { policies?: Record<string, unknown>; timeScale?: number; agents?: AgentName[]; services?: Record<string, unknown>; source?: string; ready?: boolean; hooks?: boolean } = {}): Promise<TestStack> {
+export async function testStack(opts: { policies?: Record<string, unknown>; timeScale?: number; agents?: AgentName[]; services?: Record<string, unknown>; source?: string; ready?: boolean; env?: Record<string, string>; hooks?: boolean } = {}): Promise<TestStack> {
   const manifest = structuredClone(REFERENCE_MANIFEST) as typeof REFERENCE_MANIFEST & { policies: Record<string, unknown> };
   manifest.policies = { senseIntervalMs: 200, probeTimeoutMs: 500, cooldownMs: 0, fenceDelayMs: 1000, guestBootTimeoutMs: 10_000, approvalTimeoutMs: 3000, ...(opts.policies ?? {}) };
   const fleet = buildFleet(manifest);
@@ -30,7 +31,7 @@ export async function testStack(opts: { policies?: Record<string, unknown>; time
   const dir = mkdtempSync(join(tmpdir(), 'homeostat-e2e-'));
   const nats = await startNatsServer({ dataDir: dir, port: 0 });
   const stack = await startStack({
-    config: loadConfig({ LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent' }),
+    config: loadConfig({ LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent', ...(opts.env ?? {}) }),
     fleet,
     log: createLogger(process.env.TEST_LOG_LEVEL ?? 'silent'),
     natsUrl: nats.url,
@@ -53,7 +54,7 @@ export async function testStack(opts: { policies?: Record<string, unknown>; time
   });
   if (opts.ready !== false) {
     await until(async () => (await api.fleet()).guests.every((g) => g.healthy), 20_000);
-    await new Promise((r) => setTimeout(r, 800)); // sensing has seen the healthy fleet
+    await sleep(800); // sensing has seen the healthy fleet
   }
   return ts;
 }

@@ -2,21 +2,16 @@
 // each workflow in the background (the reply carries its id at once), and on start resumes every
 // workflow a previous run left `running` in the KV bucket.
 import { z } from 'zod';
+import { HomeostatError, newId } from '../../core/mod.ts';
+import { kvGet, kvKeys, kvList, NodeEvent, subjects, WorkflowRecord, type CommandRequest, type Envelope, type Stoppable } from '../../bus/mod.ts';
+import { agentHandle, type AgentModule } from '../runtime/agent.ts';
 import {
-  HomeostatError, kvGet, kvKeys, kvList, newId, NodeEvent, subjects, WorkflowRecord,
-  type CommandRequest, type Envelope, type Stoppable,
-} from '../bus/mod.ts';
-import { agentHandle, type AgentModule } from '../agents/runtime/agent.ts';
-import { ActionTracker } from './actions.ts';
-import { releaseAll, setDesired, type RunContext, type WorkflowDeps, type WorkflowKind } from './deps.ts';
-import { findExperiment, listExperiments, parseExperiment, REAL_PVE_FAULTS, type Experiment } from './experiment.ts';
-import { buildMachine, statusOf } from './machines.ts';
-import { FleetObserver } from './observer.ts';
-import { bootPlan, failoverPlan, shutdownPlan } from './plans.ts';
-import { WorkflowRunner } from './runner.ts';
-import { detectSimulator } from './sim-client.ts';
+  ActionTracker, bootPlan, buildMachine, detectSimulator, failoverPlan, findExperiment, FleetObserver, listExperiments, parseExperiment,
+  REAL_PVE_FAULTS, releaseAll, setDesired, shutdownPlan, statusOf, WorkflowRunner,
+  type Experiment, type RunContext, type WorkflowDeps, type WorkflowKind,
+} from '../../workflows/mod.ts';
 
-const PowerArgs = z.object({ layer: z.number().int().min(1).optional(), dryRun: z.boolean().optional() });
+const PowerArgs = z.object({ layer: z.number().int().min(1).optional(), dryRun: z.boolean().optional(), includeProtected: z.boolean().optional() });
 const FailoverArgs = z.object({ node: z.string().min(1).max(64), incidentId: z.string().min(1).max(80).optional() });
 const ChaosArgs = z.object({ name: z.string().min(1).max(500).optional(), experiment: z.unknown().optional(), dryRun: z.boolean().optional() });
 const WorkflowArgs = z.object({ workflowId: z.string().min(1).max(80).optional(), limit: z.number().int().min(1).max(500).optional() });
@@ -53,7 +48,8 @@ export const agent: AgentModule = {
       bus, log,
       build: (run, emit) => buildMachine(deps, run, emit),
       statusOf,
-      onEnd: async (run) => {
+      onEnd: async (run, status) => {
+        ctx.metrics?.workflows.inc({ kind: run.kind, result: status });
         for (const [k, id] of slots) if (id === run.workflowId) slots.delete(k);
         if (run.kind === 'boot' || run.kind === 'failover') await releaseAll(bus, run.workflowId);
       },
@@ -105,7 +101,7 @@ export const agent: AgentModule = {
         const p = await shutdownPlan(deps, run.workflowId, a);
         // guests already down stay down: the fleet is being shut down on purpose
         if (!a.dryRun) await setDesired(bus, p.input.alreadyStopped ?? [], 'stopped', { workflowId: run.workflowId, reason: 'graceful shutdown' });
-        return { input: p.input, stored: { args: a, held: p.held }, reply: { guests: p.guests, held: p.held, ...(a.layer !== undefined ? { layer: a.layer } : {}) }, dryRun: a.dryRun };
+        return { input: p.input, stored: { args: a, held: p.held }, reply: { guests: p.guests, held: p.held, protectedKept: p.kept, ...(a.layer !== undefined ? { layer: a.layer } : {}) }, dryRun: a.dryRun };
       });
     };
 
