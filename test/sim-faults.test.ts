@@ -139,14 +139,14 @@ describe('guest faults', () => {
     const sd = await waitTask('node-c', await ct('node-c', 122).status.shutdown.$post({ timeout: 1 }));
     expect(sd.exitstatus).toBe('container did not stop');
     expect((await waitTask('node-c', await ct('node-c', 122).status.reboot.$post())).exitstatus).toBe('OK');
-    expect((await health(122)).status).toBe(200);
+    expect((await untilServing(122)).status).toBe(200);
   });
 
   it('hang: a stop and start clears it too', async () => {
     await fault('hang', 102);
     await waitTask('node-c', await ct('node-c', 102).status.stop.$post());
     await waitTask('node-c', await ct('node-c', 102).status.start.$post());
-    expect((await health(102)).status).toBe(200);
+    expect((await untilServing(102)).status).toBe(200);
   });
 
   it('unhealthy: health fails while the fault lasts, restarts do not help, healing does', async () => {
