@@ -50,6 +50,23 @@ function readBody(req: IncomingMessage): Promise<Buffer | 'too-large'> {
   });
 }
 
+const NO_BODY = Symbol('no body');
+
+/** The request's JSON body, or NO_BODY after answering 413 / 400. */
+async function readJson(req: IncomingMessage, res: ServerResponse): Promise<unknown> {
+  const raw = await readBody(req);
+  if (raw === 'too-large') {
+    reply(res, 413, { status: 'error', error: `body over ${BODY_LIMIT} bytes` });
+    return NO_BODY;
+  }
+  try {
+    return JSON.parse(raw.toString('utf8'));
+  } catch (e) {
+    reply(res, 400, { status: 'error', error: `malformed JSON: ${(e as Error).message.slice(0, 200)}` });
+    return NO_BODY;
+  }
+}
+
 export async function startAlertReceiver(opts: { bus: Bus; fleet: Fleet; log: Logger; port: number; host: string; hooks?: HookSink }): Promise<AlertReceiver> {
   const { bus, fleet, log } = opts;
   let count = 0;
@@ -58,14 +75,8 @@ export async function startAlertReceiver(opts: { bus: Bus; fleet: Fleet; log: Lo
   const hook = async (req: IncomingMessage, res: ServerResponse, sink: HookSink) => {
     if (req.method !== 'POST') return reply(res, 405, { status: 'error', error: 'use POST' });
     if (!hookAuthorized(req.headers.authorization, sink.token)) return reply(res, 401, { status: 'error', error: 'send Authorization: Bearer <HOMEOSTAT_HOOK_TOKEN>' });
-    const raw = await readBody(req);
-    if (raw === 'too-large') return reply(res, 413, { status: 'error', error: `body over ${BODY_LIMIT} bytes` });
-    let body: unknown;
-    try {
-      body = JSON.parse(raw.toString('utf8'));
-    } catch (e) {
-      return reply(res, 400, { status: 'error', error: `malformed JSON: ${(e as Error).message.slice(0, 200)}` });
-    }
+    const body = await readJson(req, res);
+    if (body === NO_BODY) return;
     const parsed = parseHookReport(body, fleet);
     if (!parsed.ok) return reply(res, 400, { status: 'error', error: parsed.error });
     if (!parsed.known) return reply(res, 202, { status: 'ignored', reason: `guest ${parsed.report.vmid} is not in the fleet` });
@@ -80,14 +91,8 @@ export async function startAlertReceiver(opts: { bus: Bus; fleet: Fleet; log: Lo
     if (path === HOOK_PATH && opts.hooks) return hook(req, res, opts.hooks);
     if (!PATHS.has(path)) return reply(res, 404, { status: 'error', error: `unknown path ${path.slice(0, 100)}; POST alerts to /api/v2/alerts or /webhook` });
     if (req.method !== 'POST') return reply(res, 405, { status: 'error', error: 'use POST' });
-    const raw = await readBody(req);
-    if (raw === 'too-large') return reply(res, 413, { status: 'error', error: `body over ${BODY_LIMIT} bytes` });
-    let body: unknown;
-    try {
-      body = JSON.parse(raw.toString('utf8'));
-    } catch (e) {
-      return reply(res, 400, { status: 'error', error: `malformed JSON: ${(e as Error).message.slice(0, 200)}` });
-    }
+    const body = await readJson(req, res);
+    if (body === NO_BODY) return;
     const parsed = parseAlertPayload(body, fleet);
     if (!parsed.ok) {
       log.warn({ path, error: parsed.error }, 'alertmanager payload refused');
