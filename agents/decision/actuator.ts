@@ -2,28 +2,19 @@
 // ActionRequested (needs approval), a flapping incident (flap hold-down), a failover request.
 // Ids are deterministic per case+verb+attempt, so a redelivered trigger never makes a second action.
 import { createHash } from 'node:crypto';
-import { describeError, type Logger } from '../../core/mod.ts';
-import { ActionVerb, DesiredState, GuestRecord, LockRecord, kvGet, kvKeys, kvPut, subjects, type Action, type Bus, type Decision, type Envelope } from '../../bus/mod.ts';
-import type { Fleet } from '../../fleet/manifest.ts';
-import type { Metrics } from '../runtime/metrics.ts';
-import type { AdvisorSeam } from './advisor.ts';
+import { describeError } from '../../core/mod.ts';
+import {
+  ActionVerb, DesiredState, GuestRecord, LockRecord, NodeRecord, WorkflowRecord, kvGet, kvKeys, kvPut, sealAction, subjects,
+  type Action, type ActionProposal, type Decision, type Envelope, type FenceProposal, type ProposalVerdict,
+} from '../../bus/mod.ts';
 import { Approvals } from './approvals.ts';
+import type { BusyGuests } from './busy-guests.ts';
+import type { CaseQueue } from './case-queue.ts';
+import type { DecisionContext } from './context.ts';
 import { clearHoldDown, openHoldDown } from './holddown.ts';
-import { gate, type GateFacts, type GateResult, type Proposal } from './policy.ts';
+import { gate, gateFence, type GateFacts, type GateResult, type Proposal } from './policy.ts';
 import { IN_FLIGHT, type Step } from './runbook.ts';
-import type { ApprovalRecord, CaseRecord, DecisionStore } from './store.ts';
-
-export interface DecisionContext {
-  bus: Bus;
-  log: Logger;
-  fleet: Fleet;
-  store: DecisionStore;
-  advisor: AdvisorSeam;
-  dryRun: boolean;
-  /** How long the failover request may wait for the workflows agent. */
-  failoverTimeoutMs: number;
-  metrics?: Metrics;
-}
+import type { ApprovalRecord, CaseRecord } from './store.ts';
 
 export interface ActOptions {
   rationale: string;
@@ -42,110 +33,59 @@ export function actionIdFor(caseId: string, verb: string, attempt: number): stri
 
 const AUTOMATED = new Set(['runbook', 'llm']);
 
-export abstract class Actuator {
-  protected stopped = false;
-  /** Guests with an action pending approval, queued or running → that action's id and since when. */
-  private readonly busy = new Map<number, { actionId: string; since: number }>();
-  private readonly chains = new Map<string, Promise<void>>();
-  /** Our in-flight actions → their case. */
-  protected readonly actionCase = new Map<string, string>();
-  private recent: number[] = [];
+/** What the actuator asks of the engine, which knows the open incidents and the case timers. */
+export interface ActuatorHooks {
+  /** Symptom or suppressed guest of some open incident other than `caseId`'s own root cause. */
+  isSymptom(vmid: number, caseId: string): boolean;
+  /** The gate said hold: look at the case again when it says. */
+  onHold(c: CaseRecord, r: GateResult): void;
+}
+
+export class Actuator {
   readonly approvals: Approvals;
   readonly settleMs: number;
 
-  constructor(protected readonly ctx: DecisionContext) {
+  constructor(private readonly ctx: DecisionContext, private readonly queue: CaseQueue, private readonly busy: BusyGuests, private readonly hooks: ActuatorHooks) {
     this.approvals = new Approvals(ctx.bus, ctx.store, ctx.log, ctx.metrics, {
-      approved: (rec, by, at) => this.serial(rec.caseId, () => this.onApproved(rec, by, at)),
-      denied: (rec, by, reason) => this.serial(rec.caseId, () => this.onDenied(rec, by, reason)),
+      approved: (rec, by, at) => queue.serial(rec.caseId, () => this.onApproved(rec, by, at)),
+      denied: (rec, by, reason) => queue.serial(rec.caseId, () => this.onDenied(rec, by, reason)),
     });
     const p = ctx.fleet.policies;
     this.settleMs = Math.max(p.cooldownMs, 3 * p.senseIntervalMs * p.alerts.healthFailures + 1000);
-    // a busy mark whose outcome never came (no action agent running) stops counting after this
-    this.busyStaleMs = p.approvalTimeoutMs + 2 * p.guestBootTimeoutMs + p.shutdownTimeoutSec * 1000 + 60_000;
   }
 
-  private readonly busyStaleMs: number;
-
-  protected markBusy(vmid: number, actionId: string): void {
-    this.busy.set(vmid, { actionId, since: Date.now() });
-  }
-
-  /** The action ended (or will not run): the guest is free again. */
-  protected forget(vmid: number, actionId: string): void {
-    if (this.busy.get(vmid)?.actionId === actionId) this.busy.delete(vmid);
-    this.actionCase.delete(actionId);
-  }
-
-  private isBusy(vmid: number, now: number): boolean {
-    const b = this.busy.get(vmid);
-    return b !== undefined && now - b.since < this.busyStaleMs;
-  }
-
-  /** One evaluation per case at a time. The returned promise rejects on failure (a consumer
-   *  then redelivers); the chain itself only logs, so the next trigger still runs. */
-  protected serial<T>(caseId: string, fn: () => Promise<T>): Promise<T> {
-    const run = (this.chains.get(caseId) ?? Promise.resolve()).then(fn);
-    const settled = run.then(
-      () => undefined,
-      (e: unknown) => this.ctx.log.error({ caseId, err: (e as Error).message }, 'decision failed'),
-    );
-    this.chains.set(caseId, settled);
-    void settled.then(() => {
-      if (this.chains.get(caseId) === settled) this.chains.delete(caseId);
-    });
-    return run;
-  }
-
-  /** Fire and forget: errors are already logged by the chain. */
-  protected background(caseId: string, fn: () => Promise<void>): void {
-    this.serial(caseId, fn).catch(() => undefined);
-  }
-
-  /** Wait for the work already queued (tests, clean stop). */
-  async idle(): Promise<void> {
-    while (this.chains.size) await Promise.allSettled([...this.chains.values()]);
-  }
-
-  protected abstract isSymptom(vmid: number, caseId: string): boolean;
-  protected abstract afterHold(c: CaseRecord, r: GateResult): Promise<void>;
-
-  protected index(c: CaseRecord): void {
-    for (const s of c.steps) {
-      if (!IN_FLIGHT.includes(s.status)) continue;
-      this.actionCase.set(s.actionId, c.caseId);
-      this.markBusy(s.vmid, s.actionId);
-    }
-  }
-
-  protected async facts(vmid: number | undefined, c: CaseRecord, o: { hung?: boolean; continuation?: boolean }): Promise<GateFacts> {
+  async facts(vmid: number | undefined, c: CaseRecord, o: { hung?: boolean; continuation?: boolean }): Promise<GateFacts> {
     const now = Date.now();
     const spec = vmid === undefined ? undefined : this.ctx.fleet.byVmid.get(vmid);
     if (!spec) return { now, dryRun: this.ctx.dryRun };
     const { bus, store } = this.ctx;
-    const [desired, hold, remediations, lock] = await Promise.all([
+    const [node, desired, hold, remediations, lock, recentActions] = await Promise.all([
+      this.nodeOf(spec.vmid),
       kvGet(bus.kv.fleetState, kvKeys.desired(spec.vmid), DesiredState),
       store.hold(spec.vmid),
       store.remediations(spec.vmid),
       kvGet(bus.kv.locks, kvKeys.lock(spec.vmid), LockRecord),
+      store.recentActions(now),
     ]);
-    this.recent = this.recent.filter((t) => t > now - 60_000);
     return {
       now,
-      guest: { vmid: spec.vmid, node: spec.node, protected: spec.protected },
+      // where it runs now (a failover moves guests), not where the manifest put it
+      guest: { vmid: spec.vmid, node, protected: spec.protected },
       desired: desired?.value,
-      isSymptom: this.isSymptom(spec.vmid, c.caseId),
+      rootCause: c.incident?.rootCause.vmid,
+      isSymptom: this.hooks.isSymptom(spec.vmid, c.caseId),
       hung: o.hung,
       continuation: o.continuation,
       held: hold !== undefined,
-      busy: this.isBusy(spec.vmid, now) || (lock !== undefined && lock.value.expiresAt > now),
+      busy: this.busy.isBusy(spec.vmid, now) || (lock !== undefined && lock.value.expiresAt > now),
       remediations,
-      recentActions: this.recent,
+      recentActions,
       dryRun: this.ctx.dryRun,
     };
   }
 
   /** Publish the decision for a verdict and carry it out. The case is saved. */
-  protected async act(c: CaseRecord, p: Proposal, r: GateResult, o: ActOptions): Promise<{ actionId?: string }> {
+  async act(c: CaseRecord, p: Proposal, r: GateResult, o: ActOptions): Promise<{ actionId?: string }> {
     const verb = ActionVerb.safeParse(p.verb);
     const vmid = p.vmid!;
     const node = await this.nodeOf(vmid);
@@ -154,7 +94,7 @@ export abstract class Actuator {
       await this.decide(c, { ...base, verb: verb.success ? verb.data : 'none' }, `${r.verdict}|${p.verb}|${vmid}|${r.rule ?? r.reasons.join('|')}`);
       if (r.flapping) await this.holdDown(vmid, c, r.reasons.join('; '));
       await this.ctx.store.putCase(c);
-      if (r.verdict === 'hold') await this.afterHold(c, r);
+      if (r.verdict === 'hold') this.hooks.onHold(c, r);
       return {};
     }
     const attempt = c.steps.length;
@@ -166,8 +106,7 @@ export abstract class Actuator {
       await this.dispatch(c, action, decided.id, o.continuation);
       step.status = 'approved';
     } else if (r.verdict === 'needs-approval') {
-      this.actionCase.set(actionId, c.caseId);
-      this.markBusy(vmid, actionId);
+      this.busy.mark(vmid, actionId, c.caseId);
       const now = Date.now();
       await this.approvals.request({
         action, caseId: c.caseId, correlationId: c.correlationId, causationId: decided.id, requestedAt: new Date(now).toISOString(),
@@ -182,19 +121,21 @@ export abstract class Actuator {
     return { actionId };
   }
 
-  private async dispatch(c: CaseRecord, action: Action, causationId: string, continuation?: boolean): Promise<void> {
+  /** Seal and publish an approved action (the only way one reaches the action agent), and count it
+   *  in the global budget. `caseId` undefined: a workflow's action, tracked by the workflow. */
+  private async dispatch(c: CaseRecord, action: Action, causationId: string, continuation?: boolean, track = true): Promise<void> {
     const vmid = action.target.vmid;
-    this.actionCase.set(action.actionId, c.caseId);
-    this.markBusy(vmid, action.actionId);
-    await this.ctx.bus.publish(subjects.action('approved'), 'ActionApproved', action, { correlationId: c.correlationId, causationId, msgId: action.actionId });
+    this.busy.mark(vmid, action.actionId, track ? c.caseId : undefined);
+    const sealed = sealAction(action, this.ctx.signer, this.ctx.actionTtlMs);
+    await this.ctx.bus.publish(subjects.action('approved'), 'ActionApproved', sealed, { correlationId: c.correlationId, causationId, msgId: action.actionId });
     const now = Date.now();
-    this.recent.push(now);
+    await this.ctx.store.countAction(now).catch((e: unknown) => this.ctx.log.warn({ err: (e as Error).message }, 'could not count the action in the global budget'));
     if (AUTOMATED.has(action.proposer) && !continuation) await this.ctx.store.addRemediation(vmid, now, this.ctx.fleet.policies.flap.windowMs);
     this.ctx.log.info({ actionId: action.actionId, verb: action.verb, vmid, caseId: c.caseId }, 'action approved');
   }
 
   /** Publish a DecisionMade; with `dedupKey`, the same decision twice in a row is published once. */
-  protected async decide(c: CaseRecord, d: Decision, dedupKey?: string): Promise<Envelope<Decision>> {
+  private async decide(c: CaseRecord, d: Decision, dedupKey?: string): Promise<Envelope<Decision>> {
     const msgId = d.actionId ? `${d.actionId}.decision.${d.verdict}` : `dec-${hash(`${c.caseId}|${dedupKey ?? Date.now()}`, 24)}`;
     if (dedupKey && c.lastDecision === dedupKey) return this.ctx.bus.envelope('DecisionMade', d);
     const env = await this.ctx.bus.publish(subjects.decision(c.caseId), 'DecisionMade', d, { correlationId: c.correlationId, causationId: c.causationId, msgId });
@@ -203,23 +144,28 @@ export abstract class Actuator {
     return env;
   }
 
-  protected async notify(c: CaseRecord, rationale: string, advisor?: Decision['advisor']): Promise<void> {
+  async notify(c: CaseRecord, rationale: string, advisor?: Decision['advisor']): Promise<void> {
     const rc = c.incident?.rootCause;
     await this.decide(c, { incidentId: c.caseId, verb: 'notify', target: { vmid: rc?.vmid, node: rc?.node }, proposer: 'runbook', rationale, verdict: 'notify', reasons: [rationale], advisor }, `notify|${rationale}`);
     await this.ctx.store.putCase(c);
   }
 
   /** Hand a node failure to the failover workflow; without one, an operator notice. */
-  protected async failover(c: CaseRecord, node: string, rationale: string): Promise<void> {
+  async failover(c: CaseRecord, node: string, rationale: string): Promise<void> {
     if (c.failoverRequested) return;
-    let verdict: 'allow' | 'notify' = 'allow';
+    let verdict: 'allow' | 'notify' | 'dry-run' = 'allow';
     let reason: string;
-    try {
-      const r = await this.ctx.bus.request<{ workflowId?: string }>(subjects.cmd('failover'), 'Command', { args: { node, incidentId: c.caseId }, requestedBy: 'decision' }, this.ctx.failoverTimeoutMs);
-      reason = `handed to the failover workflow${r?.workflowId ? ` ${r.workflowId}` : ''}`;
-    } catch (e) {
-      verdict = 'notify';
-      reason = `failover not started (${describeError(e)}): operator action needed`;
+    if (this.ctx.dryRun) {
+      verdict = 'dry-run';
+      reason = `dry-run: would hand ${node} to the failover workflow (fence it, recover its guests elsewhere); nothing executed`;
+    } else {
+      try {
+        const r = await this.ctx.bus.request<{ workflowId?: string }>(subjects.cmd('failover'), 'Command', { args: { node, incidentId: c.caseId }, requestedBy: 'decision' }, this.ctx.failoverTimeoutMs);
+        reason = `handed to the failover workflow${r?.workflowId ? ` ${r.workflowId}` : ''}`;
+      } catch (e) {
+        verdict = 'notify';
+        reason = `failover not started (${describeError(e)}): operator action needed`;
+      }
     }
     await this.decide(c, { incidentId: c.caseId, verb: 'failover', target: { node }, proposer: 'runbook', rationale, verdict, reasons: [reason] });
     c.failoverRequested = true;
@@ -231,14 +177,14 @@ export abstract class Actuator {
     this.ctx.metrics?.flapHolds.inc();
   }
 
-  protected clearHold(vmid: number, by: string): Promise<boolean> {
+  clearHold(vmid: number, by: string): Promise<boolean> {
     return clearHoldDown(this.ctx, vmid, by);
   }
 
   /** An operator-initiated action (`fleet.cmd.action`), gated like any other proposal. */
   async operatorAction(verb: string, vmid: number, by: string, env: Envelope): Promise<{ actionId?: string; verdict: string; reasons: string[] }> {
     const caseId = `op-${env.id.toLowerCase()}`;
-    return this.serial(caseId, () => this.runOperatorAction(caseId, verb, vmid, by, env));
+    return this.queue.serial(caseId, () => this.runOperatorAction(caseId, verb, vmid, by, env));
   }
 
   private async runOperatorAction(caseId: string, verb: string, vmid: number, by: string, env: Envelope): Promise<{ actionId?: string; verdict: string; reasons: string[] }> {
@@ -255,16 +201,70 @@ export abstract class Actuator {
     return { ...out, verdict: r.verdict, reasons: r.reasons };
   }
 
+  /** A workflow's (or chaos experiment's) action, gated like any other proposal. Asked again with
+   *  the same actionId (a restored workflow), it answers with what was decided, never twice. */
+  async proposeForWorkflow(req: ActionProposal, env: Envelope): Promise<ProposalVerdict> {
+    const a = req.action;
+    const caseId = `wf-${a.actionId}`;
+    return this.queue.serial(caseId, async () => {
+      if (this.busy.busyWith(a.target.vmid) === a.actionId) return { verdict: 'allow', reasons: ['already approved'], actionId: a.actionId };
+      if ((await this.ctx.store.approvals()).some((x) => x.action.actionId === a.actionId)) return { verdict: 'needs-approval', reasons: ['waiting for an operator'], actionId: a.actionId };
+      const now = Date.now();
+      const c: CaseRecord = { caseId, correlationId: env.correlationId, causationId: env.id, steps: [], openedAt: now, updatedAt: now };
+      const p: Proposal = { verb: a.verb, vmid: a.target.vmid, proposer: req.proposer, inRunbook: true, targetNode: a.params.targetNode, snapname: a.params.snapname, workflowId: a.workflowId };
+      const facts: GateFacts = { ...(await this.facts(a.target.vmid, c, { hung: req.hung })), workflow: { automatic: a.incidentId !== undefined }, chaosRollback: req.proposer === 'chaos' && a.verb === 'rollback' };
+      if (a.verb === 'migrate') {
+        const fence = await this.ctx.store.fence(a.target.node);
+        facts.failover = { sourceNode: a.target.node, fenced: fence?.workflowId === a.workflowId };
+      }
+      const r = gate(p, facts, this.ctx.fleet.policies);
+      const action: Action = {
+        ...a, params: a.params ?? {}, proposer: req.proposer, requestedBy: 'workflows', needsApproval: r.verdict === 'needs-approval',
+        target: { ...a.target, name: this.ctx.fleet.byVmid.get(a.target.vmid)?.name ?? a.target.name },
+      };
+      const decided = await this.decide(c, { incidentId: a.workflowId, actionId: a.actionId, verb: a.verb, target: { vmid: a.target.vmid, node: a.target.node }, proposer: req.proposer, rationale: a.rationale ?? `${req.proposer} ${a.workflowId}`, verdict: r.verdict, reasons: r.reasons });
+      if (r.verdict === 'allow') await this.dispatch(c, action, decided.id, false, false);
+      else if (r.verdict === 'needs-approval') {
+        c.steps.push({ actionId: a.actionId, vmid: a.target.vmid, verb: a.verb, attempt: a.attempt ?? 0, status: 'requested', proposer: req.proposer, at: now, published: true });
+        await this.ctx.store.putCase(c);
+        this.busy.mark(a.target.vmid, a.actionId, caseId);
+        await this.approvals.request({
+          action, caseId, correlationId: c.correlationId, causationId: decided.id, requestedAt: new Date(now).toISOString(),
+          expiresAt: now + this.ctx.fleet.policies.approvalTimeoutMs, hung: req.hung, continuation: false, inRunbook: true,
+        });
+      }
+      return { verdict: r.verdict, reasons: r.reasons, actionId: a.actionId, ...(r.retryAt !== undefined ? { retryAt: r.retryAt } : {}) };
+    });
+  }
+
+  /** A failover workflow asks to fence the node it fails over; allowed, the fence is remembered so
+   *  that the workflow's migrations off that node pass the gate. */
+  async proposeFence(req: FenceProposal, env: Envelope): Promise<ProposalVerdict> {
+    const wf = (await kvGet(this.ctx.bus.kv.workflows, kvKeys.workflow(req.workflowId), WorkflowRecord))?.value;
+    const args = (wf?.input as { args?: { node?: string } } | undefined)?.args;
+    const rec = (await kvGet(this.ctx.bus.kv.fleetState, kvKeys.node(req.node), NodeRecord))?.value;
+    const fresh = rec && Date.now() - Date.parse(rec.updatedAt) < 3 * this.ctx.fleet.policies.senseIntervalMs;
+    const r = gateFence(req.node, {
+      dryRun: this.ctx.dryRun,
+      failoverOf: wf?.kind === 'failover' && wf.status === 'running' ? args?.node : undefined,
+      node: fresh ? { reachable: rec.reachable, status: rec.status } : undefined,
+    });
+    const c: CaseRecord = { caseId: req.workflowId, correlationId: env.correlationId, causationId: env.id, steps: [], openedAt: Date.now(), updatedAt: Date.now() };
+    await this.decide(c, { incidentId: req.workflowId, verb: 'failover', target: { node: req.node }, proposer: 'workflow', rationale: `fence ${req.node} before recovering its guests`, verdict: r.verdict, reasons: r.reasons }, `fence|${req.node}|${r.verdict}`);
+    if (r.verdict === 'allow') await this.ctx.store.putFence({ node: req.node, workflowId: req.workflowId, at: new Date().toISOString() });
+    return { verdict: r.verdict, reasons: r.reasons };
+  }
+
   private async onApproved(rec: ApprovalRecord, by: string, at: string): Promise<GateResult> {
     const a = rec.action;
     const c = (await this.ctx.store.getCase(rec.caseId))?.value;
     if (!c) return { verdict: 'deny', reasons: ['its incident is resolved'] };
-    this.forget(a.target.vmid, a.actionId);
-    const facts = { ...(await this.facts(a.target.vmid, c, { hung: rec.hung, continuation: rec.continuation })), approved: true };
-    const r = gate({ verb: a.verb, vmid: a.target.vmid, proposer: a.proposer, inRunbook: rec.inRunbook }, facts, this.ctx.fleet.policies);
+    this.busy.forget(a.target.vmid, a.actionId);
+    const facts: GateFacts = { ...(await this.facts(a.target.vmid, c, { hung: rec.hung, continuation: rec.continuation })), approved: true };
+    if (a.workflowId) facts.workflow = { automatic: a.incidentId !== undefined };
+    const r = gate({ verb: a.verb, vmid: a.target.vmid, proposer: a.proposer, inRunbook: rec.inRunbook, workflowId: a.workflowId, targetNode: a.params.targetNode }, facts, this.ctx.fleet.policies);
     if (r.verdict === 'hold') {
-      this.markBusy(a.target.vmid, a.actionId);
-      this.actionCase.set(a.actionId, c.caseId);
+      this.busy.mark(a.target.vmid, a.actionId, c.caseId);
     }
     if (r.verdict !== 'allow') return r.verdict === 'dry-run' ? { verdict: 'deny', reasons: r.reasons } : r;
     const decided = await this.decide(c, { incidentId: c.caseId, actionId: a.actionId, verb: a.verb, target: { vmid: a.target.vmid, node: a.target.node }, proposer: a.proposer, rationale: a.rationale ?? '', verdict: 'allow', reasons: [`approved by ${by}`, ...r.reasons] });
@@ -277,7 +277,7 @@ export abstract class Actuator {
 
   private async onDenied(rec: ApprovalRecord, by: string, reason: string): Promise<void> {
     const a = rec.action;
-    this.forget(a.target.vmid, a.actionId);
+    this.busy.forget(a.target.vmid, a.actionId);
     const c = (await this.ctx.store.getCase(rec.caseId))?.value;
     const step = c?.steps.find((s) => s.actionId === a.actionId);
     if (!c || !step) return;

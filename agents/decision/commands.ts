@@ -5,9 +5,11 @@
 //   fleet.cmd.action     {verb, vmid, by?}         → {actionId?, verdict, reasons}
 //   fleet.cmd.hold.clear {vmid, by?}               → {vmid, cleared}
 //   fleet.cmd.holds      {}                        → HoldRecord[]
+//   fleet.propose.action ActionProposal            → ProposalVerdict (the workflows agent only)
+//   fleet.propose.fence  FenceProposal             → ProposalVerdict (the workflows agent only)
 import { z } from 'zod';
 import { HomeostatError } from '../../core/mod.ts';
-import { subjects, type Bus, type CommandRequest, type Envelope, type Stoppable } from '../../bus/mod.ts';
+import { ActionProposal, FenceProposal, subjects, type Bus, type CommandRequest, type Envelope, type Stoppable } from '../../bus/mod.ts';
 import type { DecisionEngine } from './engine.ts';
 import type { DecisionStore } from './store.ts';
 
@@ -31,22 +33,24 @@ export function serveCommands(bus: Bus, engine: DecisionEngine, store: DecisionS
   return [
     bus.serve<CommandRequest>(subjects.cmd('approve'), async (env) => {
       const a = parse(ApproveArgs, env, 'approve');
-      return engine.approvals.approve(a.actionId, who(env, a.by));
+      return engine.actuator.approvals.approve(a.actionId, who(env, a.by));
     }),
     bus.serve<CommandRequest>(subjects.cmd('deny'), async (env) => {
       const a = parse(DenyArgs, env, 'deny');
       const by = who(env, a.by);
-      return engine.approvals.deny(a.actionId, by, a.reason ?? `denied by ${by}`);
+      return engine.actuator.approvals.deny(a.actionId, by, a.reason ?? `denied by ${by}`);
     }),
-    bus.serve<CommandRequest>(subjects.cmd('approvals'), async () => engine.approvals.list()),
+    bus.serve<CommandRequest>(subjects.cmd('approvals'), async () => engine.actuator.approvals.list()),
     bus.serve<CommandRequest>(subjects.cmd('action'), async (env) => {
       const a = parse(ActionArgs, env, 'action');
-      return engine.operatorAction(a.verb, a.vmid, who(env, a.by), env);
+      return engine.actuator.operatorAction(a.verb, a.vmid, who(env, a.by), env);
     }),
     bus.serve<CommandRequest>(subjects.cmd('hold.clear'), async (env) => {
       const a = parse(HoldArgs, env, 'hold.clear');
       return engine.releaseHold(a.vmid, who(env, a.by));
     }),
     bus.serve<CommandRequest>(subjects.cmd('holds'), async () => store.holds()),
+    bus.serve<ActionProposal>(subjects.propose('action'), (env) => engine.actuator.proposeForWorkflow(env.data, env), { schema: ActionProposal }),
+    bus.serve<FenceProposal>(subjects.propose('fence'), (env) => engine.actuator.proposeFence(env.data, env), { schema: FenceProposal }),
   ];
 }
