@@ -4,6 +4,7 @@ import { HomeostatError } from './errors.ts';
 import type { Logger } from './logger.ts';
 
 export interface ConnectOptions {
+  /** One URL or a comma-separated list (a cluster): the client reconnects to any of them. */
   servers: string;
   name: string;
   log: Logger;
@@ -18,7 +19,7 @@ export async function connectNats(opts: ConnectOptions): Promise<NatsConnection>
   while (Date.now() < deadline) {
     try {
       const nc = await connect({
-        servers: opts.servers,
+        servers: serverList(opts.servers),
         name: opts.name,
         maxReconnectAttempts: -1,
         reconnectTimeWait: 250,
@@ -47,4 +48,8 @@ export async function connectNats(opts: ConnectOptions): Promise<NatsConnection>
     }
   }
   throw new HomeostatError('HOMEOSTAT_ERR_NATS_UNAVAILABLE', `cannot connect to NATS at ${opts.servers}: ${(lastErr as Error)?.message ?? 'timeout'}`, { cause: lastErr });
+}
+
+export function serverList(servers: string): string[] {
+  return servers.split(',').map((s) => s.trim()).filter(Boolean);
 }

@@ -26,7 +26,7 @@ export interface FleetKv {
   workflows: KV;
 }
 
-function fleetConfig(): Partial<StreamConfig> & { name: string } {
+function fleetConfig(replicas: number): Partial<StreamConfig> & { name: string } {
   return {
     name: FLEET_STREAM,
     subjects: FLEET_OWN_SUBJECTS,
@@ -39,11 +39,11 @@ function fleetConfig(): Partial<StreamConfig> & { name: string } {
     max_age: 7 * 24 * 3600 * SEC,
     max_bytes: 1024 * 1024 * 1024,
     duplicate_window: DEDUP_WINDOW_MS * NS,
-    num_replicas: 1,
+    num_replicas: replicas,
   };
 }
 
-function auditConfig(): Partial<StreamConfig> & { name: string } {
+function auditConfig(replicas: number): Partial<StreamConfig> & { name: string } {
   return {
     name: AUDIT_STREAM,
     subjects: AUDIT_STREAM_SUBJECTS,
@@ -51,7 +51,7 @@ function auditConfig(): Partial<StreamConfig> & { name: string } {
     retention: RetentionPolicy.Limits,
     max_age: 365 * 24 * 3600 * SEC,
     duplicate_window: DEDUP_WINDOW_MS * NS,
-    num_replicas: 1,
+    num_replicas: replicas,
   };
 }
 
@@ -75,6 +75,8 @@ async function ensureStream(jsm: JetStreamManager, cfg: Partial<StreamConfig> & 
     const { name: _n, storage: _s, ...update } = cfg;
     void _n;
     void _s;
+    // replicas only ever go up here: a client that sees one server must not shrink a cluster's stream
+    update.num_replicas = Math.max(info.config.num_replicas ?? 1, cfg.num_replicas ?? 1);
     await jsm.streams.update(name, { ...info.config, ...update });
   } catch (e) {
     if ((e as { name?: string }).name === 'StreamNotFoundError' || /not found/i.test(String((e as Error).message))) {
@@ -85,13 +87,21 @@ async function ensureStream(jsm: JetStreamManager, cfg: Partial<StreamConfig> & 
   }
 }
 
-export async function ensureJetStream(nc: NatsConnection): Promise<{ jsm: JetStreamManager; kv: FleetKv }> {
-  // A fresh JetStream server may need a moment before it answers API requests.
+/** Replicas for streams and buckets created here: 3 on a cluster (what losing one server
+ *  without losing data takes), 1 on a single server. Existing streams and buckets keep theirs. */
+export function defaultReplicas(nc: NatsConnection): number {
+  return nc.info?.cluster ? 3 : 1;
+}
+
+export async function ensureJetStream(nc: NatsConnection, replicas = defaultReplicas(nc)): Promise<{ jsm: JetStreamManager; kv: FleetKv }> {
+  // A fresh JetStream server (or a cluster electing its leaders) may need a moment before it
+  // answers API requests.
   const jsm = await withRetry(() => jetstreamManager(nc, { timeout: 5000 }));
-  await withRetry(() => ensureStream(jsm, auditConfig()), 5);
-  await withRetry(() => ensureStream(jsm, fleetConfig()), 5);
+  const attempts = replicas > 1 ? 10 : 5;
+  await withRetry(() => ensureStream(jsm, auditConfig(replicas)), attempts);
+  await withRetry(() => ensureStream(jsm, fleetConfig(replicas)), attempts);
   const kvm = new Kvm(nc);
-  const open = (bucket: string, history = 1) => withRetry(() => kvm.create(bucket, { history, storage: StorageType.File }), 5);
+  const open = (bucket: string, history = 1) => withRetry(() => kvm.create(bucket, { history, storage: StorageType.File, replicas }), attempts);
   const kv: FleetKv = {
     fleetState: await open(BUCKETS.fleetState),
     incidents: await open(BUCKETS.incidents, 5),

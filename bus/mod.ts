@@ -12,3 +12,4 @@ export * from './events.ts';
 export * from './kv-records.ts';
 export * from './kv.ts';
 export * from './consumers.ts';
+export * from './lease.ts';

@@ -33,7 +33,15 @@ export function freePort(): Promise<number> {
   });
 }
 
-export async function startNatsServer(opts: { dataDir: string; port?: number; host?: string }): Promise<NatsServerHandle> {
+export interface NatsServerOptions {
+  dataDir: string;
+  port?: number;
+  host?: string;
+  /** Extra command-line arguments (cluster routes, server name). */
+  args?: string[];
+}
+
+export async function startNatsServer(opts: NatsServerOptions): Promise<NatsServerHandle> {
   const bin = findNatsServer();
   if (!bin) {
     throw new HomeostatError('HOMEOSTAT_ERR_NATS_MISSING', 'nats-server is not on PATH');
@@ -41,7 +49,7 @@ export async function startNatsServer(opts: { dataDir: string; port?: number; ho
   const host = opts.host ?? '127.0.0.1';
   const port = opts.port && opts.port > 0 ? opts.port : await freePort();
   mkdirSync(opts.dataDir, { recursive: true });
-  const child: ChildProcess = spawn(bin, ['-js', '-a', host, '-p', String(port), '-sd', opts.dataDir], {
+  const child: ChildProcess = spawn(bin, ['-js', '-a', host, '-p', String(port), '-sd', opts.dataDir, ...(opts.args ?? [])], {
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));

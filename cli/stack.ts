@@ -1,11 +1,14 @@
 // The embedded default: nats-server (unless --nats), the simulator (with --sim), then agents,
 // each on its own NATS connection as it would be in compose. Used by `up` and the e2e tests.
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { Bus, clearCurrentState, HomeostatError } from '../bus/mod.ts';
 import { AGENT_NAMES, loadAgent, type AgentHandle, type AgentName, type AppLogger, type Config } from '../agents/mod.ts';
 import type { Fleet } from '../fleet/manifest.ts';
 import type { PveApi } from '../fleet/pve-types.ts';
+import { writeFileSync } from 'node:fs';
 import { startNatsServer, type NatsServerHandle } from './nats-server.ts';
+import { startNatsCluster } from './nats-cluster.ts';
+import { startAgentProcesses, type AgentProcesses } from './agent-processes.ts';
 import { startSimulator } from '../fleet/sim/mod.ts';
 import { createPveClient } from '../fleet/pve-client.ts';
 
@@ -26,6 +29,14 @@ export interface StackOptions {
   natsUrl?: string;
   dataDir?: string;
   natsPort?: number;
+  /** Start this many local nats-servers as one cluster (routes, JetStream, 3 replicas). */
+  natsCluster?: number;
+  /** Run every agent as this many separate processes instead of in this one. */
+  replicas?: number;
+  /** Per agent and replica: extra `homeostat agent` arguments (with `replicas`). */
+  agentArgs?: (agent: AgentName, replica: number) => string[];
+  /** The fleet manifest's file, for agent processes (default: the reference fleet). */
+  fleetFile?: string;
   sim?: { port?: number; http?: boolean; timeScale?: number; tokenId?: string; tokenSecret?: string; keepState?: boolean };
   agents?: readonly AgentName[];
   services?: Record<string, unknown>;
@@ -33,6 +44,10 @@ export interface StackOptions {
 
 export interface Stack {
   natsUrl: string;
+  /** The nats-servers this stack started (one, or the cluster's). */
+  natsServers: { url: string; pid: number }[];
+  /** With `replicas`: the agents' processes. */
+  processes?: AgentProcesses;
   pveUrl?: string;
   pveTokenId?: string;
   pveTokenSecret?: string;
@@ -56,12 +71,19 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
   };
   try {
     let natsUrl = opts.natsUrl;
-    let nats: NatsServerHandle | undefined;
-    if (!natsUrl) {
-      const dataDir = opts.dataDir ?? '.homeostat';
-      nats = await startNatsServer({ dataDir: join(dataDir, 'nats'), port: opts.natsPort ?? 4222 });
+    const natsServers: NatsServerHandle[] = [];
+    const dataDir = opts.dataDir ?? '.homeostat';
+    if (!natsUrl && opts.natsCluster && opts.natsCluster > 1) {
+      const cluster = await startNatsCluster({ dataDir, size: opts.natsCluster, port: opts.natsPort ?? 4222 });
+      natsUrl = cluster.url;
+      natsServers.push(...cluster.servers);
+      cleanups.push(() => cluster.stop());
+      log.info({ natsUrl, pids: cluster.servers.map((s) => s.pid) }, 'nats cluster started');
+    } else if (!natsUrl) {
+      const nats = await startNatsServer({ dataDir: join(dataDir, 'nats'), port: opts.natsPort ?? 4222 });
       natsUrl = nats.url;
-      cleanups.push(() => nats!.stop());
+      natsServers.push(nats);
+      cleanups.push(() => nats.stop());
       log.info({ natsUrl, pid: nats.pid }, 'nats-server started');
     }
 
@@ -128,13 +150,36 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       buses.delete(name);
     };
     const wanted = opts.agents ?? AGENT_NAMES;
-    for (const name of AGENT_ORDER) if (wanted.includes(name)) await startAgent(name);
-    cleanups.push(async () => {
-      for (const name of [...AGENT_ORDER].reverse()) if (agents.has(name)) await stopAgent(name);
-    });
+    let processes: AgentProcesses | undefined;
+    if (opts.replicas) {
+      // separate processes read what this one was given from their environment
+      let caFile: string | undefined;
+      if (caPem && sim) {
+        caFile = join(dataDir, 'sim-ca.pem');
+        writeFileSync(caFile, caPem);
+      }
+      const env: NodeJS.ProcessEnv = {
+        ...process.env,
+        NATS_URL: natsUrl,
+        ...(pveUrl ? { PVE_URL: pveUrl } : {}),
+        ...(tokenId ? { PVE_TOKEN_ID: tokenId } : {}),
+        ...(tokenSecret ? { PVE_TOKEN_SECRET: tokenSecret } : {}),
+        ...(caFile ? { PVE_CA_FILE: caFile } : {}),
+        ...(opts.fleetFile ? { HOMEOSTAT_FLEET: resolve(opts.fleetFile) } : {}),
+      };
+      processes = await startAgentProcesses({ agents: AGENT_ORDER.filter((a) => wanted.includes(a)), replicas: opts.replicas, env, log, argsFor: opts.agentArgs });
+      cleanups.push(() => processes!.stop());
+    } else {
+      for (const name of AGENT_ORDER) if (wanted.includes(name)) await startAgent(name);
+      cleanups.push(async () => {
+        for (const name of [...AGENT_ORDER].reverse()) if (agents.has(name)) await stopAgent(name);
+      });
+    }
 
     return {
       natsUrl,
+      natsServers: natsServers.map((n) => ({ url: n.url, pid: n.pid })),
+      processes,
       pveUrl,
       pveTokenId: tokenId,
       pveTokenSecret: tokenSecret,

@@ -12,12 +12,22 @@ const url = (protocols: string[], what: string) =>
     }
   }, `expected ${what}`);
 
+/** One URL, or a comma-separated list of a cluster's servers (clients reconnect to any of them). */
+const urlList = (protocols: string[], what: string) =>
+  z.string().refine((v) => v.split(',').every((one) => {
+    try {
+      return protocols.includes(new URL(one.trim()).protocol);
+    } catch {
+      return false;
+    }
+  }), `expected ${what}`);
+
 const bool = z
   .enum(['0', '1', 'true', 'false', 'yes', 'no', ''], { message: 'expected 1 or 0' })
   .transform((v) => v === '1' || v === 'true' || v === 'yes');
 
 export const ConfigSchema = z.object({
-  NATS_URL: url(['nats:', 'tls:', 'ws:', 'wss:'], 'a nats:// URL, e.g. nats://127.0.0.1:4222').default('nats://127.0.0.1:4222'),
+  NATS_URL: urlList(['nats:', 'tls:', 'ws:', 'wss:'], 'a nats:// URL or a comma-separated list of them, e.g. nats://127.0.0.1:4222').default('nats://127.0.0.1:4222'),
   PVE_URL: url(['http:', 'https:'], 'an http(s) URL of the PVE API, e.g. https://pve.lan:8006').optional(),
   PVE_TOKEN_ID: z.string().regex(/^[^@\s]+@[^!\s]+![A-Za-z0-9._-]+$/, 'expected USER@REALM!TOKENID, e.g. homeostat@pve!agent').optional(),
   PVE_TOKEN_SECRET: z.string().regex(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/, 'expected the token secret as the lowercase UUID pveum printed').optional(),

@@ -1,6 +1,7 @@
 // `homeostat agent <name>`: one agent in its own process (compose runs one per service).
 import { AGENT_NAMES, createLogger, loadConfig } from '../../agents/mod.ts';
-import { HomeostatError } from '../../bus/mod.ts';
+import { hostname } from 'node:os';
+import { acquireLease, Bus, HomeostatError, type HeldLease } from '../../bus/mod.ts';
 import { loadFleetFile } from '../../fleet/manifest.ts';
 import { referenceFleet } from '../../fleet/reference-fleet.ts';
 import { parseCommand, parseIntFlag } from '../args.ts';
@@ -13,6 +14,12 @@ const HELP = `Usage: homeostat agent <${AGENT_NAMES.join('|')}> [--nats URL] [--
 
 Runs one agent against an existing NATS server (NATS_URL or --nats); PVE from PVE_URL etc.
 Prints {"ready":true,"agent":...} on stdout; SIGINT/SIGTERM drain and exit 0.
+
+Replicated (HOMEOSTAT_REPLICA set, as \`up --replicas N\` does): sensing, analysis and workflows are
+singletons with a lease in KV: one replica is active, the others wait (ready line "role":"standby")
+and take over within ~5 s when the active one dies; a replica that loses its lease exits (1) and
+is started again as a standby. Decision, action and operator replicas share their durable
+consumers and request queues.
 
   --alertmanager-port N   sensing only: listen for Alertmanager webhooks on this port (0 = free port)
   --alertmanager-host H   sensing only: the address to listen on (default 127.0.0.1; 0.0.0.0 in containers)`;
@@ -40,10 +47,37 @@ export async function agentMain(argv: string[]): Promise<number> {
   const signalled = waitForShutdownSignal();
   const amPort = parseIntFlag('alertmanager-port', values['alertmanager-port']);
   const services = amPort === undefined ? {} : { alertmanagerPort: amPort, ...(values['alertmanager-host'] ? { alertmanagerHost: values['alertmanager-host'] } : {}) };
+  let lease: HeldLease | undefined;
+  let leaseBus: Bus | undefined;
+  if (process.env.HOMEOSTAT_REPLICA !== undefined && SINGLETONS.has(name)) {
+    leaseBus = await Bus.connect({ servers: config.NATS_URL, source: `${name}-lease`, log });
+    printJson({ ready: true, agent: name, natsUrl: config.NATS_URL, role: 'standby' });
+    const abort = new AbortController();
+    void signalled.then(() => abort.abort());
+    lease = await acquireLease({ kv: leaseBus.kv.locks, name, holder: `${hostname()}:${process.pid}:${name}`, ttlMs: LEASE_TTL_MS }, abort.signal);
+    if (!lease) {
+      await leaseBus.stop();
+      return 0;
+    }
+    log.info({ agent: name }, 'lease acquired: this replica is active');
+  }
   const stack = await startStack({ config, fleet, log, natsUrl: config.NATS_URL, agents: [name], services });
-  printJson({ ready: true, agent: name, natsUrl: config.NATS_URL });
+  if (!lease) printJson({ ready: true, agent: name, natsUrl: config.NATS_URL });
   const handle = stack.agents.get(name)!;
-  const outcome = await Promise.race([signalled.then(() => 'signal' as const), handle.stopped.then((r) => r)]);
+  const outcome = await Promise.race([
+    signalled.then(() => 'signal' as const),
+    handle.stopped.then((r) => r),
+    ...(lease ? [lease.lost.then(() => 'lost' as const)] : []),
+  ]);
+  if (outcome === 'lost') log.warn({ agent: name }, 'lease lost: another replica is active now; stopping');
   await stack.stop();
-  return outcome instanceof Error ? 1 : 0;
+  await lease?.release();
+  await leaseBus?.stop();
+  return outcome instanceof Error || outcome === 'lost' ? 1 : 0;
 }
+
+/** One active replica at a time: a fleet model (analysis), one poller per PVE API (sensing), one
+ *  runner of persisted workflows (workflows). */
+const SINGLETONS = new Set<string>(['sensing', 'analysis', 'workflows']);
+/** Takeover after a SIGKILL: expiry (3 s) + the waiting replica's next look (≤ 0.75 s) + its start. */
+const LEASE_TTL_MS = 3000;

@@ -10,6 +10,7 @@ import { waitForShutdownSignal } from '../signals.ts';
 import { checkPorts, claimDataDir, DEFAULT_DATA_DIR } from '../data-dir.ts';
 
 const HELP = `Usage: homeostat up [--sim] [--fleet FILE] [--nats URL] [--data-dir DIR] [--nats-port N] [--sim-port N] [--http] [--agents LIST] [--alertmanager-port N|off] [--keep-state]
+                    [--nats-cluster N] [--replicas N]
 
 Runs homeostat in one process: its own nats-server -js (unless --nats), the PVE-API simulator
 (with --sim) and all agents. Prints one JSON line on stdout when ready:
@@ -30,6 +31,13 @@ Ctrl-C / SIGTERM stops everything it started (and nothing else).
   --sim-port N     simulator port (default 8006; 0 = a free port)
   --alertmanager-port N  Alertmanager webhook receiver for sensing (POST /api/v2/alerts or a
                    webhook_config url); default 9095, 0 = a free port, off = do not listen
+  --nats-cluster N start N local nats-servers (N >= 3) joined by routes, JetStream on each; every
+                   stream and bucket gets 3 replicas, so losing one server loses nothing. The ready
+                   line lists natsServers [{url,pid}]; natsUrl is their comma-separated URLs
+                   (every client command accepts it). Stores in <data-dir>/nats-1..N
+  --replicas N     run every agent as N separate processes (plain node, \`homeostat agent\`)
+                   instead of inside this one; the ready line lists processes [{agent,pid}]. A
+                   process that dies is started again; the others carry on meanwhile
   --agents LIST    comma-separated subset of ${AGENT_NAMES.join(',')} (default all)
 Without --sim, the PVE API comes from PVE_URL / PVE_TOKEN_ID / PVE_TOKEN_SECRET (see README).`;
 
@@ -46,6 +54,8 @@ export async function upMain(argv: string[]): Promise<number> {
     agents: { type: 'string' },
     'keep-state': { type: 'boolean', default: false },
     'alertmanager-port': { type: 'string', default: '9095' },
+    'nats-cluster': { type: 'string' },
+    replicas: { type: 'string' },
     help: { type: 'boolean', short: 'h', default: false },
   }, false);
   if (values.help) {
@@ -60,6 +70,10 @@ export async function upMain(argv: string[]): Promise<number> {
   const agents = values.agents?.split(',').map((s) => s.trim()).filter(Boolean);
   for (const a of agents ?? []) if (!isAgentName(a)) throw new HomeostatError('HOMEOSTAT_ERR_USAGE', `--agents: unknown agent ${JSON.stringify(a)}; expected ${AGENT_NAMES.join(',')}`);
   const alertmanagerPort = values['alertmanager-port'] === 'off' ? undefined : parseIntFlag('alertmanager-port', values['alertmanager-port']);
+  const natsCluster = parseIntFlag('nats-cluster', values['nats-cluster'], 1, 9);
+  if (natsCluster !== undefined && natsCluster > 1 && natsCluster < 3) throw new HomeostatError('HOMEOSTAT_ERR_USAGE', `--nats-cluster: JetStream replication needs at least 3 servers, got ${natsCluster}`);
+  if (natsCluster !== undefined && values.nats) throw new HomeostatError('HOMEOSTAT_ERR_USAGE', '--nats-cluster starts its own servers; it cannot be combined with --nats');
+  const replicas = parseIntFlag('replicas', values.replicas, 1, 16);
   const fleetFile = values.fleet ?? config.HOMEOSTAT_FLEET;
   const fleet = fleetFile ? loadFleetFile(fleetFile) : referenceFleet();
   const log = createLogger(config.LOG_LEVEL);
@@ -88,11 +102,16 @@ export async function upMain(argv: string[]): Promise<number> {
       natsUrl: values.nats,
       dataDir: dataDir.dir,
       natsPort,
+      natsCluster,
+      replicas,
+      // the Alertmanager receiver is one port: sensing's first replica listens on it
+      agentArgs: (agent, replica) => (agent === 'sensing' && replica === 1 && alertmanagerPort !== undefined ? ['--alertmanager-port', String(alertmanagerPort)] : []),
+      ...(fleetFile ? { fleetFile } : {}),
       sim: values.sim ? { port: simPort, http: values.http, timeScale, keepState: values['keep-state'] } : undefined,
       agents: agents as AgentName[] | undefined,
       services: alertmanagerPort === undefined ? {} : { alertmanagerPort },
     });
-    const amPort = (stack.agents.get('sensing') as { alertmanagerPort?: number } | undefined)?.alertmanagerPort;
+    const amPort = replicas ? alertmanagerPort : (stack.agents.get('sensing') as { alertmanagerPort?: number } | undefined)?.alertmanagerPort;
     const ready = {
       ready: true,
       natsUrl: stack.natsUrl,
@@ -101,7 +120,9 @@ export async function upMain(argv: string[]): Promise<number> {
       ...(amPort !== undefined ? { alertmanagerUrl: `http://127.0.0.1:${amPort}/api/v2/alerts` } : {}),
       fleet: fleet.name,
       guests: fleet.guests.length,
-      agents: [...stack.agents.keys()],
+      agents: stack.processes ? [...new Set(stack.processes.list().map((p) => p.agent))] : [...stack.agents.keys()],
+      ...(natsCluster && natsCluster > 1 ? { natsServers: stack.natsServers } : {}),
+      ...(stack.processes ? { processes: stack.processes.list().map(({ agent, pid }) => ({ agent, pid })) } : {}),
       dataDir: dataDir.dir,
     };
     dataDir.writeReady(ready);
