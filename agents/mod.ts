@@ -5,6 +5,7 @@ import { AGENT_NAMES, type AgentModule, type AgentName } from './runtime/agent.t
 export * from './runtime/agent.ts';
 export * from './runtime/config.ts';
 export * from './runtime/logger.ts';
+export * from './runtime/metrics.ts';
 
 const loaders: Record<AgentName, () => Promise<{ agent: AgentModule }>> = {
   sensing: () => import('./sensing/mod.ts'),

@@ -7,6 +7,7 @@ import { decode, encode, encodeEnvelope, encodeJson, makeEnvelope, validate, typ
 import { connectNats } from './connection.ts';
 import { deadLetterId, ensureConsumer, terminate, watchMaxDeliveries } from './consumers.ts';
 import { HomeostatError } from './errors.ts';
+import { deadLetterKind, familyOf } from './families.ts';
 import { AUDIT_STREAM, ensureJetStream, FLEET_STREAM, type FleetKv } from './jetstream.ts';
 import { silentLogger, type Logger } from './logger.ts';
 import { CommandReply, type Envelope } from './schemas.ts';
@@ -19,6 +20,8 @@ export interface BusOptions {
   log?: Logger;
   /** How long the first connection may take (ms, default 10 s). */
   connectTimeoutMs?: number;
+  /** Told about every dead letter (family name, reason kind): the process's metrics count them. */
+  onDeadLetter?: (family: string, reason: string) => void;
 }
 
 export interface PublishOptions extends EnvelopeMeta {
@@ -61,6 +64,7 @@ export class Bus {
   private readonly dlqSeen = new Set<string>();
   dlqCount = 0;
   private stopping = false;
+  private onDeadLetter?: (family: string, reason: string) => void;
 
   private constructor(nc: NatsConnection, jsm: JetStreamManager, kv: FleetKv, source: string, log: Logger) {
     this.nc = nc;
@@ -76,7 +80,9 @@ export class Bus {
     const nc = await connectNats({ servers: opts.servers, name: `homeostat-${opts.source}`, log, firstConnectTimeoutMs: opts.connectTimeoutMs });
     try {
       const { jsm, kv } = await ensureJetStream(nc);
-      return new Bus(nc, jsm, kv, opts.source, log);
+      const bus = new Bus(nc, jsm, kv, opts.source, log);
+      bus.onDeadLetter = opts.onDeadLetter;
+      return bus;
     } catch (e) {
       await nc.close().catch(() => undefined);
       throw new HomeostatError('HOMEOSTAT_ERR_NATS_UNAVAILABLE', `JetStream not available at ${opts.servers}: ${(e as Error).message}`, { cause: e });
@@ -151,6 +157,7 @@ export class Bus {
       this.log.error({ subject, err: (e as Error).message }, 'could not publish dead letter');
     }
     this.dlqCount++;
+    this.onDeadLetter?.(familyOf(subject)?.name ?? 'unknown', deadLetterKind(reason));
     const kind = `${subject.split('.').slice(0, 3).join('.')}|${reason.split(':')[0]}`;
     if (!this.dlqSeen.has(kind)) {
       this.dlqSeen.add(kind);

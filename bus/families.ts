@@ -36,3 +36,19 @@ export function familyOf(subject: string): Family | undefined {
   cache.set(subject, fam);
   return fam ?? undefined;
 }
+
+const DEAD_LETTER_KINDS: readonly [RegExp, string][] = [
+  [/^envelope /, 'envelope'],
+  [/^data /, 'schema'],
+  [/^type .* not allowed/, 'type'],
+  [/^no schema/, 'no_schema'],
+  [/^oversize/, 'oversize'],
+  [/UTF-8/, 'utf8'],
+  [/^malformed JSON/, 'json'],
+  [/^handler failed/, 'handler'],
+];
+
+/** A dead letter's reason reduced to a small fixed set (a metric label, never free text). */
+export function deadLetterKind(reason: string): string {
+  return DEAD_LETTER_KINDS.find(([re]) => re.test(reason))?.[1] ?? 'other';
+}

@@ -2,7 +2,7 @@
 // each on its own NATS connection as it would be in compose. Used by `up` and the e2e tests.
 import { join, resolve } from 'node:path';
 import { Bus, clearCurrentState, HomeostatError } from '../bus/mod.ts';
-import { AGENT_NAMES, loadAgent, type AgentHandle, type AgentName, type AppLogger, type Config } from '../agents/mod.ts';
+import { AGENT_NAMES, createMetrics, loadAgent, type AgentHandle, type AgentName, type AppLogger, type Config, type Metrics } from '../agents/mod.ts';
 import type { Fleet } from '../fleet/manifest.ts';
 import type { PveApi } from '../fleet/pve-types.ts';
 import { writeFileSync } from 'node:fs';
@@ -40,6 +40,8 @@ export interface StackOptions {
   sim?: { port?: number; http?: boolean; timeScale?: number; tokenId?: string; tokenSecret?: string; keepState?: boolean };
   agents?: readonly AgentName[];
   services?: Record<string, unknown>;
+  /** The process's metrics registry (one per process); a fresh one when absent. */
+  metrics?: Metrics;
 }
 
 export interface Stack {
@@ -55,6 +57,8 @@ export interface Stack {
   sim?: SimulatorLike;
   pve?: PveApi;
   agents: Map<AgentName, AgentHandle>;
+  /** Every agent of this stack registers its metrics here. */
+  metrics: Metrics;
   /** Stop one agent (tests kill/restart agents this way). */
   stopAgent(name: AgentName): Promise<void>;
   startAgent(name: AgentName): Promise<void>;
@@ -65,6 +69,7 @@ const AGENT_ORDER: readonly AgentName[] = ['action', 'decision', 'analysis', 'wo
 
 export async function startStack(opts: StackOptions): Promise<Stack> {
   const { config, fleet, log } = opts;
+  const metrics = opts.metrics ?? createMetrics();
   const cleanups: (() => Promise<void>)[] = [];
   const stopAll = async () => {
     for (const c of cleanups.reverse()) await c().catch((e: unknown) => log.error({ err: (e as Error).message }, 'stop step failed'));
@@ -119,7 +124,10 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
 
     let pve: PveApi | undefined;
     if (pveUrl && tokenId && tokenSecret) {
-      const client = createPveClient({ url: pveUrl, tokenId, tokenSecret, caPem, insecure: config.PVE_INSECURE, log: log.child({ agent: 'pve' }) });
+      const client = createPveClient({ url: pveUrl, tokenId, tokenSecret, caPem, insecure: config.PVE_INSECURE, log: log.child({ agent: 'pve' }), onRequest: (e) => {
+        metrics.pveRequests.inc({ method: e.method, status: e.status === undefined ? 'error' : String(e.status) });
+        metrics.pveLatency.observe({ method: e.method }, e.ms / 1000);
+      } });
       cleanups.push(() => client.close());
       pve = client;
     } else if (pveUrl) {
@@ -133,9 +141,9 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     const startAgent = async (name: AgentName) => {
       const mod = await loadAgent(name);
       const alog = log.child({ agent: name });
-      const bus = await Bus.connect({ servers: natsUrl!, source: name, log: alog });
+      const bus = await Bus.connect({ servers: natsUrl!, source: name, log: alog, onDeadLetter: (family, reason) => metrics.deadLetters.inc({ family, reason }) });
       const services = { pveCaPem: caPem, pveInsecure: config.PVE_INSECURE, pveTokenId: tokenId, pveTokenSecret: tokenSecret, ...(opts.services ?? {}) };
-      const handle = await mod.start({ name, config, log: alog, bus, fleet, pve, pveUrl, services });
+      const handle = await mod.start({ name, config, log: alog, bus, fleet, pve, pveUrl, services, metrics });
       agents.set(name, handle);
       buses.set(name, bus);
       void handle.stopped.then((r) => {
@@ -187,6 +195,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       sim,
       pve,
       agents,
+      metrics,
       stopAgent,
       startAgent,
       stop: stopAll,

@@ -33,6 +33,8 @@ export const GuestSpec = z.object({
   memMiB: z.number().int().min(16).default(1024),
   cores: z.number().int().min(1).default(1),
   diskGiB: z.number().min(1).default(8),
+  /** PVE hookscript of the guest (a snippet volume, e.g. `local:snippets/homeostat-hook`); the simulator runs it. */
+  hookscript: z.string().regex(/^[a-zA-Z][a-zA-Z0-9._-]*:snippets\/[^/\s]+$/, 'expected a snippet volume id, e.g. local:snippets/homeostat-hook').optional(),
 });
 export type GuestSpec = z.infer<typeof GuestSpec>;
 

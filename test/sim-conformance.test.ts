@@ -1,6 +1,6 @@
-// Every GET of the PVE schema subset, called through the real proxmox-api client over HTTPS
-// (trusting the simulator's self-signed CA), answers data that validates against the schema's
-// `returns` — in a calm fleet and with a node down.
+// Every GET of the PVE schema subset and of the extra endpoints real clients use, called through
+// the real proxmox-api client over HTTPS (trusting the simulator's self-signed CA), answers data
+// that validates against the schema's `returns` — in a calm fleet and with a node down.
 import { existsSync, readFileSync } from 'node:fs';
 import proxmoxApi, { type ProxmoxEngineOptions } from 'proxmox-api';
 import { Agent, fetch as undiciFetch } from 'undici';
@@ -8,17 +8,29 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildFleet } from '../fleet/manifest.ts';
 import { REFERENCE_MANIFEST } from '../fleet/reference-fleet.ts';
 import { startSimulator, type SimulatorHandle } from '../fleet/sim/mod.ts';
-import { loadPveSchema, OFFICIAL_SCHEMA_PATH, SIM_SCHEMA_URL, schemaMethods, validatePveValue } from './helpers/pve-schema.ts';
+import {
+  loadPveSchema, OFFICIAL_EXTRA_SCHEMA_PATH, OFFICIAL_SCHEMA_PATH, SIM_EXTRA_SCHEMA_URL, SIM_SCHEMA_URL, schemaMethods, validatePveValue, type PveMethodDef,
+} from './helpers/pve-schema.ts';
 
 type Nav = { [k: string]: Nav } & { $(id: string | number): Nav; $get(p?: Record<string, unknown>): Promise<unknown>; $post(p?: Record<string, unknown>): Promise<unknown> };
 
 const schema = loadPveSchema();
 const gets = schemaMethods(schema, 'GET');
+const extra = loadPveSchema(SIM_EXTRA_SCHEMA_URL);
+// the extra schema's GETs the twin answers (the rest are write endpoints real clients need, or 501)
+const extraGets = schemaMethods(extra, 'GET');
 
 let sim: SimulatorHandle;
 let dispatcher: Agent;
 let api: Nav;
-const values: Record<string, string | number> = { node: 'node-b' };
+const values: Record<string, string | number> = { node: 'node-b', storage: 'local-lvm', poolid: 'layer2', userid: 'homeostat@pve', snapname: 'pre', sid: 'ct:155' };
+/** Required query parameters, by name. */
+const required: Record<string, string> = { timeframe: 'hour' };
+function requiredParams(def: PveMethodDef, path: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, p] of Object.entries(def.parameters?.properties ?? {})) if (!p.optional && !path.includes(`{${k}}`) && required[k]) out[k] = required[k];
+  return out;
+}
 
 /** Walks proxmox-api's proxy along a schema path: literal segments as properties, {x} via $(). */
 function at(template: string, vmidFor: (t: string) => number): Nav {
@@ -55,6 +67,7 @@ beforeAll(async () => {
   api = proxmoxApi({ host: u.hostname, port: Number(u.port), schema: 'https', tokenID: sim.tokenId, tokenSecret: sim.tokenSecret, fetch }) as unknown as Nav;
   // some history to show: a snapshot, a finished task, a qemu restart, an HA resource
   await waitTask((await api.nodes.$('node-b').lxc.$(159).snapshot.$post({ snapname: 'pre', description: 'before chaos' })) as string);
+  await waitTask((await api.nodes.$('node-b').qemu.$(300).snapshot.$post({ snapname: 'pre' })) as string);
   await waitTask((await api.nodes.$('node-b').qemu.$(300).status.stop.$post()) as string);
   const upid = (await api.nodes.$('node-b').qemu.$(300).status.start.$post()) as string;
   await waitTask(upid);
@@ -72,6 +85,10 @@ describe('schema copy', () => {
     expect(readFileSync(SIM_SCHEMA_URL, 'utf8')).toBe(readFileSync(OFFICIAL_SCHEMA_PATH, 'utf8'));
   });
 
+  it.skipIf(!existsSync(OFFICIAL_EXTRA_SCHEMA_PATH))('is the official extra schema, unchanged', () => {
+    expect(readFileSync(SIM_EXTRA_SCHEMA_URL, 'utf8')).toBe(readFileSync(OFFICIAL_EXTRA_SCHEMA_PATH, 'utf8'));
+  });
+
   it('has GET endpoints to check', () => {
     expect(gets.length).toBeGreaterThanOrEqual(15);
   });
@@ -80,6 +97,11 @@ describe('schema copy', () => {
 describe('every GET of the schema subset through proxmox-api', () => {
   it.each(gets.map((g) => [g.path, g.def] as const))('GET %s validates against returns', async (path, def) => {
     const data = await at(path, vmidFor).$get();
+    expect(validatePveValue(def.returns, data)).toEqual([]);
+  });
+
+  it.each(extraGets.map((g) => [g.path, g.def] as const))('GET %s (extra) validates against returns', async (path, def) => {
+    const data = await at(path, vmidFor).$get(requiredParams(def, path));
     expect(validatePveValue(def.returns, data)).toEqual([]);
   });
 
@@ -97,10 +119,18 @@ describe('every GET of the schema subset through proxmox-api', () => {
     ['/nodes/{node}/qemu', { full: true }],
     ['/nodes/{node}/lxc/{vmid}/migrate', { target: 'node-a' }],
     ['/cluster/ha/resources', { type: 'ct' }],
+    ['/pools', { poolid: 'layer2', type: 'lxc' }],
+    ['/access/users', { full: true }],
+    ['/access/permissions', { path: '/vms/159' }],
+    ['/nodes/{node}/storage', { content: 'images' }],
+    ['/nodes/{node}/network', { type: 'bridge' }],
+    ['/nodes/{node}/rrddata', { timeframe: 'day', cf: 'MAX' }],
+    ['/nodes/{node}/lxc/{vmid}/rrddata', { timeframe: 'week' }],
+    ['/cluster/nextid', { vmid: 999 }],
   ];
   it.each(variants)('GET %s %j validates', async (path, params) => {
     const data = await at(path, vmidFor).$get(params);
-    expect(validatePveValue(schema[path].GET.returns, data)).toEqual([]);
+    expect(validatePveValue((schema[path] ?? extra[path]).GET.returns, data)).toEqual([]);
   });
 
   it('with a node down, the cluster-wide views still validate and show it', async () => {

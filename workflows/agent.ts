@@ -53,7 +53,8 @@ export const agent: AgentModule = {
       bus, log,
       build: (run, emit) => buildMachine(deps, run, emit),
       statusOf,
-      onEnd: async (run) => {
+      onEnd: async (run, status) => {
+        ctx.metrics?.workflows.inc({ kind: run.kind, result: status });
         for (const [k, id] of slots) if (id === run.workflowId) slots.delete(k);
         if (run.kind === 'boot' || run.kind === 'failover') await releaseAll(bus, run.workflowId);
       },

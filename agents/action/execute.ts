@@ -70,6 +70,13 @@ export class Executor {
       }
       await pause(250, job.signal);
     }
+    // Another process may have finished this action between the first look and the lock.
+    const doneMeanwhile = await this.d.locks.done(a.actionId);
+    if (doneMeanwhile) {
+      log.info({ outcome: doneMeanwhile.outcome }, 'action done by another agent while this one waited for the lock');
+      await lock.release();
+      return 'ack';
+    }
     const renew = setInterval(() => void lock.update({}).catch(() => undefined), Math.max(200, this.d.locks.leaseMs / 3));
     try {
       return await this.execute(env, lock, job, log);
@@ -143,6 +150,8 @@ export class Executor {
       causationId: lock?.value.startedEnvId ?? env.id,
       msgId: `${data.actionId}.${outcome}`,
     });
+    // still ours (a CAS on the lock), then the marker (a CAS create) while we hold it
+    await lock?.update({});
     await this.d.locks.markDone({ actionId: data.actionId, outcome, at: new Date().toISOString(), upid: data.upid, verified: data.verified, error: data.error });
     await lock?.release();
   }

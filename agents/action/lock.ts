@@ -103,8 +103,10 @@ export class GuestLocks {
     return (await kvGet(this.kv, doneKey(actionId), ActionDone))?.value;
   }
 
+  /** Written once: a marker already there (another agent's) is kept, never overwritten. */
   async markDone(d: ActionDone): Promise<void> {
-    await kvPut(this.kv, doneKey(d.actionId), d);
+    if ((await kvCas(this.kv, doneKey(d.actionId), d, 0)) !== undefined) return;
+    if (!(await this.done(d.actionId))) throw new Error(`could not write the done marker of action ${d.actionId}`);
   }
 
   /** Forget done markers older than `maxAgeMs` (JetStream dedup covers the first 10 minutes;

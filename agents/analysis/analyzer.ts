@@ -3,13 +3,14 @@
 // *symptom* of that dependency's incident; a node that stops answering is one incident with its
 // guests suppressed under it; a symptom noticed before its cause is folded into the cause's
 // incident within the grouping window. Only a divergence from the desired state is a failure.
-import type { Alert, ApiEvent, DesiredState, Envelope, GuestEvent, Incident, MetricSample, NodeEvent } from '../../bus/mod.ts';
+import type { Action, ActionPhase, Alert, ApiEvent, DesiredState, Envelope, GuestEvent, Incident, MetricSample, NodeEvent } from '../../bus/mod.ts';
 import type { Fleet } from '../../fleet/manifest.ts';
 import { AlertBook, type AlertOutput } from './alerts.ts';
 import { IncidentBook, type IncidentOutput } from './incidents.ts';
 import { FleetView, type Failure } from './model.ts';
 import type { Tuning } from './options.ts';
 import { ResourceRules } from './resources.ts';
+import { OwnActions } from './own-actions.ts';
 
 export type Output = (AlertOutput | IncidentOutput) & { causationId?: string; correlationId?: string };
 const GUEST_ALERT = { crashed: 'GuestDown', unhealthy: 'HealthCheckFailed' } as const;
@@ -25,6 +26,9 @@ export class Analyzer {
   /** Guests a workflow just handed back (maintenance cleared, or desired turned running) while our
    *  last report of them predates that: judged on the next sensing report, or after a grace. */
   private readonly awaitingEvidence = new Map<number, number>();
+  /** homeostat's own actions in flight: the state changes they cause are not failures. */
+  readonly own: OwnActions;
+  private lastTick = 0;
   private out: AlertOutput[] = [];
   now = 0;
 
@@ -32,6 +36,7 @@ export class Analyzer {
     this.view = new FleetView(fleet);
     this.alerts = new AlertBook(fleet.name);
     this.resources = new ResourceRules(this.view, this.alerts, this.book, tuning, fleet.name);
+    this.own = new OwnActions({ stoppedMs: tuning.evidenceGraceMs, unhealthyMs: tuning.bootGraceMs });
   }
 
   /** Run one step: mutations happen synchronously, then the step's messages are returned. */
@@ -104,6 +109,14 @@ export class Analyzer {
     });
   }
 
+  /** fleet.actions.<phase>: what homeostat itself is doing to a guest. */
+  onAction(env: Envelope<Action>, phase: ActionPhase): Output[] {
+    if (!this.view.has(env.data.target.vmid)) return [];
+    return this.step(env.id, () => {
+      this.own.onAction(phase, env.data, this.now);
+    });
+  }
+
   onMetric(sample: MetricSample): Output[] {
     return this.step(undefined, () => this.resources.onMetric(sample, this.now, this.out));
   }
@@ -137,6 +150,10 @@ export class Analyzer {
   tick(): Output[] {
     return this.step(undefined, () => {
       const now = this.now;
+      for (const vmid of this.own.due(this.lastTick, now)) {
+        for (const v of [vmid, ...this.view.dependents(vmid)]) this.evaluateGuest(v, 'after homeostat\'s own action on it ended');
+      }
+      this.lastTick = now;
       // sensing reports changes only: no report within the grace means the stale state still holds
       for (const [vmid, since] of this.awaitingEvidence) {
         if (now - since < this.tuning.evidenceGraceMs) continue;
@@ -167,7 +184,7 @@ export class Analyzer {
 
   evaluateGuest(vmid: number, why?: string): void {
     const g = this.view.guests.get(vmid)!;
-    const f = this.view.failureOf(vmid);
+    const f = this.ownFailure(vmid);
     const prev = this.failing.get(vmid);
     const info = { vmid, node: g.node, summary: `${g.name} (${vmid}) ${f === 'crashed' ? 'is stopped but should run' : f === 'unhealthy' ? 'fails its health checks' : `state ${g.state}, health ${g.health}`}${why ? `: ${why}` : ''}` };
     this.alerts.set('GuestDown', vmid, f === 'crashed', info, this.now, this.out);
@@ -176,6 +193,7 @@ export class Analyzer {
     else this.failing.delete(vmid);
     if (f && f !== prev) return this.onFailing(vmid, f, prev);
     if (f) return;
+    if (this.view.settled(vmid)) this.own.settled(vmid);
     const host = this.book.get(this.book.symptomOf.get(vmid));
     if (host) {
       this.book.dropSymptom(host, vmid, 'recovered', this.now);
@@ -186,6 +204,14 @@ export class Analyzer {
       if (prev) this.book.note(root, this.now, `${g.name} (${vmid}) no longer failing: ${why ?? `${g.state}/${g.health}`}`, `vmid:${vmid}`);
       this.checkIncident(root);
     }
+  }
+
+  /** The failure of `vmid`, unless one of homeostat's own actions explains it (and the guest is not
+   *  already part of an incident, whose remediation this may well be). */
+  private ownFailure(vmid: number): Failure | undefined {
+    const f = this.view.failureOf(vmid);
+    if (!f || this.book.rootOf.has(vmid) || this.book.symptomOf.has(vmid)) return f;
+    return this.own.excuse(vmid, f, this.now, this.view.ancestors(vmid)) ? undefined : f;
   }
 
   private onFailing(vmid: number, f: Failure, prev: Failure | undefined): void {

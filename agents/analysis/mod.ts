@@ -2,11 +2,12 @@
 // consumer), metric samples (core subscription) and desired-state changes (KV watch) go into the
 // Analyzer; alerts and incidents come out through one ordered outbox. After a restart its memory
 // is rebuilt from the fleet-state and incidents KV before the consumers resume.
-import { decode, DesiredState, patterns, type Alert, type ApiEvent, type Envelope, type GuestEvent, type MetricSample, type NodeEvent, type Stoppable } from '../../bus/mod.ts';
+import { decode, DesiredState, patterns, type Action, type ActionPhase, type Alert, type ApiEvent, type Envelope, type GuestEvent, type MetricSample, type NodeEvent, type Stoppable } from '../../bus/mod.ts';
 import { agentHandle, every, type AgentHandle, type AgentModule } from '../runtime/agent.ts';
 import { Analyzer } from './analyzer.ts';
 import { analysisOptions } from './options.ts';
 import { LatencyLog } from './latency.ts';
+import { IncidentMetrics } from './metrics.ts';
 import { Outbox, OUTBOX_HIGH_WATER } from './outbox.ts';
 import { DESIRED_PREFIX, rebuild, vmidOfDesiredKey } from './rebuild.ts';
 
@@ -31,7 +32,8 @@ export const agent: AgentModule = {
     const log = ctx.log;
     const bus = ctx.bus;
     const analyzer = new Analyzer(ctx.fleet, tuning);
-    const outbox = new Outbox(bus, log);
+    const metrics = new IncidentMetrics(ctx.metrics, () => analyzer.book.open.values());
+    const outbox = new Outbox(bus, log, (out, seenAt) => metrics.record(out, seenAt));
     const latency = new LatencyLog();
     try {
       const r = await rebuild(bus, analyzer);
@@ -39,6 +41,7 @@ export const agent: AgentModule = {
     } catch (e) {
       log.warn({ err: (e as Error).message }, 'could not read KV; starting with empty memory');
     }
+    metrics.gauge();
     await outbox.send(analyzer.reconcile());
 
     const stoppables: Stoppable[] = [];
@@ -67,7 +70,7 @@ export const agent: AgentModule = {
         : subject.startsWith('fleet.events.node.')
           ? analyzer.onNodeEvent(env as Envelope<NodeEvent>)
           : analyzer.onApiEvent(env as Envelope<ApiEvent>);
-      const written = outbox.send(out);
+      const written = outbox.send(out, Date.parse(env.ts));
       if (out.some((o) => o.kind === 'incident')) void written.then(() => latency.record(performance.now() - t0));
       return outbox.pending > OUTBOX_HIGH_WATER ? written : undefined;
     };
@@ -94,6 +97,13 @@ export const agent: AgentModule = {
       durable: durables[1],
       filter: patterns.alerts,
       handler: (env) => outbox.offer(analyzer.onExternalAlert(env)),
+    }));
+    // homeostat's own actions: the state changes they cause are matched to them, not taken for
+    // failures. Core NATS is enough: the approval is published before the action runs, and
+    // sensing can only see its effect a poll later.
+    stoppables.push(bus.subscribe<Action>(patterns.actions, async (env, subject) => {
+      const phase = subject.slice(subject.lastIndexOf('.') + 1) as ActionPhase;
+      await outbox.offer(analyzer.onAction(env, phase));
     }));
     // A round of samples arrives as one burst: yield now and then so incident messages are not
     // held back behind thousands of samples.

@@ -19,15 +19,17 @@ export class Outbox {
   sent = 0;
   failed = 0;
 
-  constructor(private readonly bus: Bus, private readonly log: Logger) {}
+  /** `observe` sees every batch as it is queued (metrics), with the triggering event's time when known. */
+  constructor(private readonly bus: Bus, private readonly log: Logger, private readonly observe?: (outputs: Output[], seenAt?: number) => void) {}
 
   get pending(): number {
     return this.queued;
   }
 
   /** Queue one step's messages; resolves once they were written (or the failure was logged). Never rejects. */
-  send(outputs: Output[]): Promise<void> {
+  send(outputs: Output[], seenAt?: number): Promise<void> {
     if (!outputs.length) return Promise.resolve();
+    this.observe?.(outputs, seenAt);
     this.queued += outputs.length;
     const writes = outputs.map((o) => this.after(o.kind === 'alert' ? `alert:${o.alert.fingerprint}` : `incident:${o.incident.id}`, () => this.write(o)));
     const all = Promise.allSettled(writes).then((results) => {

@@ -3,10 +3,11 @@
 // Ids are deterministic per case+verb+attempt, so a redelivered trigger never makes a second action.
 import { createHash } from 'node:crypto';
 import {
-  ActionVerb, DesiredState, GuestRecord, LockRecord, describeError, kvGet, kvKeys, subjects,
+  ActionVerb, DesiredState, GuestRecord, LockRecord, describeError, kvGet, kvKeys, kvPut, subjects,
   type Action, type Bus, type Decision, type Envelope, type Logger,
 } from '../../bus/mod.ts';
 import type { Fleet } from '../../fleet/manifest.ts';
+import type { Metrics } from '../runtime/metrics.ts';
 import type { AdvisorSeam } from './advisor.ts';
 import { Approvals } from './approvals.ts';
 import { clearHoldDown, openHoldDown } from './holddown.ts';
@@ -23,6 +24,7 @@ export interface DecisionContext {
   dryRun: boolean;
   /** How long the failover request may wait for the workflows agent. */
   failoverTimeoutMs: number;
+  metrics?: Metrics;
 }
 
 export interface ActOptions {
@@ -54,7 +56,7 @@ export abstract class Actuator {
   readonly settleMs: number;
 
   constructor(protected readonly ctx: DecisionContext) {
-    this.approvals = new Approvals(ctx.bus, ctx.store, ctx.log, {
+    this.approvals = new Approvals(ctx.bus, ctx.store, ctx.log, ctx.metrics, {
       approved: (rec, by, at) => this.serial(rec.caseId, () => this.onApproved(rec, by, at)),
       denied: (rec, by, reason) => this.serial(rec.caseId, () => this.onDenied(rec, by, reason)),
     });
@@ -228,6 +230,7 @@ export abstract class Actuator {
 
   private async holdDown(vmid: number, c: CaseRecord, reason: string): Promise<void> {
     await openHoldDown(this.ctx, vmid, await this.nodeOf(vmid), c, reason);
+    this.ctx.metrics?.flapHolds.inc();
   }
 
   protected clearHold(vmid: number, by: string): Promise<boolean> {
@@ -246,6 +249,10 @@ export abstract class Actuator {
     const p: Proposal = { verb, vmid, proposer: 'operator', inRunbook: true };
     const r = gate(p, await this.facts(vmid, c, {}), this.ctx.fleet.policies);
     const out = r.verdict === 'deny' && !this.ctx.fleet.byVmid.has(vmid) ? {} : await this.act(c, p, r, { rationale: `requested by ${by}`, requestedBy: by });
+    // An operator who shuts a guest down wants it down: the loop must not "heal" it afterwards.
+    if (r.verdict === 'allow' && (verb === 'shutdown' || verb === 'stop')) {
+      await kvPut(this.ctx.bus.kv.fleetState, kvKeys.desired(vmid), { state: 'stopped', maintenance: false, by, reason: `${verb} requested by ${by}`, at: new Date().toISOString() } satisfies DesiredState);
+    }
     if (!c.steps.some((s) => IN_FLIGHT.includes(s.status))) await this.ctx.store.deleteCase(c.caseId);
     return { ...out, verdict: r.verdict, reasons: r.reasons };
   }

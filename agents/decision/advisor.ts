@@ -7,6 +7,7 @@ import {
 } from '../../bus/mod.ts';
 import type { Fleet } from '../../fleet/manifest.ts';
 import { OllamaAdvisor, PASSIVE_VERBS, Proposal, type Advisor, type AdvisorContext, type ProposalVerb } from '../../llm/mod.ts';
+import type { Metrics } from '../runtime/metrics.ts';
 import type { Step } from './runbook.ts';
 
 export type { Advisor, AdvisorContext, AdvisorResult } from '../../llm/mod.ts';
@@ -32,7 +33,7 @@ export class AdvisorSeam {
   private readonly ctl = new AbortController();
 
   /** `service`: an Advisor; null = none; undefined = an OllamaAdvisor from the config. */
-  constructor(service: unknown, settings: AdvisorSettings, private readonly bus: Bus, private readonly fleet: Fleet, private readonly log: Logger, private readonly timeoutMs: number) {
+  constructor(service: unknown, settings: AdvisorSettings, private readonly bus: Bus, private readonly fleet: Fleet, private readonly log: Logger, private readonly timeoutMs: number, private readonly metrics?: Metrics) {
     if (service === undefined) this.advisor = new OllamaAdvisor({ host: settings.host, model: settings.model, timeoutMs: settings.timeoutMs });
     else if (isAdvisor(service)) this.advisor = service;
   }
@@ -57,6 +58,16 @@ export class AdvisorSeam {
 
   async consult(incident: Incident, reason: string, steps: readonly Step[]): Promise<Consultation> {
     if (!this.advisor) return { used: false, discarded: 'no advisor configured' };
+    const timer = this.metrics?.advisorLatency.startTimer();
+    const c = await this.ask(incident, reason, steps);
+    const outcome = c.used ? 'proposal' : c.outcome;
+    timer?.({ outcome });
+    this.metrics?.advisorRequests.inc({ outcome });
+    return c;
+  }
+
+  private async ask(incident: Incident, reason: string, steps: readonly Step[]): Promise<Consultation & { outcome?: string }> {
+    if (!this.advisor) return { used: false, discarded: 'no advisor configured' };
     const signal = AbortSignal.any([this.ctl.signal, AbortSignal.timeout(this.timeoutMs)]);
     let deadline: NodeJS.Timeout | undefined;
     // the advisor has its own timeout; this one is the floor's guarantee that a decision is made
@@ -68,17 +79,17 @@ export class AdvisorSeam {
       const r = await Promise.race([this.advisor.propose(incident, context, { signal }), late]);
       if (!r.ok) {
         await this.record(r.code !== 'unavailable', r.model, r.code === 'unavailable' ? r.reason : undefined);
-        return { used: false, discarded: `${r.code}: ${r.reason}`.slice(0, 2000) };
+        return { used: false, discarded: `${r.code}: ${r.reason}`.slice(0, 2000), outcome: r.code };
       }
       await this.record(true, r.model);
       const p = Proposal.safeParse(r.proposal);
-      if (!p.success) return { used: false, discarded: `proposal has the wrong shape: ${p.error.issues[0]?.message ?? 'invalid'}` };
+      if (!p.success) return { used: false, outcome: 'invalid', discarded: `proposal has the wrong shape: ${p.error.issues[0]?.message ?? 'invalid'}` };
       if (PASSIVE_VERBS.includes(p.data.verb as ProposalVerb)) {
-        return { used: false, discarded: `advisor proposed ${p.data.verb} (${p.data.rationale.slice(0, 200)}); the runbook floor applies (reason: ${reason})` };
+        return { used: false, outcome: 'passive', discarded: `advisor proposed ${p.data.verb} (${p.data.rationale.slice(0, 200)}); the runbook floor applies (reason: ${reason})` };
       }
       return { used: true, proposal: p.data, confidence: p.data.confidence };
     } catch (e) {
-      return { used: false, discarded: `advisor failed: ${(e as Error).message}`.slice(0, 2000) };
+      return { used: false, outcome: 'error', discarded: `advisor failed: ${(e as Error).message}`.slice(0, 2000) };
     } finally {
       clearTimeout(deadline);
     }
@@ -117,6 +128,7 @@ export class AdvisorSeam {
       else if (this.lastAvailable === false) this.log.info({ model }, 'LLM advisor available again');
     }
     this.lastAvailable = available;
+    this.metrics?.advisorUp.set(available ? 1 : 0);
     const rec: AdvisorRecord = { available, checkedAt: new Date().toISOString() };
     if (model) rec.model = model;
     if (reason) rec.reason = reason.slice(0, 500);

@@ -2,6 +2,7 @@
 // deadline after which it counts as denied. Approve, deny and the timeout race for the KV entry,
 // so exactly one of them decides.
 import { HomeostatError, subjects, type Action, type Bus, type Logger } from '../../bus/mod.ts';
+import type { Metrics } from '../runtime/metrics.ts';
 import type { GateResult } from './policy.ts';
 import type { ApprovalRecord, DecisionStore } from './store.ts';
 
@@ -33,8 +34,14 @@ export class Approvals {
     private readonly bus: Bus,
     private readonly store: DecisionStore,
     private readonly log: Logger,
+    private readonly metrics: Metrics | undefined,
     private readonly handlers: ApprovalHandlers,
   ) {}
+
+  /** Pending approvals are the armed deadlines. */
+  private counted(): void {
+    this.metrics?.approvalsPending.set(this.timers.size);
+  }
 
   /** Re-arm the deadlines of approvals that were pending when the agent last stopped. */
   async start(): Promise<ApprovalRecord[]> {
@@ -128,6 +135,7 @@ export class Approvals {
     const t = this.timers.get(actionId);
     if (t) clearTimeout(t);
     this.timers.delete(actionId);
+    this.counted();
     return rec;
   }
 
@@ -144,10 +152,12 @@ export class Approvals {
     if (old) clearTimeout(old);
     const t = setTimeout(() => void this.expire(rec), Math.max(0, rec.expiresAt - Date.now()));
     this.timers.set(id, t);
+    this.counted();
   }
 
   private async expire(rec: ApprovalRecord): Promise<void> {
     this.timers.delete(rec.action.actionId);
+    this.counted();
     if (this.stopped) return;
     let claimed: ApprovalRecord | undefined;
     try {

@@ -62,6 +62,7 @@ export class DecisionEngine extends Actuator {
       return this.serial(inc.id, () => this.close(inc.id, 'incident resolved'));
     }
     this.open.set(inc.id, inc);
+    const timer = this.ctx.metrics?.decision.startTimer();
     return this.serial(inc.id, async () => {
       const now = Date.now();
       const c = (await this.ctx.store.getCase(inc.id))?.value ?? { caseId: inc.id, correlationId: env.correlationId, steps: [], openedAt: now, updatedAt: now };
@@ -70,7 +71,7 @@ export class DecisionEngine extends Actuator {
       c.causationId = env.id;
       await this.ctx.store.putCase(c);
       await this.evaluate(c);
-    });
+    }).finally(() => timer?.());
   }
 
   /** Action lifecycle events, ours and others' (workflows): busy guests and step outcomes. */
@@ -84,6 +85,7 @@ export class DecisionEngine extends Actuator {
     }
     const terminal = TERMINAL[phase];
     if (terminal) this.forget(a.target.vmid, a.actionId);
+    if (terminal) this.ctx.metrics?.actions.inc({ verb: a.verb, proposer: a.proposer, outcome: terminal });
     if (!caseId) return;
     return this.serial(caseId, async () => {
       const c = (await this.ctx.store.getCase(caseId))?.value;

@@ -32,9 +32,9 @@ export const agent: AgentModule = {
     const log = ctx.log;
     const store = new DecisionStore(ctx.bus.kv.fleetState);
     const settings = { host: ctx.config.OLLAMA_HOST, model: ctx.config.OLLAMA_MODEL, timeoutMs: ctx.config.OLLAMA_TIMEOUT_MS };
-    const advisor = new AdvisorSeam(services.advisor, settings, ctx.bus, ctx.fleet, log, ctx.config.OLLAMA_TIMEOUT_MS + 1000);
+    const advisor = new AdvisorSeam(services.advisor, settings, ctx.bus, ctx.fleet, log, ctx.config.OLLAMA_TIMEOUT_MS + 1000, ctx.metrics);
     const dryRun = ctx.config.HOMEOSTAT_DRY_RUN || ctx.fleet.policies.dryRun;
-    const engine = new DecisionEngine({ bus: ctx.bus, log, fleet: ctx.fleet, store, advisor, dryRun, failoverTimeoutMs: services.failoverTimeoutMs });
+    const engine = new DecisionEngine({ bus: ctx.bus, log, fleet: ctx.fleet, store, advisor, dryRun, failoverTimeoutMs: services.failoverTimeoutMs, metrics: ctx.metrics });
     const stoppables: Stoppable[] = [];
     const stop = async () => {
       engine.stop();

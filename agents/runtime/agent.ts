@@ -5,6 +5,7 @@ import type { Fleet } from '../../fleet/manifest.ts';
 import type { PveApi } from '../../fleet/pve-types.ts';
 import type { Config } from './config.ts';
 import type { AppLogger } from './logger.ts';
+import type { Metrics } from './metrics.ts';
 
 export const AGENT_NAMES = ['sensing', 'analysis', 'decision', 'action', 'operator', 'workflows'] as const;
 export type AgentName = (typeof AGENT_NAMES)[number];
@@ -21,6 +22,8 @@ export interface AgentContext {
   pveUrl?: string;
   /** Extra services an agent may need (advisor, http ports), keyed by name; optional. */
   services: Record<string, unknown>;
+  /** The process's metrics (one registry per process); absent in tests that start an agent bare. */
+  metrics?: Metrics;
 }
 
 export interface AgentHandle {

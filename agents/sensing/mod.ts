@@ -9,6 +9,8 @@ import { sensingOptions } from './options.ts';
 import { Prober } from './probe.ts';
 import { loadRecords, publishEmissions } from './publish.ts';
 import { FleetTracker } from './tracker.ts';
+import type { Fleet } from '../../fleet/manifest.ts';
+import type { Metrics } from '../runtime/metrics.ts';
 
 export { parseAlertPayload } from './alert-payloads.ts';
 
@@ -57,6 +59,8 @@ export const agent: AgentModule = {
       const running = obs.api.ok ? [...obs.guests.values()].filter((g) => g.reachable && g.state === 'running').map((g) => g.vmid) : [];
       const probes = await prober.probeAll(running);
       await publishEmissions(ctx.bus, tracker.apply(obs, probes));
+      ctx.metrics?.pveUp.set(obs.api.ok ? 1 : 0);
+      if (ctx.metrics && obs.api.ok) countGuests(ctx.metrics, tracker, ctx.fleet);
       rounds++;
     };
     const loop = every(opts.intervalMs, round, log);
@@ -70,3 +74,17 @@ export const agent: AgentModule = {
     return Object.assign(h, { alertmanagerPort: receiver?.port, rounds: () => rounds });
   },
 };
+
+/** homeostat_guests{state,health,layer}: recounted each round from what sensing holds. */
+function countGuests(m: Metrics, tracker: FleetTracker, fleet: Fleet): void {
+  const counts = new Map<string, { state: string; health: string; layer: string; n: number }>();
+  for (const g of tracker.guests.values()) {
+    const layer = String(fleet.byVmid.get(g.vmid)?.layer ?? 'unknown');
+    const key = `${g.state}|${g.health}|${layer}`;
+    const c = counts.get(key) ?? { state: g.state, health: g.health, layer, n: 0 };
+    c.n++;
+    counts.set(key, c);
+  }
+  m.guests.reset();
+  for (const c of counts.values()) m.guests.set({ state: c.state, health: c.health, layer: c.layer }, c.n);
+}

@@ -1,6 +1,6 @@
 // `homeostat agent <name>`: one agent in its own process (compose runs one per service).
-import { AGENT_NAMES, createLogger, loadConfig } from '../../agents/mod.ts';
 import { hostname } from 'node:os';
+import { AGENT_NAMES, createLogger, createMetrics, loadConfig } from '../../agents/mod.ts';
 import { acquireLease, Bus, HomeostatError, type HeldLease } from '../../bus/mod.ts';
 import { loadFleetFile } from '../../fleet/manifest.ts';
 import { referenceFleet } from '../../fleet/reference-fleet.ts';
@@ -8,6 +8,7 @@ import { parseCommand, parseIntFlag } from '../args.ts';
 import { println, printJson } from '../output.ts';
 import { waitForShutdownSignal } from '../signals.ts';
 import { startStack } from '../stack.ts';
+import { startMetricsServer } from '../metrics-server.ts';
 import { isAgentName } from '../../agents/mod.ts';
 
 const HELP = `Usage: homeostat agent <${AGENT_NAMES.join('|')}> [--nats URL] [--fleet FILE]
@@ -21,6 +22,8 @@ and take over within ~5 s when the active one dies; a replica that loses its lea
 is started again as a standby. Decision, action and operator replicas share their durable
 consumers and request queues.
 
+  --metrics-port N        serve this agent's Prometheus metrics on http://H:N/metrics (0 = a free port)
+  --metrics-host H        the address for metrics (default 127.0.0.1; 0.0.0.0 in containers)
   --alertmanager-port N   sensing only: listen for Alertmanager webhooks on this port (0 = free port)
   --alertmanager-host H   sensing only: the address to listen on (default 127.0.0.1; 0.0.0.0 in containers)`;
 
@@ -30,6 +33,8 @@ export async function agentMain(argv: string[]): Promise<number> {
     fleet: { type: 'string' },
     'alertmanager-port': { type: 'string' },
     'alertmanager-host': { type: 'string' },
+    'metrics-port': { type: 'string' },
+    'metrics-host': { type: 'string' },
     help: { type: 'boolean', short: 'h', default: false },
   });
   if (values.help) {
@@ -61,8 +66,14 @@ export async function agentMain(argv: string[]): Promise<number> {
     }
     log.info({ agent: name }, 'lease acquired: this replica is active');
   }
-  const stack = await startStack({ config, fleet, log, natsUrl: config.NATS_URL, agents: [name], services });
-  if (!lease) printJson({ ready: true, agent: name, natsUrl: config.NATS_URL });
+  const metricsPort = parseIntFlag('metrics-port', values['metrics-port']);
+  const metrics = createMetrics();
+  const metricsServer = metricsPort === undefined ? undefined : await startMetricsServer({ registry: metrics.registry, port: metricsPort, host: values['metrics-host'] });
+  const stack = await startStack({ config, fleet, log, natsUrl: config.NATS_URL, agents: [name], services, metrics }).catch(async (e: unknown) => {
+    await metricsServer?.close();
+    throw e;
+  });
+  if (!lease) printJson({ ready: true, agent: name, natsUrl: config.NATS_URL, ...(metricsServer ? { metricsUrl: metricsServer.url } : {}) });
   const handle = stack.agents.get(name)!;
   const outcome = await Promise.race([
     signalled.then(() => 'signal' as const),
@@ -73,6 +84,7 @@ export async function agentMain(argv: string[]): Promise<number> {
   await stack.stop();
   await lease?.release();
   await leaseBus?.stop();
+  await metricsServer?.close();
   return outcome instanceof Error || outcome === 'lost' ? 1 : 0;
 }
 

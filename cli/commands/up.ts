@@ -1,15 +1,16 @@
 // `homeostat up`: the embedded default. One JSON ready line on stdout; Ctrl-C stops everything it started.
 import { referenceFleet } from '../../fleet/reference-fleet.ts';
 import { loadFleetFile } from '../../fleet/manifest.ts';
-import { createLogger, loadConfig, isAgentName, AGENT_NAMES, type AgentName } from '../../agents/mod.ts';
+import { createLogger, createMetrics, loadConfig, isAgentName, AGENT_NAMES, type AgentName } from '../../agents/mod.ts';
 import { HomeostatError } from '../../bus/mod.ts';
 import { parseCommand, parseIntFlag } from '../args.ts';
 import { println, printJson } from '../output.ts';
 import { startStack } from '../stack.ts';
+import { startMetricsServer } from '../metrics-server.ts';
 import { waitForShutdownSignal } from '../signals.ts';
 import { checkPorts, claimDataDir, DEFAULT_DATA_DIR } from '../data-dir.ts';
 
-const HELP = `Usage: homeostat up [--sim] [--fleet FILE] [--nats URL] [--data-dir DIR] [--nats-port N] [--sim-port N] [--http] [--agents LIST] [--alertmanager-port N|off] [--keep-state]
+const HELP = `Usage: homeostat up [--sim] [--fleet FILE] [--nats URL] [--data-dir DIR] [--nats-port N] [--sim-port N] [--http] [--agents LIST] [--alertmanager-port N|off] [--metrics-port N|off] [--keep-state]
                     [--nats-cluster N] [--replicas N]
 
 Runs homeostat in one process: its own nats-server -js (unless --nats), the PVE-API simulator
@@ -38,6 +39,8 @@ Ctrl-C / SIGTERM stops everything it started (and nothing else).
   --replicas N     run every agent as N separate processes (plain node, \`homeostat agent\`)
                    instead of inside this one; the ready line lists processes [{agent,pid}]. A
                    process that dies is started again; the others carry on meanwhile
+  --metrics-port N Prometheus metrics of every agent on http://127.0.0.1:N/metrics (default 9464;
+                   0 = a free port, off = none); the ready line names it as metricsUrl
   --agents LIST    comma-separated subset of ${AGENT_NAMES.join(',')} (default all)
 Without --sim, the PVE API comes from PVE_URL / PVE_TOKEN_ID / PVE_TOKEN_SECRET (see README).`;
 
@@ -56,6 +59,7 @@ export async function upMain(argv: string[]): Promise<number> {
     'alertmanager-port': { type: 'string', default: '9095' },
     'nats-cluster': { type: 'string' },
     replicas: { type: 'string' },
+    'metrics-port': { type: 'string', default: '9464' },
     help: { type: 'boolean', short: 'h', default: false },
   }, false);
   if (values.help) {
@@ -74,6 +78,7 @@ export async function upMain(argv: string[]): Promise<number> {
   if (natsCluster !== undefined && natsCluster > 1 && natsCluster < 3) throw new HomeostatError('HOMEOSTAT_ERR_USAGE', `--nats-cluster: JetStream replication needs at least 3 servers, got ${natsCluster}`);
   if (natsCluster !== undefined && values.nats) throw new HomeostatError('HOMEOSTAT_ERR_USAGE', '--nats-cluster starts its own servers; it cannot be combined with --nats');
   const replicas = parseIntFlag('replicas', values.replicas, 1, 16);
+  const metricsPort = values['metrics-port'] === 'off' ? undefined : parseIntFlag('metrics-port', values['metrics-port']);
   const fleetFile = values.fleet ?? config.HOMEOSTAT_FLEET;
   const fleet = fleetFile ? loadFleetFile(fleetFile) : referenceFleet();
   const log = createLogger(config.LOG_LEVEL);
@@ -85,6 +90,7 @@ export async function upMain(argv: string[]): Promise<number> {
       ...(values.nats ? [] : [{ flag: '--nats-port', what: 'NATS', port: natsPort ?? 4222 }]),
       ...(values.sim ? [{ flag: '--sim-port', what: 'simulator', port: simPort ?? 8006 }] : []),
       { flag: '--alertmanager-port', what: 'Alertmanager receiver', port: alertmanagerPort },
+      { flag: '--metrics-port', what: 'metrics', port: metricsPort },
     ]);
     return await runStack();
   } finally {
@@ -94,8 +100,11 @@ export async function upMain(argv: string[]): Promise<number> {
   async function runStack(): Promise<number> {
     // listen before start-up: a Ctrl-C during start must still stop what was started
     const signalled = waitForShutdownSignal();
+    const metrics = createMetrics();
+    const metricsServer = metricsPort === undefined ? undefined : await startMetricsServer({ registry: metrics.registry, port: metricsPort });
 
     const stack = await startStack({
+      metrics,
       config,
       fleet,
       log,
@@ -110,6 +119,9 @@ export async function upMain(argv: string[]): Promise<number> {
       sim: values.sim ? { port: simPort, http: values.http, timeScale, keepState: values['keep-state'] } : undefined,
       agents: agents as AgentName[] | undefined,
       services: alertmanagerPort === undefined ? {} : { alertmanagerPort },
+    }).catch(async (e: unknown) => {
+      await metricsServer?.close();
+      throw e;
     });
     const amPort = replicas ? alertmanagerPort : (stack.agents.get('sensing') as { alertmanagerPort?: number } | undefined)?.alertmanagerPort;
     const ready = {
@@ -118,6 +130,7 @@ export async function upMain(argv: string[]): Promise<number> {
       ...(stack.pveUrl ? { pveUrl: stack.pveUrl, pveTokenId: stack.pveTokenId, pveTokenSecret: stack.pveTokenSecret } : {}),
       ...(stack.fingerprint ? { fingerprint: stack.fingerprint } : {}),
       ...(amPort !== undefined ? { alertmanagerUrl: `http://127.0.0.1:${amPort}/api/v2/alerts` } : {}),
+      ...(metricsServer ? { metricsUrl: metricsServer.url } : {}),
       fleet: fleet.name,
       guests: fleet.guests.length,
       agents: stack.processes ? [...new Set(stack.processes.list().map((p) => p.agent))] : [...stack.agents.keys()],
@@ -130,6 +143,7 @@ export async function upMain(argv: string[]): Promise<number> {
     const signal = await signalled;
     log.info({ signal }, 'stopping');
     await stack.stop();
+    await metricsServer?.close();
     return 0;
   }
 }

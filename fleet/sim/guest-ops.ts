@@ -5,9 +5,9 @@ import { type SimGuest, type SimModel, type SimNode } from './model.ts';
 import { paramError, pveDie } from './pve-error.ts';
 import { GuestFlock, TaskAbort, type TaskContext, type TaskRegistry } from './tasks.ts';
 
-type Verb = 'start' | 'stop' | 'shutdown' | 'reboot' | 'migrate' | 'snapshot' | 'rollback' | 'create';
-const LXC_TYPES: Record<Verb, string> = { start: 'vzstart', stop: 'vzstop', shutdown: 'vzshutdown', reboot: 'vzreboot', migrate: 'vzmigrate', snapshot: 'vzsnapshot', rollback: 'vzrollback', create: 'vzcreate' };
-const QEMU_TYPES: Record<Verb, string> = { start: 'qmstart', stop: 'qmstop', shutdown: 'qmshutdown', reboot: 'qmreboot', migrate: 'qmigrate', snapshot: 'qmsnapshot', rollback: 'qmrollback', create: 'qmcreate' };
+type Verb = 'start' | 'stop' | 'shutdown' | 'reboot' | 'migrate' | 'snapshot' | 'rollback' | 'delsnapshot' | 'create';
+const LXC_TYPES: Record<Verb, string> = { start: 'vzstart', stop: 'vzstop', shutdown: 'vzshutdown', reboot: 'vzreboot', migrate: 'vzmigrate', snapshot: 'vzsnapshot', rollback: 'vzrollback', delsnapshot: 'vzdelsnapshot', create: 'vzcreate' };
+const QEMU_TYPES: Record<Verb, string> = { start: 'qmstart', stop: 'qmstop', shutdown: 'qmshutdown', reboot: 'qmreboot', migrate: 'qmigrate', snapshot: 'qmsnapshot', rollback: 'qmrollback', delsnapshot: 'qmdelsnapshot', create: 'qmcreate' };
 const BOOTING_TYPES = new Set(['vzstart', 'vzreboot', 'qmstart', 'qmreboot', 'vzrollback', 'qmrollback', 'vzmigrate']);
 
 const pad = (n: number) => String(n).padStart(2, '0');
@@ -230,6 +230,25 @@ export class GuestOps {
         g.lock = undefined;
       }
       if (p.start === true) await this.boot(g, ctx);
+    });
+  }
+
+  delsnapshot(g: SimGuest, node: SimNode, user: string, p: Record<string, unknown>): string {
+    const name = String(p.snapname);
+    return this.fork(g, node, 'delsnapshot', user, async (ctx) => {
+      const snap = g.snapshots.find((s) => s.name === name);
+      if (!snap) throw new TaskAbort(`snapshot '${name}' does not exist`);
+      // force: remove it even while another snapshot operation holds the guest
+      if (p.force !== true) this.checkLock(g);
+      g.lock = 'snapshot-delete';
+      try {
+        await ctx.sleep(this.ms(300));
+        g.snapshots = g.snapshots.filter((s) => s !== snap);
+        for (const s of g.snapshots) if (s.parent === name) s.parent = snap.parent;
+        if (g.parentSnap === name) g.parentSnap = snap.parent;
+      } finally {
+        g.lock = undefined;
+      }
     });
   }
 

@@ -2,6 +2,7 @@
 // Everything is O(1) per guest lookup; metrics move on one timer for the whole fleet.
 import type { Fleet, GuestSpec, NodeSpec } from '../manifest.ts';
 import type { GuestType } from '../pve-types.ts';
+import { RrdHistory } from './rrd.ts';
 
 /** What the guest is doing. PVE reports `running` for running/stopping and `stopped` for stopped/starting. */
 export type Phase = 'stopped' | 'starting' | 'running' | 'stopping';
@@ -45,6 +46,8 @@ export interface GuestConfig {
   description?: string;
   tags?: string;
   onboot: boolean;
+  /** PVE's `hookscript`: a snippet volume id, e.g. `local:snippets/homeostat-hook`. */
+  hookscript?: string;
 }
 
 export interface HaResource {
@@ -87,6 +90,8 @@ export interface SimGuest {
   netout: number;
   diskread: number;
   diskwrite: number;
+  /** What `.../rrddata` answers from. */
+  rrd: RrdHistory;
 }
 
 export interface SimNode {
@@ -101,6 +106,7 @@ export interface SimNode {
   guests: Set<SimGuest>;
   cpu: number;
   mem: number;
+  rrd: RrdHistory;
 }
 
 export class SimModel {
@@ -120,6 +126,7 @@ export class SimModel {
       this.nodes.set(spec.name, {
         name: spec.name, spec, nodeid: i + 1, ip: `10.10.0.${11 + i}`, downCount: 0, fenced: false,
         bootedAt: now - (3 + Math.floor(this.rand() * 40)) * 86_400_000, guests: new Set(), cpu: 0.05, mem: 2 * GiB,
+        rrd: new RrdHistory(),
       });
     });
     for (const spec of fleet.guests) this.addGuest(spec, opts.initial ?? 'running', now);
@@ -140,7 +147,9 @@ export class SimModel {
       certDaysBase: 30 + Math.floor(r() * 330),
       cpu: 0.02 + r() * 0.1, memFrac: 0.2 + r() * 0.3, diskFrac: 0.15 + r() * 0.4,
       netin: Math.floor(r() * 5e9), netout: Math.floor(r() * 5e9), diskread: Math.floor(r() * 2e9), diskwrite: Math.floor(r() * 2e9),
+      rrd: new RrdHistory(),
     };
+    if (spec.hookscript) g.config.hookscript = spec.hookscript;
     this.guests.set(g.vmid, g);
     this.nodes.get(g.node)!.guests.add(g);
     return g;
@@ -202,28 +211,53 @@ export class SimModel {
     this.ticker = undefined;
   }
 
-  /** One step of the random walk for the whole fleet: O(guests). */
+  /** One step of the random walk for the whole fleet, recorded in the RRD history: O(guests). */
   tick(dtSec: number): void {
     const r = this.rand;
     const walk = (v: number, lo: number, hi: number, step: number) => Math.min(hi, Math.max(lo, v + (r() - 0.5) * step));
     const nodeCpu = new Map<string, number>();
     const nodeMem = new Map<string, number>();
+    const nodeNet = new Map<string, number>();
+    const dt = Math.max(dtSec, 1e-3);
     for (const g of this.guests.values()) {
-      if (this.pveStatus(g) !== 'running') continue;
-      g.cpu = walk(g.cpu, 0.005, 0.6, 0.04);
-      g.memFrac = walk(g.memFrac, 0.1, 0.75, 0.01);
-      g.diskFrac = walk(g.diskFrac, 0.05, 0.8, 0.0005);
-      g.netin += Math.floor(r() * 200_000 * dtSec);
-      g.netout += Math.floor(r() * 150_000 * dtSec);
-      g.diskread += Math.floor(r() * 50_000 * dtSec);
-      g.diskwrite += Math.floor(r() * 80_000 * dtSec);
+      const running = this.pveStatus(g) === 'running';
+      let netin = 0;
+      let netout = 0;
+      let diskread = 0;
+      let diskwrite = 0;
+      if (running) {
+        g.cpu = walk(g.cpu, 0.005, 0.6, 0.04);
+        g.memFrac = walk(g.memFrac, 0.1, 0.75, 0.01);
+        g.diskFrac = walk(g.diskFrac, 0.05, 0.8, 0.0005);
+        netin = Math.floor(r() * 200_000 * dtSec);
+        netout = Math.floor(r() * 150_000 * dtSec);
+        diskread = Math.floor(r() * 50_000 * dtSec);
+        diskwrite = Math.floor(r() * 80_000 * dtSec);
+        g.netin += netin;
+        g.netout += netout;
+        g.diskread += diskread;
+        g.diskwrite += diskwrite;
+      }
       const u = this.usage(g);
-      nodeCpu.set(g.node, (nodeCpu.get(g.node) ?? 0) + u.cpu * g.config.cores);
-      nodeMem.set(g.node, (nodeMem.get(g.node) ?? 0) + u.mem);
+      if (running) {
+        nodeCpu.set(g.node, (nodeCpu.get(g.node) ?? 0) + u.cpu * g.config.cores);
+        nodeMem.set(g.node, (nodeMem.get(g.node) ?? 0) + u.mem);
+        nodeNet.set(g.node, (nodeNet.get(g.node) ?? 0) + netin + netout);
+      }
+      g.rrd.add({
+        cpu: u.cpu, maxcpu: g.config.cores, mem: u.mem, maxmem: g.config.memory * MiB, disk: u.disk, maxdisk: g.maxdisk,
+        netin: netin / dt, netout: netout / dt, diskread: diskread / dt, diskwrite: diskwrite / dt,
+      });
     }
     for (const n of this.nodes.values()) {
       n.cpu = Math.min(1, 0.01 + r() * 0.02 + (nodeCpu.get(n.name) ?? 0) / n.spec.cpus);
       n.mem = Math.min(n.spec.memGiB * GiB, Math.round(2 * GiB + (nodeMem.get(n.name) ?? 0)));
+      if (!this.online(n)) continue; // a dead node's pvestatd writes nothing
+      const net = (nodeNet.get(n.name) ?? 0) / dt;
+      n.rrd.add({
+        cpu: n.cpu, maxcpu: n.spec.cpus, iowait: 0.0012, loadavg: n.cpu * n.spec.cpus, memused: n.mem, memtotal: Math.round(n.spec.memGiB * GiB),
+        swapused: 0, swaptotal: 8 * GiB, rootused: 12 * GiB, roottotal: 100 * GiB, netin: net / 2, netout: net / 2,
+      });
     }
   }
 }

@@ -52,6 +52,23 @@ const taskList: PveHandler = (w, req) => {
   return new WithTotal(r.items.map(taskItem), r.total);
 };
 
+/** `/cluster/tasks`: the recent tasks of every node, running first, newest first, like pvestatd's task index. */
+const clusterTasks: PveHandler = (w) => {
+  const all = [...w.model.nodes.keys()].flatMap((n) => w.tasks.list(n, { source: 'all', limit: 50 }).items);
+  all.sort((a, b) => (a.status === b.status ? b.starttime - a.starttime : a.status === 'running' ? -1 : 1));
+  return all.map((t) => ({ ...taskItem(t), saved: t.status === 'stopped' ? '1' : '0' }));
+};
+
+/** One weekly backup of every guest, the job a fresh PVE install suggests. */
+const backupJobs: PveHandler = () => {
+  const week = 7 * 86_400;
+  const now = Math.floor(Date.now() / 1000);
+  return [{
+    id: 'backup-homeostat', type: 'vzdump', enabled: 1, schedule: 'sun 01:00', all: 1, storage: 'local', mode: 'snapshot', compress: 'zstd',
+    'notes-template': '{{guestname}}', 'next-run': now - (now % week) + week + 3600,
+  }];
+};
+
 const nodePower: PveHandler = (w, req) => {
   // the node reboots (back after a while, guests stopped) or shuts down (until its fault is healed)
   const reboot = req.params.command === 'reboot';
@@ -74,10 +91,20 @@ const haResources: PveHandler = (w, req) => {
   const out: Record<string, unknown>[] = [];
   for (const g of w.model.guests.values()) {
     if (!g.ha || (req.params.type && req.params.type !== g.ha.type)) continue;
-    const h = g.ha;
-    out.push({ sid: h.sid, type: h.type, state: h.state, max_restart: h.max_restart, max_relocate: h.max_relocate, failback: h.failback ? 1 : 0, digest: 'a3f1c0b2d4e5f60718293a4b5c6d7e8f90a1b2c3', ...(h.group ? { group: h.group } : {}), ...(h.comment ? { comment: h.comment } : {}) });
+    out.push(haItem(g.ha));
   }
   return out;
+};
+
+function haItem(h: HaResource): Record<string, unknown> {
+  return { sid: h.sid, type: h.type, state: h.state, max_restart: h.max_restart, max_relocate: h.max_relocate, failback: h.failback ? 1 : 0, digest: 'a3f1c0b2d4e5f60718293a4b5c6d7e8f90a1b2c3', ...(h.group ? { group: h.group } : {}), ...(h.comment ? { comment: h.comment } : {}) };
+}
+
+const haResource: PveHandler = (w, req) => {
+  const { sid, vmid } = parseSid(w, String(req.params.sid));
+  const h = w.model.guests.get(vmid)!.ha;
+  if (!h) throw pveDie(`no such resource '${sid}'`);
+  return haItem(h);
 };
 
 const haAdd: PveHandler = (w, req) => {
@@ -130,6 +157,10 @@ export const clusterRoutes: Record<string, PveHandler> = {
   'GET /cluster/status': (w) => clusterStatus(w.model),
   'GET /cluster/resources': (w, req) => clusterResources(w.model, req.params.type as string | undefined),
   'GET /nodes/{node}/tasks': taskList,
+  'GET /cluster/tasks': clusterTasks,
+  'GET /cluster/options': () => ({ keyboard: 'en-us', console: 'html5' }),
+  'GET /cluster/backup': backupJobs,
+  'GET /cluster/ha/resources/{sid}': haResource,
   'GET /nodes/{node}/tasks/{upid}/status': taskStatus,
   'GET /nodes/{node}/tasks/{upid}/log': taskLog,
   'GET /cluster/ha/resources': haResources,

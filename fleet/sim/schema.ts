@@ -1,5 +1,5 @@
-// The official PVE API schema for the endpoints the simulator speaks (a copy of
-// ../shared/pve-api/schema-subset.json), and the route table built from it.
+// The official PVE API schema for the endpoints the simulator speaks (copies of
+// ../shared/pve-api/schema-subset.json and schema-extra.json), and the route table built from it.
 import { readFileSync } from 'node:fs';
 
 export interface JsonSchema {
@@ -31,9 +31,11 @@ export type ApiSchema = Record<string, Record<string, ApiMethod>>;
 
 let cached: ApiSchema | undefined;
 
-/** The schema subset, parsed once per process. */
+const load = (file: string) => JSON.parse(readFileSync(new URL(file, import.meta.url), 'utf8')) as ApiSchema;
+
+/** The schema subset and the extra endpoints (disjoint paths), parsed once per process. */
 export function pveSchema(): ApiSchema {
-  cached ??= JSON.parse(readFileSync(new URL('./pve-schema-subset.json', import.meta.url), 'utf8')) as ApiSchema;
+  cached ??= { ...load('./pve-schema-subset.json'), ...load('./pve-schema-extra.json') };
   return cached;
 }
 
@@ -64,7 +66,7 @@ export interface RouteMatch {
 }
 
 export function buildRoutes(schema: ApiSchema = pveSchema()): Route[] {
-  const all = { ...schema, ...extraMethods(schema) };
+  const all = { ...extraMethods(schema), ...schema };
   return Object.entries(all).map(([template, methods]) => {
     const names: string[] = [];
     const src = template.replace(/[.*+?^$()|[\]\\]/g, '\\$&').replace(/\\?\{([^}]+)\\?\}/g, (_m, n: string) => {

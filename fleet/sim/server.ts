@@ -1,5 +1,5 @@
-// The request handler: PVE API under /api2/json (auth → route → API faults → node → params →
-// handler), the fault-injection API under /sim. Order of checks follows pve-http-server:
+// The request handler: PVE API under /api2/json and /api2/extjs (auth → route → API faults → node
+// → params → handler), the fault-injection API under /sim. Order of checks follows pve-http-server:
 // an unknown method is 501 before anything else, the node is resolved (proxied) before the
 // parameters are verified on it.
 import type { IncomingMessage, ServerResponse } from 'node:http';
@@ -9,11 +9,16 @@ import { validateParams, type RawParams } from './params.ts';
 import { PveHttpError } from './pve-error.ts';
 import { clusterRoutes } from './routes-cluster.ts';
 import { guestRoutes } from './routes-guests.ts';
+import { infraRoutes } from './routes-infra.ts';
 import { handleSim } from './routes-sim.ts';
 import { buildRoutes, matchRoute } from './schema.ts';
 import { WithTotal, type PveHandler, type SimWorld } from './world.ts';
 
-const PREFIX = '/api2/json';
+/** PVE's formatters: `json` answers errors with their HTTP status; `extjs` (the web UI's) always
+ *  with 200 and `success: 0`, the status and message inside the body (pve-http-server's
+ *  prepare_response_data). */
+const FORMATS = { '/api2/json': 'json', '/api2/extjs': 'extjs' } as const;
+type Format = (typeof FORMATS)[keyof typeof FORMATS];
 /** What a fenced (dead, confirmed off) node still "answers": moving its guests away and their tasks. */
 const FENCED_OK = new Set([
   'POST /nodes/{node}/lxc/{vmid}/migrate', 'POST /nodes/{node}/qemu/{vmid}/migrate',
@@ -46,11 +51,11 @@ function collectParams(url: URL, body: string, contentType: string | undefined):
 
 export function createRequestHandler(w: SimWorld, auth: TokenAuth): (req: IncomingMessage, res: ServerResponse) => void {
   const routes = buildRoutes();
-  const handlers: Record<string, PveHandler> = { ...clusterRoutes, ...guestRoutes };
+  const handlers: Record<string, PveHandler> = { ...clusterRoutes, ...guestRoutes, ...infraRoutes };
 
-  async function pve(req: IncomingMessage, res: ServerResponse, url: URL, body: string): Promise<void> {
+  async function pve(req: IncomingMessage, res: ServerResponse, url: URL, body: string, prefix: string, format: Format): Promise<void> {
     const method = (req.method ?? 'GET').toUpperCase();
-    const rel = url.pathname.slice(PREFIX.length) || '/';
+    const rel = url.pathname.slice(prefix.length) || '/';
     const isTicket = rel === '/access/ticket' || rel === '/access/ticket/';
     let user = '';
     if (!isTicket) {
@@ -87,24 +92,34 @@ export function createRequestHandler(w: SimWorld, auth: TokenAuth): (req: Incomi
     if (!checked.ok) throw new PveHttpError(400, 'Parameter verification failed.', checked.errors);
 
     const result = await handler(w, { params: checked.values, node, user });
-    if (result instanceof WithTotal) return sendJson(res, 200, undefined, { data: result.data, total: result.total });
-    sendJson(res, 200, undefined, { data: result ?? null });
+    const extjs = format === 'extjs' ? { success: 1 } : {};
+    // PVE adds `total` only when it is non-zero
+    if (result instanceof WithTotal) return sendJson(res, 200, undefined, { data: result.data, ...(result.total ? { total: result.total } : {}), ...extjs });
+    sendJson(res, 200, undefined, { data: result ?? null, ...extjs });
+  }
+
+  function sendPveError(res: ServerResponse, e: PveHttpError, format: Format): void {
+    // PVE passes a handler's `die "…\n"` through with its newline; its own 501 text has none
+    const message = e.status === 501 ? e.message : `${e.message}\n`;
+    if (format === 'extjs') {
+      return sendJson(res, 200, undefined, { data: null, ...(e.errors ? { errors: e.errors } : {}), message, status: e.status, success: 0 });
+    }
+    const out: Record<string, unknown> = { data: null, message };
+    if (e.errors) out.errors = e.errors;
+    sendJson(res, e.status, e.message, out);
   }
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', 'http://sim.invalid');
+    const prefix = Object.keys(FORMATS).find((p) => url.pathname === p || url.pathname.startsWith(`${p}/`)) as keyof typeof FORMATS | undefined;
+    const format: Format = prefix ? FORMATS[prefix] : 'json';
     try {
       const body = await readBody(req);
-      if (url.pathname === PREFIX || url.pathname.startsWith(`${PREFIX}/`)) return await pve(req, res, url, body);
+      if (prefix) return await pve(req, res, url, body, prefix, format);
       if (url.pathname.startsWith('/sim/')) return await handleSim(w, auth, req, res, url, body);
       sendJson(res, 404, 'Not Found', { data: null });
     } catch (e) {
-      if (e instanceof PveHttpError) {
-        // PVE passes a handler's `die "…\n"` through with its newline; its own 501 text has none
-        const out: Record<string, unknown> = { data: null, message: e.status === 501 ? e.message : `${e.message}\n` };
-        if (e.errors) out.errors = e.errors;
-        return sendJson(res, e.status, e.message, out);
-      }
+      if (e instanceof PveHttpError) return sendPveError(res, e, format);
       if (e instanceof BodyTooLarge) return sendJson(res, 413, 'Request Entity Too Large', { data: null });
       w.log.error({ err: (e as Error).message, url: req.url, method: req.method }, 'simulator request failed');
       sendJson(res, 500, `internal error: ${(e as Error).message}`, { data: null });

@@ -2,6 +2,7 @@
 // schema's `returns`; booleans are 0/1 like PVE's Perl encoder writes them.
 import { createHash } from 'node:crypto';
 import { GiB, MiB, type SimGuest, type SimModel, type SimNode } from './model.ts';
+import { STORAGES, guestMac, storageUsage } from './views-infra.ts';
 
 export const PVE_VERSION = { version: '9.0.11', release: '9.0', repoid: '3bf5476b8a4699e2' };
 const KERNEL = { sysname: 'Linux', release: '6.14.11-4-pve', version: '#1 SMP PREEMPT_DYNAMIC PMX 6.14.11-4 (2025-10-10T08:04Z)', machine: 'x86_64' };
@@ -104,7 +105,7 @@ export function clusterStatus(m: SimModel): Record<string, unknown>[] {
 }
 
 // Hot path (sensing polls it for the whole fleet): one flat literal per guest, no spreads.
-function guestResource(m: SimModel, g: SimGuest, nodeUp: boolean, now: number): Record<string, unknown> {
+export function guestResource(m: SimModel, g: SimGuest, nodeUp: boolean, now: number): Record<string, unknown> {
   let r: Record<string, unknown>;
   if (!nodeUp) {
     r = { id: `${g.type}/${g.vmid}`, type: g.type, vmid: g.vmid, node: g.node, name: g.config.hostname, status: 'unknown', template: 0 };
@@ -138,10 +139,10 @@ export function clusterResources(m: SimModel, type?: string): Record<string, unk
     }
     if (!type || type === 'storage') {
       const status = up ? 'available' : 'unknown';
-      out.push({ id: `storage/${n.name}/local`, type: 'storage', storage: 'local', node: n.name, status, plugintype: 'dir', content: 'iso,vztmpl,backup', shared: 0, disk: 12 * GiB, maxdisk: 100 * GiB });
-      let used = 0;
-      for (const g of n.guests) used += g.maxdisk;
-      out.push({ id: `storage/${n.name}/local-lvm`, type: 'storage', storage: 'local-lvm', node: n.name, status, plugintype: 'lvmthin', content: 'rootdir,images', shared: 0, disk: Math.round(used * 0.4), maxdisk: 1800 * GiB });
+      for (const s of STORAGES) {
+        const u = storageUsage(m, n, s);
+        out.push({ id: `storage/${n.name}/${s.storage}`, type: 'storage', storage: s.storage, node: n.name, status, plugintype: s.type, content: s.content, shared: 0, disk: u.used, maxdisk: u.total });
+      }
     }
     if (!type || type === 'sdn') out.push({ id: `sdn/${n.name}/localnetwork`, type: 'sdn', sdn: 'localnetwork', node: n.name, status: up ? 'ok' : 'unknown' });
   }
@@ -159,11 +160,12 @@ export function lxcConfig(g: SimGuest, snapName?: string): Record<string, unknow
     arch: 'amd64', ostype: 'debian', hostname: c.hostname, memory: c.memory, swap: c.swap, cores: c.cores, unprivileged: 1,
     features: 'nesting=1', onboot: b(c.onboot),
     rootfs: `local-lvm:vm-${g.vmid}-disk-0,size=${Math.round(g.maxdisk / GiB)}G`,
-    net0: `name=eth0,bridge=vmbr0,hwaddr=BC:24:11:${hexByte(g.vmid >> 16)}:${hexByte(g.vmid >> 8)}:${hexByte(g.vmid)},ip=dhcp,type=veth`,
+    net0: `name=eth0,bridge=vmbr0,hwaddr=${guestMac(g)},ip=dhcp,type=veth`,
     digest: configDigest(g),
   };
   if (c.description) out.description = c.description;
   if (c.tags) out.tags = c.tags;
+  if (c.hookscript) out.hookscript = c.hookscript;
   if (snap) {
     out.snaptime = snap.snaptime;
     if (snap.parent) out.parent = snap.parent;
@@ -174,7 +176,20 @@ export function lxcConfig(g: SimGuest, snapName?: string): Record<string, unknow
   return out;
 }
 
-const hexByte = (n: number) => (n & 0xff).toString(16).toUpperCase().padStart(2, '0');
+/** A VM's configuration as `qm config` shows it (the twin has no qemu config endpoint; `pending` uses it). */
+export function qemuConfig(g: SimGuest): Record<string, unknown> {
+  const c = g.config;
+  const out: Record<string, unknown> = {
+    name: c.hostname, memory: c.memory, cores: c.cores, sockets: 1, ostype: 'l26', cpu: 'x86-64-v2-AES', scsihw: 'virtio-scsi-single',
+    boot: 'order=scsi0;net0', agent: '1', onboot: b(c.onboot), smbios1: `uuid=${createHash('md5').update(String(g.vmid)).digest('hex').replace(/^(.{8})(.{4})(.{4})(.{4})(.{12})$/, '$1-$2-$3-$4-$5')}`,
+    scsi0: `local-lvm:vm-${g.vmid}-disk-0,iothread=1,size=${Math.round(g.maxdisk / GiB)}G`,
+    net0: `virtio=${guestMac(g)},bridge=vmbr0`, digest: configDigest(g),
+  };
+  if (c.description) out.description = c.description;
+  if (c.tags) out.tags = c.tags;
+  if (c.hookscript) out.hookscript = c.hookscript;
+  return out;
+}
 
 export function snapshotList(m: SimModel, g: SimGuest): Record<string, unknown>[] {
   const out: Record<string, unknown>[] = g.snapshots.map((s) => ({ name: s.name, description: s.description, snaptime: s.snaptime, ...(s.parent ? { parent: s.parent } : {}) }));

@@ -36,6 +36,9 @@ export interface SchemaProblem {
 // ../shared sits next to the project root on every developer and CI machine, wherever that is
 export const OFFICIAL_SCHEMA_PATH = new URL('../../../shared/pve-api/schema-subset.json', import.meta.url);
 export const SIM_SCHEMA_URL = new URL('../../fleet/sim/pve-schema-subset.json', import.meta.url);
+/** The official schema of the endpoints real clients reach for next (storage, pools, access, …). */
+export const OFFICIAL_EXTRA_SCHEMA_PATH = new URL('../../../shared/pve-api/schema-extra.json', import.meta.url);
+export const SIM_EXTRA_SCHEMA_URL = new URL('../../fleet/sim/pve-schema-extra.json', import.meta.url);
 
 export function loadPveSchema(path: string | URL = SIM_SCHEMA_URL): PveApiSchema {
   return JSON.parse(readFileSync(path, 'utf8')) as PveApiSchema;
