@@ -88,11 +88,13 @@ describe('NATS cluster and agent replicas', () => {
     });
     // what replicas could double shows up within seconds; give it that long
     await new Promise((r) => setTimeout(r, 5000));
-    const actions = await replayStored(bus, 'fleet.actions.>', since);
+    // a JetStream API call may time out while the cluster moves a stream leader: ask again
+    const replay = (subject: string) => until(`a replay of ${subject}`, 30_000, () => replayStored(bus!, subject, since));
+    const actions = await replay('fleet.actions.>');
     const started = actions.filter((a) => a.env.type === 'ActionStarted' && (a.env.data as Action).target.vmid === VICTIM);
     expect(succeeded(actions)).toHaveLength(1);
     expect(started).toHaveLength(1);
-    const incidents = (await replayStored(bus, 'fleet.incidents.*.opened', since)).filter((e) => (e.env.data as Incident).rootCause.vmid === VICTIM);
+    const incidents = (await replay('fleet.incidents.*.opened')).filter((e) => (e.env.data as Incident).rootCause.vmid === VICTIM);
     expect(incidents).toHaveLength(1);
   }, 300_000);
 });
