@@ -55,7 +55,8 @@ function auditConfig(replicas: number): Partial<StreamConfig> & { name: string }
   };
 }
 
-async function withRetry<T>(fn: () => Promise<T>, attempts = 20): Promise<T> {
+/** Retries with backoff (100 ms doubling to 1 s): JetStream answers again once a new leader is elected. */
+export async function withRetry<T>(fn: () => Promise<T>, attempts = 20): Promise<T> {
   let last: unknown;
   for (let i = 0; i < attempts; i++) {
     try {

@@ -65,11 +65,20 @@ export async function startAgentProcesses(opts: AgentProcessOptions): Promise<Ag
         }
         if (stopping) return;
         opts.log.warn({ agent, replica, pid: child.pid, code, signal }, 'agent process died; starting it again');
-        setTimeout(() => {
-          if (!stopping) launch(agent, replica).catch((e: unknown) => opts.log.error({ agent, replica, err: (e as Error).message }, 'agent restart failed'));
-        }, restartDelay).unref();
+        restart(agent, replica);
       });
     });
+  };
+
+  /** Again and again until it is up (a cluster electing leaders may refuse a start for a while). */
+  const restart = (agent: AgentName, replica: number, attempt = 0): void => {
+    setTimeout(() => {
+      if (stopping) return;
+      launch(agent, replica).catch((e: unknown) => {
+        opts.log.error({ agent, replica, err: (e as Error).message }, 'agent restart failed; trying again');
+        restart(agent, replica, attempt + 1);
+      });
+    }, Math.min(restartDelay * 2 ** attempt, 10_000)).unref();
   };
 
   const stop = async () => {

@@ -85,6 +85,10 @@ describe('NATS cluster and agent replicas', () => {
     await until('the victim healed by an action', 150_000, async () => {
       const actions = await replayStored(bus!, 'fleet.actions.>', since);
       return succeeded(actions).length && (await guestState()) === 'running' ? true : undefined;
+    }).catch(async (e: unknown) => {
+      const chain = await replayStored(bus!, 'fleet.>', since).catch(() => []);
+      const told = chain.filter((ev) => !ev.env.type.endsWith('Probe')).map((ev) => `${ev.env.ts} ${ev.env.type} ${ev.subject}`);
+      throw new Error(`${(e as Error).message}\nevents since the kill:\n${told.slice(-40).join('\n')}\nup's stderr:\n${stderr.slice(-3000)}`);
     });
     // what replicas could double shows up within seconds; give it that long
     await new Promise((r) => setTimeout(r, 5000));
