@@ -12,6 +12,7 @@ export const ErrorCodes = {
   HOMEOSTAT_ERR_PVE_BAD_REQUEST: 'PVE rejected the parameters of the call',
   HOMEOSTAT_ERR_PVE_UNAVAILABLE: 'the PVE API is unreachable or failing; check PVE_URL and the host',
   HOMEOSTAT_ERR_PVE_TIMEOUT: 'the PVE API or task did not finish in time',
+  HOMEOSTAT_ERR_PVE_UNCERTAIN: 'PVE did not answer a call that changes state; it may have run it: see the guest\'s task list (homeostat looks there before calling again)',
   HOMEOSTAT_ERR_PVE_REFUSED: 'PVE refused the operation in the guest\'s current state (already running, not running, locked); check the guest',
   HOMEOSTAT_ERR_PVE_TASK_FAILED: 'the PVE task ended with an error; see its log',
   HOMEOSTAT_ERR_PVE_TLS: 'set PVE_CA_FILE to the cluster CA, or PVE_INSECURE=1 to skip verification explicitly',

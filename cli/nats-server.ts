@@ -33,10 +33,22 @@ export function freePort(): Promise<number> {
   });
 }
 
+// What nats-server gets of our environment: enough to run and log, none of our secrets (PVE
+// token, NATS credentials, advisor keys); it reads its own settings from its arguments.
+const NATS_ENV = new Set(['PATH', 'HOME', 'TZ', 'LANG', 'TMPDIR', 'GOMAXPROCS', 'GOMEMLIMIT', 'GODEBUG']);
+
+/** The child's environment: the allow-listed variables of ours (LC_* too), plus `extra`. */
+export function natsServerEnv(env: NodeJS.ProcessEnv = process.env, extra: Record<string, string> = {}): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(env)) if (v !== undefined && (NATS_ENV.has(k) || k.startsWith('LC_'))) out[k] = v;
+  return { ...out, ...extra };
+}
+
 export interface NatsServerOptions {
   dataDir: string;
   port?: number;
   host?: string;
+  env?: Record<string, string>;
   /** Extra command-line arguments (cluster routes, server name). */
   args?: string[];
 }
@@ -51,6 +63,7 @@ export async function startNatsServer(opts: NatsServerOptions): Promise<NatsServ
   mkdirSync(opts.dataDir, { recursive: true });
   const child: ChildProcess = spawn(bin, ['-js', '-a', host, '-p', String(port), '-sd', opts.dataDir, ...(opts.args ?? [])], {
     stdio: ['ignore', 'ignore', 'pipe'],
+    env: natsServerEnv(process.env, opts.env),
   });
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   let stderr = '';

@@ -124,7 +124,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
 
     let pve: PveApi | undefined;
     if (pveUrl && tokenId && tokenSecret) {
-      const client = createPveClient({ url: pveUrl, tokenId, tokenSecret, caPem, insecure: config.PVE_INSECURE, log: log.child({ agent: 'pve' }), onRequest: (e) => {
+      const client = createPveClient({ url: pveUrl, tokenId, tokenSecret, caPem, insecure: config.PVE_INSECURE, timeoutMs: config.PVE_TIMEOUT_MS, log: log.child({ agent: 'pve' }), onRequest: (e) => {
         metrics.pveRequests.inc({ method: e.method, status: e.status === undefined ? 'error' : String(e.status) });
         metrics.pveLatency.observe({ method: e.method }, e.ms / 1000);
       } });

@@ -6,7 +6,7 @@ import { HomeostatError, silentLogger } from '../bus/mod.ts';
 import { parsePveConnection, type PveClientOptions } from './pve-config.ts';
 import { waitForTaskEnd } from './pve-task.ts';
 import { PveTransport } from './pve-transport.ts';
-import type { ClusterStatusEntry, GuestAddress, GuestType, PveApi, PveGuest, PveNode, PveTaskStatus, WaitOptions } from './pve-types.ts';
+import type { ClusterStatusEntry, GuestAddress, GuestType, PveApi, PveGuest, PveNode, PveTaskEntry, PveTaskStatus, TaskListFilter, WaitOptions } from './pve-types.ts';
 
 export { pveClientOptionsFromEnv, PveConnection, type PveClientOptions, type PveRequestEvent } from './pve-config.ts';
 export { parseUpid, upidNode, type Upid } from './pve-task.ts';
@@ -177,6 +177,17 @@ export class ProxmoxClient implements PveApi {
     const out: PveTaskStatus = { upid: s.upid, node: s.node, status: s.status === 'running' ? 'running' : 'stopped', type: s.type, id: s.id, starttime: Number(s.starttime) };
     if (s.exitstatus !== undefined) out.exitstatus = s.exitstatus;
     return out;
+  }
+
+  async listTasks(node: string, filter: TaskListFilter = {}): Promise<PveTaskEntry[]> {
+    const rows = await this.t.call((api) => api.nodes.$(node).tasks.$get({ ...filter }));
+    return rows.map((r) => {
+      const out: PveTaskEntry = { upid: r.upid, node: r.node, type: r.type, starttime: Number(r.starttime) };
+      if (r.id !== undefined) out.id = String(r.id);
+      if (r.user !== undefined) out.user = String(r.user);
+      if (r.status !== undefined) out.status = String(r.status);
+      return out;
+    });
   }
 
   async taskLog(node: string, upid: string, limit?: number): Promise<{ n: number; t: string }[]> {

@@ -2,10 +2,13 @@
 // TLS trust, a timeout per attempt and a record of what the server answered. Retries, backoff and
 // error mapping live here, so every method of the client gets them the same way.
 //
-// Retries: after 5xx/595, network errors and timeouts, never after 4xx. POSTs (start, stop, …) are
-// retried too, although the server may already have accepted the first one: PVE's guest actions
-// are safe to repeat (start on a running guest fails harmlessly, and the caller waits on the
-// guest's state, not on one particular UPID), and the action agent holds a per-guest lock.
+// Retries: after 5xx/595, network errors and timeouts, never after 4xx. A read that timed out is
+// tried again with twice the time (up to 60 s): a slow PVE is still an answering PVE.
+// A call that changes state (POST, PUT, DELETE) is never sent again once the request may have
+// reached PVE (a timeout, a connection lost mid-request): a reboot sent twice is two reboots. It
+// fails with HOMEOSTAT_ERR_PVE_UNCERTAIN instead, and the caller finds out what happened (the
+// guest's task list) before it calls again. It is retried only when PVE answered with an error or
+// the connection was never made.
 import proxmoxApi, { type Proxmox, type ProxmoxEngineOptions } from 'proxmox-api';
 import { Agent, fetch as undiciFetch, type Response } from 'undici';
 import type { Logger } from '../bus/mod.ts';
@@ -82,6 +85,21 @@ class Attempt implements AttemptRecord {
   }
 }
 
+const MAX_ATTEMPT_TIMEOUT_MS = 60_000;
+
+// The connection was never made: the request cannot have reached PVE.
+const NOT_SENT = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'ENETUNREACH', 'EHOSTUNREACH', 'UND_ERR_CONNECT_TIMEOUT']);
+
+/** Could PVE have received (and acted on) this request although we got no answer? */
+function mayHaveArrived(a: AttemptRecord): boolean {
+  if (a.status !== undefined && !a.timedOut) return false; // PVE answered: it said what it did
+  if (a.timedOut) return true;
+  for (let c = a.networkError; c instanceof Error; c = c.cause) {
+    if (NOT_SENT.has(String((c as { code?: unknown }).code))) return false;
+  }
+  return true;
+}
+
 export class PveTransport {
   readonly origin: string;
   private readonly dispatcher: Agent;
@@ -114,13 +132,13 @@ export class PveTransport {
     const maxAttempts = 1 + this.conn.retries;
     for (let n = 1; ; n++) {
       signal?.throwIfAborted();
-      const attempt = new Attempt(this.conn.timeoutMs, this.dispatcher, signal);
+      const attempt = new Attempt(this.attemptTimeoutMs(n), this.dispatcher, signal);
       const t0 = performance.now();
       let result: T | undefined;
       let failure: unknown;
       let ok = false;
       try {
-        result = await fn(this.apiFor(attempt));
+        result = await fn(this.apiFor(attempt, this.attemptTimeoutMs(n)));
         // proxmox-api turns a body that could not be read (our deadline hit mid-body) into `null`.
         ok = !attempt.timedOut;
       } catch (e) {
@@ -133,13 +151,24 @@ export class PveTransport {
         this.onRequest?.({ method: attempt.method, path: attempt.path, attempt: n, status: attempt.status, ms: performance.now() - t0 });
         return result as T;
       }
-      const c = classifyAttempt(attempt, failure, this.origin, this.conn.timeoutMs);
+      const c = classifyAttempt(attempt, failure, this.origin, this.attemptTimeoutMs(n));
+      if (attempt.method !== 'GET' && c.retryable && mayHaveArrived(attempt)) {
+        c.code = 'HOMEOSTAT_ERR_PVE_UNCERTAIN';
+        c.retryable = false;
+        c.detail = `${c.detail}; PVE may have run it, so it is not sent again blindly`;
+      }
       this.onRequest?.({ method: attempt.method, path: attempt.path, attempt: n, status: attempt.status, error: c.code, ms: performance.now() - t0 });
       if (!c.retryable || n >= maxAttempts) throw toHomeostatError(c, attempt.method, attempt.path || '(no request sent)', n);
       const waitMs = this.backoffMs(n);
       this.log.debug({ method: attempt.method, path: attempt.path, attempt: n, waitMs, err: c.detail }, 'PVE call failed; retrying');
       await delay(waitMs, signal);
     }
+  }
+
+  /** A read that timed out gets twice the time on its next attempt, up to 60 s (or the configured
+   *  timeout, when that is longer). */
+  private attemptTimeoutMs(n: number): number {
+    return Math.min(this.conn.timeoutMs * 2 ** (n - 1), Math.max(this.conn.timeoutMs, MAX_ATTEMPT_TIMEOUT_MS));
   }
 
   /** Exponential, capped, with jitter (50–100 % of the step) so a fleet of agents does not retry in lockstep. */
@@ -149,14 +178,14 @@ export class PveTransport {
   }
 
   // A fresh engine per attempt is cheap (a Proxy and a few fields) and binds the attempt's fetch.
-  private apiFor(attempt: Attempt): Proxmox.Api {
+  private apiFor(attempt: Attempt, timeoutMs: number): Proxmox.Api {
     return proxmoxApi({
       host: this.host,
       port: this.port,
       schema: this.schema,
       tokenID: this.conn.tokenId,
       tokenSecret: this.conn.tokenSecret,
-      queryTimeout: this.conn.timeoutMs + 1000,
+      queryTimeout: timeoutMs + 1000,
       // proxmox-api types its fetch against its own bundled undici 6; ours is undici 7, same shape.
       fetch: attempt.fetch as unknown as ProxmoxEngineOptions['fetch'],
     });

@@ -46,6 +46,27 @@ export interface PveTaskStatus {
   starttime: number;
 }
 
+/** One row of a node's task list (/nodes/{node}/tasks). `status` is the exit status once stopped. */
+export interface PveTaskEntry {
+  upid: string;
+  node: string;
+  type: string;
+  id?: string;
+  user?: string;
+  starttime: number;
+  status?: string;
+}
+
+export interface TaskListFilter {
+  vmid?: number;
+  typefilter?: string;
+  /** Unix seconds. */
+  since?: number;
+  /** archive (finished, PVE's default), active (running) or all. */
+  source?: 'archive' | 'active' | 'all';
+  limit?: number;
+}
+
 export interface WaitOptions {
   timeoutMs?: number;
   pollMs?: number;
@@ -79,6 +100,9 @@ export interface PveApi {
   snapshot(g: GuestAddress, snapname: string, description?: string): Promise<string>;
   rollback(g: GuestAddress, snapname: string, opts?: { start?: boolean }): Promise<string>;
   taskStatus(node: string, upid: string): Promise<PveTaskStatus>;
+  /** A node's tasks, newest first (what a caller reads to find out whether a call it got no
+   *  answer to started a task). */
+  listTasks(node: string, filter?: TaskListFilter): Promise<PveTaskEntry[]>;
   taskLog(node: string, upid: string, limit?: number): Promise<{ n: number; t: string }[]>;
   /** Polls until the task stops; resolves with the final status; exitstatus !== 'OK' → HOMEOSTAT_ERR_PVE_TASK_FAILED;
    *  not stopped within timeoutMs → HOMEOSTAT_ERR_PVE_TIMEOUT; an aborted signal rejects with the signal's reason. */

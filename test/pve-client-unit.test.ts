@@ -130,7 +130,36 @@ describe('PVE adapter against a scripted server', () => {
     const { c } = client({ timeoutMs: 50, retries: 1 });
     const e = await failure(c.haResources());
     expect(e.code).toBe('HOMEOSTAT_ERR_PVE_TIMEOUT');
-    expect(e.message).toMatch(/^GET \/cluster\/ha\/resources: no answer from 127\.0\.0\.1:\d+ within 50 ms \(after 2 attempts\)$/);
+    expect(e.message).toMatch(/^GET \/cluster\/ha\/resources: no answer from 127\.0\.0\.1:\d+ within 100 ms \(after 2 attempts\)$/);
+    await c.close();
+  });
+
+  it('gives a read that timed out twice the time on its next attempt', async () => {
+    script = [(_q, res) => setTimeout(() => pve(200, 'OK', { data: [] })(_q, res, ''), 400)];
+    const { c, events } = client({ timeoutMs: 200, retries: 3 });
+    expect(await c.haResources()).toEqual([]);
+    // 200 ms is too short, 400, 800 or 1600 ms is not: the answer comes on a later attempt
+    expect(events[0].error).toBe('HOMEOSTAT_ERR_PVE_TIMEOUT');
+    expect(events.at(-1)?.status).toBe(200);
+    await c.close();
+  });
+
+  it('never sends a state-changing POST again after a timeout: PVE_UNCERTAIN, one request', async () => {
+    script = [(_q, res) => setTimeout(() => pve(200, 'OK', { data: UPID })(_q, res, ''), 300)];
+    const { c } = client({ timeoutMs: 50, retries: 3 });
+    const e = await failure(c.reboot({ node: 'node-a', vmid: 101, type: 'lxc' }));
+    expect(e.code).toBe('HOMEOSTAT_ERR_PVE_UNCERTAIN');
+    expect(e.message).toMatch(/^POST \/nodes\/node-a\/lxc\/101\/status\/reboot: no answer .* not sent again blindly$/);
+    await new Promise((r) => setTimeout(r, 500)); // a retry would have reached the server by now
+    expect(seen).toHaveLength(1);
+    await c.close();
+  });
+
+  it('sends a POST again when PVE answered with an error (it did not run it)', async () => {
+    script = [pve(503, 'busy', { data: null }), pve(200, 'OK', { data: UPID })];
+    const { c } = client();
+    expect(await c.start({ node: 'node-a', vmid: 101, type: 'lxc' })).toBe(UPID);
+    expect(seen).toHaveLength(2);
     await c.close();
   });
 

@@ -48,17 +48,50 @@ async function startTasks(): Promise<Map<number, Set<string>>> {
 
 const fleetState = async () => new Map((await stack.api.fleet()).guests.map((g) => [g.vmid, g]));
 
+/** Approve every pending approval while `p` runs (a protected guest's shutdown asks for one). */
+async function approving<T>(p: Promise<T>, approved: string[] = []): Promise<T> {
+  let done = false;
+  const loop = (async () => {
+    while (!done) {
+      const list = await bus.request<{ actionId: string }[]>('fleet.cmd.approvals', 'Command', { args: {} }).catch(() => []);
+      for (const a of list) {
+        await bus.request('fleet.cmd.approve', 'Command', { args: { actionId: a.actionId } }).catch(() => undefined);
+        approved.push(a.actionId);
+      }
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  })();
+  try {
+    return await p;
+  } finally {
+    done = true;
+    await loop;
+  }
+}
+
 async function shutdownAll(): Promise<void> {
-  const r = await runWorkflow(bus, 'shutdown', {});
+  const r = await approving(runWorkflow(bus, 'shutdown', { includeProtected: true }));
   expect(r.status).toBe('done');
 }
 
 describe('graceful shutdown', () => {
-  it('stops dependents before their dependencies and sets desired state stopped', async () => {
+  it('stops dependents before their dependencies and sets desired state stopped; protected guests only with includeProtected and an approval', async () => {
     const events: FollowedEvent[] = [];
-    const r = await runWorkflow(bus, 'shutdown', {}, (e) => events.push(e));
+    // fleet-wide by default: the protected homeassistant (200) and what it depends on keep running
+    const kept = [101, 120, 200];
+    const { reply: plan } = await startWorkflow(bus, 'shutdown', { dryRun: true });
+    expect(plan.protectedKept?.slice().sort((a, b) => a - b)).toEqual(kept);
+    const first = await runWorkflow(bus, 'shutdown', {}, (e) => events.push(e));
+    expect(first.status).toBe('done');
+    expect((first.output as { stopped: number[] }).stopped).toEqual(ALL.filter((v) => !kept.includes(v)));
+    const mid = await fleetState();
+    for (const v of kept) expect(mid.get(v)!.status, String(v)).toBe('running');
+    // --include-protected: 200's shutdown goes through the gate and waits for an operator
+    const approved: string[] = [];
+    const r = await approving(runWorkflow(bus, 'shutdown', { includeProtected: true }, (e) => events.push(e)), approved);
     expect(r.status).toBe('done');
-    expect((r.output as { stopped: number[] }).stopped).toEqual(ALL);
+    expect(approved).toHaveLength(1);
+    expect((r.output as { stopped: number[] }).stopped).toEqual(expect.arrayContaining(kept));
     const stopping = at(events, 'GUEST.STOPPING');
     const stopped = at(events, 'GUEST.STOPPED');
     for (const g of stack.fleet.guests) {
@@ -74,7 +107,7 @@ describe('graceful shutdown', () => {
     // nobody "heals" a deliberate shutdown
     await new Promise((res) => setTimeout(res, 1500));
     expect([...(await fleetState()).values()].filter((g) => g.status !== 'stopped').map((g) => g.vmid)).toEqual([]);
-  }, 60_000);
+  }, 90_000);
 
   it('--dry-run plans the reverse waves and touches nothing', async () => {
     const { reply } = await startWorkflow(bus, 'shutdown', { dryRun: true });
@@ -169,7 +202,11 @@ describe('CLI', () => {
   });
 
   it('boot --json prints one line per event and a final result; exit 0', async () => {
-    const r = await cli(['boot', '--json']);
+    // not a terminal and no --yes: refused before anything starts
+    const refused = await cli(['boot']);
+    expect(refused.code).toBe(2);
+    expect(refused.err).toMatch(/HOMEOSTAT_ERR_NOT_CONFIRMED: boot of the whole fleet needs a confirmation .*--yes/);
+    const r = await cli(['boot', '--json', '--yes']);
     expect(r.code, r.err).toBe(0);
     const lines = r.out.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
     const last = lines.at(-1)!;
@@ -180,8 +217,9 @@ describe('CLI', () => {
   it('shutdown --layer 4 --dry-run prints the plan; bad flags exit 2', async () => {
     const dry = await cli(['shutdown', '--layer', '4', '--dry-run']);
     expect(dry.code, dry.err).toBe(0);
-    expect(dry.out).toContain('wave 1: 100 casaos-media, 104 nvr69, 200 homeassistant');
-    const bad = await cli(['boot', '--layer', '9']);
+    expect(dry.out).toContain('wave 1: 100 casaos-media, 104 nvr69\n');
+    expect(dry.out).toMatch(/left running: 200 homeassistant \(protected/);
+    const bad = await cli(['boot', '--layer', '9', '--yes']);
     expect(bad.code).toBe(2);
     expect(bad.err).toMatch(/--layer: no layer 9/);
     const worse = await cli(['failover']);

@@ -49,7 +49,10 @@ describe('chaos experiments', () => {
       'rollbacks:', '  - action: clear-faults', '  - action: start', '    vmid: 101', 'slo:', '  mttrMs: 20000', 'abort:', '  timeoutMs: 60000', '',
     ].join('\n'));
     const t0 = new Date();
-    const r = await cli(['chaos', 'run', file]);
+    const refused = await cli(['chaos', 'run', file], false);
+    expect(refused.code).toBe(2);
+    expect(refused.err).toMatch(/HOMEOSTAT_ERR_NOT_CONFIRMED/);
+    const r = await cli(['chaos', 'run', file, '--yes']);
     expect(r.code, r.out + r.err).toBe(0);
     expect(r.out).toMatch(/kill-omada-fast .*PASS/);
     expect(r.out).toMatch(/crash\s+101\s+healed/);

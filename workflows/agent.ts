@@ -16,7 +16,7 @@ import { bootPlan, failoverPlan, shutdownPlan } from './plans.ts';
 import { WorkflowRunner } from './runner.ts';
 import { detectSimulator } from './sim-client.ts';
 
-const PowerArgs = z.object({ layer: z.number().int().min(1).optional(), dryRun: z.boolean().optional() });
+const PowerArgs = z.object({ layer: z.number().int().min(1).optional(), dryRun: z.boolean().optional(), includeProtected: z.boolean().optional() });
 const FailoverArgs = z.object({ node: z.string().min(1).max(64), incidentId: z.string().min(1).max(80).optional() });
 const ChaosArgs = z.object({ name: z.string().min(1).max(500).optional(), experiment: z.unknown().optional(), dryRun: z.boolean().optional() });
 const WorkflowArgs = z.object({ workflowId: z.string().min(1).max(80).optional(), limit: z.number().int().min(1).max(500).optional() });
@@ -106,7 +106,7 @@ export const agent: AgentModule = {
         const p = await shutdownPlan(deps, run.workflowId, a);
         // guests already down stay down: the fleet is being shut down on purpose
         if (!a.dryRun) await setDesired(bus, p.input.alreadyStopped ?? [], 'stopped', { workflowId: run.workflowId, reason: 'graceful shutdown' });
-        return { input: p.input, stored: { args: a, held: p.held }, reply: { guests: p.guests, held: p.held, ...(a.layer !== undefined ? { layer: a.layer } : {}) }, dryRun: a.dryRun };
+        return { input: p.input, stored: { args: a, held: p.held }, reply: { guests: p.guests, held: p.held, protectedKept: p.kept, ...(a.layer !== undefined ? { layer: a.layer } : {}) }, dryRun: a.dryRun };
       });
     };
 

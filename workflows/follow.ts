@@ -21,6 +21,8 @@ export interface StartReply {
   output?: unknown;
   guests?: GuestLine[];
   held?: { vmid: number; because: number[] }[];
+  /** shutdown: protected guests (and what they depend on) left running; --include-protected to include them. */
+  protectedKept?: number[];
   layer?: number;
   node?: string;
   fenceDelayMs?: number;

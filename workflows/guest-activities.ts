@@ -9,6 +9,7 @@ import type {
 } from '../state-machines/mod.ts';
 import { isActionFailed } from './actions.ts';
 import { guestRef, lockedByOther, releaseGuest, runAction, setDesired, type RunContext, type WorkflowDeps } from './deps.ts';
+import { HomeostatError, subjects } from '../bus/mod.ts';
 
 /** Run `fn` with a signal that aborts when the actor's does or when `fn` settles (cleans up waiters). */
 export async function scoped<T>(signal: AbortSignal, fn: (s: AbortSignal) => Promise<T>): Promise<T> {
@@ -98,15 +99,34 @@ export function bootActors(d: WorkflowDeps, run: RunContext) {
   };
 }
 
+/** A protected guest in a shutdown (`--include-protected`) is an operator proposal to the
+ *  decision agent's policy gate, which asks for an approval; the workflow waits for its outcome. */
+async function shutdownThroughGate(d: WorkflowDeps, run: RunContext, vmid: number, signal: AbortSignal): Promise<StopOutput> {
+  const v = await d.observer.view().catch(() => undefined);
+  if (v?.guests.get(vmid)?.status === 'stopped') return { at: v.at };
+  const r = await d.bus.request<{ actionId?: string; verdict: string; reasons: string[] }>(subjects.cmd('action'), 'Command', { args: { verb: 'shutdown', vmid, by: `workflow ${run.workflowId}` }, requestedBy: `workflow:${run.workflowId}` }, 10_000);
+  if (!r.actionId || r.verdict === 'deny' || r.verdict === 'hold') {
+    throw new HomeostatError('HOMEOSTAT_ERR_POLICY_DENIED', `protected guest ${vmid}: the policy gate said ${r.verdict}: ${r.reasons.join('; ')}`);
+  }
+  d.log.info({ vmid, actionId: r.actionId, verdict: r.verdict }, 'protected guest: shutdown waits for the gate (approval)');
+  const st = await d.actions.waitFor(r.actionId, 'terminal', signal).promise;
+  return { at: st.at };
+}
+
 export function shutdownActors(d: WorkflowDeps, run: RunContext) {
+  const isProtected = (vmid: number) => d.fleet.byVmid.get(vmid)?.protected === true;
   return {
     shutdownGuest: fromPromise<StopOutput, ShutdownGuestActorInput>(async ({ input, signal }) => {
       // desired state first: a deliberate shutdown must never be "healed"
       await setDesired(d.bus, [input.vmid], 'stopped', { workflowId: run.workflowId, reason: 'graceful shutdown' });
+      if (isProtected(input.vmid)) return shutdownThroughGate(d, run, input.vmid, signal);
       return powerOff(d, run, 'shutdown', { vmid: input.vmid, node: input.node, actionId: input.actionId, timeoutSec: input.timeoutSec }, signal);
     }),
-    stopGuest: fromPromise<StopOutput, StopGuestActorInput>(({ input, signal }) =>
-      powerOff(d, run, 'stop', { vmid: input.vmid, node: input.node, actionId: input.actionId }, signal)),
+    stopGuest: fromPromise<StopOutput, StopGuestActorInput>(async ({ input, signal }) => {
+      // never a hard power-off of a protected guest from a workflow: it stays for the operator
+      if (isProtected(input.vmid)) throw new HomeostatError('HOMEOSTAT_ERR_POLICY_DENIED', `protected guest ${input.vmid}: no hard stop without an operator`);
+      return powerOff(d, run, 'stop', { vmid: input.vmid, node: input.node, actionId: input.actionId }, signal);
+    }),
   };
 }
 

@@ -53,8 +53,23 @@ export async function bootPlan(d: WorkflowDeps, workflowId: string, args: { laye
   return { input, guests: guestLines(d, v, args.layer) };
 }
 
-/** With `layer`, only that layer; a guest of it whose dependents elsewhere still run is held. */
-export async function shutdownPlan(d: WorkflowDeps, workflowId: string, args: { layer?: number; dryRun?: boolean }): Promise<{ input: ShutdownInput; guests: GuestLine[]; held: { vmid: number; because: number[] }[] }> {
+/** Every guest `vmid` depends on, directly or not. */
+function ancestorsOf(d: WorkflowDeps, vmid: number): number[] {
+  const seen = new Set<number>();
+  const stack = [...(d.fleet.deps.get(vmid) ?? [])];
+  while (stack.length) {
+    const v = stack.pop()!;
+    if (seen.has(v)) continue;
+    seen.add(v);
+    stack.push(...(d.fleet.deps.get(v) ?? []));
+  }
+  return [...seen];
+}
+
+/** With `layer`, only that layer; a guest of it whose dependents elsewhere still run is held.
+ *  Protected guests that run, and what they depend on, are left running unless `includeProtected`
+ *  (their shutdown then goes through the policy gate and waits for an operator's approval). */
+export async function shutdownPlan(d: WorkflowDeps, workflowId: string, args: { layer?: number; dryRun?: boolean; includeProtected?: boolean }): Promise<{ input: ShutdownInput; guests: GuestLine[]; held: { vmid: number; because: number[] }[]; kept: number[] }> {
   checkLayer(d, args.layer);
   const v = await currentView(d);
   const p = d.fleet.policies;
@@ -63,7 +78,12 @@ export async function shutdownPlan(d: WorkflowDeps, workflowId: string, args: { 
   await Promise.all(d.fleet.guests.map(async (g) => (await lockedByOther(d.bus, g.vmid)) && busy.add(g.vmid)));
   const running = (vmid: number) => (v.guests.get(vmid)?.status ?? 'unknown') !== 'stopped' || busy.has(vmid);
   const held: { vmid: number; because: number[] }[] = [];
+  const kept = new Set<number>();
+  if (!args.includeProtected) {
+    for (const g of d.fleet.guests) if (g.protected && running(g.vmid)) for (const v of [g.vmid, ...ancestorsOf(d, g.vmid)]) kept.add(v);
+  }
   const scope = d.fleet.guests.filter((g) => {
+    if (kept.has(g.vmid)) return false;
     if (args.layer === undefined) return true;
     if (g.layer !== args.layer) return false;
     const outside = d.fleet.guests.filter((x) => x.layer !== args.layer && (d.fleet.deps.get(x.vmid) ?? []).includes(g.vmid) && running(x.vmid)).map((x) => x.vmid);
@@ -82,7 +102,7 @@ export async function shutdownPlan(d: WorkflowDeps, workflowId: string, args: { 
     allowHardStop: p.allowHardStop,
     dryRun: args.dryRun ?? false,
   };
-  return { input, guests: guestLines(d, v, args.layer), held };
+  return { input, guests: guestLines(d, v, args.layer), held, kept: [...kept].filter((v) => args.layer === undefined || d.fleet.byVmid.get(v)?.layer === args.layer) };
 }
 
 /** The guests to recover are those PVE places on `node` now and that should run; survivors are

@@ -133,6 +133,7 @@ export function renderPlan(reply: StartReply, paint: Paint = plain): string {
     if (o.skipped?.length) out.push(paint(`  already done: ${o.skipped.map((v) => b.name(v)).join(', ')}`, 'gray'));
   }
   for (const h of reply.held ?? []) out.push(paint(`  held: ${b.name(h.vmid)} (dependents still running: ${h.because.join(', ')})`, 'red'));
+  if (reply.protectedKept?.length) out.push(paint(`  left running: ${reply.protectedKept.map((v) => b.name(v)).join(', ')} (protected, or needed by a protected guest; --include-protected shuts them down too, after an operator's approval)`, 'yellow'));
   for (const f of o?.faults ?? []) out.push(`  inject ${f.kind} on ${String(f.target)}, expect ${f.expect}, SLO ${secs(f.sloMs)}`);
   return out.join('\n');
 }

@@ -8,6 +8,7 @@ import {
 import type { Policies } from '../../fleet/manifest.ts';
 import type { Fleet } from '../../fleet/manifest.ts';
 import type { GuestAddress, PveApi } from '../../fleet/pve-types.ts';
+import { findStartedTask } from './find-task.ts';
 import { LockLost, type GuestLocks, type HeldLock } from './lock.ts';
 import { expectedState, pause, type Verifier } from './verify.ts';
 
@@ -17,7 +18,8 @@ export interface Job {
   signal: AbortSignal;
 }
 
-/** Worth another attempt: PVE was unreachable or slow, or its task failed. */
+/** Worth another attempt: PVE was unreachable or slow, or its task failed. (Not PVE_UNCERTAIN:
+ *  a call that may have run is looked up in the task list, never repeated blindly.) */
 const RETRYABLE = new Set(['HOMEOSTAT_ERR_PVE_UNAVAILABLE', 'HOMEOSTAT_ERR_PVE_TIMEOUT', 'HOMEOSTAT_ERR_PVE_TASK_FAILED']);
 
 export interface ExecutorDeps {
@@ -29,7 +31,12 @@ export interface ExecutorDeps {
   log: Logger;
   /** First retry backoff (doubles per attempt). */
   retryBaseMs: number;
+  /** The PVE client's timeout of one call: a call unanswered after it may still be running. */
+  pveTimeoutMs: number;
 }
+
+/** After a call was given up, PVE gets this long more before a task list without it settles it. */
+const SETTLE_GRACE_MS = 2000;
 
 export class Executor {
   private readonly policies: Policies;
@@ -95,18 +102,18 @@ export class Executor {
         let upid = lock.value.upid;
         const t0 = Date.now();
         if (!upid && lock.value.phase !== 'verifying') {
-          const there = (lock.value.phase === 'calling' || a.verb === 'start' || a.verb === 'stop' || a.verb === 'shutdown') && (await this.alreadyThere(a, g));
-          if (!there) {
-            await lock.update({ phase: 'calling', attempt });
-            upid = await this.call(a, g);
+          // a predecessor died between its call and storing the UPID: look before calling again
+          if (lock.value.phase === 'calling') upid = await this.findTask(a, g, lock, (lock.value.calledAt ?? lock.value.since) + this.d.pveTimeoutMs + SETTLE_GRACE_MS, job.signal);
+          const there = !upid && (a.verb === 'start' || a.verb === 'stop' || a.verb === 'shutdown') && (await this.alreadyThere(a, g));
+          if (there) log.info('guest already in the wanted state: no PVE call');
+          else if (!upid) upid = await this.callOnce(a, g, lock, attempt, job.signal, log);
+          if (upid) {
             await lock.update({ phase: 'task', upid });
             const started = await this.d.bus.publish(subjects.action('started'), 'ActionStarted', { ...a, attempt, upid }, {
               correlationId: env.correlationId, causationId: env.id, msgId: `${a.actionId}.started.${attempt}`,
             });
             await lock.update({ startedEnvId: started.id });
             log.info({ upid, attempt }, 'PVE task started');
-          } else {
-            log.info('guest already in the wanted state: no PVE call');
           }
         }
         if (upid && lock.value.phase === 'task') {
@@ -131,7 +138,8 @@ export class Executor {
         if (!verifying && RETRYABLE.has(err.code) && attempt + 1 < maxAttempts) {
           const wait = this.d.retryBaseMs * 2 ** attempt;
           log.warn({ attempt, code: err.code, err: err.message, retryInMs: wait }, 'action attempt failed; retrying');
-          await lock.update({ attempt: attempt + 1, phase: 'acquired', upid: undefined, startedEnvId: undefined });
+          const pastUpids = [...(lock.value.pastUpids ?? []), ...(lock.value.upid ? [lock.value.upid] : [])];
+          await lock.update({ attempt: attempt + 1, phase: 'acquired', upid: undefined, startedEnvId: undefined, pastUpids });
           await pause(wait, job.signal);
           continue;
         }
@@ -154,6 +162,27 @@ export class Executor {
     await lock?.update({});
     await this.d.locks.markDone({ actionId: data.actionId, outcome, at: new Date().toISOString(), upid: data.upid, verified: data.verified, error: data.error });
     await lock?.release();
+  }
+
+  /** The state-changing call, sent once. No answer → the task list says whether it started. */
+  private async callOnce(a: Action, g: GuestAddress, lock: HeldLock, attempt: number, signal: AbortSignal, log: Logger): Promise<string> {
+    await lock.update({ phase: 'calling', attempt, calledAt: Date.now() });
+    try {
+      return await this.call(a, g);
+    } catch (e) {
+      if (!isHomeostatError(e, 'HOMEOSTAT_ERR_PVE_UNCERTAIN')) throw e;
+      log.warn({ err: e.message }, 'no answer to the PVE call; looking for its task before anything else');
+      const upid = await this.findTask(a, g, lock, Date.now() + SETTLE_GRACE_MS, signal);
+      if (upid) return upid;
+      throw new HomeostatError('HOMEOSTAT_ERR_PVE_UNAVAILABLE', `${a.verb} of guest ${g.vmid} got no answer and started no task (${e.message})`, { cause: e });
+    }
+  }
+
+  private findTask(a: Action, g: GuestAddress, lock: HeldLock, settledAt: number, signal: AbortSignal): Promise<string | undefined> {
+    const v = lock.value;
+    return findStartedTask(this.d.pve, a, g, {
+      calledAt: v.calledAt ?? v.since, settledAt, known: v.pastUpids ?? [], deadline: Date.now() + this.taskTimeoutMs(a), signal,
+    });
   }
 
   private address(a: Action): GuestAddress {

@@ -12,6 +12,10 @@ export const ActionLock = LockRecord.extend({
   phase: z.enum(['acquired', 'calling', 'task', 'verifying']),
   attempt: z.number().int().min(0),
   upid: z.string().optional(),
+  /** When the state-changing call was sent (ms): where to look in the task list after a doubt. */
+  calledAt: z.number().optional(),
+  /** UPIDs of earlier attempts of this action (a retry after a failed task). */
+  pastUpids: z.array(z.string()).optional(),
   /** Id of the ActionStarted envelope, the causation of the outcome. */
   startedEnvId: z.string().optional(),
   since: z.number(),

@@ -52,7 +52,7 @@ export const agent: AgentModule = {
       insecure: s.pveInsecure ?? ctx.config.PVE_INSECURE,
       probeTimeoutMs: ctx.fleet.policies.probeTimeoutMs,
     });
-    const executor = new Executor({ bus: ctx.bus, pve, fleet: ctx.fleet, locks, verifier, log, retryBaseMs: s.actionRetryBaseMs });
+    const executor = new Executor({ bus: ctx.bus, pve, fleet: ctx.fleet, locks, verifier, log, retryBaseMs: s.actionRetryBaseMs, pveTimeoutMs: ctx.config.PVE_TIMEOUT_MS });
     const stoppables: Stoppable[] = [];
     const stop = async () => {
       await Promise.allSettled(stoppables.map((x) => x.stop()));

@@ -33,6 +33,8 @@ export const ConfigSchema = z.object({
   PVE_TOKEN_SECRET: z.string().regex(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/, 'expected the token secret as the lowercase UUID pveum printed').optional(),
   PVE_CA_FILE: z.string().refine((p) => existsSync(p), 'expected a readable PEM file').optional(),
   PVE_INSECURE: bool.default(false),
+  /** How long one PVE API request may take (each retry of a read doubles it, up to 60 s). */
+  PVE_TIMEOUT_MS: z.coerce.number({ message: 'expected milliseconds' }).int().min(50).max(600_000).default(5000),
   OLLAMA_HOST: url(['http:', 'https:'], 'an http(s) URL, e.g. http://127.0.0.1:11434').default('http://127.0.0.1:11434'),
   OLLAMA_MODEL: z.string().min(1).max(200).default('qwen2.5:7b-instruct'),
   OLLAMA_TIMEOUT_MS: z.coerce.number({ message: 'expected milliseconds' }).int().min(100).max(600_000).default(20_000),

@@ -8,10 +8,11 @@ import { COMMON_OPTIONS, parseCommand } from '../args.ts';
 import { command, loadFleetForCli, withBus } from '../client.ts';
 import { loadConfig } from '../../agents/runtime/config.ts';
 import { paint, printJson, println, table } from '../output.ts';
-import { runAndFollow } from './workflow.ts';
+import { confirmByDryRun, runAndFollow } from './workflow.ts';
+import { YES_FLAG } from '../confirm.ts';
 
 const HELP = `Usage: homeostat chaos list [--json] [--nats URL]
-       homeostat chaos run <name|file.yaml> [--dry-run] [--no-wait] [--json] [--nats URL] [--fleet FILE]
+       homeostat chaos run <name|file.yaml> [--dry-run] [--yes] [--no-wait] [--json] [--nats URL] [--fleet FILE]
 
 Chaos experiments (YAML, see workflows/experiments/): verify the steady state, inject the faults
 (the simulator's /sim/faults; against real PVE only guest stop/shutdown), watch homeostat heal,
@@ -19,6 +20,7 @@ verify the steady state again; rollbacks always run, even after an abort or a re
 workflows agent. The report gives each fault's MTTR against the SLO, the timeline and PASS/FAIL.
 
   --dry-run     validate and print the plan; inject nothing
+  --yes, -y     do not ask (without it the plan is confirmed on a terminal; refused when stdin is not one)
   --no-wait     print the workflow id and return
   --json        JSON lines: one per event, then {"result": <report>, "timeline": [...], ...}
   --fleet FILE  manifest used to validate a local experiment file (default: the reference fleet)
@@ -57,7 +59,7 @@ async function list(values: { nats?: string; json?: boolean; fleet?: string }): 
 
 export async function chaosMain(argv: string[]): Promise<number> {
   const { values, positionals } = parseCommand(argv, {
-    ...COMMON_OPTIONS, 'dry-run': { type: 'boolean', default: false }, 'no-wait': { type: 'boolean', default: false }, fleet: { type: 'string' },
+    ...COMMON_OPTIONS, ...YES_FLAG, 'dry-run': { type: 'boolean', default: false }, 'no-wait': { type: 'boolean', default: false }, fleet: { type: 'string' },
   });
   const [sub, target, ...extra] = positionals;
   if (values.help || !sub) {
@@ -75,6 +77,7 @@ export async function chaosMain(argv: string[]): Promise<number> {
   } else {
     args.name = target;
   }
+  const confirm = values['dry-run'] ? undefined : confirmByDryRun(`chaos experiment ${String(args.name)}`, 'chaos.run', args, values.yes);
   return runAndFollow('chaos.run', args, values, async (r, _reply, events, _board, bus) => {
     const report = r.output as ChaosReport | { error?: string } | undefined;
     // the experiment's own steps, and what homeostat did in between (incidents, decisions, actions)
@@ -85,5 +88,5 @@ export async function chaosMain(argv: string[]): Promise<number> {
     const timeline = [...own, ...healing].sort((a, b) => a.offsetMs - b.offsetMs);
     if (!report || !('faults' in report)) return { text: paint(`chaos ${r.workflowId}: ${r.status}${report?.error ? ` — ${report.error}` : ''}`, 'red'), json: { timeline } };
     return { text: renderChaosReport(report, timeline, (t, c) => paint(t, c)), json: { timeline } };
-  }, { board: false });
+  }, { board: false, confirm });
 }

@@ -7,15 +7,19 @@ import {
   type FollowedEvent, type StartReply, type WorkflowResult,
 } from '../../workflows/mod.ts';
 import { COMMON_OPTIONS, parseCommand, parseIntFlag } from '../args.ts';
-import { withBus } from '../client.ts';
+import { command, withBus } from '../client.ts';
+import { confirmPlan, requireConfirmable, YES_FLAG } from '../confirm.ts';
+import type { FleetStatus } from '../../agents/operator/mod.ts';
 import { paint, printJson, println, useColor } from '../output.ts';
 
-const FOLLOW_FLAGS = `  --no-wait     print the workflow id and return; it runs on in the workflows agent
+const FOLLOW_FLAGS = `  --yes, -y     do not ask: without it the plan is shown and confirmed on a terminal, and the
+                command refuses when stdin is not a terminal
+  --no-wait     print the workflow id and return; it runs on in the workflows agent
   --json        one JSON line per workflow event, then {"result":…,"status":…,"exitCode":…}
   --nats URL    NATS server (default $NATS_URL, then nats://127.0.0.1:4222)
 Exit codes: 0 succeeded, 1 failed (or stopped following before the end), 2 usage error.`;
 
-const BOOT_HELP = `Usage: homeostat boot [--layer N] [--dry-run] [--no-wait] [--json] [--nats URL]
+const BOOT_HELP = `Usage: homeostat boot [--layer N] [--dry-run] [--yes] [--no-wait] [--json] [--nats URL]
 
 Layered boot across the cluster: each guest starts as soon as everything it depends on is healthy
 (the manifest's dependsOn, else the layer below), within the per-node concurrency policy; a guest
@@ -26,17 +30,21 @@ everything else still boots. Guests already healthy are skipped.
   --dry-run     print the plan (waves) without starting anything
 ${FOLLOW_FLAGS}`;
 
-const SHUTDOWN_HELP = `Usage: homeostat shutdown [--layer N] [--dry-run] [--no-wait] [--json] [--nats URL]
+const SHUTDOWN_HELP = `Usage: homeostat shutdown [--layer N] [--include-protected] [--dry-run] [--yes] [--no-wait] [--json] [--nats URL]
 
 Graceful shutdown in reverse dependency order: a guest is shut down only once everything that
 depends on it is down; PVE shutdown with the policy's timeout, then a hard stop only if the policy
 allows it. Sets each guest's desired state to stopped first, so self-healing leaves them down.
 
   --layer N     shut down only layer N (a guest whose dependents elsewhere still run is held)
+  --include-protected
+                shut down protected guests too (and what they depend on): each one's shutdown
+                goes through the policy gate and waits for \`homeostat approve <id>\`; without
+                it they are left running
   --dry-run     print the plan (waves) without stopping anything
 ${FOLLOW_FLAGS}`;
 
-const FAILOVER_HELP = `Usage: homeostat failover <node> [--no-wait] [--json] [--nats URL]
+const FAILOVER_HELP = `Usage: homeostat failover <node> [--yes] [--no-wait] [--json] [--nats URL]
 
 Confirm <node> is really gone (its API unreachable for the fence delay and /cluster/status shows
 it offline, with quorum), fence it, then recover its guests on the surviving nodes in dependency
@@ -44,8 +52,9 @@ order, respecting capacity, and verify they are healthy and run exactly once. Ag
 recovery is PVE HA's (see docs/workflows.md). A failover already running for <node> is followed.
 ${FOLLOW_FLAGS}`;
 
-const FLAGS = { ...COMMON_OPTIONS, 'no-wait': { type: 'boolean', default: false } } as const;
+const FLAGS = { ...COMMON_OPTIONS, ...YES_FLAG, 'no-wait': { type: 'boolean', default: false } } as const;
 const POWER_FLAGS = { ...FLAGS, layer: { type: 'string' }, 'dry-run': { type: 'boolean', default: false } } as const;
+const SHUTDOWN_FLAGS = { ...POWER_FLAGS, 'include-protected': { type: 'boolean', default: false } } as const;
 
 type Shown = { text: string; json?: Record<string, unknown> };
 
@@ -91,9 +100,10 @@ export async function runAndFollow(
   args: Record<string, unknown>,
   values: { nats?: string; json?: boolean; 'no-wait'?: boolean },
   show: (r: WorkflowResult, reply: StartReply, events: FollowedEvent[], board: WorkflowBoard, bus: Bus) => Promise<Shown> | Shown,
-  opts: { board: boolean },
+  opts: { board: boolean; confirm?: (bus: Bus) => Promise<void> },
 ): Promise<number> {
   return withBus(values.nats, async (bus) => {
+    await opts.confirm?.(bus);
     const { reply, requestedAt } = await startWorkflow(bus, verb, args, `cli:${process.env.USER ?? 'operator'}`);
     if (reply.dryRun) {
       if (values.json) printJson(reply);
@@ -138,16 +148,29 @@ export async function runAndFollow(
 
 const summary = (r: WorkflowResult, _reply: StartReply, _events: FollowedEvent[], board: WorkflowBoard) => ({ text: renderResult(r, board, (t, c) => paint(t, c)) });
 
+/** The dry run of the same request is the plan the operator confirms. */
+export function confirmByDryRun(what: string, verb: string, args: Record<string, unknown>, yes: boolean) {
+  requireConfirmable(what, yes);
+  return async (bus: Bus) => {
+    if (yes) return;
+    const { reply } = await startWorkflow(bus, verb, { ...args, dryRun: true }, `cli:${process.env.USER ?? 'operator'}`);
+    await confirmPlan(what, renderPlan(reply, (t, c) => paint(t, c, useColor(process.stderr))).replace(' (dry run, nothing was done)', ''), yes);
+  };
+}
+
 function powerMain(kind: 'boot' | 'shutdown', help: string) {
   return async (argv: string[]): Promise<number> => {
-    const { values } = parseCommand(argv, POWER_FLAGS, false);
+    const { values } = parseCommand(argv, SHUTDOWN_FLAGS, false);
     if (values.help) {
       println(help);
       return 0;
     }
+    if (kind === 'boot' && values['include-protected']) throw new HomeostatError('HOMEOSTAT_ERR_USAGE', '--include-protected is a shutdown flag');
     const layer = parseIntFlag('layer', values.layer, 1, 1_000_000);
-    const args = { ...(layer !== undefined ? { layer } : {}), ...(values['dry-run'] ? { dryRun: true } : {}) };
-    return runAndFollow(kind, args, values, summary, { board: true });
+    const args = { ...(layer !== undefined ? { layer } : {}), ...(values['include-protected'] ? { includeProtected: true } : {}) };
+    if (values['dry-run']) return runAndFollow(kind, { ...args, dryRun: true }, values, summary, { board: true });
+    const what = `${kind} of ${layer === undefined ? 'the whole fleet' : `layer ${layer}`}`;
+    return runAndFollow(kind, args, values, summary, { board: true, confirm: confirmByDryRun(what, kind, args, values.yes) });
   };
 }
 
@@ -161,5 +184,18 @@ export async function failoverMain(argv: string[]): Promise<number> {
     return 0;
   }
   if (positionals.length !== 1) throw new HomeostatError('HOMEOSTAT_ERR_USAGE', 'expected one node name, e.g. `homeostat failover node-b`');
-  return runAndFollow('failover', { node: positionals[0] }, values, summary, { board: true });
+  const node = positionals[0];
+  requireConfirmable(`failover of ${node}`, values.yes);
+  const confirm = async (bus: Bus) => {
+    if (values.yes) return;
+    const s = await command<FleetStatus>(bus, 'status', {}, 5000).catch(() => undefined);
+    const here = s?.guests.filter((g) => g.node === node) ?? [];
+    const plan = [
+      paint(`failover plan for ${node}`, 'bold'),
+      `  confirm ${node} is gone (fence delay, /cluster/status), fence it, then recover on the surviving nodes in dependency order:`,
+      `  ${here.length ? here.map((g) => `${g.vmid} ${g.name}${g.protected ? ' (protected)' : ''}`).join(', ') : '(no guests known on it)'}`,
+    ].join('\n');
+    await confirmPlan(`failover of ${node}`, plan, values.yes);
+  };
+  return runAndFollow('failover', { node }, values, summary, { board: true, confirm });
 }

@@ -21,7 +21,7 @@ export interface TestStack extends Stack {
 }
 
 /** The stack, a client bus, and (unless `ready: false`) a fleet that is healthy and seen so by sensing. */
-export async function testStack(opts: { policies?: Record<string, unknown>; timeScale?: number; agents?: AgentName[]; services?: Record<string, unknown>; source?: string; ready?: boolean } = {}): Promise<TestStack> {
+export async function testStack(opts: { policies?: Record<string, unknown>; timeScale?: number; agents?: AgentName[]; services?: Record<string, unknown>; source?: string; ready?: boolean; env?: Record<string, string> } = {}): Promise<TestStack> {
   const manifest = structuredClone(REFERENCE_MANIFEST) as typeof REFERENCE_MANIFEST & { policies: Record<string, unknown> };
   manifest.policies = { senseIntervalMs: 200, probeTimeoutMs: 500, cooldownMs: 0, fenceDelayMs: 1000, guestBootTimeoutMs: 10_000, approvalTimeoutMs: 3000, ...(opts.policies ?? {}) };
   const fleet = buildFleet(manifest);
@@ -30,7 +30,7 @@ export async function testStack(opts: { policies?: Record<string, unknown>; time
   const dir = mkdtempSync(join(tmpdir(), 'homeostat-e2e-'));
   const nats = await startNatsServer({ dataDir: dir, port: 0 });
   const stack = await startStack({
-    config: loadConfig({ LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent' }),
+    config: loadConfig({ LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent', ...(opts.env ?? {}) }),
     fleet,
     log: createLogger(process.env.TEST_LOG_LEVEL ?? 'silent'),
     natsUrl: nats.url,
