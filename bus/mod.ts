@@ -1,10 +1,8 @@
 // The wire contract: subjects, schemas, envelope, codec, connection, JetStream, dead letters.
-export * from './errors.ts';
 export * from './subjects.ts';
 export * from './schemas.ts';
 export * from './families.ts';
 export * from './codec.ts';
-export * from './logger.ts';
 export * from './connection.ts';
 export * from './jetstream.ts';
 export * from './bus.ts';
@@ -13,3 +11,5 @@ export * from './kv-records.ts';
 export * from './kv.ts';
 export * from './consumers.ts';
 export * from './lease.ts';
+// Transitional: the kernel moved to core/; import it from '../core/mod.ts' (issue 10 removes this).
+export * from '../core/mod.ts';

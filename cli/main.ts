@@ -1,5 +1,5 @@
 // `homeostat <command>`: dispatch, --help, and the one place errors become exit codes.
-import { describeError, HomeostatError } from '../bus/mod.ts';
+import { describeError, HomeostatError } from '../core/mod.ts';
 
 type CommandMain = (argv: string[]) => Promise<number>;
 

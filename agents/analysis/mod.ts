@@ -2,7 +2,8 @@
 // consumer), metric samples (core subscription) and desired-state changes (KV watch) go into the
 // Analyzer; alerts and incidents come out through one ordered outbox. After a restart its memory
 // is rebuilt from the fleet-state and incidents KV before the consumers resume.
-import { decode, withRetry, DesiredState, patterns, type Action, type ActionPhase, type Alert, type ApiEvent, type Envelope, type GuestEvent, type MetricSample, type NodeEvent, type Stoppable } from '../../bus/mod.ts';
+import { decode, DesiredState, patterns, type Action, type ActionPhase, type Alert, type ApiEvent, type Envelope, type GuestEvent, type MetricSample, type NodeEvent, type Stoppable } from '../../bus/mod.ts';
+import { retry } from '../../core/mod.ts';
 import { agentHandle, every, type AgentHandle, type AgentModule } from '../runtime/agent.ts';
 import { Analyzer } from './analyzer.ts';
 import { analysisOptions } from './options.ts';
@@ -38,7 +39,7 @@ export const agent: AgentModule = {
     try {
       // a cluster electing a new leader answers again within seconds: a model built from an
       // unreadable KV would be wrong, so ask a few times before starting empty
-      const r = await withRetry(() => rebuild(bus, analyzer), 8);
+      const r = await retry(() => rebuild(bus, analyzer), { attempts: 8, baseMs: 100, maxMs: 1000 });
       log.info(r, 'analysis memory rebuilt from KV');
     } catch (e) {
       log.warn({ err: (e as Error).message }, 'could not read KV; starting with empty memory');

@@ -1,7 +1,8 @@
 // `homeostat agent <name>`: one agent in its own process (compose runs one per service).
 import { hostname } from 'node:os';
-import { AGENT_NAMES, createLogger, createMetrics, loadConfig } from '../../agents/mod.ts';
-import { acquireLease, Bus, HomeostatError, type HeldLease } from '../../bus/mod.ts';
+import { createLogger, HomeostatError } from '../../core/mod.ts';
+import { AGENT_NAMES, createMetrics, loadConfig } from '../../agents/mod.ts';
+import { acquireLease, Bus, type HeldLease } from '../../bus/mod.ts';
 import { loadFleetFile } from '../../fleet/manifest.ts';
 import { referenceFleet } from '../../fleet/reference-fleet.ts';
 import { parseCommand, parseIntFlag } from '../args.ts';

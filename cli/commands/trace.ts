@@ -1,5 +1,5 @@
 // `homeostat trace <incidentId>`: the causal chain, with timestamps, from the streams.
-import { HomeostatError, isHomeostatError } from '../../bus/mod.ts';
+import { HomeostatError, isHomeostatError } from '../../core/mod.ts';
 import { traceIncident, type Trace } from '../../agents/operator/mod.ts';
 import { COMMON_OPTIONS, parseCommand } from '../args.ts';
 import { command, withBus } from '../client.ts';
