@@ -1,4 +1,6 @@
-// Idempotent JetStream setup: streams FLEET and AUDIT, KV buckets. Safe to run from every agent.
+// JetStream setup: streams FLEET and AUDIT, KV buckets. `up` and `init` create them or bring their
+// config up to date (manage); every other client only opens them, creating one only when it is
+// missing (a first run without `up`), which an identity without the stream permissions cannot.
 import type { NatsConnection } from '@nats-io/transport-node';
 import { jetstreamManager, RetentionPolicy, StorageType, DiscardPolicy, type JetStreamManager, type StreamConfig } from '@nats-io/jetstream';
 import { Kvm, type KV } from '@nats-io/kv';
@@ -84,15 +86,29 @@ export function defaultReplicas(nc: NatsConnection): number {
   return nc.info?.cluster ? 3 : 1;
 }
 
-export async function ensureJetStream(nc: NatsConnection, replicas = defaultReplicas(nc)): Promise<{ jsm: JetStreamManager; kv: FleetKv }> {
-  // A fresh JetStream server (or a cluster electing its leaders) may need a moment before it
-  // answers API requests.
-  const jsm = await withRetry(() => jetstreamManager(nc, { timeout: 5000 }));
+async function exists(jsm: JetStreamManager, stream: string): Promise<boolean> {
+  try {
+    await jsm.streams.info(stream);
+    return true;
+  } catch (e) {
+    if ((e as { name?: string }).name === 'StreamNotFoundError' || /not found/i.test(String((e as Error).message))) return false;
+    throw e;
+  }
+}
+
+export async function ensureJetStream(nc: NatsConnection, opts: { manage?: boolean; replicas?: number } = {}): Promise<{ jsm: JetStreamManager; kv: FleetKv }> {
+  const replicas = opts.replicas ?? defaultReplicas(nc);
+  // a cluster electing its leaders may need longer before it answers API requests
   const attempts = replicas > 1 ? 10 : 5;
-  await withRetry(() => ensureStream(jsm, auditConfig(replicas)), attempts);
-  await withRetry(() => ensureStream(jsm, fleetConfig(replicas)), attempts);
+  const jsm = await withRetry(() => jetstreamManager(nc, { timeout: 5000 }));
+  for (const cfg of [auditConfig(replicas), fleetConfig(replicas)]) {
+    if (opts.manage || !(await withRetry(() => exists(jsm, cfg.name), attempts))) await withRetry(() => ensureStream(jsm, cfg), attempts);
+  }
   const kvm = new Kvm(nc);
-  const open = (bucket: string, history = 1) => withRetry(() => kvm.create(bucket, { history, storage: StorageType.File, replicas }), attempts);
+  const open = async (bucket: string, history = 1) => {
+    if (!opts.manage && (await withRetry(() => exists(jsm, `KV_${bucket}`), attempts))) return kvm.open(bucket);
+    return withRetry(() => kvm.create(bucket, { history, storage: StorageType.File, replicas }), attempts);
+  };
   const kv: FleetKv = {
     fleetState: await open(BUCKETS.fleetState),
     incidents: await open(BUCKETS.incidents, 5),

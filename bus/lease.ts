@@ -1,4 +1,4 @@
-// A lease in the `locks` bucket: one holder at a time for a named role (the active replica of a
+// A lease in a KV bucket (key `lease.<name>`): one holder at a time for a named role (the active replica of a
 // singleton agent). Compare-and-set on the KV revision, so two replicas can never both hold it;
 // the holder renews well inside the TTL, and a holder that stops renewing (killed, cut off) is
 // taken over once its lease has expired. A holder that cannot renew steps down before its own

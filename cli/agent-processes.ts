@@ -3,7 +3,7 @@
 // the others carry on meanwhile (that is what the replicas are for).
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { HomeostatError } from '../bus/mod.ts';
+import { HomeostatError } from '../core/mod.ts';
 import type { AgentName, AppLogger } from '../agents/mod.ts';
 
 
@@ -21,7 +21,7 @@ export interface AgentProcesses {
 export interface AgentProcessOptions {
   agents: readonly AgentName[];
   replicas: number;
-  env: NodeJS.ProcessEnv;
+  env: (agent: AgentName) => NodeJS.ProcessEnv;
   log: AppLogger;
   /** Extra arguments for one replica (the Alertmanager receiver belongs to sensing's first). */
   argsFor?: (agent: AgentName, replica: number) => string[];
@@ -42,7 +42,7 @@ export async function startAgentProcesses(opts: AgentProcessOptions): Promise<Ag
   const launch = (agent: AgentName, replica: number): Promise<void> => {
     const key = `${agent}#${replica}`;
     const child = spawn(process.execPath, [binPath(), 'agent', agent, ...(opts.argsFor?.(agent, replica) ?? [])], {
-      env: { ...opts.env, HOMEOSTAT_REPLICA: String(replica) },
+      env: { ...opts.env(agent), HOMEOSTAT_REPLICA: String(replica) },
       stdio: ['ignore', 'pipe', 'inherit'],
     });
     slots.set(key, { agent, replica, child });

@@ -2,9 +2,10 @@
 // JetStream needs a server name per server and ≥ 3 servers for replicated streams). Clients get
 // every server's URL and reconnect to any of them.
 import { join } from 'node:path';
-import { connect } from '@nats-io/transport-node';
-import { HomeostatError } from '../bus/mod.ts';
+import { connect, nkeyAuthenticator } from '@nats-io/transport-node';
+import { HomeostatError } from '../core/mod.ts';
 import { freePort, startNatsServer, type NatsServerHandle } from './nats-server.ts';
+import type { Keyring } from './keyring.ts';
 
 export interface NatsClusterHandle {
   /** Comma-separated client URLs, what every homeostat command accepts as --nats / NATS_URL. */
@@ -15,7 +16,7 @@ export interface NatsClusterHandle {
 
 export const CLUSTER_NAME = 'homeostat';
 
-export async function startNatsCluster(opts: { dataDir: string; size: number; host?: string; port?: number }): Promise<NatsClusterHandle> {
+export async function startNatsCluster(opts: { dataDir: string; size: number; host?: string; port?: number; auth?: Keyring }): Promise<NatsClusterHandle> {
   const host = opts.host ?? '127.0.0.1';
   const clientPorts: number[] = [];
   const routePorts: number[] = [];
@@ -34,13 +35,14 @@ export async function startNatsCluster(opts: { dataDir: string; size: number; ho
       dataDir: join(opts.dataDir, `nats-${i + 1}`),
       host,
       port,
+      auth: opts.auth,
       args: ['-n', `homeostat-${i + 1}`, '--cluster_name', CLUSTER_NAME, '--cluster', `nats://${host}:${routePorts[i]}`, '--routes', routes],
     })));
     for (const r of started) if (r.status === 'fulfilled') servers.push(r.value);
     const failed = started.find((r) => r.status === 'rejected');
     if (failed) throw (failed as PromiseRejectedResult).reason;
     const url = servers.map((s) => s.url).join(',');
-    await waitForJetStream(url);
+    await waitForJetStream(url, opts.auth?.get('admin').seed);
     return { url, servers, stop };
   } catch (e) {
     await stop();
@@ -49,8 +51,8 @@ export async function startNatsCluster(opts: { dataDir: string; size: number; ho
 }
 
 /** Until the cluster's JetStream answers API calls (a meta leader is elected). */
-async function waitForJetStream(servers: string, timeoutMs = 30_000): Promise<void> {
-  const nc = await connect({ servers: servers.split(','), reconnect: true });
+async function waitForJetStream(servers: string, seed?: string, timeoutMs = 30_000): Promise<void> {
+  const nc = await connect({ servers: servers.split(','), reconnect: true, ...(seed ? { authenticator: nkeyAuthenticator(new TextEncoder().encode(seed)) } : {}) });
   try {
     const end = Date.now() + timeoutMs;
     for (;;) {

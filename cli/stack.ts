@@ -1,15 +1,16 @@
 // The embedded default: nats-server (unless --nats), the simulator (with --sim), then agents,
 // each on its own NATS connection as it would be in compose. Used by `up` and the e2e tests.
+import { writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { HomeostatError, type AppLogger } from '../core/mod.ts';
-import { Bus, clearCurrentState } from '../bus/mod.ts';
+import { Bus, clearCurrentState, identityOfAgent, type Identity } from '../bus/mod.ts';
 import { AGENT_NAMES, createMetrics, loadAgent, type AgentHandle, type AgentName, type Config, type Metrics } from '../agents/mod.ts';
 import type { Fleet } from '../fleet/manifest.ts';
 import type { PveApi } from '../fleet/pve-types.ts';
-import { writeFileSync } from 'node:fs';
 import { startNatsServer, type NatsServerHandle } from './nats-server.ts';
 import { startNatsCluster } from './nats-cluster.ts';
 import { startAgentProcesses, type AgentProcesses } from './agent-processes.ts';
+import { ephemeralKeyring, loadOrCreateKeyring, type Keyring } from './keyring.ts';
 import { startSimulator } from '../fleet/sim/mod.ts';
 import { createPveClient } from '../fleet/pve-client.ts';
 
@@ -41,6 +42,15 @@ export interface StackOptions {
   sim?: { port?: number; http?: boolean; timeScale?: number; tokenId?: string; tokenSecret?: string; keepState?: boolean };
   agents?: readonly AgentName[];
   services?: Record<string, unknown>;
+  /** The deployment's identities. Default: `<dataDir>/creds/` with the embedded nats-server (which
+   *  then runs with authentication on), else fresh keys in memory (used for signing only). */
+  keyring?: Keyring;
+  /** Connect with the keyring's identities (the server at `natsUrl` has them; tests). */
+  auth?: boolean;
+  /** One agent in its own process (`homeostat agent`): it connects and signs as this identity
+   *  (NATS_CREDS), trusts the keys of HOMEOSTAT_DECISION_KEYS / HOMEOSTAT_OPERATOR_KEYS, and
+   *  leaves streams to `up`/`init`. */
+  standalone?: { identity?: Identity };
   /** The process's metrics registry (one per process); a fresh one when absent. */
   metrics?: Metrics;
 }
@@ -51,6 +61,9 @@ export interface Stack {
   natsServers: { url: string; pid: number }[];
   /** With `replicas`: the agents' processes. */
   processes?: AgentProcesses;
+  /** The operator's credentials file (CLI, console), when the identities are on disk. */
+  natsCreds?: string;
+  keyring: Keyring;
   pveUrl?: string;
   pveTokenId?: string;
   pveTokenSecret?: string;
@@ -78,26 +91,40 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
   try {
     let natsUrl = opts.natsUrl;
     const natsServers: NatsServerHandle[] = [];
+    let keyring = opts.keyring;
+    let auth = opts.auth ?? false;
     const dataDir = opts.dataDir ?? '.homeostat';
-    if (!natsUrl && opts.natsCluster && opts.natsCluster > 1) {
-      const cluster = await startNatsCluster({ dataDir, size: opts.natsCluster, port: opts.natsPort ?? 4222 });
-      natsUrl = cluster.url;
-      natsServers.push(...cluster.servers);
-      cleanups.push(() => cluster.stop());
-      log.info({ natsUrl, pids: cluster.servers.map((s) => s.pid) }, 'nats cluster started');
-    } else if (!natsUrl) {
-      const nats = await startNatsServer({ dataDir: join(dataDir, 'nats'), port: opts.natsPort ?? 4222 });
-      natsUrl = nats.url;
-      natsServers.push(nats);
-      cleanups.push(() => nats.stop());
-      log.info({ natsUrl, pid: nats.pid }, 'nats-server started');
+    if (!natsUrl) {
+      keyring ??= loadOrCreateKeyring(join(dataDir, 'creds'));
+      auth = true;
+      if (opts.natsCluster && opts.natsCluster > 1) {
+        // every server of the cluster carries the same users and permissions
+        const cluster = await startNatsCluster({ dataDir, size: opts.natsCluster, port: opts.natsPort ?? 4222, auth: keyring });
+        natsUrl = cluster.url;
+        natsServers.push(...cluster.servers);
+        cleanups.push(() => cluster.stop());
+        log.info({ natsUrl, pids: cluster.servers.map((s) => s.pid), creds: keyring.dir }, 'nats cluster started (authentication on)');
+      } else {
+        const nats = await startNatsServer({ dataDir: join(dataDir, 'nats'), port: opts.natsPort ?? 4222, auth: keyring });
+        natsUrl = nats.url;
+        natsServers.push(nats);
+        cleanups.push(() => nats.stop());
+        log.info({ natsUrl, pid: nats.pid, creds: keyring.dir }, 'nats-server started (authentication on)');
+      }
     }
+    keyring ??= ephemeralKeyring();
+    const ring = keyring;
+    const seedOf = (name: Parameters<Keyring['get']>[0]) => (auth ? ring.get(name).seed : undefined);
 
-    if (opts.sim && !opts.sim.keepState) {
-      // the twin starts from its manifest, so homeostat's view of it starts fresh too (history stays)
-      const admin = await Bus.connect({ servers: natsUrl, source: 'up', log });
-      await clearCurrentState(admin.jsm);
-      await admin.stop();
+    // streams and buckets are created (or brought up to date) here, by the admin identity only
+    if (!opts.standalone) {
+      const admin = await Bus.connect({ servers: natsUrl, source: 'up', log, seed: seedOf('admin'), caFile: config.NATS_CA, manage: true });
+      try {
+        // the twin starts from its manifest, so homeostat's view of it starts fresh too (history stays)
+        if (opts.sim && !opts.sim.keepState) await clearCurrentState(admin.jsm);
+      } finally {
+        await admin.stop();
+      }
     }
 
     let sim: SimulatorLike | undefined;
@@ -142,9 +169,15 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     const startAgent = async (name: AgentName) => {
       const mod = await loadAgent(name);
       const alog = log.child({ agent: name });
-      const bus = await Bus.connect({ servers: natsUrl!, source: name, log: alog, onDeadLetter: (family, reason) => metrics.deadLetters.inc({ family, reason }) });
-      const services = { pveCaPem: caPem, pveInsecure: config.PVE_INSECURE, pveTokenId: tokenId, pveTokenSecret: tokenSecret, ...(opts.services ?? {}) };
-      const handle = await mod.start({ name, config, log: alog, bus, fleet, pve, pveUrl, services, metrics });
+      const solo = opts.standalone;
+      const identity = solo ? solo.identity : ring.get(identityOfAgent(name));
+      const bus = await Bus.connect({ servers: natsUrl!, source: name, log: alog, onDeadLetter: (family, reason) => metrics.deadLetters.inc({ family, reason }), seed: solo ? solo.identity?.seed : seedOf(identityOfAgent(name)), caFile: config.NATS_CA });
+      const services = {
+        pveCaPem: caPem, pveInsecure: config.PVE_INSECURE, pveTokenId: tokenId, pveTokenSecret: tokenSecret,
+        ...(solo ? {} : { decisionKeys: [ring.get('decision').publicKey], operatorKeys: [ring.get('operator').publicKey] }),
+        ...(opts.services ?? {}),
+      };
+      const handle = await mod.start({ name, config, log: alog, bus, fleet, pve, pveUrl, services, identity, metrics });
       agents.set(name, handle);
       buses.set(name, bus);
       void handle.stopped.then((r) => {
@@ -175,8 +208,14 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
         ...(tokenSecret ? { PVE_TOKEN_SECRET: tokenSecret } : {}),
         ...(caFile ? { PVE_CA_FILE: caFile } : {}),
         ...(opts.fleetFile ? { HOMEOSTAT_FLEET: resolve(opts.fleetFile) } : {}),
+        HOMEOSTAT_DECISION_KEYS: ring.get('decision').publicKey,
+        HOMEOSTAT_OPERATOR_KEYS: ring.get('operator').publicKey,
       };
-      processes = await startAgentProcesses({ agents: AGENT_ORDER.filter((a) => wanted.includes(a)), replicas: opts.replicas, env, log, argsFor: opts.agentArgs });
+      const envFor = (agent: AgentName): NodeJS.ProcessEnv => {
+        const creds = auth ? ring.file(identityOfAgent(agent)) : undefined;
+        return creds ? { ...env, NATS_CREDS: creds } : env;
+      };
+      processes = await startAgentProcesses({ agents: AGENT_ORDER.filter((a) => wanted.includes(a)), replicas: opts.replicas, env: envFor, log, argsFor: opts.agentArgs });
       cleanups.push(() => processes!.stop());
     } else {
       for (const name of AGENT_ORDER) if (wanted.includes(name)) await startAgent(name);
@@ -189,6 +228,8 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       natsUrl,
       natsServers: natsServers.map((n) => ({ url: n.url, pid: n.pid })),
       processes,
+      natsCreds: ring.file('operator'),
+      keyring: ring,
       pveUrl,
       pveTokenId: tokenId,
       pveTokenSecret: tokenSecret,

@@ -2,7 +2,7 @@
 import { hostname } from 'node:os';
 import { createLogger, HomeostatError } from '../../core/mod.ts';
 import { AGENT_NAMES, createMetrics, loadConfig } from '../../agents/mod.ts';
-import { acquireLease, Bus, type HeldLease } from '../../bus/mod.ts';
+import { acquireLease, Bus, readIdentity, type HeldLease } from '../../bus/mod.ts';
 import { loadFleetFile } from '../../fleet/manifest.ts';
 import { referenceFleet } from '../../fleet/reference-fleet.ts';
 import { parseCommand, parseIntFlag } from '../args.ts';
@@ -15,6 +15,9 @@ import { isAgentName } from '../../agents/mod.ts';
 const HELP = `Usage: homeostat agent <${AGENT_NAMES.join('|')}> [--nats URL] [--fleet FILE]
 
 Runs one agent against an existing NATS server (NATS_URL or --nats); PVE from PVE_URL etc.
+Its identity comes from NATS_CREDS (an nkey seed file); the action agent trusts the decision
+agent's key from HOMEOSTAT_DECISION_KEYS, the decision agent the operators' keys from
+HOMEOSTAT_OPERATOR_KEYS (see docs/security.md).
 Prints {"ready":true,"agent":...} on stdout; SIGINT/SIGTERM drain and exit 0.
 
 Replicated (HOMEOSTAT_REPLICA set, as \`up --replicas N\` does): sensing, analysis and workflows are
@@ -53,14 +56,16 @@ export async function agentMain(argv: string[]): Promise<number> {
   const signalled = waitForShutdownSignal();
   const amPort = parseIntFlag('alertmanager-port', values['alertmanager-port']);
   const services = amPort === undefined ? {} : { alertmanagerPort: amPort, ...(values['alertmanager-host'] ? { alertmanagerHost: values['alertmanager-host'] } : {}) };
+  const standalone = { identity: config.NATS_CREDS ? readIdentity(config.NATS_CREDS) : undefined };
   let lease: HeldLease | undefined;
   let leaseBus: Bus | undefined;
   if (process.env.HOMEOSTAT_REPLICA !== undefined && SINGLETONS.has(name)) {
-    leaseBus = await Bus.connect({ servers: config.NATS_URL, source: `${name}-lease`, log });
+    leaseBus = await Bus.connect({ servers: config.NATS_URL, source: `${name}-lease`, log, seed: standalone.identity?.seed, caFile: config.NATS_CA });
     printJson({ ready: true, agent: name, natsUrl: config.NATS_URL, role: 'standby' });
     const abort = new AbortController();
     void signalled.then(() => abort.abort());
-    lease = await acquireLease({ kv: leaseBus.kv.locks, name, holder: `${hostname()}:${process.pid}:${name}`, ttlMs: LEASE_TTL_MS }, abort.signal);
+    // in fleet-state: the one bucket every singleton may write (bus/permissions.ts)
+    lease = await acquireLease({ kv: leaseBus.kv.fleetState, name, holder: `${hostname()}:${process.pid}:${name}`, ttlMs: LEASE_TTL_MS }, abort.signal);
     if (!lease) {
       await leaseBus.stop();
       return 0;
@@ -70,7 +75,7 @@ export async function agentMain(argv: string[]): Promise<number> {
   const metricsPort = parseIntFlag('metrics-port', values['metrics-port']);
   const metrics = createMetrics();
   const metricsServer = metricsPort === undefined ? undefined : await startMetricsServer({ registry: metrics.registry, port: metricsPort, host: values['metrics-host'] });
-  const stack = await startStack({ config, fleet, log, natsUrl: config.NATS_URL, agents: [name], services, metrics }).catch(async (e: unknown) => {
+  const stack = await startStack({ config, fleet, log, natsUrl: config.NATS_URL, agents: [name], services, metrics, standalone }).catch(async (e: unknown) => {
     await metricsServer?.close();
     throw e;
   });

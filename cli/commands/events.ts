@@ -55,7 +55,7 @@ export async function eventsMain(argv: string[]): Promise<number> {
   const onSignal = () => ac.abort();
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
-  await withBus(values.nats, async (bus) => {
+  await withBus(values, async (bus) => {
     const stream = subscribeFleetEvents(bus, { subject: values.subject, since, follow: !values['no-follow'], signal: ac.signal });
     for await (const ev of stream) {
       if (values.json) printJson({ subject: ev.subject, seq: ev.seq, ...ev.env, ...(ev.invalid ? { invalid: ev.invalid } : {}) });
