@@ -38,7 +38,7 @@ async function until<T>(what: string, ms: number, fn: () => Promise<T | undefine
 
 describe('NATS cluster and agent replicas', () => {
   it('loses nothing and doubles nothing when a nats-server and a replica of every agent are SIGKILLed', async () => {
-    upChild = spawn(process.execPath, [BIN, 'up', '--sim', '--http', '--nats-cluster', '3', '--replicas', '2', '--data-dir', dir, '--nats-port', '0', '--sim-port', '0', '--alertmanager-port', 'off'], {
+    upChild = spawn(process.execPath, [BIN, 'up', '--sim', '--http', '--nats-cluster', '3', '--replicas', '2', '--data-dir', dir, '--nats-port', '0', '--sim-port', '0', '--alertmanager-port', 'off', '--metrics-port', 'off', '--console-port', 'off'], {
       env: { ...process.env, LOG_LEVEL: 'warn', NATS_URL: '' },
       stdio: ['ignore', 'pipe', 'pipe'],
     });

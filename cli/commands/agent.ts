@@ -22,7 +22,7 @@ Prints {"ready":true,"agent":...} on stdout; SIGINT/SIGTERM drain and exit 0.
 
 Replicated (HOMEOSTAT_REPLICA set, as \`up --replicas N\` does): sensing, analysis and workflows are
 singletons with a lease in KV: one replica is active, the others wait (ready line "role":"standby")
-and take over within ~5 s when the active one dies; a replica that loses its lease exits (1) and
+and take over within ~5 s (lease 4 s) when the active one dies; a replica that loses its lease exits (1) and
 is started again as a standby. Decision, action and operator replicas share their durable
 consumers and request queues.
 
@@ -65,7 +65,7 @@ export async function agentMain(argv: string[]): Promise<number> {
     const abort = new AbortController();
     void signalled.then(() => abort.abort());
     // in fleet-state: the one bucket every singleton may write (bus/permissions.ts)
-    lease = await acquireLease({ kv: leaseBus.kv.fleetState, name, holder: `${hostname()}:${process.pid}:${name}`, ttlMs: LEASE_TTL_MS }, abort.signal);
+    lease = await acquireLease({ kv: leaseBus.kv.fleetState, name, holder: `${hostname()}:${process.pid}:${name}`, ttlMs: LEASE_TTL_MS, intervalMs: LEASE_RENEW_MS }, abort.signal);
     if (!lease) {
       await leaseBus.stop();
       return 0;
@@ -97,5 +97,8 @@ export async function agentMain(argv: string[]): Promise<number> {
 /** One active replica at a time: a fleet model (analysis), one poller per PVE API (sensing), one
  *  runner of persisted workflows (workflows). */
 const SINGLETONS = new Set<string>(['sensing', 'analysis', 'workflows']);
-/** Takeover after a SIGKILL: expiry (3 s) + the waiting replica's next look (≤ 0.75 s) + its start. */
-const LEASE_TTL_MS = 3000;
+/** Takeover after a SIGKILL: the lease's expiry (4 s) + the waiting replica's next look (≤ 0.5 s)
+ *  + its start. The holder steps down after 3.5 s without a renewal: a busy start-up on a loaded
+ *  host stalls the event loop for seconds, and a shorter lease flapped there. */
+const LEASE_TTL_MS = 4000;
+const LEASE_RENEW_MS = 500;
