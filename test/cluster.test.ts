@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { afterAll, describe, expect, it } from 'vitest';
-import { AUDIT_STREAM, Bus, FLEET_STREAM, replayStored, type Action, type Incident } from '../bus/mod.ts';
+import { AUDIT_STREAM, Bus, FLEET_STREAM, readIdentity, replayStored, type Action, type Incident } from '../bus/mod.ts';
 
 const BIN = new URL('../bin/homeostat.js', import.meta.url).pathname;
 const dir = mkdtempSync(join(tmpdir(), 'homeostat-cluster-'));
@@ -24,7 +24,7 @@ afterAll(async () => {
   rmSync(dir, { recursive: true, force: true });
 }, 60_000);
 
-interface Ready { natsUrl: string; pveUrl: string; pveTokenId: string; pveTokenSecret: string; natsServers: { url: string; pid: number }[]; processes: { agent: string; pid: number }[] }
+interface Ready { natsUrl: string; natsCreds: string; pveUrl: string; pveTokenId: string; pveTokenSecret: string; natsServers: { url: string; pid: number }[]; processes: { agent: string; pid: number }[] }
 
 async function until<T>(what: string, ms: number, fn: () => Promise<T | undefined>): Promise<T> {
   const end = Date.now() + ms;
@@ -56,7 +56,8 @@ describe('NATS cluster and agent replicas', () => {
       expect(ready.processes.filter((p) => p.agent === agent)).toHaveLength(2);
     }
 
-    bus = await Bus.connect({ servers: ready.natsUrl, source: 'test' });
+    // authentication is on: the operator's identity, as the CLI would use it
+    bus = await Bus.connect({ servers: ready.natsUrl, source: 'test', seed: readIdentity(ready.natsCreds).seed });
     for (const stream of [FLEET_STREAM, AUDIT_STREAM, 'KV_fleet-state', 'KV_incidents', 'KV_locks', 'KV_workflows']) {
       expect((await bus.jsm.streams.info(stream)).config.num_replicas, stream).toBe(3);
     }
