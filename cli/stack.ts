@@ -11,17 +11,8 @@ import { startNatsServer, type NatsServerHandle } from './nats-server.ts';
 import { startNatsCluster } from './nats-cluster.ts';
 import { startAgentProcesses, type AgentProcesses } from './agent-processes.ts';
 import { ephemeralKeyring, loadOrCreateKeyring, type Keyring } from './keyring.ts';
-import { startSimulator } from '../fleet/sim/mod.ts';
+import { startSimulator, type SimulatorHandle } from '../fleet/sim/mod.ts';
 import { createPveClient } from '../fleet/pve-client.ts';
-
-export interface SimulatorLike {
-  url: string;
-  tokenId: string;
-  tokenSecret: string;
-  fingerprint?: string;
-  caPem?: string;
-  stop(): Promise<void>;
-}
 
 export interface StackOptions {
   config: Config;
@@ -39,7 +30,8 @@ export interface StackOptions {
   agentArgs?: (agent: AgentName, replica: number) => string[];
   /** The fleet manifest's file, for agent processes (default: the reference fleet). */
   fleetFile?: string;
-  sim?: { port?: number; http?: boolean; timeScale?: number; tokenId?: string; tokenSecret?: string; keepState?: boolean };
+  /** `hooks`: every guest runs deploy/pve/homeostat-hook, reporting to sensing's receiver (needs services.alertmanagerPort). */
+  sim?: { port?: number; http?: boolean; timeScale?: number; tokenId?: string; tokenSecret?: string; keepState?: boolean; hooks?: boolean };
   agents?: readonly AgentName[];
   services?: Record<string, unknown>;
   /** The deployment's identities. Default: `<dataDir>/creds/` with the embedded nats-server (which
@@ -68,9 +60,11 @@ export interface Stack {
   pveTokenId?: string;
   pveTokenSecret?: string;
   fingerprint?: string;
-  sim?: SimulatorLike;
+  sim?: SimulatorHandle;
   pve?: PveApi;
   agents: Map<AgentName, AgentHandle>;
+  /** Where the twin's hookscripts report (sim.hooks with a sensing receiver). */
+  hookUrl?: string;
   /** Every agent of this stack registers its metrics here. */
   metrics: Metrics;
   /** Stop one agent (tests kill/restart agents this way). */
@@ -127,7 +121,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       }
     }
 
-    let sim: SimulatorLike | undefined;
+    let sim: SimulatorHandle | undefined;
     let pveUrl = config.PVE_URL;
     let tokenId = config.PVE_TOKEN_ID;
     let tokenSecret = config.PVE_TOKEN_SECRET;
@@ -140,6 +134,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
         timeScale: opts.sim.timeScale,
         tokenId: opts.sim.tokenId ?? config.PVE_TOKEN_ID,
         tokenSecret: opts.sim.tokenSecret ?? config.PVE_TOKEN_SECRET,
+        hookscript: opts.sim.hooks ? 'local:snippets/homeostat-hook' : undefined,
         log: log.child({ agent: 'sim' }),
       });
       cleanups.push(() => sim!.stop());
@@ -224,6 +219,16 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       });
     }
 
+    // the twin's hookscripts report to sensing's receiver, as a PVE node's would
+    // (with replicas, sensing's first replica listens on the port it was given)
+    const givenPort = opts.replicas && typeof opts.services?.alertmanagerPort === 'number' && opts.services.alertmanagerPort > 0 ? opts.services.alertmanagerPort : undefined;
+    const receiverPort = (agents.get('sensing') as { alertmanagerPort?: number } | undefined)?.alertmanagerPort ?? givenPort;
+    const hookUrl = sim && opts.sim?.hooks && receiverPort !== undefined ? `http://127.0.0.1:${receiverPort}/pve/hook` : undefined;
+    if (sim && hookUrl) {
+      sim.state.hooks.env.HOMEOSTAT_HOOK_URL = hookUrl;
+      if (config.HOMEOSTAT_HOOK_TOKEN) sim.state.hooks.env.HOMEOSTAT_HOOK_TOKEN = config.HOMEOSTAT_HOOK_TOKEN;
+    }
+
     return {
       natsUrl,
       natsServers: natsServers.map((n) => ({ url: n.url, pid: n.pid })),
@@ -235,6 +240,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       pveTokenSecret: tokenSecret,
       fingerprint: sim?.fingerprint,
       sim,
+      hookUrl,
       pve,
       agents,
       metrics,

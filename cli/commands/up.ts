@@ -36,8 +36,10 @@ Ctrl-C / SIGTERM stops everything it started (and nothing else).
                    read when neither --nats nor NATS_URL is given
   --nats-port N    port for the embedded nats-server (default 4222; 0 = a free port)
   --sim-port N     simulator port (default 8006; 0 = a free port)
-  --alertmanager-port N  Alertmanager webhook receiver for sensing (POST /api/v2/alerts or a
-                   webhook_config url); default 9095, 0 = a free port, off = do not listen
+  --alertmanager-port N  sensing's webhook receiver: Alertmanager (POST /api/v2/alerts or a
+                   webhook_config url) and PVE hookscripts (POST /pve/hook, deploy/pve/homeostat-hook);
+                   default 9095, 0 = a free port, off = do not listen. With --sim every simulated
+                   guest runs that hookscript, reporting here (push detection; polling stays)
   --nats-cluster N start N local nats-servers (N >= 3) joined by routes, JetStream on each; every
                    stream and bucket gets 3 replicas, so losing one server loses nothing. The ready
                    line lists natsServers [{url,pid}]; natsUrl is their comma-separated URLs
@@ -133,14 +135,18 @@ export async function upMain(argv: string[]): Promise<number> {
       // the Alertmanager receiver is one port: sensing's first replica listens on it
       agentArgs: (agent, replica) => (agent === 'sensing' && replica === 1 && alertmanagerPort !== undefined ? ['--alertmanager-port', String(alertmanagerPort)] : []),
       ...(fleetFile ? { fleetFile } : {}),
-      sim: values.sim ? { port: simPort, http: values.http, timeScale, keepState: values['keep-state'] } : undefined,
+      sim: values.sim ? { port: simPort, http: values.http, timeScale, keepState: values['keep-state'], hooks: alertmanagerPort !== undefined } : undefined,
       agents: agents as AgentName[] | undefined,
       services: alertmanagerPort === undefined ? {} : { alertmanagerPort },
     }).catch(async (e: unknown) => {
       await metricsServer?.close();
       throw e;
     });
-    const consoleServer = consolePort === undefined ? undefined : await openConsole({ natsUrl: stack.natsUrl, fleet, log: log.child({ agent: 'console' }), port: consolePort, host: values['console-host'], token: consoleToken }).catch(async (e: unknown) => {
+    const consoleServer = consolePort === undefined ? undefined : await openConsole({
+      natsUrl: stack.natsUrl, fleet, log: log.child({ agent: 'console' }), port: consolePort, host: values['console-host'], token: consoleToken,
+      // the console acts as the operator: approvals and commands under the operator's identity
+      connect: { seed: stack.natsCreds ? stack.keyring.get('operator').seed : undefined, caFile: config.NATS_CA },
+    }).catch(async (e: unknown) => {
       await stack.stop();
       await metricsServer?.close();
       throw e;
@@ -153,7 +159,7 @@ export async function upMain(argv: string[]): Promise<number> {
       // the simulator's token is made up for it; a real PVE's secret never goes into a ready line
       ...(stack.pveUrl ? { pveUrl: stack.pveUrl, pveTokenId: stack.pveTokenId, pveTokenSecret: stack.sim ? stack.pveTokenSecret : '(PVE_TOKEN_SECRET, not shown)' } : {}),
       ...(stack.fingerprint ? { fingerprint: stack.fingerprint } : {}),
-      ...(amPort !== undefined ? { alertmanagerUrl: `http://127.0.0.1:${amPort}/api/v2/alerts` } : {}),
+      ...(amPort !== undefined ? { alertmanagerUrl: `http://127.0.0.1:${amPort}/api/v2/alerts`, hookUrl: `http://127.0.0.1:${amPort}/pve/hook` } : {}),
       ...(metricsServer ? { metricsUrl: metricsServer.url } : {}),
       ...(consoleServer ? { consoleUrl: consoleServer.url } : {}),
       fleet: fleet.name,
