@@ -5,11 +5,10 @@ import { jetstream, AckPolicy, DeliverPolicy, type JetStreamClient, type JetStre
 import type { z } from 'zod';
 import { decode, encode, encodeEnvelope, encodeJson, makeEnvelope, validate, type EnvelopeMeta } from './codec.ts';
 import { connectNats } from './connection.ts';
+import { backoffMs, HomeostatError, retry, silentLogger, type Logger } from '../core/mod.ts';
 import { deadLetterId, ensureConsumer, terminate, watchMaxDeliveries } from './consumers.ts';
-import { HomeostatError } from './errors.ts';
 import { deadLetterKind, familyOf } from './families.ts';
 import { AUDIT_STREAM, ensureJetStream, FLEET_STREAM, type FleetKv } from './jetstream.ts';
-import { silentLogger, type Logger } from './logger.ts';
 import { CommandReply, type Envelope } from './schemas.ts';
 import { coveredByFleetStream, patternWithin, subjects, AUDIT_STREAM_SUBJECTS } from './subjects.ts';
 
@@ -20,6 +19,13 @@ export interface BusOptions {
   log?: Logger;
   /** How long the first connection may take (ms, default 10 s). */
   connectTimeoutMs?: number;
+  /** This process's identity (nkey seed) when the server has authentication on. */
+  seed?: string;
+  /** CA bundle (PEM file) for tls:// servers. */
+  caFile?: string;
+  /** Create or update the streams and buckets to this version's config (`up`, `init`); other
+   *  clients only open them (and create them when missing and allowed to). */
+  manage?: boolean;
   /** Told about every dead letter (family name, reason kind): the process's metrics count them. */
   onDeadLetter?: (family: string, reason: string) => void;
 }
@@ -81,14 +87,15 @@ export class Bus {
 
   static async connect(opts: BusOptions): Promise<Bus> {
     const log = opts.log ?? silentLogger;
-    const nc = await connectNats({ servers: opts.servers, name: `homeostat-${opts.source}`, log, firstConnectTimeoutMs: opts.connectTimeoutMs });
+    const nc = await connectNats({ servers: opts.servers, name: `homeostat-${opts.source}`, log, firstConnectTimeoutMs: opts.connectTimeoutMs, seed: opts.seed, caFile: opts.caFile });
     try {
-      const { jsm, kv } = await ensureJetStream(nc);
+      const { jsm, kv } = await ensureJetStream(nc, { manage: opts.manage ?? false });
       const bus = new Bus(nc, jsm, kv, opts.source, log);
       bus.onDeadLetter = opts.onDeadLetter;
       return bus;
     } catch (e) {
       await nc.close().catch(() => undefined);
+      if (e instanceof HomeostatError) throw e;
       throw new HomeostatError('HOMEOSTAT_ERR_NATS_UNAVAILABLE', `JetStream not available at ${opts.servers}: ${(e as Error).message}`, { cause: e });
     }
   }
@@ -118,17 +125,15 @@ export class Bus {
 
   private async persist(subject: string, bytes: Uint8Array, msgId: string, retryForMs: number, signal?: AbortSignal): Promise<PubAck> {
     const deadline = Date.now() + retryForMs;
-    let delay = 50;
-    for (;;) {
-      try {
-        return await this.js.publish(subject, bytes, { msgID: msgId, timeout: 3000 });
-      } catch (e) {
-        if (this.stopping || this.retriesInterrupted || this.nc.isClosed() || signal?.aborted || Date.now() > deadline) {
-          throw new HomeostatError('HOMEOSTAT_ERR_NATS_UNAVAILABLE', `publish to ${subject} failed: ${(e as Error).message}`, { cause: e });
-        }
-        await sleep(delay + Math.random() * delay, signal);
-        delay = Math.min(delay * 2, 2000);
-      }
+    try {
+      return await retry(() => this.js.publish(subject, bytes, { msgID: msgId, timeout: 3000 }), {
+        baseMs: 50,
+        maxMs: 2000,
+        retryable: () => !this.stopping && !this.retriesInterrupted && !this.nc.isClosed() && Date.now() <= deadline,
+        signal,
+      });
+    } catch (e) {
+      throw new HomeostatError('HOMEOSTAT_ERR_NATS_UNAVAILABLE', `publish to ${subject} failed: ${(e as Error).message}`, { cause: e });
     }
   }
 
@@ -256,7 +261,7 @@ export class Bus {
           terminate(m);
         } else {
           this.log.warn({ subject: m.subject, attempt, err: (e as Error).message }, 'handler failed, will retry');
-          m.nak(Math.min(200 * 2 ** attempt, 10_000));
+          m.nak(backoffMs(attempt, { baseMs: 400, maxMs: 10_000 }));
         }
       }
     };
@@ -373,14 +378,3 @@ export class Bus {
     if (!this.nc.isClosed()) await this.nc.drain().catch(() => this.nc.close());
   }
 }
-
-export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const t = setTimeout(resolve, ms);
-    signal?.addEventListener('abort', () => {
-      clearTimeout(t);
-      resolve();
-    }, { once: true });
-  });
-}
-

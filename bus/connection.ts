@@ -1,7 +1,6 @@
 // Connects once, then reconnects forever with capped exponential backoff and jitter.
-import { connect, type NatsConnection } from '@nats-io/transport-node';
-import { HomeostatError } from './errors.ts';
-import type { Logger } from './logger.ts';
+import { connect, nkeyAuthenticator, type NatsConnection } from '@nats-io/transport-node';
+import { backoffMs, HomeostatError, retry, type Logger } from '../core/mod.ts';
 
 export interface ConnectOptions {
   servers: string;
@@ -9,26 +8,34 @@ export interface ConnectOptions {
   log: Logger;
   /** How long the first connection may take before giving up (ms). */
   firstConnectTimeoutMs?: number;
+  /** The nkey seed of this process's identity (auth on the embedded server). */
+  seed?: string;
+  /** CA bundle (PEM file) for tls:// servers. */
+  caFile?: string;
+}
+
+/** An authorization failure will not go away by retrying: say so at once. */
+function isAuthError(e: unknown): boolean {
+  const m = String((e as Error)?.message ?? '');
+  return /authorization violation|authentication|permissions violation/i.test(m) || (e as { name?: string })?.name === 'AuthorizationError';
 }
 
 export async function connectNats(opts: ConnectOptions): Promise<NatsConnection> {
   let failures = 0;
   const deadline = Date.now() + (opts.firstConnectTimeoutMs ?? 10_000);
-  let lastErr: unknown;
-  while (Date.now() < deadline) {
-    try {
+  try {
+    return await retry(async () => {
       const nc = await connect({
         servers: opts.servers,
         name: opts.name,
         maxReconnectAttempts: -1,
         reconnectTimeWait: 250,
-        // backoff between reconnect rounds: 250 ms doubling to 5 s, with jitter; reset on success
-        reconnectDelayHandler: () => {
-          failures++;
-          return Math.min(250 * 2 ** Math.min(failures, 5), 5000) + Math.floor(Math.random() * 200);
-        },
+        // backoff between reconnect rounds: 250 ms doubling to 5 s, jittered; reset on success
+        reconnectDelayHandler: () => backoffMs(++failures, { baseMs: 250, maxMs: 5000 }),
         pingInterval: 10_000,
         maxPingOut: 3,
+        ...(opts.seed ? { authenticator: nkeyAuthenticator(new TextEncoder().encode(opts.seed)) } : {}),
+        ...(opts.caFile ? { tls: { caFile: opts.caFile } } : {}),
       });
       void (async () => {
         for await (const s of nc.status()) {
@@ -41,10 +48,11 @@ export async function connectNats(opts: ConnectOptions): Promise<NatsConnection>
         }
       })().catch(() => undefined);
       return nc;
-    } catch (e) {
-      lastErr = e;
-      await new Promise((r) => setTimeout(r, 200));
+    }, { baseMs: 100, maxMs: 400, retryable: (e) => !isAuthError(e) && Date.now() < deadline });
+  } catch (e) {
+    if (isAuthError(e)) {
+      throw new HomeostatError('HOMEOSTAT_ERR_AUTH', `NATS at ${opts.servers} refused ${opts.seed ? 'this identity' : 'a connection without credentials'}: ${(e as Error).message}`, { cause: e });
     }
+    throw new HomeostatError('HOMEOSTAT_ERR_NATS_UNAVAILABLE', `cannot connect to NATS at ${opts.servers}: ${(e as Error)?.message ?? 'timeout'}`, { cause: e });
   }
-  throw new HomeostatError('HOMEOSTAT_ERR_NATS_UNAVAILABLE', `cannot connect to NATS at ${opts.servers}: ${(lastErr as Error)?.message ?? 'timeout'}`, { cause: lastErr });
 }

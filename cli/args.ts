@@ -1,11 +1,13 @@
 // Flag parsing shared by every command: node:util parseArgs, strict, with `--help` and one-line errors.
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { HomeostatError } from '../bus/mod.ts';
+import { HomeostatError } from '../core/mod.ts';
 
 export type Options = NonNullable<ParseArgsConfig['options']>;
 
 export const COMMON_OPTIONS = {
   nats: { type: 'string' },
+  /** The identity file (nkey seed) to connect as; default NATS_CREDS, then ./.homeostat/creds/operator.nk. */
+  creds: { type: 'string' },
   json: { type: 'boolean', default: false },
   help: { type: 'boolean', short: 'h', default: false },
 } as const satisfies Options;

@@ -1,8 +1,9 @@
 // Exactly once across processes: two action agents, each approved action delivered to both (and
 // replayed under other msgIds), and still one PVE task per action.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Bus, subjects, type Action, type Envelope } from '../bus/mod.ts';
-import { createLogger, loadAgent, loadConfig, type AgentHandle } from '../agents/mod.ts';
+import { Bus, sealAction, subjects, type Action, type Envelope } from '../bus/mod.ts';
+import { createLogger, sleep } from '../core/mod.ts';
+import { loadAgent, loadConfig, type AgentHandle } from '../agents/mod.ts';
 import { testStack, type TestStack } from './helpers/stack.ts';
 import { until } from './helpers/bus.ts';
 
@@ -19,7 +20,7 @@ async function startSecondAgent(): Promise<{ bus: Bus; handle: AgentHandle }> {
   const bus = await Bus.connect({ servers: stack.natsUrl, source: 'action', log });
   const handle = await mod.start({
     name: 'action', config: loadConfig({ LOG_LEVEL: 'silent' }), log, bus, fleet: stack.fleet, pve: stack.pve, pveUrl: stack.pveUrl,
-    services: { pveTokenId: stack.pveTokenId, pveTokenSecret: stack.pveTokenSecret, ...services, durableSuffix: '-second' },
+    services: { pveTokenId: stack.pveTokenId, pveTokenSecret: stack.pveTokenSecret, ...services, durableSuffix: '-second', decisionKeys: [stack.keyring.get('decision').publicKey] },
   });
   return { bus, handle };
 }
@@ -50,13 +51,14 @@ describe('two action agents', () => {
         actionId: `act-replica-${round}-${g.vmid}-${Date.now().toString(36)}`, verb: 'reboot', target: { vmid: g.vmid, node: g.node }, params: {},
         proposer: 'workflow', requestedBy: 'test', needsApproval: false,
       }));
-      for (const a of actions) {
+      for (const unsigned of actions) {
+        const a = sealAction(unsigned, stack.keyring.get('decision').signer, 600_000); // as the decision agent does
         await stack.bus.publish(subjects.action('approved'), 'ActionApproved', a, { msgId: a.actionId });
         await stack.bus.publish(subjects.action('approved'), 'ActionApproved', a, { msgId: `${a.actionId}-replay` });
       }
       for (const a of actions) await until(() => seen.some((e) => e.type === 'ActionSucceeded' && e.data.actionId === a.actionId), 30_000, 50);
     }
-    await new Promise((r) => setTimeout(r, 1500)); // late duplicates would have started by now
+    await sleep(1500); // late duplicates would have started by now
     for (const g of guests) {
       const type = g.type === 'qemu' ? 'qmreboot' : 'vzreboot';
       expect(await tasks(g.node, g.vmid, type), `reboot tasks of ${g.vmid}`).toHaveLength(3);

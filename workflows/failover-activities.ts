@@ -2,14 +2,15 @@
 // confirmFence (after the fence delay) and fenceNode; these make sure "confirmed" and "fenced"
 // mean something. What happens on real hardware is documented in docs/workflows.md.
 import { fromPromise } from 'xstate';
-import { isHomeostatError, kvGet, kvKeys, NodeRecord, HomeostatError } from '../bus/mod.ts';
+import { HomeostatError, isHomeostatError, sleep } from '../core/mod.ts';
+import { kvGet, kvKeys, NodeRecord, subjects, type ProposalVerdict } from '../bus/mod.ts';
 import { recoverActionId } from '../state-machines/mod.ts';
 import type {
   ConfirmFenceInput, ConfirmFenceOutput, FenceNodeInput, RecoverGuestInput, VerifyRecoveryInput, VerifyRecoveryOutput,
   WaitHealthyInput, WaitHealthyOutput,
 } from '../state-machines/mod.ts';
 import { isActionFailed } from './actions.ts';
-import { guestRef, runAction, setDesired, sleep, type RunContext, type WorkflowDeps } from './deps.ts';
+import { guestRef, runAction, setDesired, type RunContext, type WorkflowDeps } from './deps.ts';
 import { scoped, startThroughAgent, waitGuestHealthy } from './guest-activities.ts';
 
 export const recoverStartId = (workflowId: string, vmid: number, attempt: number) => `${recoverActionId(workflowId, vmid, attempt)}:start`;
@@ -96,6 +97,9 @@ export function failoverActors(d: WorkflowDeps, run: RunContext) {
   return {
     confirmFence: fromPromise<ConfirmFenceOutput, ConfirmFenceInput>(({ input, signal }) => confirmNodeGone(d, input.node, signal)),
     fenceNode: fromPromise<unknown, FenceNodeInput>(async ({ input, signal }) => {
+      // fencing is a proposal too: the decision agent's gate may refuse it (dry-run, a live node)
+      const r = await d.bus.request<ProposalVerdict>(subjects.propose('fence'), 'FenceProposal', { workflowId: run.workflowId, node: input.node }, 15_000);
+      if (r.verdict !== 'allow') throw new HomeostatError(r.verdict === 'dry-run' ? 'HOMEOSTAT_ERR_DRY_RUN' : 'HOMEOSTAT_ERR_POLICY_DENIED', `policy gate: ${r.verdict}: ${r.reasons.join('; ')}`);
       if (d.sim) await d.sim.fence(input.node);
       else await waitForHaFence(d, input.node, signal);
       return { fenced: true };

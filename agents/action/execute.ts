@@ -1,16 +1,14 @@
 // Runs one approved action exactly once: done marker → guest lock → (resume the stored UPID, or
 // call PVE and store its UPID at once) → wait for the task → verify → outcome → done marker.
 // Retryable PVE failures are tried again per policy (guestRetries, backoff), then reported.
-import {
-  HomeostatError, isHomeostatError, subjects,
-  type Action, type Bus, type Envelope, type Logger,
-} from '../../bus/mod.ts';
+import { backoffMs, HomeostatError, isHomeostatError, sleep, type Logger } from '../../core/mod.ts';
+import { checkSeal, subjects, type Action, type Bus, type Envelope } from '../../bus/mod.ts';
 import type { Policies } from '../../fleet/manifest.ts';
 import type { Fleet } from '../../fleet/manifest.ts';
 import type { GuestAddress, PveApi } from '../../fleet/pve-types.ts';
 import { findStartedTask } from './find-task.ts';
 import { LockLost, type GuestLocks, type HeldLock } from './lock.ts';
-import { expectedState, pause, type Verifier } from './verify.ts';
+import { expectedState, type Verifier } from './verify.ts';
 
 export type Outcome = 'ack' | 'retry' | 'interrupted';
 
@@ -29,8 +27,10 @@ export interface ExecutorDeps {
   locks: GuestLocks;
   verifier: Verifier;
   log: Logger;
-  /** First retry backoff (doubles per attempt). */
+  /** First retry backoff (doubles per attempt, jittered). */
   retryBaseMs: number;
+  /** Public keys of the decision agent(s): only actions sealed by one of them run. */
+  trusted: ReadonlySet<string>;
   /** The PVE client's timeout of one call: a call unanswered after it may still be running. */
   pveTimeoutMs: number;
 }
@@ -52,11 +52,16 @@ export class Executor {
   async run(env: Envelope<Action>, job: Job): Promise<Outcome> {
     const a = env.data;
     const log = this.d.log.child({ actionId: a.actionId, verb: a.verb, vmid: a.target.vmid });
+    const seal = checkSeal(a, this.d.trusted);
+    if (!seal.ok && seal.reason !== 'expired') return this.reject(env, seal.reason, seal.detail, log);
     const done = await this.d.locks.done(a.actionId);
     if (done) {
+      if (done.envId && done.envId !== env.id) return this.reject(env, 'replayed', `action ${a.actionId} already ran (${done.outcome} at ${done.at}); this is another copy of it`, log);
       log.info({ outcome: done.outcome }, 'action already done: acknowledged without calling PVE');
       return 'ack';
     }
+    // an expired seal may still finish what it started before a restart, never start anew
+    if (!seal.ok && !(await this.d.locks.heldFor(a))) return this.reject(env, seal.reason, seal.detail, log);
     if (a.needsApproval && !a.approval?.approved) {
       await this.finish(env, undefined, { ...a, error: { code: 'HOMEOSTAT_ERR_POLICY_DENIED', message: 'action needs an operator approval and carries none' } }, 'failed');
       return 'ack';
@@ -75,7 +80,7 @@ export class Executor {
         await this.finish(env, undefined, { ...a, error: { code: 'HOMEOSTAT_ERR_LOCKED', message: `guest ${a.target.vmid} stayed locked by action ${r.by.actionId} (${r.by.verb})` } }, 'failed');
         return 'ack';
       }
-      await pause(250, job.signal);
+      await sleep(250, job.signal).catch(() => undefined); // an abort is seen at the top of the loop
     }
     // Another process may have finished this action between the first look and the lock.
     const doneMeanwhile = await this.d.locks.done(a.actionId);
@@ -136,11 +141,11 @@ export class Executor {
         const err = coded(e);
         const verifying = lock.value.phase === 'verifying';
         if (!verifying && RETRYABLE.has(err.code) && attempt + 1 < maxAttempts) {
-          const wait = this.d.retryBaseMs * 2 ** attempt;
+          const wait = backoffMs(attempt + 1, { baseMs: this.d.retryBaseMs, maxMs: Math.max(this.d.retryBaseMs, 30_000) });
           log.warn({ attempt, code: err.code, err: err.message, retryInMs: wait }, 'action attempt failed; retrying');
           const pastUpids = [...(lock.value.pastUpids ?? []), ...(lock.value.upid ? [lock.value.upid] : [])];
           await lock.update({ attempt: attempt + 1, phase: 'acquired', upid: undefined, startedEnvId: undefined, pastUpids });
-          await pause(wait, job.signal);
+          await sleep(wait, job.signal).catch(() => undefined);
           continue;
         }
         log.warn({ attempt, code: err.code, err: err.message }, 'action failed');
@@ -148,6 +153,19 @@ export class Executor {
         return 'ack';
       }
     }
+  }
+
+  /** Nothing runs: the message goes to the dead-letter subject with the reason, and an
+   *  ActionRejected audit event says so. */
+  private async reject(env: Envelope<Action>, reason: string, detail: string, log: Logger): Promise<Outcome> {
+    const a = env.data;
+    const message = `${reason}: ${detail}`.slice(0, 2000);
+    log.warn({ reason, detail, source: env.source }, 'action rejected: not run');
+    await this.d.bus.deadLetter(subjects.action('approved'), new TextEncoder().encode(JSON.stringify(env)), `action rejected (${message})`);
+    await this.d.bus.publish(subjects.action('rejected'), 'ActionRejected', { ...a, error: { code: 'HOMEOSTAT_ERR_ACTION_REJECTED', message } }, {
+      correlationId: env.correlationId, causationId: env.id, msgId: `${a.actionId}.rejected.${env.id}`,
+    });
+    return 'ack';
   }
 
   /** Publish the outcome (dedup id per action), then the done marker, then free the guest. */
@@ -160,7 +178,7 @@ export class Executor {
     });
     // still ours (a CAS on the lock), then the marker (a CAS create) while we hold it
     await lock?.update({});
-    await this.d.locks.markDone({ actionId: data.actionId, outcome, at: new Date().toISOString(), upid: data.upid, verified: data.verified, error: data.error });
+    await this.d.locks.markDone({ actionId: data.actionId, outcome, at: new Date().toISOString(), upid: data.upid, verified: data.verified, error: data.error, envId: env.id });
     await lock?.release();
   }
 

@@ -7,7 +7,8 @@
 // time: a write waits out a NATS outage of any length (publish and KV put retry until stored or
 // stopped), and above OUTBOX_HIGH_WATER unwritten messages producers wait (said once per crossing).
 // After a restart `reconcile()` re-derives whatever incident is missing from the fleet state.
-import { kvKeys, kvPut, subjects, type Bus, type IncidentPhase, type Logger } from '../../bus/mod.ts';
+import { type Logger } from '../../core/mod.ts';
+import { kvKeys, kvPut, subjects, type Bus, type IncidentPhase } from '../../bus/mod.ts';
 import type { Output } from './analyzer.ts';
 
 const INCIDENT_TYPE: Record<IncidentPhase, string> = { opened: 'IncidentOpened', updated: 'IncidentUpdated', resolved: 'IncidentResolved' };

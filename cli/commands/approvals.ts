@@ -1,5 +1,5 @@
 // `homeostat approve|deny <actionId>`: answered by the decision agent; recorded in the AUDIT stream.
-import { HomeostatError } from '../../bus/mod.ts';
+import { HomeostatError } from '../../core/mod.ts';
 import { COMMON_OPTIONS, parseCommand } from '../args.ts';
 import { command, withBus } from '../client.ts';
 import { printJson, println } from '../output.ts';
@@ -18,7 +18,7 @@ function decide(verb: 'approve' | 'deny') {
     }
     if (positionals.length !== 1) throw new HomeostatError('HOMEOSTAT_ERR_USAGE', 'expected one action id');
     const by = `cli:${process.env.USER ?? 'operator'}`;
-    const r = await withBus(values.nats, (bus) => command(bus, verb, { actionId: positionals[0], by, reason: values.reason }));
+    const r = await withBus(values, (bus) => command(bus, verb, { actionId: positionals[0], by, reason: values.reason }));
     if (values.json) printJson(r);
     else println(`${verb === 'approve' ? 'approved' : 'denied'} ${positionals[0]}`);
     return 0;
@@ -43,7 +43,7 @@ export async function releaseMain(argv: string[]): Promise<number> {
   const vmid = Number(positionals[0]);
   if (positionals.length !== 1 || !Number.isInteger(vmid) || vmid < 100) throw new HomeostatError('HOMEOSTAT_ERR_USAGE', 'expected one vmid, e.g. `homeostat release 155`');
   const by = `cli:${process.env.USER ?? 'operator'}`;
-  const r = await withBus(values.nats, (bus) => command(bus, 'hold.clear', { vmid, by }));
+  const r = await withBus(values, (bus) => command(bus, 'hold.clear', { vmid, by }));
   if (values.json) printJson(r);
   else println(`released ${vmid}: homeostat acts on it again`);
   return 0;

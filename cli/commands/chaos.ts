@@ -1,7 +1,7 @@
 // `homeostat chaos list` and `homeostat chaos run <name|file>`: experiments from files, run by the
 // workflows agent; the report (per-fault MTTR vs SLO, timeline, PASS/FAIL) as text or JSON.
 import { basename } from 'node:path';
-import { HomeostatError, isHomeostatError } from '../../bus/mod.ts';
+import { HomeostatError, isHomeostatError } from '../../core/mod.ts';
 import type { ChaosReport } from '../../state-machines/mod.ts';
 import { chaosTimeline, healingTimeline, listExperiments, loadExperimentFile, renderChaosReport } from '../../workflows/mod.ts';
 import { COMMON_OPTIONS, parseCommand } from '../args.ts';
@@ -36,7 +36,7 @@ interface ListedExperiment {
 }
 
 async function list(values: { nats?: string; json?: boolean; fleet?: string }): Promise<number> {
-  const rows = await withBus(values.nats, async (bus, config) => {
+  const rows = await withBus(values, async (bus, config) => {
     try {
       return await command<ListedExperiment[]>(bus, 'chaos.list', {}, 5000);
     } catch (e) {

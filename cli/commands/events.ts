@@ -1,5 +1,6 @@
 // `homeostat events`: replay (--since) then follow fleet events; --json gives one envelope per line.
-import { HomeostatError, parseSince, subscribeFleetEvents, type FleetEvent } from '../../bus/mod.ts';
+import { HomeostatError } from '../../core/mod.ts';
+import { parseSince, subscribeFleetEvents, type FleetEvent } from '../../bus/mod.ts';
 import { COMMON_OPTIONS, parseCommand } from '../args.ts';
 import { withBus } from '../client.ts';
 import { paint, printJson, println, type Color } from '../output.ts';
@@ -54,7 +55,7 @@ export async function eventsMain(argv: string[]): Promise<number> {
   const onSignal = () => ac.abort();
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
-  await withBus(values.nats, async (bus) => {
+  await withBus(values, async (bus) => {
     const stream = subscribeFleetEvents(bus, { subject: values.subject, since, follow: !values['no-follow'], signal: ac.signal });
     for await (const ev of stream) {
       if (values.json) printJson({ subject: ev.subject, seq: ev.seq, ...ev.env, ...(ev.invalid ? { invalid: ev.invalid } : {}) });

@@ -1,5 +1,6 @@
 // `homeostat incidents`: open first, then resolved (most recent first).
-import { isHomeostatError, type Incident } from '../../bus/mod.ts';
+import { isHomeostatError } from '../../core/mod.ts';
+import { type Incident } from '../../bus/mod.ts';
 import { openIncidents } from '../../agents/operator/mod.ts';
 import { COMMON_OPTIONS, parseCommand } from '../args.ts';
 import { command, withBus } from '../client.ts';
@@ -16,7 +17,7 @@ export async function incidentsMain(argv: string[]): Promise<number> {
     println(HELP);
     return 0;
   }
-  const list = await withBus(values.nats, async (bus) => {
+  const list = await withBus(values, async (bus) => {
     try {
       return await command<Incident[]>(bus, 'incidents', { all: !values.open }, 5000);
     } catch (e) {

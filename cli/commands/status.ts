@@ -1,5 +1,5 @@
 // `homeostat status`: nodes, guests by layer, open incidents, pending approvals, advisor.
-import { isHomeostatError } from '../../bus/mod.ts';
+import { isHomeostatError } from '../../core/mod.ts';
 import { fleetStatus, type FleetStatus } from '../../agents/operator/mod.ts';
 import { COMMON_OPTIONS, parseCommand } from '../args.ts';
 import { command, loadFleetForCli, withBus } from '../client.ts';
@@ -47,7 +47,7 @@ export async function statusMain(argv: string[]): Promise<number> {
     println(HELP);
     return 0;
   }
-  const s = await withBus(values.nats, async (bus, config) => {
+  const s = await withBus(values, async (bus, config) => {
     try {
       return await command<FleetStatus>(bus, 'status', {}, 5000);
     } catch (e) {

@@ -1,5 +1,5 @@
 // `homeostat trace <incidentId>`: the causal chain, with timestamps, from the streams.
-import { HomeostatError, isHomeostatError } from '../../bus/mod.ts';
+import { HomeostatError, isHomeostatError } from '../../core/mod.ts';
 import { traceIncident, type Trace } from '../../agents/operator/mod.ts';
 import { COMMON_OPTIONS, parseCommand } from '../args.ts';
 import { command, withBus } from '../client.ts';
@@ -30,7 +30,7 @@ export async function traceMain(argv: string[]): Promise<number> {
     return 0;
   }
   if (positionals.length !== 1) throw new HomeostatError('HOMEOSTAT_ERR_USAGE', 'expected one incident id (see `homeostat incidents`)');
-  const t = await withBus(values.nats, async (bus) => {
+  const t = await withBus(values, async (bus) => {
     try {
       return await command<Trace>(bus, 'trace', { incidentId: positionals[0] }, 15_000);
     } catch (e) {

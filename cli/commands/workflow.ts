@@ -1,7 +1,8 @@
 // `homeostat boot | shutdown | failover`: ask the workflows agent to start the workflow, then follow
 // it live to the end (a board on a TTY, a line per event otherwise, JSON lines with --json).
 // Exit 0 when it succeeded, 1 when it failed (failed/held/stuck guests, an aborted failover).
-import { HomeostatError, type Bus } from '../../bus/mod.ts';
+import { HomeostatError } from '../../core/mod.ts';
+import { type Bus } from '../../bus/mod.ts';
 import {
   followWorkflow, renderPlan, renderResult, startWorkflow, WorkflowBoard,
   type FollowedEvent, type StartReply, type WorkflowResult,
@@ -102,7 +103,7 @@ export async function runAndFollow(
   show: (r: WorkflowResult, reply: StartReply, events: FollowedEvent[], board: WorkflowBoard, bus: Bus) => Promise<Shown> | Shown,
   opts: { board: boolean; confirm?: (bus: Bus) => Promise<void> },
 ): Promise<number> {
-  return withBus(values.nats, async (bus) => {
+  return withBus(values, async (bus) => {
     await opts.confirm?.(bus);
     const { reply, requestedAt } = await startWorkflow(bus, verb, args, `cli:${process.env.USER ?? 'operator'}`);
     if (reply.dryRun) {
