@@ -100,13 +100,6 @@ export class Bus {
     }
   }
 
-  /** A Bus that publishes under another source name, sharing this connection. */
-  as(source: string): Bus {
-    const b = Object.create(this) as Bus;
-    (b as { source: string }).source = source;
-    return b;
-  }
-
   envelope<T>(type: string, data: T, meta: EnvelopeMeta = {}): Envelope<T> {
     return makeEnvelope(this.source, type, data, meta);
   }

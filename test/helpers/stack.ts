@@ -25,7 +25,7 @@ export interface TestStack extends Stack {
 }
 
 /** The stack, a client bus, and (unless `ready: false`) a fleet that is healthy and seen so by sensing. */
-export async function testStack(opts: { policies?: Record<string, unknown>; timeScale?: number; agents?: AgentName[]; services?: Record<string, unknown>; source?: string; ready?: boolean; env?: Record<string, string> } = {}): Promise<TestStack> {
+export async function testStack(opts: { policies?: Record<string, unknown>; timeScale?: number; agents?: AgentName[]; services?: Record<string, unknown>; source?: string; ready?: boolean; env?: Record<string, string>; hooks?: boolean } = {}): Promise<TestStack> {
   const manifest = structuredClone(REFERENCE_MANIFEST) as typeof REFERENCE_MANIFEST & { policies: Record<string, unknown> };
   manifest.policies = { senseIntervalMs: 200, probeTimeoutMs: 500, cooldownMs: 0, fenceDelayMs: 1000, guestBootTimeoutMs: 10_000, approvalTimeoutMs: 3000, ...(opts.policies ?? {}) };
   const fleet = buildFleet(manifest);
@@ -38,7 +38,7 @@ export async function testStack(opts: { policies?: Record<string, unknown>; time
     fleet,
     log: createLogger(process.env.TEST_LOG_LEVEL ?? 'silent'),
     natsUrl: nats.url,
-    sim: { port: 0, http: true, timeScale: opts.timeScale ?? 0.05 },
+    sim: { port: 0, http: true, timeScale: opts.timeScale ?? 0.05, hooks: opts.hooks },
     agents: opts.agents,
     services: opts.services,
   });
