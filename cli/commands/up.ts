@@ -123,7 +123,11 @@ export async function upMain(argv: string[]): Promise<number> {
       await metricsServer?.close();
       throw e;
     });
-    const consoleServer = consolePort === undefined ? undefined : await openConsole({ natsUrl: stack.natsUrl, fleet, log: log.child({ agent: 'console' }), port: consolePort, host: values['console-host'], token: consoleToken }).catch(async (e: unknown) => {
+    const consoleServer = consolePort === undefined ? undefined : await openConsole({
+      natsUrl: stack.natsUrl, fleet, log: log.child({ agent: 'console' }), port: consolePort, host: values['console-host'], token: consoleToken,
+      // the console acts as the operator: approvals and commands under the operator's identity
+      connect: { seed: stack.natsCreds ? stack.keyring.get('operator').seed : undefined, caFile: config.NATS_CA },
+    }).catch(async (e: unknown) => {
       await stack.stop();
       await metricsServer?.close();
       throw e;
