@@ -182,6 +182,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     const stopAgent = async (name: AgentName) => {
       const h = agents.get(name);
       agents.delete(name);
+      buses.get(name)?.interruptRetries();
       await h?.stop();
       await buses.get(name)?.stop();
       buses.delete(name);

@@ -73,16 +73,28 @@ export const agent: AgentModule = {
       }
       const running = obs.api.ok ? [...obs.guests.values()].filter((g) => g.reachable && g.state === 'running').map((g) => g.vmid) : [];
       const probes = await prober.probeAll(running);
-      await publishEmissions(ctx.bus, tracker.apply(obs, probes, undefined, hooked));
+      try {
+        await publishEmissions(ctx.bus, tracker.apply(obs, probes, undefined, hooked));
+      } catch (e) {
+        // not all of it was stored: the next round reports everything again
+        tracker.resync();
+        throw e;
+      }
       ctx.metrics?.pveUp.set(obs.api.ok ? 1 : 0);
       if (ctx.metrics && obs.api.ok) countGuests(ctx.metrics, tracker, ctx.fleet);
       rounds++;
     };
+    // what changed while NATS was away may never have been stored: report the whole fleet again
+    const reconnects = ctx.bus.onReconnect(() => {
+      log.info('NATS reconnected: the next round reports every guest again');
+      tracker.resync();
+    });
     const loop = every(opts.intervalMs, round, log);
     pollNow = () => loop.now();
     log.info({ intervalMs: opts.intervalMs, guests: ctx.fleet.guests.length, nodes: ctx.fleet.nodes.length }, 'sensing started');
 
     const h = agentHandle(async () => {
+      await reconnects.stop();
       await loop.stop();
       await receiver?.close();
       await prober.close();
