@@ -7,5 +7,5 @@ export { statusOf } from './machines.ts';
 export type { GuestLine } from './plans.ts';
 export * from './experiment.ts';
 export { followWorkflow, runWorkflow, startWorkflow, workflowRecord, type FollowedEvent, type StartReply, type WorkflowResult } from './follow.ts';
-export { renderPlan, renderResult, secs, WorkflowBoard, type Paint } from './render.ts';
+export { renderPlan, renderResult, secs, waitingAfter, WorkflowBoard, type Paint } from './render.ts';
 export { chaosTimeline, healingTimeline, renderChaosReport, type TimelineEntry } from './chaos-report.ts';
