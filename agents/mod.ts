@@ -1,10 +1,10 @@
 // The agent registry: each agent is its own folder with a mod.ts exporting `agent: AgentModule`.
-import { HomeostatError } from '../bus/mod.ts';
+import { HomeostatError } from '../core/mod.ts';
 import { AGENT_NAMES, type AgentModule, type AgentName } from './runtime/agent.ts';
 
 export * from './runtime/agent.ts';
 export * from './runtime/config.ts';
-export * from './runtime/logger.ts';
+export { createLogger, REDACT_PATHS, type AppLogger } from '../core/mod.ts';
 export * from './runtime/metrics.ts';
 
 const loaders: Record<AgentName, () => Promise<{ agent: AgentModule }>> = {
@@ -13,7 +13,7 @@ const loaders: Record<AgentName, () => Promise<{ agent: AgentModule }>> = {
   decision: () => import('./decision/mod.ts'),
   action: () => import('./action/mod.ts'),
   operator: () => import('./operator/mod.ts'),
-  workflows: () => import('../workflows/mod.ts'),
+  workflows: () => import('./workflows/mod.ts'),
 };
 
 export function isAgentName(name: string): name is AgentName {

@@ -6,8 +6,7 @@
 // `npx tsx bench/advisor.ts`, or `BENCH=advisor npm run bench`.
 import { Ollama } from 'ollama';
 import { buildPrompt, OllamaAdvisor, proposalJsonSchema, validateProposal, type AdvisorContext } from '../llm/mod.ts';
-import { context159, incident159, proposal } from '../test/llm-fixtures.ts';
-import { startOllamaDouble } from '../test/ollama-double.ts';
+import { context159, incident159, proposal, startOllamaDouble } from '../testkit/mod.ts';
 import { emit, isMain, round, stats } from './harness.ts';
 
 const N = Number(process.env.ADVISOR_BENCH_N ?? 2_000);

@@ -3,7 +3,8 @@
 // of layer N is healthy), both measured in the same run through the same agents and simulator.
 // Goals: <= 1.05x the critical path with the reference fleet, <= 1.10x with 1,000 guests in 10 layers.
 //   npx tsx bench/boot.ts            (BENCH_BOOT=12 or 1000 to run one size; BENCH_TIME_SCALE=0.5 to go faster)
-import { createLogger, loadConfig } from '../agents/mod.ts';
+import { createLogger, sleep } from '../core/mod.ts';
+import { loadConfig } from '../agents/mod.ts';
 import { Bus } from '../bus/mod.ts';
 import { startStack } from '../cli/stack.ts';
 import { buildFleet, criticalPathMs, type Fleet } from '../fleet/manifest.ts';
@@ -11,7 +12,7 @@ import { generateFleet, REFERENCE_MANIFEST } from '../fleet/reference-fleet.ts';
 import { runWorkflow } from '../workflows/mod.ts';
 import type { BootSummary } from '../state-machines/mod.ts';
 import { benchNats, emit, isMain, round } from './harness.ts';
-import { simApi } from './sim-http.ts';
+import { simApi } from '../testkit/mod.ts';
 
 const TIME_SCALE = Number(process.env.BENCH_TIME_SCALE ?? 1);
 
@@ -19,7 +20,7 @@ async function waitFor(fn: () => Promise<boolean>, timeoutMs: number, stepMs = 1
   const deadline = Date.now() + timeoutMs;
   while (!(await fn().catch(() => false))) {
     if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, stepMs));
+    await sleep(stepMs);
   }
 }
 

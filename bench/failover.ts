@@ -3,13 +3,14 @@
 // incident, decision asks for the failover, the workflow waits the fence delay, confirms, fences,
 // migrates and starts). Printed next to the fence delay itself, which is most of it by design.
 // Goal: < 30 s with the simulator's default 10 s fence delay.   npx tsx bench/failover.ts
-import { createLogger, loadConfig } from '../agents/mod.ts';
+import { createLogger, sleep } from '../core/mod.ts';
+import { loadConfig } from '../agents/mod.ts';
 import { Bus, replayStored, type WorkflowEvent } from '../bus/mod.ts';
 import { startStack } from '../cli/stack.ts';
 import { buildFleet } from '../fleet/manifest.ts';
 import { REFERENCE_MANIFEST } from '../fleet/reference-fleet.ts';
 import { benchNats, emit, isMain, round } from './harness.ts';
-import { simApi } from './sim-http.ts';
+import { simApi } from '../testkit/mod.ts';
 
 const NODES = (process.env.BENCH_FAILOVER_NODES ?? 'node-b,node-c').split(',');
 
@@ -19,7 +20,7 @@ async function waitFor<T>(fn: () => Promise<T | undefined | false>, timeoutMs: n
     const v = await fn().catch(() => undefined);
     if (v) return v;
     if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, stepMs));
+    await sleep(stepMs);
   }
 }
 
@@ -32,7 +33,7 @@ export async function run(): Promise<void> {
   const sim = simApi({ url: stack.pveUrl!, tokenId: stack.pveTokenId!, tokenSecret: stack.pveTokenSecret! });
   try {
     await waitFor(async () => (await sim.fleet()).guests.every((g) => g.healthy), 60_000, 200);
-    await new Promise((r) => setTimeout(r, 3 * fleet.policies.senseIntervalMs));
+    await sleep(3 * fleet.policies.senseIntervalMs);
     for (const node of NODES) {
       const guests = (await sim.fleet()).guests.filter((g) => g.node === node).map((g) => g.vmid);
       const t0 = Date.now();
@@ -62,7 +63,7 @@ export async function run(): Promise<void> {
       });
       await sim.heal(fault.id);
       await waitFor(async () => (await sim.fleet()).nodes.every((n) => n.online) && (await sim.fleet()).guests.every((g) => g.healthy), 60_000, 200);
-      await new Promise((r) => setTimeout(r, 3 * fleet.policies.senseIntervalMs));
+      await sleep(3 * fleet.policies.senseIntervalMs);
     }
   } finally {
     await sim.close();

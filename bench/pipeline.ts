@@ -14,7 +14,8 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { Bus, encode, makeEnvelope, subjects, type Envelope, type Incident } from '../bus/mod.ts';
-import { createLogger, loadConfig } from '../agents/mod.ts';
+import { createLogger } from '../core/mod.ts';
+import { loadConfig } from '../agents/mod.ts';
 import type { AnalysisHandle } from '../agents/analysis/mod.ts';
 import { startStack } from '../cli/stack.ts';
 import { buildFleet, type Fleet } from '../fleet/manifest.ts';

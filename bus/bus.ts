@@ -5,11 +5,10 @@ import { jetstream, AckPolicy, DeliverPolicy, type JetStreamClient, type JetStre
 import type { z } from 'zod';
 import { decode, encode, encodeEnvelope, encodeJson, makeEnvelope, validate, type EnvelopeMeta } from './codec.ts';
 import { connectNats } from './connection.ts';
+import { backoffMs, HomeostatError, retry, silentLogger, type Logger } from '../core/mod.ts';
 import { deadLetterId, ensureConsumer, terminate, watchMaxDeliveries } from './consumers.ts';
-import { HomeostatError } from './errors.ts';
 import { deadLetterKind, familyOf } from './families.ts';
 import { AUDIT_STREAM, ensureJetStream, FLEET_STREAM, type FleetKv } from './jetstream.ts';
-import { silentLogger, type Logger } from './logger.ts';
 import { CommandReply, type Envelope } from './schemas.ts';
 import { coveredByFleetStream, patternWithin, subjects, AUDIT_STREAM_SUBJECTS } from './subjects.ts';
 
@@ -114,17 +113,14 @@ export class Bus {
 
   private async persist(subject: string, bytes: Uint8Array, msgId: string, retryForMs: number): Promise<PubAck> {
     const deadline = Date.now() + retryForMs;
-    let delay = 50;
-    for (;;) {
-      try {
-        return await this.js.publish(subject, bytes, { msgID: msgId, timeout: 3000 });
-      } catch (e) {
-        if (this.stopping || Date.now() > deadline) {
-          throw new HomeostatError('HOMEOSTAT_ERR_NATS_UNAVAILABLE', `publish to ${subject} failed: ${(e as Error).message}`, { cause: e });
-        }
-        await sleep(delay + Math.random() * delay);
-        delay = Math.min(delay * 2, 2000);
-      }
+    try {
+      return await retry(() => this.js.publish(subject, bytes, { msgID: msgId, timeout: 3000 }), {
+        baseMs: 50,
+        maxMs: 2000,
+        retryable: () => !this.stopping && Date.now() <= deadline,
+      });
+    } catch (e) {
+      throw new HomeostatError('HOMEOSTAT_ERR_NATS_UNAVAILABLE', `publish to ${subject} failed: ${(e as Error).message}`, { cause: e });
     }
   }
 
@@ -239,7 +235,7 @@ export class Bus {
           terminate(m);
         } else {
           this.log.warn({ subject: m.subject, attempt, err: (e as Error).message }, 'handler failed, will retry');
-          m.nak(Math.min(200 * 2 ** attempt, 10_000));
+          m.nak(backoffMs(attempt, { baseMs: 400, maxMs: 10_000 }));
         }
       }
     };
@@ -349,14 +345,3 @@ export class Bus {
     if (!this.nc.isClosed()) await this.nc.drain().catch(() => this.nc.close());
   }
 }
-
-export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const t = setTimeout(resolve, ms);
-    signal?.addEventListener('abort', () => {
-      clearTimeout(t);
-      resolve();
-    }, { once: true });
-  });
-}
-

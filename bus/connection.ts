@@ -1,7 +1,6 @@
 // Connects once, then reconnects forever with capped exponential backoff and jitter.
 import { connect, type NatsConnection } from '@nats-io/transport-node';
-import { HomeostatError } from './errors.ts';
-import type { Logger } from './logger.ts';
+import { backoffMs, HomeostatError, retry, type Logger } from '../core/mod.ts';
 
 export interface ConnectOptions {
   servers: string;
@@ -14,19 +13,15 @@ export interface ConnectOptions {
 export async function connectNats(opts: ConnectOptions): Promise<NatsConnection> {
   let failures = 0;
   const deadline = Date.now() + (opts.firstConnectTimeoutMs ?? 10_000);
-  let lastErr: unknown;
-  while (Date.now() < deadline) {
-    try {
+  try {
+    return await retry(async () => {
       const nc = await connect({
         servers: opts.servers,
         name: opts.name,
         maxReconnectAttempts: -1,
         reconnectTimeWait: 250,
-        // backoff between reconnect rounds: 250 ms doubling to 5 s, with jitter; reset on success
-        reconnectDelayHandler: () => {
-          failures++;
-          return Math.min(250 * 2 ** Math.min(failures, 5), 5000) + Math.floor(Math.random() * 200);
-        },
+        // backoff between reconnect rounds: 250 ms doubling to 5 s, jittered; reset on success
+        reconnectDelayHandler: () => backoffMs(++failures, { baseMs: 250, maxMs: 5000 }),
         pingInterval: 10_000,
         maxPingOut: 3,
       });
@@ -41,10 +36,8 @@ export async function connectNats(opts: ConnectOptions): Promise<NatsConnection>
         }
       })().catch(() => undefined);
       return nc;
-    } catch (e) {
-      lastErr = e;
-      await new Promise((r) => setTimeout(r, 200));
-    }
+    }, { baseMs: 100, maxMs: 400, retryable: () => Date.now() < deadline });
+  } catch (e) {
+    throw new HomeostatError('HOMEOSTAT_ERR_NATS_UNAVAILABLE', `cannot connect to NATS at ${opts.servers}: ${(e as Error)?.message ?? 'timeout'}`, { cause: e });
   }
-  throw new HomeostatError('HOMEOSTAT_ERR_NATS_UNAVAILABLE', `cannot connect to NATS at ${opts.servers}: ${(lastErr as Error)?.message ?? 'timeout'}`, { cause: lastErr });
 }

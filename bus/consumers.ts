@@ -6,7 +6,7 @@
 // reason goes into the dead letter and the server gets the bare `+TERM`.
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { ConsumerConfig, JetStreamManager, JsMsg } from '@nats-io/jetstream';
-import type { Logger } from './logger.ts';
+import { type Logger } from '../core/mod.ts';
 
 /** Fields a running durable may change (deliver policy and filter are fixed at creation). */
 const UPDATABLE = ['ack_wait', 'max_deliver', 'max_ack_pending', 'backoff', 'description'] as const;

@@ -2,6 +2,7 @@
 import type { NatsConnection } from '@nats-io/transport-node';
 import { jetstreamManager, RetentionPolicy, StorageType, DiscardPolicy, type JetStreamManager, type StreamConfig } from '@nats-io/jetstream';
 import { Kvm, type KV } from '@nats-io/kv';
+import { retry } from '../core/mod.ts';
 import { AUDIT_STREAM_SUBJECTS, FLEET_OWN_SUBJECTS } from './subjects.ts';
 
 const NS = 1_000_000;
@@ -55,18 +56,8 @@ function auditConfig(): Partial<StreamConfig> & { name: string } {
   };
 }
 
-async function withRetry<T>(fn: () => Promise<T>, attempts = 20): Promise<T> {
-  let last: unknown;
-  for (let i = 0; i < attempts; i++) {
-    try {
-      return await fn();
-    } catch (e) {
-      last = e;
-      await new Promise((r) => setTimeout(r, Math.min(100 * 2 ** i, 1000)));
-    }
-  }
-  throw last;
-}
+// A fresh JetStream server may need a moment before it answers API requests.
+const withRetry = <T>(fn: () => Promise<T>, attempts = 20): Promise<T> => retry(fn, { attempts, baseMs: 100, maxMs: 1000 });
 
 async function ensureStream(jsm: JetStreamManager, cfg: Partial<StreamConfig> & { name: string }): Promise<void> {
   const name = cfg.name;
@@ -86,7 +77,6 @@ async function ensureStream(jsm: JetStreamManager, cfg: Partial<StreamConfig> & 
 }
 
 export async function ensureJetStream(nc: NatsConnection): Promise<{ jsm: JetStreamManager; kv: FleetKv }> {
-  // A fresh JetStream server may need a moment before it answers API requests.
   const jsm = await withRetry(() => jetstreamManager(nc, { timeout: 5000 }));
   await withRetry(() => ensureStream(jsm, auditConfig()), 5);
   await withRetry(() => ensureStream(jsm, fleetConfig()), 5);

@@ -1,6 +1,6 @@
 // Flag parsing shared by every command: node:util parseArgs, strict, with `--help` and one-line errors.
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { HomeostatError } from '../bus/mod.ts';
+import { HomeostatError } from '../core/mod.ts';
 
 export type Options = NonNullable<ParseArgsConfig['options']>;
 

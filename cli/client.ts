@@ -1,5 +1,6 @@
 // Shared by the client commands: config from env + --nats, a short-lived bus connection.
-import { Bus, HomeostatError, subjects } from '../bus/mod.ts';
+import { HomeostatError } from '../core/mod.ts';
+import { Bus, subjects } from '../bus/mod.ts';
 import { loadConfig, type Config } from '../agents/runtime/config.ts';
 import { loadFleetFile, type Fleet } from '../fleet/manifest.ts';
 import { referenceFleet } from '../fleet/reference-fleet.ts';

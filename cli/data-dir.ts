@@ -6,7 +6,7 @@ import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, write
 import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
 import { z } from 'zod';
-import { HomeostatError } from '../bus/mod.ts';
+import { HomeostatError } from '../core/mod.ts';
 
 export const DEFAULT_DATA_DIR = '.homeostat';
 const LOCK = 'up.lock';

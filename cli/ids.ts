@@ -1,6 +1,6 @@
 // Every id the CLI takes accepts a unique prefix (with or without its `inc-`/`act-`/`wf-` kind):
 // the whole id when it matches exactly, the one id it starts, else one line saying why not.
-import { HomeostatError } from '../bus/mod.ts';
+import { HomeostatError } from '../core/mod.ts';
 
 const body = (id: string) => id.replace(/^[a-z]+-/, '');
 

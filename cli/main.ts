@@ -1,5 +1,5 @@
 // `homeostat <command>`: dispatch, --help, and the one place errors become exit codes.
-import { describeError, HomeostatError } from '../bus/mod.ts';
+import { describeError, HomeostatError } from '../core/mod.ts';
 
 type CommandMain = (argv: string[]) => Promise<number>;
 
@@ -23,6 +23,7 @@ export const COMMANDS: Record<string, CommandEntry> = {
   chat: { summary: 'ask the fleet a question, or give a command, in plain language', load: async () => (await import('./commands/chat.ts')).chatMain },
   approve: { summary: 'approve a pending action', load: async () => (await import('./commands/approvals.ts')).approveMain },
   deny: { summary: 'deny a pending action', load: async () => (await import('./commands/approvals.ts')).denyMain },
+  console: { summary: 'serve the web console (fleet board, incidents, approvals, chat, workflows) alone', load: async () => (await import('./commands/console.ts')).consoleMain },
   release: { summary: 'clear a flap hold-down on a guest', load: async () => (await import('./commands/approvals.ts')).releaseMain },
 };
 

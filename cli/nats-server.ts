@@ -2,7 +2,7 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import { createServer } from 'node:net';
-import { HomeostatError } from '../bus/mod.ts';
+import { HomeostatError } from '../core/mod.ts';
 
 export interface NatsServerHandle {
   url: string;
@@ -33,7 +33,18 @@ export function freePort(): Promise<number> {
   });
 }
 
-export async function startNatsServer(opts: { dataDir: string; port?: number; host?: string }): Promise<NatsServerHandle> {
+// What nats-server gets of our environment: enough to run and log, none of our secrets (PVE
+// token, NATS credentials, advisor keys); it reads its own settings from its arguments.
+const NATS_ENV = new Set(['PATH', 'HOME', 'TZ', 'LANG', 'TMPDIR', 'GOMAXPROCS', 'GOMEMLIMIT', 'GODEBUG']);
+
+/** The child's environment: the allow-listed variables of ours (LC_* too), plus `extra`. */
+export function natsServerEnv(env: NodeJS.ProcessEnv = process.env, extra: Record<string, string> = {}): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(env)) if (v !== undefined && (NATS_ENV.has(k) || k.startsWith('LC_'))) out[k] = v;
+  return { ...out, ...extra };
+}
+
+export async function startNatsServer(opts: { dataDir: string; port?: number; host?: string; env?: Record<string, string> }): Promise<NatsServerHandle> {
   const bin = findNatsServer();
   if (!bin) {
     throw new HomeostatError('HOMEOSTAT_ERR_NATS_MISSING', 'nats-server is not on PATH');
@@ -43,6 +54,7 @@ export async function startNatsServer(opts: { dataDir: string; port?: number; ho
   mkdirSync(opts.dataDir, { recursive: true });
   const child: ChildProcess = spawn(bin, ['-js', '-a', host, '-p', String(port), '-sd', opts.dataDir], {
     stdio: ['ignore', 'ignore', 'pipe'],
+    env: natsServerEnv(process.env, opts.env),
   });
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   let stderr = '';

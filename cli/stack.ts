@@ -1,8 +1,9 @@
 // The embedded default: nats-server (unless --nats), the simulator (with --sim), then agents,
 // each on its own NATS connection as it would be in compose. Used by `up` and the e2e tests.
 import { join } from 'node:path';
-import { Bus, clearCurrentState, HomeostatError } from '../bus/mod.ts';
-import { AGENT_NAMES, createMetrics, loadAgent, type AgentHandle, type AgentName, type AppLogger, type Config, type Metrics } from '../agents/mod.ts';
+import { HomeostatError, type AppLogger } from '../core/mod.ts';
+import { Bus, clearCurrentState } from '../bus/mod.ts';
+import { AGENT_NAMES, createMetrics, loadAgent, type AgentHandle, type AgentName, type Config, type Metrics } from '../agents/mod.ts';
 import type { Fleet } from '../fleet/manifest.ts';
 import type { PveApi } from '../fleet/pve-types.ts';
 import { startNatsServer, type NatsServerHandle } from './nats-server.ts';

@@ -2,7 +2,7 @@
 // real PVE host or the simulator alike. Transport concerns (TLS, timeout, retries, error codes)
 // are in pve-transport.ts; this file maps PVE's shapes to ours.
 import type { Proxmox } from 'proxmox-api';
-import { HomeostatError, silentLogger } from '../bus/mod.ts';
+import { HomeostatError, silentLogger } from '../core/mod.ts';
 import { parsePveConnection, type PveClientOptions } from './pve-config.ts';
 import { waitForTaskEnd } from './pve-task.ts';
 import { PveTransport } from './pve-transport.ts';

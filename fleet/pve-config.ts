@@ -2,7 +2,7 @@
 // option or the environment variable and never echo a secret.
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
-import { HomeostatError, type Logger } from '../bus/mod.ts';
+import { HomeostatError, type Logger } from '../core/mod.ts';
 
 // proxmox-api itself refuses anything else (with a console.error), so we refuse it first, clearly.
 const TOKEN_ID = /^[^@\s!]+@[^@\s!]+![A-Za-z0-9][A-Za-z0-9._-]*$/;

@@ -1,6 +1,6 @@
 // Turns what one attempt saw (an HTTP answer, a network error, our own timeout) into a coded
 // HomeostatError, and says whether another attempt could help. Callers branch on the code only.
-import { HomeostatError, type ErrorCode } from '../bus/mod.ts';
+import { HomeostatError, type ErrorCode } from '../core/mod.ts';
 
 /** What the transport recorded about one attempt; filled by its fetch. */
 export interface AttemptRecord {

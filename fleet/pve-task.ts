@@ -1,8 +1,7 @@
 // PVE tasks: the UPID format, and waiting for a task to finish (poll with backoff, deadline, abort).
-import { HomeostatError, isHomeostatError } from '../bus/mod.ts';
+import { HomeostatError, isHomeostatError, sleep } from '../core/mod.ts';
 import { oneLine } from './pve-errors.ts';
 import type { PveTaskStatus, WaitOptions } from './pve-types.ts';
-import { delay } from './pve-transport.ts';
 
 export interface Upid {
   node: string;
@@ -74,7 +73,7 @@ export async function waitForTaskEnd(upid: string, src: TaskSource, opts: WaitOp
         if (last.exitstatus === 'OK') return last;
         throw await taskFailed(upid, last, src);
       }
-      await delay(pollMs, signal);
+      await sleep(pollMs, signal);
       pollMs = Math.min(MAX_POLL_MS, Math.ceil(pollMs * 1.5));
     }
   } finally {

@@ -11,9 +11,9 @@
 // the connection was never made.
 import proxmoxApi, { type Proxmox, type ProxmoxEngineOptions } from 'proxmox-api';
 import { Agent, fetch as undiciFetch, type Response } from 'undici';
-import type { Logger } from '../bus/mod.ts';
+import { retry, type Logger } from '../core/mod.ts';
 import type { PveConnection, PveRequestEvent } from './pve-config.ts';
-import { classifyAttempt, toHomeostatError, type AttemptRecord } from './pve-errors.ts';
+import { classifyAttempt, toHomeostatError, type AttemptRecord, type Classified } from './pve-errors.ts';
 
 /** The subset of RequestInit that proxmox-api hands to its fetch. */
 interface EngineRequestInit {
@@ -22,20 +22,14 @@ interface EngineRequestInit {
   body?: string;
 }
 
-/** Resolves after `ms`, or rejects with the signal's reason when it aborts first. */
-export function delay(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(signal.reason);
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(signal?.reason);
-    };
-    const timer = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
+/** A failed attempt, classified; turned into the coded error once retries are over. */
+class FailedAttempt {
+  readonly method: string;
+  readonly path: string;
+  constructor(readonly c: Classified, attempt: AttemptRecord, readonly n: number) {
+    this.method = attempt.method;
+    this.path = attempt.path;
+  }
 }
 
 /** One attempt of one call: its own deadline, and what the server said. */
@@ -129,39 +123,51 @@ export class PveTransport {
   /** Runs `fn` against the PVE API with timeout, retries and coded errors. An aborted `signal`
    *  rejects with its reason, without further attempts. */
   async call<T>(fn: (api: Proxmox.Api) => Promise<T>, signal?: AbortSignal): Promise<T> {
-    const maxAttempts = 1 + this.conn.retries;
-    for (let n = 1; ; n++) {
-      signal?.throwIfAborted();
-      const attempt = new Attempt(this.attemptTimeoutMs(n), this.dispatcher, signal);
-      const t0 = performance.now();
-      let result: T | undefined;
-      let failure: unknown;
-      let ok = false;
-      try {
-        result = await fn(this.apiFor(attempt, this.attemptTimeoutMs(n)));
-        // proxmox-api turns a body that could not be read (our deadline hit mid-body) into `null`.
-        ok = !attempt.timedOut;
-      } catch (e) {
-        failure = e;
-      } finally {
-        attempt.dispose();
-      }
-      signal?.throwIfAborted();
-      if (ok) {
-        this.onRequest?.({ method: attempt.method, path: attempt.path, attempt: n, status: attempt.status, ms: performance.now() - t0 });
-        return result as T;
-      }
-      const c = classifyAttempt(attempt, failure, this.origin, this.attemptTimeoutMs(n));
-      if (attempt.method !== 'GET' && c.retryable && mayHaveArrived(attempt)) {
-        c.code = 'HOMEOSTAT_ERR_PVE_UNCERTAIN';
-        c.retryable = false;
-        c.detail = `${c.detail}; PVE may have run it, so it is not sent again blindly`;
-      }
-      this.onRequest?.({ method: attempt.method, path: attempt.path, attempt: n, status: attempt.status, error: c.code, ms: performance.now() - t0 });
-      if (!c.retryable || n >= maxAttempts) throw toHomeostatError(c, attempt.method, attempt.path || '(no request sent)', n);
-      const waitMs = this.backoffMs(n);
-      this.log.debug({ method: attempt.method, path: attempt.path, attempt: n, waitMs, err: c.detail }, 'PVE call failed; retrying');
-      await delay(waitMs, signal);
+    try {
+      return await retry(async (n) => {
+        const timeoutMs = this.attemptTimeoutMs(n);
+        const attempt = new Attempt(timeoutMs, this.dispatcher, signal);
+        const t0 = performance.now();
+        let result: T | undefined;
+        let failure: unknown;
+        let ok = false;
+        try {
+          result = await fn(this.apiFor(attempt, timeoutMs));
+          // proxmox-api turns a body that could not be read (our deadline hit mid-body) into `null`.
+          ok = !attempt.timedOut;
+        } catch (e) {
+          failure = e;
+        } finally {
+          attempt.dispose();
+        }
+        signal?.throwIfAborted();
+        if (ok) {
+          this.onRequest?.({ method: attempt.method, path: attempt.path, attempt: n, status: attempt.status, ms: performance.now() - t0 });
+          return result as T;
+        }
+        const c = classifyAttempt(attempt, failure, this.origin, timeoutMs);
+        if (attempt.method !== 'GET' && c.retryable && mayHaveArrived(attempt)) {
+          c.code = 'HOMEOSTAT_ERR_PVE_UNCERTAIN';
+          c.retryable = false;
+          c.detail = `${c.detail}; PVE may have run it, so it is not sent again blindly`;
+        }
+        this.onRequest?.({ method: attempt.method, path: attempt.path, attempt: n, status: attempt.status, error: c.code, ms: performance.now() - t0 });
+        throw new FailedAttempt(c, attempt, n);
+      }, {
+        attempts: 1 + this.conn.retries,
+        // exponential, capped, jittered to 50–100 % of the step so a fleet of agents does not retry in lockstep
+        baseMs: this.conn.retryBaseMs,
+        maxMs: this.conn.retryMaxMs,
+        retryable: (e) => e instanceof FailedAttempt && e.c.retryable,
+        onRetry: (e, n, waitMs) => {
+          const f = e as FailedAttempt;
+          this.log.debug({ method: f.method, path: f.path, attempt: n, waitMs, err: f.c.detail }, 'PVE call failed; retrying');
+        },
+        signal,
+      });
+    } catch (e) {
+      if (e instanceof FailedAttempt) throw toHomeostatError(e.c, e.method, e.path || '(no request sent)', e.n);
+      throw e;
     }
   }
 
@@ -169,12 +175,6 @@ export class PveTransport {
    *  timeout, when that is longer). */
   private attemptTimeoutMs(n: number): number {
     return Math.min(this.conn.timeoutMs * 2 ** (n - 1), Math.max(this.conn.timeoutMs, MAX_ATTEMPT_TIMEOUT_MS));
-  }
-
-  /** Exponential, capped, with jitter (50–100 % of the step) so a fleet of agents does not retry in lockstep. */
-  private backoffMs(failedAttempts: number): number {
-    const step = Math.min(this.conn.retryMaxMs, this.conn.retryBaseMs * 2 ** (failedAttempts - 1));
-    return Math.round(step * (0.5 + Math.random() * 0.5));
   }
 
   // A fresh engine per attempt is cheap (a Proxy and a few fields) and binds the attempt's fetch.

@@ -2,6 +2,7 @@
 // are published by the test (as the decision agent or a workflow would), PVE tasks are counted
 // on the simulator's task list.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { sleep } from '../core/mod.ts';
 import { Bus, kvGet, kvKeys, subjects, type Action, type Envelope } from '../bus/mod.ts';
 import { ActionLock } from '../agents/action/mod.ts';
 import { testStack, type TestStack } from './helpers/stack.ts';
@@ -72,7 +73,7 @@ describe('action agent', () => {
     await publishApproved(a, `${a.actionId}-replay`); // stored again: the agent must notice
     await waitFor('ActionSucceeded', a.actionId);
     await publishApproved(a, `${a.actionId}-late-replay`); // after completion: the done marker answers
-    await new Promise((r) => setTimeout(r, 1500));
+    await sleep(1500);
     expect(await tasks('node-b', 155, 'vzstart')).toHaveLength(1);
     expect(of('ActionStarted', a.actionId)).toHaveLength(1);
     expect(of('ActionSucceeded', a.actionId)).toHaveLength(1);

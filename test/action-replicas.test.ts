@@ -2,7 +2,8 @@
 // replayed under other msgIds), and still one PVE task per action.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Bus, subjects, type Action, type Envelope } from '../bus/mod.ts';
-import { createLogger, loadAgent, loadConfig, type AgentHandle } from '../agents/mod.ts';
+import { createLogger, sleep } from '../core/mod.ts';
+import { loadAgent, loadConfig, type AgentHandle } from '../agents/mod.ts';
 import { testStack, type TestStack } from './helpers/stack.ts';
 import { until } from './helpers/bus.ts';
 
@@ -56,7 +57,7 @@ describe('two action agents', () => {
       }
       for (const a of actions) await until(() => seen.some((e) => e.type === 'ActionSucceeded' && e.data.actionId === a.actionId), 30_000, 50);
     }
-    await new Promise((r) => setTimeout(r, 1500)); // late duplicates would have started by now
+    await sleep(1500); // late duplicates would have started by now
     for (const g of guests) {
       const type = g.type === 'qemu' ? 'qmreboot' : 'vzreboot';
       expect(await tasks(g.node, g.vmid, type), `reboot tasks of ${g.vmid}`).toHaveLength(3);

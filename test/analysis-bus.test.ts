@@ -2,7 +2,8 @@
 // trace ids, KV, dead letters, desired state from KV, and memory rebuilt after a restart.
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { Bus, kvGet, kvKeys, kvPut, IncidentRecord, subjects, type Alert, type DeadLetter, type Envelope, type Incident } from '../bus/mod.ts';
-import { createLogger, loadConfig } from '../agents/mod.ts';
+import { createLogger } from '../core/mod.ts';
+import { loadConfig } from '../agents/mod.ts';
 import { agent as analysis, type AnalysisHandle } from '../agents/analysis/mod.ts';
 import { buildFleet, type Fleet } from '../fleet/manifest.ts';
 import { REFERENCE_MANIFEST } from '../fleet/reference-fleet.ts';

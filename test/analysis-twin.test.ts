@@ -2,7 +2,8 @@
 // (own vmids and node names) and its own simulator, so nothing leaks between cases or files.
 import { afterEach, describe, expect, inject, it } from 'vitest';
 import { Bus, kvKeys, kvPut, type Alert, type Envelope, type GuestEvent, type Incident, type NodeEvent } from '../bus/mod.ts';
-import { createLogger, loadConfig } from '../agents/mod.ts';
+import { createLogger } from '../core/mod.ts';
+import { loadConfig } from '../agents/mod.ts';
 import type { AnalysisHandle } from '../agents/analysis/mod.ts';
 import { startStack, type Stack } from '../cli/stack.ts';
 import { buildFleet, type Fleet } from '../fleet/manifest.ts';

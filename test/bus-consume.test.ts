@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { sleep } from '../core/mod.ts';
 import { subjects, type Bus } from '../bus/mod.ts';
 import { testBus, until } from './helpers/bus.ts';
 
@@ -25,7 +26,7 @@ describe('durable consumer', () => {
     });
     await event(node, 101);
     await event(node, 102);
-    await new Promise((r) => setTimeout(r, 300));
+    await sleep(300);
     expect(order).toEqual([]);
     release();
     await until(() => order.length === 2);

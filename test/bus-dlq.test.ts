@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { sleep } from '../core/mod.ts';
 import { subjects, MAX_PAYLOAD_BYTES, type Bus, type DeadLetter, type Envelope } from '../bus/mod.ts';
 import { collect, testBus, until } from './helpers/bus.ts';
 
@@ -20,7 +21,7 @@ describe('dead-letter path', () => {
       got.push(env.data.vmid);
     });
     const dlq = collect<DeadLetter>(publisher, 'fleet.dlq.fleet.events.guest.dlqnode.>', 3);
-    await new Promise((r) => setTimeout(r, 50));
+    await sleep(50);
     const enc = new TextEncoder();
     publisher.nc.publish('fleet.events.guest.dlqnode.101', enc.encode('{"not json'));
     publisher.nc.publish('fleet.events.guest.dlqnode.102', enc.encode(JSON.stringify({ id: 'x', ts: new Date().toISOString(), source: 's', type: 'GuestProbe', correlationId: 'x', data: { vmid: 'nope' } })));

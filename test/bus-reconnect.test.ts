@@ -2,6 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { sleep } from '../core/mod.ts';
 import { Bus, subjects } from '../bus/mod.ts';
 import { freePort, startNatsServer, type NatsServerHandle } from '../cli/nats-server.ts';
 import { until } from './helpers/bus.ts';
@@ -33,12 +34,12 @@ describe('reconnect', () => {
       for (let i = 0; i < total; i++) {
         const vmid = 1000 + i;
         await pub.publish(subjects.guestEvent('rc', vmid), 'GuestProbe', { vmid, node: 'rc', state: 'running', health: 'healthy' }, { retryForMs: 60_000 });
-        if (i % 20 === 0) await new Promise((r) => setTimeout(r, 20));
+        if (i % 20 === 0) await sleep(20);
       }
     })();
     await until(() => received.size > 30);
     await server.stop();
-    await new Promise((r) => setTimeout(r, 800));
+    await sleep(800);
     server = await startNatsServer({ dataDir: dir, port });
     await publishing;
     await until(() => received.size === total, 30_000);

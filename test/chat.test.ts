@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { answerChat, parseIntent } from '../agents/operator/mod.ts';
 import { OllamaPhraser } from '../llm/mod.ts';
 import { referenceFleet } from '../fleet/reference-fleet.ts';
-import { startOllamaDouble } from './ollama-double.ts';
+import { startOllamaDouble } from '../testkit/mod.ts';
 import { testBus } from './helpers/bus.ts';
 import type { Bus } from '../bus/mod.ts';
 

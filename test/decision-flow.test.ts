@@ -1,6 +1,7 @@
 // Decision + action agents against the simulator over HTTP, on their own nats-server. Incidents
 // are published by the test (as analysis would), so each rule is driven on purpose.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { sleep } from '../core/mod.ts';
 import { Bus, kvKeys, subjects, type Action, type Decision, type Envelope, type Incident } from '../bus/mod.ts';
 import type { AdvisorResult } from '../llm/mod.ts';
 import { testStack, type TestStack } from './helpers/stack.ts';
@@ -150,7 +151,7 @@ describe('decision agent', () => {
     expect(hold.reasons.join()).toMatch(/flapping/);
     const flap = await rec.wait(() => rec.seen.find((s) => s.env.type === 'IncidentOpened' && s.env.data.kind === 'flapping' && s.env.data.rootCause.vmid === 104));
     await publish({ ...third, updatedAt: new Date().toISOString() }, 'updated');
-    await new Promise((r) => setTimeout(r, 500));
+    await sleep(500);
     expect(rec.actions('ActionApproved', (a) => a.incidentId === third.id)).toHaveLength(0);
     expect(rec.decisions(third.id)).toHaveLength(1);
     expect((await cmd<{ vmid: number }[]>('holds', {})).map((h) => h.vmid)).toEqual([104]);
@@ -182,7 +183,7 @@ describe('decision agent', () => {
     await publish(inc);
     await rec.wait(() => rec.actions('ActionSucceeded', (a) => a.incidentId === inc.id)[0]);
     await publish({ ...inc, updatedAt: new Date().toISOString() }, 'updated');
-    await new Promise((r) => setTimeout(r, 300));
+    await sleep(300);
     expect(rec.actions('ActionApproved', (a) => a.incidentId === inc.id)).toHaveLength(1);
     // it goes down again, and sensing says so
     await stack.api.fault('crash', 101);
@@ -282,7 +283,7 @@ describe('decision agent in dry-run', () => {
     const d = await r.wait(() => r.decisions(inc.id)[0]);
     expect(d.verdict).toBe('dry-run');
     expect(d.reasons.join()).toMatch(/would be allow/);
-    await new Promise((res) => setTimeout(res, 500));
+    await sleep(500);
     expect(r.actions('ActionApproved')).toHaveLength(0);
     expect(await dry.api.health(159)).toBe(false);
   });

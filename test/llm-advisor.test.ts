@@ -4,8 +4,7 @@ import { createServer } from 'node:net';
 import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { z } from 'zod';
 import { NullAdvisor, OllamaAdvisor, Proposal, type AdvisorResult, type OllamaAdvisorOptions } from '../llm/mod.ts';
-import { context159, incident159, json, proposal } from './llm-fixtures.ts';
-import { startOllamaDouble, type DoubleReply, type OllamaDouble } from './ollama-double.ts';
+import { context159, incident159, json, proposal, startOllamaDouble, type DoubleReply, type OllamaDouble } from '../testkit/mod.ts';
 
 const MODEL = 'qwen2.5:7b-instruct';
 let double: OllamaDouble;

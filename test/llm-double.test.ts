@@ -1,7 +1,7 @@
 // The Ollama TEST DOUBLE speaks the wire protocol the real `ollama` client expects.
 import { Ollama } from 'ollama';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startOllamaDouble, type OllamaDouble } from './ollama-double.ts';
+import { startOllamaDouble, type OllamaDouble } from '../testkit/mod.ts';
 
 let double: OllamaDouble;
 beforeAll(async () => {

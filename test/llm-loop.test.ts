@@ -1,9 +1,10 @@
 // The advisor in the loop: the real `ollama` client against the Ollama TEST DOUBLE, the decision and
 // action agents, the simulator. The model proposes; the policy disposes.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { sleep } from '../core/mod.ts';
 import { subjects, type Action, type ChatAnswer, type Decision, type Envelope, type Incident } from '../bus/mod.ts';
 import { OllamaAdvisor } from '../llm/mod.ts';
-import { startOllamaDouble } from './ollama-double.ts';
+import { startOllamaDouble } from '../testkit/mod.ts';
 import { testStack, type TestStack } from './helpers/stack.ts';
 import { until } from './helpers/bus.ts';
 
@@ -82,7 +83,7 @@ describe('LLM advisor in the loop (Ollama test double)', () => {
     expect(d.advisor?.used).toBe(false);
     expect(d.advisor?.discarded).toMatch(why);
     expect(d.verdict).toBe('notify'); // the runbook floor for an unknown alert
-    await new Promise((r) => setTimeout(r, 300));
+    await sleep(300);
     expect(actions('ActionApproved', inc.id)).toHaveLength(0);
     expect(actions('ActionRequested', inc.id)).toHaveLength(0);
   }, 20_000);

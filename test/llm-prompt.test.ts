@@ -2,8 +2,7 @@
 // neither leave the block nor widen what a proposal may do.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildPrompt, DATA_CLOSE, DATA_OPEN, OllamaAdvisor, PROPOSAL_VERBS, type AdvisorContext } from '../llm/mod.ts';
-import { context159, incident159, INJECTION, json, proposal } from './llm-fixtures.ts';
-import { startOllamaDouble, type OllamaDouble } from './ollama-double.ts';
+import { context159, incident159, INJECTION, json, proposal, startOllamaDouble, type OllamaDouble } from '../testkit/mod.ts';
 
 /** Split the user message into what is outside the data block and the block itself (parsed). */
 function split(user: string): { outside: string; data: Record<string, unknown>; raw: string } {

@@ -1,7 +1,7 @@
 // validate.ts on its own: the checks that do not need a model.
 import { describe, expect, it } from 'vitest';
 import { checkProposal, validateProposal, type Validation } from '../llm/mod.ts';
-import { context159, json, proposal } from './llm-fixtures.ts';
+import { context159, json, proposal } from '../testkit/mod.ts';
 
 const all = context159({ allowedVerbs: ['start', 'reboot', 'shutdown', 'stop', 'migrate', 'rollback'] });
 const code = (v: Validation) => (v.ok ? 'ok' : v.code);

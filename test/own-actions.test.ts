@@ -2,6 +2,7 @@
 // (what `homeostat reboot 159` and chat send) and a chat-requested one make sensing see 159 and its
 // dependents go down and come back, and no incident opens. A real crash right after still opens one.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { sleep } from '../core/mod.ts';
 import { replayStored, subjects, type Action, type GuestEvent, type Incident } from '../bus/mod.ts';
 import { answerChat } from '../agents/operator/mod.ts';
 import { testStack, type TestStack } from './helpers/stack.ts';
@@ -25,7 +26,7 @@ async function rebootSeen(t0: Date, actionId: string) {
   }, 30_000);
   await until(() => healthy(159), 20_000);
   // dependents recover, and the loop's graces run out
-  await new Promise((r) => setTimeout(r, 3000));
+  await sleep(3000);
   const guestEvents = (await replayStored(stack.bus, 'fleet.events.guest.>', t0)).map((e) => e.env.data as GuestEvent);
   // the test means something only if sensing saw 159 down or failing on the way
   expect(guestEvents.some((g) => g.vmid === 159 && (g.state !== 'running' || g.health === 'unhealthy'))).toBe(true);

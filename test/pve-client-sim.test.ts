@@ -2,7 +2,7 @@
 // with faults injected through /sim/faults. No assertion here depends on wall-clock speed.
 import { Agent, fetch } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { isHomeostatError, type HomeostatError } from '../bus/mod.ts';
+import { isHomeostatError, type HomeostatError, sleep } from '../core/mod.ts';
 import { createPveClient, upidNode, type ProxmoxClient, type PveClientOptions, type PveRequestEvent } from '../fleet/pve-client.ts';
 import { referenceFleet } from '../fleet/reference-fleet.ts';
 import { startSimulator } from '../fleet/sim/mod.ts';
@@ -47,7 +47,7 @@ async function until<T>(fn: () => Promise<T>, ok: (v: T) => boolean, timeoutMs =
   for (;;) {
     const v = await fn();
     if (ok(v) || Date.now() > end) return v;
-    await new Promise((r) => setTimeout(r, 50));
+    await sleep(50);
   }
 }
 

@@ -6,7 +6,7 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { isHomeostatError, type HomeostatError } from '../bus/mod.ts';
+import { isHomeostatError, type HomeostatError, sleep } from '../core/mod.ts';
 import { createPveClient, parseUpid, pveClientOptionsFromEnv, upidNode, type PveClientOptions, type PveRequestEvent } from '../fleet/pve-client.ts';
 
 type Reply = (req: IncomingMessage, res: ServerResponse, body: string) => void;
@@ -150,7 +150,7 @@ describe('PVE adapter against a scripted server', () => {
     const e = await failure(c.reboot({ node: 'node-a', vmid: 101, type: 'lxc' }));
     expect(e.code).toBe('HOMEOSTAT_ERR_PVE_UNCERTAIN');
     expect(e.message).toMatch(/^POST \/nodes\/node-a\/lxc\/101\/status\/reboot: no answer .* not sent again blindly$/);
-    await new Promise((r) => setTimeout(r, 500)); // a retry would have reached the server by now
+    await sleep(500); // a retry would have reached the server by now
     expect(seen).toHaveLength(1);
     await c.close();
   });

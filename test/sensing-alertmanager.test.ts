@@ -2,7 +2,8 @@
 // 400 and the agent keeps serving.
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { Bus, patterns, type Alert, type Envelope } from '../bus/mod.ts';
-import { createLogger, loadConfig } from '../agents/mod.ts';
+import { createLogger, sleep } from '../core/mod.ts';
+import { loadConfig } from '../agents/mod.ts';
 import { agent as sensing, type SensingHandle } from '../agents/sensing/mod.ts';
 import { buildFleet } from '../fleet/manifest.ts';
 import { REFERENCE_MANIFEST } from '../fleet/reference-fleet.ts';
@@ -38,7 +39,7 @@ async function post(path: string, body: unknown, raw = false): Promise<{ status:
 }
 
 async function waitFor(n: number): Promise<void> {
-  for (let i = 0; i < 200 && seen.length < n; i++) await new Promise((r) => setTimeout(r, 25));
+  for (let i = 0; i < 200 && seen.length < n; i++) await sleep(25);
 }
 
 describe('sensing: Alertmanager receiver', () => {
@@ -97,7 +98,7 @@ describe('sensing: Alertmanager receiver', () => {
     expect(ok.status).toBe(200);
     let settled = false;
     void handle.stopped.then(() => (settled = true));
-    await new Promise((r) => setTimeout(r, 20));
+    await sleep(20);
     expect(settled).toBe(false);
   });
 });

@@ -1,7 +1,7 @@
 // Sensing's polling and change detection against a scripted PveApi: one request per node per
 // round, change-only events, node failures at once, API outages as events.
 import { describe, expect, it } from 'vitest';
-import { HomeostatError } from '../bus/mod.ts';
+import { HomeostatError, sleep } from '../core/mod.ts';
 import { PveObserver } from '../agents/sensing/observe.ts';
 import { FleetTracker, type Emission } from '../agents/sensing/tracker.ts';
 import { referenceFleet } from '../fleet/reference-fleet.ts';
@@ -130,7 +130,7 @@ describe('sensing: polling and change detection', () => {
     await obs.observe();
     expect(slowCalls).toBe(1);
     release();
-    await new Promise((r) => setTimeout(r, 10));
+    await sleep(10);
     const o3 = await obs.observe();
     expect(o3.nodes.get('node-a')!.stale).toBe(false);
     expect(o3.guests.get(243)).toMatchObject({ state: 'running', reachable: true });

@@ -3,7 +3,8 @@
 import { Agent, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { Bus, GuestRecord, kvGet, kvKeys, type Envelope, type GuestEvent, type NodeEvent, type ApiEvent } from '../bus/mod.ts';
-import { createLogger, loadConfig } from '../agents/mod.ts';
+import { createLogger, sleep } from '../core/mod.ts';
+import { loadConfig } from '../agents/mod.ts';
 import type { SensingHandle } from '../agents/sensing/mod.ts';
 import { startStack, type Stack } from '../cli/stack.ts';
 import { buildFleet, type Fleet } from '../fleet/manifest.ts';
@@ -150,7 +151,7 @@ describe('sensing against the simulator', () => {
     await until(() => find<ApiEvent>('PveAvailable'));
     let settled = false;
     void sensing().stopped.then(() => (settled = true));
-    await new Promise((res) => setTimeout(res, 20));
+    await sleep(20);
     expect(settled).toBe(false);
   });
 });

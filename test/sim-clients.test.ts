@@ -5,6 +5,7 @@
 import proxmoxApi, { type ProxmoxEngineOptions } from 'proxmox-api';
 import { fetch } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { sleep } from '../core/mod.ts';
 import { referenceFleet } from '../fleet/reference-fleet.ts';
 import { startSimulator, type SimulatorHandle } from '../fleet/sim/mod.ts';
 
@@ -18,7 +19,7 @@ async function waitTask(node: string, upid: string): Promise<{ status: string; e
   for (let i = 0; i < 2000; i++) {
     const s = await api.nodes.$(node).tasks.$(upid).status.$get();
     if (s.status === 'stopped') return s;
-    await new Promise((r) => setTimeout(r, 5));
+    await sleep(5);
   }
   throw new Error(`task ${upid} still running`);
 }

@@ -5,6 +5,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import proxmoxApi, { type ProxmoxEngineOptions } from 'proxmox-api';
 import { Agent, fetch as undiciFetch } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { sleep } from '../core/mod.ts';
 import { buildFleet } from '../fleet/manifest.ts';
 import { REFERENCE_MANIFEST } from '../fleet/reference-fleet.ts';
 import { startSimulator, type SimulatorHandle } from '../fleet/sim/mod.ts';
@@ -54,7 +55,7 @@ async function waitTask(upid: string): Promise<void> {
   for (let i = 0; i < 200; i++) {
     const s = (await api.nodes.$('node-b').tasks.$(upid).status.$get()) as { status: string };
     if (s.status === 'stopped') return;
-    await new Promise((r) => setTimeout(r, 10));
+    await sleep(10);
   }
   throw new Error(`task ${upid} did not finish`);
 }

@@ -3,6 +3,7 @@
 import proxmoxApi, { type ProxmoxEngineOptions } from 'proxmox-api';
 import { fetch } from 'undici';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { sleep } from '../core/mod.ts';
 import { referenceFleet } from '../fleet/reference-fleet.ts';
 import { startSimulator, type SimulatorHandle } from '../fleet/sim/mod.ts';
 
@@ -33,7 +34,7 @@ async function waitTask(node: string, upid: string): Promise<{ exitstatus?: stri
   for (let i = 0; i < 2000; i++) {
     const s = await api.nodes.$(node).tasks.$(upid).status.$get();
     if (s.status === 'stopped') return s;
-    await new Promise((r) => setTimeout(r, 5));
+    await sleep(5);
   }
   throw new Error('task did not finish');
 }
@@ -43,7 +44,7 @@ async function until<T>(fn: () => Promise<T | undefined | false>, timeoutMs = 50
     const v = await fn();
     if (v) return v;
     if (Date.now() > end) throw new Error('condition not met');
-    await new Promise((r) => setTimeout(r, 10));
+    await sleep(10);
   }
 }
 

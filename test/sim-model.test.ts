@@ -2,6 +2,7 @@
 // them, and the API can create and reconfigure containers like PVE.
 import { fetch } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { sleep } from '../core/mod.ts';
 import { generateFleet, referenceFleet } from '../fleet/reference-fleet.ts';
 import { startSimulator, type SimulatorHandle } from '../fleet/sim/mod.ts';
 
@@ -62,7 +63,7 @@ describe('create and reconfigure through the API', () => {
     for (;;) {
       const s = (await call('GET', `/nodes/${node}/tasks/${encodeURIComponent(upid)}/status`)).body.data;
       if (s.status === 'stopped') return s;
-      await new Promise((r) => setTimeout(r, 5));
+      await sleep(5);
     }
   };
   beforeAll(async () => {

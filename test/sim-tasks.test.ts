@@ -4,6 +4,7 @@
 import proxmoxApi, { type ProxmoxEngineOptions } from 'proxmox-api';
 import { fetch } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { sleep } from '../core/mod.ts';
 import { buildFleet } from '../fleet/manifest.ts';
 import { startSimulator, type SimulatorHandle } from '../fleet/sim/mod.ts';
 
@@ -38,7 +39,7 @@ async function waitTask(node: string, upid: string, onPoll?: () => Promise<void>
     const s = await status(node, upid);
     if (s.status === 'stopped') return s;
     await onPoll?.();
-    await new Promise((r) => setTimeout(r, 5));
+    await sleep(5);
   }
   throw new Error(`task ${upid} still running`);
 }
@@ -240,7 +241,7 @@ describe('config locks', () => {
       for (;;) {
         const s = await api1.nodes.$('node-b').tasks.$(upid).status.$get();
         if (s.status === 'stopped') break;
-        await new Promise((r) => setTimeout(r, 20));
+        await sleep(20);
       }
       expect((await api1.nodes.$('node-b').lxc.$(104).status.current.$get()).lock).toBeUndefined();
     } finally {

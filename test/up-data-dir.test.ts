@@ -17,7 +17,7 @@ afterAll(async () => {
   rmSync(root, { recursive: true, force: true });
 });
 
-const ZERO_PORTS = ['--nats-port', '0', '--sim-port', '0', '--alertmanager-port', '0', '--http'];
+const ZERO_PORTS = ['--nats-port', '0', '--sim-port', '0', '--alertmanager-port', '0', '--metrics-port', '0', '--console-port', '0', '--http'];
 
 function up(args: string[], env: Record<string, string> = {}) {
   const child = spawn(process.execPath, [BIN, 'up', ...args], { env: { ...process.env, LOG_LEVEL: 'warn', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });

@@ -2,6 +2,7 @@
 // agent running. Order is checked against the dependency graph from the action and workflow events.
 import { spawn } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { sleep } from '../core/mod.ts';
 import { Bus, DesiredState, kvList, replayStored, type Action } from '../bus/mod.ts';
 import { planShutdownWaves } from '../state-machines/mod.ts';
 import { followWorkflow, runWorkflow, startWorkflow, type FollowedEvent } from '../workflows/mod.ts';
@@ -105,7 +106,7 @@ describe('graceful shutdown', () => {
     const desired = await kvList(bus.kv.fleetState, 'desired.', DesiredState);
     for (const v of ALL) expect(desired.get(`desired.${v}`)?.state, String(v)).toBe('stopped');
     // nobody "heals" a deliberate shutdown
-    await new Promise((res) => setTimeout(res, 1500));
+    await sleep(1500);
     expect([...(await fleetState()).values()].filter((g) => g.status !== 'stopped').map((g) => g.vmid)).toEqual([]);
   }, 90_000);
 
@@ -175,7 +176,7 @@ describe('layered boot', () => {
     expect(events.some((e) => e.env.data.event === 'BOOT.DONE')).toBe(false);
     await stack.stopAgent('workflows');
     killed = true;
-    await new Promise((res) => setTimeout(res, 300));
+    await sleep(300);
     await stack.startAgent('workflows');
     const r = await followed;
     expect(killed).toBe(true);

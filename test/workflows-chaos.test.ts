@@ -5,6 +5,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { sleep } from '../core/mod.ts';
 import { Bus, replayStored, type WorkflowEvent } from '../bus/mod.ts';
 import type { ChaosReport } from '../state-machines/mod.ts';
 import { followWorkflow, runWorkflow, startWorkflow, type FollowedEvent } from '../workflows/mod.ts';
@@ -99,7 +100,7 @@ describe('chaos experiments', () => {
     await until(() => events.some((e) => e.env.data.event === 'FAULT.INJECTED'), 20_000, 10);
     expect((await simFaults()).filter((f) => f.params?.homeostatWorkflow === reply.workflowId)).toHaveLength(1);
     await stack.stopAgent('workflows');
-    await new Promise((res) => setTimeout(res, 300));
+    await sleep(300);
     await stack.startAgent('workflows');
     const r = await followed;
     expect(r.status).toBe('aborted');

@@ -2,6 +2,7 @@
 // workflows agent → fence → recovery on the survivors. Sampled all along: no guest of the dead
 // node shows up elsewhere before the node is fenced, and no guest is ever listed twice.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { sleep } from '../core/mod.ts';
 import { Bus, replayStored, type Action } from '../bus/mod.ts';
 import { followWorkflow, runWorkflow, workflowRecord, type FollowedEvent } from '../workflows/mod.ts';
 import type { FailoverReport } from '../state-machines/mod.ts';
@@ -41,7 +42,7 @@ function watchSafety(node: string, vmids: number[]) {
       for (const [vmid, n] of count) if (n > 1) problems.push(`${vmid} listed ${n} times`);
       const running = res.data.filter((r) => vmids.includes(r.vmid) && r.status === 'running' && r.node === node);
       if (running.length && f.nodes.find((n) => n.name === node)?.online === false) problems.push(`running on dead ${node}: ${running.map((r) => r.vmid).join(',')}`);
-      await new Promise((r) => setTimeout(r, 20));
+      await sleep(20);
     }
   })();
   return { problems, samples: () => samples, stop: async () => { stop = true; await done; } };
@@ -101,7 +102,7 @@ describe('node failover', () => {
   }, 90_000);
 
   it('automatic failover leaves a protected guest to an operator; `failover <node>` by the operator recovers it', async () => {
-    await new Promise((r) => setTimeout(r, 1000)); // sensing sees node-b back
+    await sleep(1000); // sensing sees node-b back
     const f0 = (await stack.api.fleet()) as SimFleet;
     const onC = f0.guests.filter((g) => g.node === 'node-c').map((g) => g.vmid).sort((a, b) => a - b);
     expect(onC).toContain(200); // homeassistant, protected in the reference fleet
@@ -134,7 +135,7 @@ describe('node failover', () => {
 
   it('refuses to fail over a node that is alive: aborted, nothing moved', async () => {
     await until(async () => ((await stack.api.fleet()) as SimFleet).nodes.every((n) => n.online), 10_000);
-    await new Promise((r) => setTimeout(r, 600));
+    await sleep(600);
     const before = (await stack.api.fleet()).guests.map((g) => `${g.vmid}@${g.node}`).sort();
     const r = await runWorkflow(bus, 'failover', { node: 'node-a' });
     expect(r.status).toBe('aborted');

@@ -4,7 +4,7 @@
 // tracker is first filled from the stream, so an action already approved is never published again
 // and one already finished is answered from history instead of being repeated.
 import { Action, replayStored, subjects, type Bus, type Envelope, type Stoppable } from '../bus/mod.ts';
-import type { AppLogger } from '../agents/runtime/logger.ts';
+import { type AppLogger } from '../core/mod.ts';
 
 export type ActionSpec = Pick<Action, 'actionId' | 'verb' | 'target'> & Partial<Pick<Action, 'params' | 'rationale' | 'attempt' | 'incidentId'>> & {
   workflowId: string;

@@ -2,12 +2,13 @@
 // real PVE, are guest stop/shutdown actions through the action agent (never node-level). Heals are
 // observed, never assumed; rollbacks are idempotent because they may run twice after a restart.
 import { fromCallback, fromPromise, type EventObject } from 'xstate';
-import { DesiredState, HomeostatError, Incident, kvGet, kvList, kvPut, subjects, token } from '../bus/mod.ts';
+import { HomeostatError, sleep } from '../core/mod.ts';
+import { DesiredState, Incident, kvGet, kvList, kvPut, subjects, token } from '../bus/mod.ts';
 import type {
   CheckSteadyStateInput, CheckSteadyStateOutput, FaultRecord, InjectFaultInput, InjectFaultOutput, RunRollbacksInput, WatchAbortInput, WatchHealInput,
 } from '../state-machines/mod.ts';
 import { REAL_PVE_FAULTS, type Probe, type Rollback } from './experiment.ts';
-import { guestRef, lockedByOther, runAction, sleep, type RunContext, type WorkflowDeps } from './deps.ts';
+import { guestRef, lockedByOther, runAction, type RunContext, type WorkflowDeps } from './deps.ts';
 import type { FleetView } from './observer.ts';
 import { z } from 'zod';
 

@@ -5,7 +5,7 @@
 import { DesiredState, kvGet, kvKeys, kvList, kvPut, LockRecord, type Bus, type GuestRef } from '../bus/mod.ts';
 import type { Fleet } from '../fleet/manifest.ts';
 import type { PveApi } from '../fleet/pve-types.ts';
-import type { AppLogger } from '../agents/runtime/logger.ts';
+import { type AppLogger } from '../core/mod.ts';
 import type { ActionSpec, ActionState, ActionTracker } from './actions.ts';
 import type { FleetObserver } from './observer.ts';
 import type { SimClient } from './sim-client.ts';
@@ -109,17 +109,3 @@ export function abortable<T>(promise: Promise<T>, signal?: AbortSignal): Promise
     );
   });
 }
-
-export const sleep = (ms: number, signal?: AbortSignal) =>
-  new Promise<void>((resolve, reject) => {
-    if (signal?.aborted) return reject(signal.reason);
-    const t = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    const onAbort = () => {
-      clearTimeout(t);
-      reject(signal!.reason);
-    };
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });

@@ -4,7 +4,7 @@ import { basename, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
-import { HomeostatError } from '../bus/mod.ts';
+import { HomeostatError } from '../core/mod.ts';
 import type { Fleet } from '../fleet/manifest.ts';
 
 const Target = z.union([z.number().int().min(100), z.string().min(1).max(64)]);

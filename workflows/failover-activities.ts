@@ -2,14 +2,15 @@
 // confirmFence (after the fence delay) and fenceNode; these make sure "confirmed" and "fenced"
 // mean something. What happens on real hardware is documented in docs/workflows.md.
 import { fromPromise } from 'xstate';
-import { isHomeostatError, kvGet, kvKeys, NodeRecord, HomeostatError } from '../bus/mod.ts';
+import { HomeostatError, isHomeostatError, sleep } from '../core/mod.ts';
+import { kvGet, kvKeys, NodeRecord } from '../bus/mod.ts';
 import { recoverActionId } from '../state-machines/mod.ts';
 import type {
   ConfirmFenceInput, ConfirmFenceOutput, FenceNodeInput, RecoverGuestInput, VerifyRecoveryInput, VerifyRecoveryOutput,
   WaitHealthyInput, WaitHealthyOutput,
 } from '../state-machines/mod.ts';
 import { isActionFailed } from './actions.ts';
-import { guestRef, runAction, setDesired, sleep, type RunContext, type WorkflowDeps } from './deps.ts';
+import { guestRef, runAction, setDesired, type RunContext, type WorkflowDeps } from './deps.ts';
 import { scoped, startThroughAgent, waitGuestHealthy } from './guest-activities.ts';
 
 export const recoverStartId = (workflowId: string, vmid: number, attempt: number) => `${recoverActionId(workflowId, vmid, attempt)}:start`;

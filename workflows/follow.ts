@@ -3,10 +3,8 @@
 // runner's WORKFLOW.ENDED. A watchdog asks the agent for the record now and then, so a lost event
 // or an agent restart never leaves the follower hanging without saying why.
 import { DeliverPolicy } from '@nats-io/jetstream';
-import {
-  decode, FLEET_STREAM, HomeostatError, isHomeostatError, patterns, subjects, WorkflowEvent,
-  type Bus, type Envelope,
-} from '../bus/mod.ts';
+import { HomeostatError, isHomeostatError } from '../core/mod.ts';
+import { decode, FLEET_STREAM, patterns, subjects, WorkflowEvent, type Bus, type Envelope } from '../bus/mod.ts';
 import type { GuestLine } from './plans.ts';
 import type { WorkflowKind } from './deps.ts';
 import { ENDED_EVENT, type WorkflowStatus } from './runner.ts';

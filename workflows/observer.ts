@@ -5,7 +5,7 @@
 import { GuestRecord, kvList, NodeRecord, type Bus } from '../bus/mod.ts';
 import type { Fleet } from '../fleet/manifest.ts';
 import type { PveApi } from '../fleet/pve-types.ts';
-import type { AppLogger } from '../agents/runtime/logger.ts';
+import { type AppLogger, sleep } from '../core/mod.ts';
 import type { SimClient } from './sim-client.ts';
 
 export interface GuestView {
@@ -116,7 +116,7 @@ export class FleetObserver {
       }
       if (!this.waiters.size) break;
       // a slow read (big fleet) stretches the interval instead of stacking reads
-      await new Promise((r) => setTimeout(r, Math.max(this.pollMs, 2 * (Date.now() - t0))));
+      await sleep(Math.max(this.pollMs, 2 * (Date.now() - t0)));
     }
   }
 

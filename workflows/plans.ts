@@ -1,6 +1,7 @@
 // Machine inputs from the manifest and the fleet as it is now: where each guest runs (a failover
 // may have moved it), what is already healthy or stopped, which nodes survive, and the policies.
-import { DesiredState, HomeostatError, kvGet, kvKeys, kvList, NodeRecord } from '../bus/mod.ts';
+import { HomeostatError } from '../core/mod.ts';
+import { DesiredState, kvGet, kvKeys, kvList, NodeRecord } from '../bus/mod.ts';
 import type { BootInput, FailoverInput, ShutdownInput } from '../state-machines/mod.ts';
 import { lockedByOther, type WorkflowDeps } from './deps.ts';
 import type { FleetView } from './observer.ts';

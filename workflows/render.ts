@@ -1,6 +1,7 @@
 // Text for people: one line per workflow event (logs, pipes), a live board for a TTY (which layer,
 // which guests wait on what), the dry-run plan, and the end summary. Colour is the caller's choice.
-import { localTime, type WorkflowEvent } from '../bus/mod.ts';
+import { localTime } from '../core/mod.ts';
+import type { WorkflowEvent } from '../bus/mod.ts';
 import type { BootSummary, FailoverReport, ShutdownSummary } from '../state-machines/mod.ts';
 import type { StartReply, WorkflowResult } from './follow.ts';
 import type { GuestLine } from './plans.ts';

@@ -5,7 +5,7 @@
 import { createActor, type AnyActorRef, type AnyStateMachine } from 'xstate';
 import { kvGet, kvKeys, kvPut, subjects, WorkflowEvent, WorkflowRecord, type Bus } from '../bus/mod.ts';
 import { errorText, type Progress } from '../state-machines/mod.ts';
-import type { AppLogger } from '../agents/runtime/logger.ts';
+import { type AppLogger, sleep } from '../core/mod.ts';
 import { WORKFLOW_KINDS, type RunContext, type WorkflowKind } from './deps.ts';
 
 export type WorkflowStatus = WorkflowRecord['status'];
@@ -157,7 +157,7 @@ export class WorkflowRunner {
         this.o.log.error({ workflowId: r.run.workflowId, err: errorText(e) }, 'could not persist workflow snapshot');
       }
       // big fleets: coalesce transitions instead of writing hundreds of KB per transition
-      if (size > BIG_SNAPSHOT) await new Promise((res) => setTimeout(res, 100));
+      if (size > BIG_SNAPSHOT) await sleep(100);
     }
   }
 

@@ -2,7 +2,7 @@
 // when PVE_URL points at the simulator: to read the whole fleet in one call, to fence a downed
 // node, and to inject chaos faults. Against real PVE there is no such API and this is undefined.
 import { Agent, fetch } from 'undici';
-import { HomeostatError } from '../bus/mod.ts';
+import { HomeostatError } from '../core/mod.ts';
 
 export interface SimGuestView {
   vmid: number;

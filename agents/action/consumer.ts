@@ -2,7 +2,8 @@
 // hold up the rest), keeps each in progress with `working()` heartbeats, and on stop hands the
 // unfinished ones back at once (nak) so a restarted agent resumes them without waiting ack_wait.
 import { AckPolicy, DeliverPolicy, type JsMsg } from '@nats-io/jetstream';
-import { AUDIT_STREAM, decode, type Bus, type Envelope, type Logger, type Stoppable } from '../../bus/mod.ts';
+import { type Logger } from '../../core/mod.ts';
+import { AUDIT_STREAM, decode, type Bus, type Envelope, type Stoppable } from '../../bus/mod.ts';
 
 export interface ConcurrentConsumerOptions<T> {
   durable: string;

@@ -1,16 +1,14 @@
 // Runs one approved action exactly once: done marker → guest lock → (resume the stored UPID, or
 // call PVE and store its UPID at once) → wait for the task → verify → outcome → done marker.
 // Retryable PVE failures are tried again per policy (guestRetries, backoff), then reported.
-import {
-  HomeostatError, isHomeostatError, subjects,
-  type Action, type Bus, type Envelope, type Logger,
-} from '../../bus/mod.ts';
+import { backoffMs, HomeostatError, isHomeostatError, sleep, type Logger } from '../../core/mod.ts';
+import { subjects, type Action, type Bus, type Envelope } from '../../bus/mod.ts';
 import type { Policies } from '../../fleet/manifest.ts';
 import type { Fleet } from '../../fleet/manifest.ts';
 import type { GuestAddress, PveApi } from '../../fleet/pve-types.ts';
 import { findStartedTask } from './find-task.ts';
 import { LockLost, type GuestLocks, type HeldLock } from './lock.ts';
-import { expectedState, pause, type Verifier } from './verify.ts';
+import { expectedState, type Verifier } from './verify.ts';
 
 export type Outcome = 'ack' | 'retry' | 'interrupted';
 
@@ -29,7 +27,7 @@ export interface ExecutorDeps {
   locks: GuestLocks;
   verifier: Verifier;
   log: Logger;
-  /** First retry backoff (doubles per attempt). */
+  /** First retry backoff (doubles per attempt, jittered). */
   retryBaseMs: number;
   /** The PVE client's timeout of one call: a call unanswered after it may still be running. */
   pveTimeoutMs: number;
@@ -75,7 +73,7 @@ export class Executor {
         await this.finish(env, undefined, { ...a, error: { code: 'HOMEOSTAT_ERR_LOCKED', message: `guest ${a.target.vmid} stayed locked by action ${r.by.actionId} (${r.by.verb})` } }, 'failed');
         return 'ack';
       }
-      await pause(250, job.signal);
+      await sleep(250, job.signal).catch(() => undefined); // an abort is seen at the top of the loop
     }
     // Another process may have finished this action between the first look and the lock.
     const doneMeanwhile = await this.d.locks.done(a.actionId);
@@ -136,11 +134,11 @@ export class Executor {
         const err = coded(e);
         const verifying = lock.value.phase === 'verifying';
         if (!verifying && RETRYABLE.has(err.code) && attempt + 1 < maxAttempts) {
-          const wait = this.d.retryBaseMs * 2 ** attempt;
+          const wait = backoffMs(attempt + 1, { baseMs: this.d.retryBaseMs, maxMs: Math.max(this.d.retryBaseMs, 30_000) });
           log.warn({ attempt, code: err.code, err: err.message, retryInMs: wait }, 'action attempt failed; retrying');
           const pastUpids = [...(lock.value.pastUpids ?? []), ...(lock.value.upid ? [lock.value.upid] : [])];
           await lock.update({ attempt: attempt + 1, phase: 'acquired', upid: undefined, startedEnvId: undefined, pastUpids });
-          await pause(wait, job.signal);
+          await sleep(wait, job.signal).catch(() => undefined);
           continue;
         }
         log.warn({ attempt, code: err.code, err: err.message }, 'action failed');

@@ -3,9 +3,9 @@
 // sent after the call was given up (plus a grace) that still shows no new task means PVE never
 // ran it; until then the call may still be queued on a slow PVE, so the agent keeps looking
 // instead of calling again.
-import { HomeostatError, type Action } from '../../bus/mod.ts';
+import { HomeostatError, sleep } from '../../core/mod.ts';
+import type { Action } from '../../bus/mod.ts';
 import type { GuestAddress, PveApi } from '../../fleet/pve-types.ts';
-import { pause } from './verify.ts';
 
 /** PVE's clock and ours may differ a little (NTP): look this far before the call. */
 const CLOCK_SLACK_SEC = 2;
@@ -47,6 +47,6 @@ export async function findStartedTask(pve: PveApi, a: Action, g: GuestAddress, o
     if (Date.now() > o.deadline) {
       throw new HomeostatError('HOMEOSTAT_ERR_PVE_UNCERTAIN', `${a.verb} of guest ${g.vmid} got no answer and its task list could not be read (${why.slice(0, 300)}); not calling again blindly`);
     }
-    await pause(Math.max(100, Math.min(1000, o.settledAt - Date.now())), o.signal);
+    await sleep(Math.max(100, Math.min(1000, o.settledAt - Date.now())), o.signal);
   }
 }

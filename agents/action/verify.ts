@@ -3,7 +3,8 @@
 // from the guest's health URL (manifest), else the simulator's /sim/health/{vmid}, else sensing's
 // fresh record in fleet-state, else PVE's status alone.
 import { Agent, fetch } from 'undici';
-import { GuestRecord, HomeostatError, kvGet, kvKeys, type Action, type Bus } from '../../bus/mod.ts';
+import { HomeostatError, sleep } from '../../core/mod.ts';
+import { GuestRecord, kvGet, kvKeys, type Action, type Bus } from '../../bus/mod.ts';
 import type { Fleet } from '../../fleet/manifest.ts';
 import type { GuestAddress, PveApi } from '../../fleet/pve-types.ts';
 
@@ -17,20 +18,6 @@ export interface VerifierOptions {
 }
 
 type Want = 'running' | 'stopped' | 'exists';
-
-/** Sleep that ends early on abort and leaves no listener behind (these run in polling loops). */
-export function pause(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) return resolve();
-    const done = () => {
-      clearTimeout(t);
-      signal.removeEventListener('abort', done);
-      resolve();
-    };
-    const t = setTimeout(done, ms);
-    signal.addEventListener('abort', done, { once: true });
-  });
-}
 
 export function expectedState(a: Action): Want {
   if (a.verb === 'stop' || a.verb === 'shutdown') return 'stopped';
@@ -72,7 +59,7 @@ export class Verifier {
       if (Date.now() > deadline) {
         throw new HomeostatError('HOMEOSTAT_ERR_TIMEOUT', `guest ${g.vmid} not ${want === 'running' ? 'running and healthy' : want} within ${timeoutMs} ms after ${a.verb} (${why.slice(0, 300)})`);
       }
-      await pause(250, signal);
+      await sleep(250, signal);
     }
   }
 

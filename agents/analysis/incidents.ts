@@ -1,7 +1,8 @@
 // The open incidents and their indexes (which guest is whose root cause or symptom, which node or
 // alert has one). Every change is recorded as a touch; `drain` hands back one message per touched
 // incident, in the order they were first touched, so a step publishes a consistent picture.
-import { newId, type GuestRef, type Incident, type IncidentPhase } from '../../bus/mod.ts';
+import { newId } from '../../core/mod.ts';
+import { type GuestRef, type Incident, type IncidentPhase } from '../../bus/mod.ts';
 
 const TIMELINE_MAX = 100;
 /** Keeps an incident message well under the 256 KiB payload limit even for a big node. */

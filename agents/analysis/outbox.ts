@@ -5,7 +5,8 @@
 // Why not ack an event only after its messages are stored: the analyzer has already moved on by
 // then, so a redelivered event would produce nothing new anyway. Durability comes from KV instead:
 // after a restart `reconcile()` re-derives whatever incident is missing from the fleet state.
-import { kvKeys, kvPut, subjects, type Bus, type IncidentPhase, type Logger } from '../../bus/mod.ts';
+import { type Logger } from '../../core/mod.ts';
+import { kvKeys, kvPut, subjects, type Bus, type IncidentPhase } from '../../bus/mod.ts';
 import type { Output } from './analyzer.ts';
 
 const INCIDENT_TYPE: Record<IncidentPhase, string> = { opened: 'IncidentOpened', updated: 'IncidentUpdated', resolved: 'IncidentResolved' };

@@ -2,10 +2,8 @@
 // ActionRequested (needs approval), a flapping incident (flap hold-down), a failover request.
 // Ids are deterministic per case+verb+attempt, so a redelivered trigger never makes a second action.
 import { createHash } from 'node:crypto';
-import {
-  ActionVerb, DesiredState, GuestRecord, LockRecord, describeError, kvGet, kvKeys, kvPut, subjects,
-  type Action, type Bus, type Decision, type Envelope, type Logger,
-} from '../../bus/mod.ts';
+import { describeError, type Logger } from '../../core/mod.ts';
+import { ActionVerb, DesiredState, GuestRecord, LockRecord, kvGet, kvKeys, kvPut, subjects, type Action, type Bus, type Decision, type Envelope } from '../../bus/mod.ts';
 import type { Fleet } from '../../fleet/manifest.ts';
 import type { Metrics } from '../runtime/metrics.ts';
 import type { AdvisorSeam } from './advisor.ts';

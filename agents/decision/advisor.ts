@@ -1,10 +1,8 @@
 // The decision agent's side of the LLM advisor (llm/): asked only when the runbook has no
 // confident answer. Whatever comes back is untrusted data: checked for shape here, then gated by
 // the policy like any other proposal. The advisor's availability is kept in fleet-state `advisor`.
-import {
-  GuestRecord, NodeRecord, kvGet, kvKeys, kvPut,
-  type AdvisorRecord, type Bus, type Incident, type Logger,
-} from '../../bus/mod.ts';
+import { type Logger } from '../../core/mod.ts';
+import { GuestRecord, NodeRecord, kvGet, kvKeys, kvPut, type AdvisorRecord, type Bus, type Incident } from '../../bus/mod.ts';
 import type { Fleet } from '../../fleet/manifest.ts';
 import { OllamaAdvisor, PASSIVE_VERBS, Proposal, type Advisor, type AdvisorContext, type ProposalVerb } from '../../llm/mod.ts';
 import type { Metrics } from '../runtime/metrics.ts';

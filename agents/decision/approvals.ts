@@ -1,7 +1,8 @@
 // Pending approvals: kept in KV so they survive a restart of the decision agent, each with a
 // deadline after which it counts as denied. Approve, deny and the timeout race for the KV entry,
 // so exactly one of them decides.
-import { HomeostatError, subjects, type Action, type Bus, type Logger } from '../../bus/mod.ts';
+import { HomeostatError, type Logger } from '../../core/mod.ts';
+import { subjects, type Action, type Bus } from '../../bus/mod.ts';
 import type { Metrics } from '../runtime/metrics.ts';
 import type { GateResult } from './policy.ts';
 import type { ApprovalRecord, DecisionStore } from './store.ts';

@@ -6,7 +6,8 @@
 //   fleet.cmd.hold.clear {vmid, by?}               → {vmid, cleared}
 //   fleet.cmd.holds      {}                        → HoldRecord[]
 import { z } from 'zod';
-import { HomeostatError, subjects, type Bus, type CommandRequest, type Envelope, type Stoppable } from '../../bus/mod.ts';
+import { HomeostatError } from '../../core/mod.ts';
+import { subjects, type Bus, type CommandRequest, type Envelope, type Stoppable } from '../../bus/mod.ts';
 import type { DecisionEngine } from './engine.ts';
 import type { DecisionStore } from './store.ts';
 

@@ -1,6 +1,7 @@
 // Chat: built-in intents answered from fleet-state, incidents and traces (ids cited); commands go
 // through the same fleet.cmd.* requests as the CLI, so the same policy and approvals apply.
-import { HomeostatError, subjects, type Bus, type ChatAnswer, type ChatRequest } from '../../bus/mod.ts';
+import { HomeostatError } from '../../core/mod.ts';
+import { subjects, type Bus, type ChatAnswer, type ChatRequest } from '../../bus/mod.ts';
 import { dependentsOf, type Fleet, type GuestSpec } from '../../fleet/manifest.ts';
 import { HELP_TEXT, parseIntent, type Intent } from './intents.ts';
 import { fleetStatus, openIncidents, pendingApprovals } from './queries.ts';

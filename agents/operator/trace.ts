@@ -1,6 +1,7 @@
 // `trace <incidentId>`: the causal chain event → alert → incident → decision → action → task →
 // verification, rebuilt from the FLEET stream by correlation and causation ids.
-import { HomeostatError, Incident, kvGet, kvKeys, replayStored, type Bus, type Envelope } from '../../bus/mod.ts';
+import { HomeostatError } from '../../core/mod.ts';
+import { Incident, kvGet, kvKeys, replayStored, type Bus, type Envelope } from '../../bus/mod.ts';
 
 export type TraceStep = 'event' | 'alert' | 'incident' | 'decision' | 'action' | 'task' | 'verification' | 'workflow' | 'other';
 

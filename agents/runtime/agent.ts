@@ -1,10 +1,10 @@
 // The agent runtime: `start(ctx) -> { stopped, stop() }`. Dependencies come in through ctx.
 import type { z } from 'zod';
-import { HomeostatError, type Bus } from '../../bus/mod.ts';
+import { HomeostatError, type AppLogger } from '../../core/mod.ts';
+import { type Bus } from '../../bus/mod.ts';
 import type { Fleet } from '../../fleet/manifest.ts';
 import type { PveApi } from '../../fleet/pve-types.ts';
 import type { Config } from './config.ts';
-import type { AppLogger } from './logger.ts';
 import type { Metrics } from './metrics.ts';
 
 export const AGENT_NAMES = ['sensing', 'analysis', 'decision', 'action', 'operator', 'workflows'] as const;

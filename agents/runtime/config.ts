@@ -1,7 +1,7 @@
 // Config is parsed once, by zod, at the edge (env + flags), then frozen and passed down.
 import { existsSync, readFileSync } from 'node:fs';
 import { z } from 'zod';
-import { HomeostatError } from '../../bus/mod.ts';
+import { HomeostatError } from '../../core/mod.ts';
 
 const url = (protocols: string[], what: string) =>
   z.string().refine((v) => {

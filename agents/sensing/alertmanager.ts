@@ -4,7 +4,8 @@
 // sender retries.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { subjects, type Bus, type Logger } from '../../bus/mod.ts';
+import { type Logger } from '../../core/mod.ts';
+import { subjects, type Bus } from '../../bus/mod.ts';
 import type { Fleet } from '../../fleet/manifest.ts';
 import { parseAlertPayload } from './alert-payloads.ts';
 

@@ -2,7 +2,8 @@
 // be there), in parallel, then `listNodes()` once. A node that fails is unreachable at once; a
 // node still answering after the round deadline is left "stale" for this round, not declared
 // dead, and its call is not repeated while it is in flight.
-import { isHomeostatError, type GuestState, type NodeStatus, type Resources } from '../../bus/mod.ts';
+import { isHomeostatError } from '../../core/mod.ts';
+import { type GuestState, type NodeStatus, type Resources } from '../../bus/mod.ts';
 import type { Fleet } from '../../fleet/manifest.ts';
 import type { GuestType, PveApi, PveGuest, PveNode } from '../../fleet/pve-types.ts';
 

@@ -2,7 +2,7 @@
 // simulator's /sim/health/{vmid} when the PVE endpoint is the simulator), concurrency-limited,
 // each with its own timeout. A probe never throws: it answers ok or not, with a reason.
 import { Agent, request, type Dispatcher } from 'undici';
-import type { Logger } from '../../bus/mod.ts';
+import { type Logger } from '../../core/mod.ts';
 import type { Fleet } from '../../fleet/manifest.ts';
 import type { SensingOptions } from './options.ts';
 

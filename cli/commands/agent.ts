@@ -1,6 +1,6 @@
 // `homeostat agent <name>`: one agent in its own process (compose runs one per service).
-import { AGENT_NAMES, createLogger, createMetrics, loadConfig } from '../../agents/mod.ts';
-import { HomeostatError } from '../../bus/mod.ts';
+import { createLogger, HomeostatError } from '../../core/mod.ts';
+import { AGENT_NAMES, createMetrics, loadConfig } from '../../agents/mod.ts';
 import { loadFleetFile } from '../../fleet/manifest.ts';
 import { referenceFleet } from '../../fleet/reference-fleet.ts';
 import { parseCommand, parseIntFlag } from '../args.ts';

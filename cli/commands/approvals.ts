@@ -1,5 +1,5 @@
 // `homeostat approve|deny <actionId>`: answered by the decision agent; recorded in the AUDIT stream.
-import { HomeostatError } from '../../bus/mod.ts';
+import { HomeostatError } from '../../core/mod.ts';
 import { COMMON_OPTIONS, parseCommand } from '../args.ts';
 import { command, loadFleetForCli, withBus } from '../client.ts';
 import { pendingApprovals } from '../../agents/operator/mod.ts';

@@ -1,7 +1,7 @@
 // `homeostat chaos list` and `homeostat chaos run <name|file>`: experiments from files, run by the
 // workflows agent; the report (per-fault MTTR vs SLO, timeline, PASS/FAIL) as text or JSON.
 import { basename } from 'node:path';
-import { HomeostatError, isHomeostatError } from '../../bus/mod.ts';
+import { HomeostatError, isHomeostatError } from '../../core/mod.ts';
 import type { ChaosReport } from '../../state-machines/mod.ts';
 import { chaosTimeline, healingTimeline, listExperiments, loadExperimentFile, renderChaosReport } from '../../workflows/mod.ts';
 import { COMMON_OPTIONS, parseCommand } from '../args.ts';

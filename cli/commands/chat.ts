@@ -1,6 +1,7 @@
 // `homeostat chat ["question"]`: one question, or an interactive prompt without one.
 import { createInterface } from 'node:readline/promises';
-import { describeError, subjects, type Bus, type ChatAnswer } from '../../bus/mod.ts';
+import { describeError } from '../../core/mod.ts';
+import { subjects, type Bus, type ChatAnswer } from '../../bus/mod.ts';
 import { COMMON_OPTIONS, parseCommand } from '../args.ts';
 import { withBus } from '../client.ts';
 import { paint, printJson, println } from '../output.ts';

@@ -1,5 +1,6 @@
 // `homeostat events`: replay (--since) then follow fleet events; --json gives one envelope per line.
-import { HomeostatError, parseSince, subscribeFleetEvents, type FleetEvent } from '../../bus/mod.ts';
+import { HomeostatError } from '../../core/mod.ts';
+import { parseSince, subscribeFleetEvents, type FleetEvent } from '../../bus/mod.ts';
 import { COMMON_OPTIONS, parseCommand } from '../args.ts';
 import { withBus } from '../client.ts';
 import { localTime, paint, printJson, println, type Color } from '../output.ts';

@@ -1,5 +1,6 @@
 // `homeostat incidents`: open first, then resolved (most recent first).
-import { isHomeostatError, type Incident } from '../../bus/mod.ts';
+import { isHomeostatError } from '../../core/mod.ts';
+import { type Incident } from '../../bus/mod.ts';
 import { openIncidents } from '../../agents/operator/mod.ts';
 import { COMMON_OPTIONS, parseCommand } from '../args.ts';
 import { command, withBus } from '../client.ts';

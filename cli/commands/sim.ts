@@ -1,8 +1,7 @@
 // `homeostat sim`: the PVE-API simulator alone. One JSON ready line on stdout, logs on stderr,
 // SIGINT/SIGTERM stop it (exit 0); bad flags or manifest: one line on stderr, exit 2.
 import { parseArgs } from 'node:util';
-import { createLogger } from '../../agents/mod.ts';
-import { describeError, HomeostatError } from '../../bus/mod.ts';
+import { createLogger, describeError, HomeostatError } from '../../core/mod.ts';
 import { loadFleetFile } from '../../fleet/manifest.ts';
 import { referenceFleet } from '../../fleet/reference-fleet.ts';
 import { startSimulator } from '../../fleet/sim/mod.ts';

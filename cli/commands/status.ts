@@ -1,5 +1,5 @@
 // `homeostat status`: nodes, guests by layer, open incidents, pending approvals, advisor.
-import { isHomeostatError } from '../../bus/mod.ts';
+import { isHomeostatError } from '../../core/mod.ts';
 import { fleetStatus, type FleetStatus } from '../../agents/operator/mod.ts';
 import { COMMON_OPTIONS, parseCommand } from '../args.ts';
 import { command, loadFleetForCli, withBus } from '../client.ts';

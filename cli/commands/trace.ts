@@ -1,5 +1,5 @@
 // `homeostat trace <incidentId>`: the causal chain, with timestamps, from the streams.
-import { HomeostatError, isHomeostatError } from '../../bus/mod.ts';
+import { HomeostatError, isHomeostatError } from '../../core/mod.ts';
 import { openIncidents, traceIncident, type Trace } from '../../agents/operator/mod.ts';
 import type { Bus, Incident } from '../../bus/mod.ts';
 import { COMMON_OPTIONS, parseCommand } from '../args.ts';

@@ -1,16 +1,17 @@
 // `homeostat up`: the embedded default. One JSON ready line on stdout; Ctrl-C stops everything it started.
 import { referenceFleet } from '../../fleet/reference-fleet.ts';
 import { loadFleetFile } from '../../fleet/manifest.ts';
-import { createLogger, createMetrics, loadConfig, isAgentName, AGENT_NAMES, type AgentName } from '../../agents/mod.ts';
-import { HomeostatError } from '../../bus/mod.ts';
+import { createLogger, HomeostatError } from '../../core/mod.ts';
+import { createMetrics, loadConfig, isAgentName, AGENT_NAMES, type AgentName } from '../../agents/mod.ts';
 import { parseCommand, parseIntFlag } from '../args.ts';
 import { println, printJson } from '../output.ts';
 import { startStack } from '../stack.ts';
 import { startMetricsServer } from '../metrics-server.ts';
+import { checkConsoleAccess, openConsole } from '../console/mod.ts';
 import { waitForShutdownSignal } from '../signals.ts';
 import { checkPorts, claimDataDir, DEFAULT_DATA_DIR } from '../data-dir.ts';
 
-const HELP = `Usage: homeostat up [--sim] [--fleet FILE] [--nats URL] [--data-dir DIR] [--nats-port N] [--sim-port N] [--http] [--agents LIST] [--alertmanager-port N|off] [--metrics-port N|off] [--keep-state]
+const HELP = `Usage: homeostat up [--sim] [--fleet FILE] [--nats URL] [--data-dir DIR] [--nats-port N] [--sim-port N] [--http] [--agents LIST] [--alertmanager-port N|off] [--metrics-port N|off] [--console-port N|off] [--console-host H] [--console-token T] [--keep-state]
 
 Runs homeostat in one process: its own nats-server -js (unless --nats), the PVE-API simulator
 (with --sim) and all agents. Prints one JSON line on stdout when ready:
@@ -33,6 +34,10 @@ Ctrl-C / SIGTERM stops everything it started (and nothing else).
                    webhook_config url); default 9095, 0 = a free port, off = do not listen
   --metrics-port N Prometheus metrics of every agent on http://127.0.0.1:N/metrics (default 9464;
                    0 = a free port, off = none); the ready line names it as metricsUrl
+  --console-port N the web console on http://127.0.0.1:N/ (default 8080; 0 = a free port, off =
+                   none); the ready line names it as consoleUrl
+  --console-host H address for the console (default 127.0.0.1); anything but loopback needs
+                   --console-token T (or $HOMEOSTAT_CONSOLE_TOKEN), at least 16 characters
   --agents LIST    comma-separated subset of ${AGENT_NAMES.join(',')} (default all)
 Without --sim, the PVE API comes from PVE_URL / PVE_TOKEN_ID / PVE_TOKEN_SECRET (see README).`;
 
@@ -50,6 +55,9 @@ export async function upMain(argv: string[]): Promise<number> {
     'keep-state': { type: 'boolean', default: false },
     'alertmanager-port': { type: 'string', default: '9095' },
     'metrics-port': { type: 'string', default: '9464' },
+    'console-port': { type: 'string', default: '8080' },
+    'console-host': { type: 'string', default: '127.0.0.1' },
+    'console-token': { type: 'string' },
     help: { type: 'boolean', short: 'h', default: false },
   }, false);
   if (values.help) {
@@ -65,6 +73,9 @@ export async function upMain(argv: string[]): Promise<number> {
   for (const a of agents ?? []) if (!isAgentName(a)) throw new HomeostatError('HOMEOSTAT_ERR_USAGE', `--agents: unknown agent ${JSON.stringify(a)}; expected ${AGENT_NAMES.join(',')}`);
   const alertmanagerPort = values['alertmanager-port'] === 'off' ? undefined : parseIntFlag('alertmanager-port', values['alertmanager-port']);
   const metricsPort = values['metrics-port'] === 'off' ? undefined : parseIntFlag('metrics-port', values['metrics-port']);
+  const consolePort = values['console-port'] === 'off' ? undefined : parseIntFlag('console-port', values['console-port']);
+  const consoleToken = values['console-token'] ?? (process.env.HOMEOSTAT_CONSOLE_TOKEN || undefined);
+  if (consolePort !== undefined) checkConsoleAccess(values['console-host'], consoleToken);
   const fleetFile = values.fleet ?? config.HOMEOSTAT_FLEET;
   const fleet = fleetFile ? loadFleetFile(fleetFile) : referenceFleet();
   const log = createLogger(config.LOG_LEVEL);
@@ -77,6 +88,7 @@ export async function upMain(argv: string[]): Promise<number> {
       ...(values.sim ? [{ flag: '--sim-port', what: 'simulator', port: simPort ?? 8006 }] : []),
       { flag: '--alertmanager-port', what: 'Alertmanager receiver', port: alertmanagerPort },
       { flag: '--metrics-port', what: 'metrics', port: metricsPort },
+      { flag: '--console-port', what: 'console', port: consolePort, host: values['console-host'] },
     ]);
     return await runStack();
   } finally {
@@ -104,6 +116,11 @@ export async function upMain(argv: string[]): Promise<number> {
       await metricsServer?.close();
       throw e;
     });
+    const consoleServer = consolePort === undefined ? undefined : await openConsole({ natsUrl: stack.natsUrl, fleet, log: log.child({ agent: 'console' }), port: consolePort, host: values['console-host'], token: consoleToken }).catch(async (e: unknown) => {
+      await stack.stop();
+      await metricsServer?.close();
+      throw e;
+    });
     const amPort = (stack.agents.get('sensing') as { alertmanagerPort?: number } | undefined)?.alertmanagerPort;
     const ready = {
       ready: true,
@@ -112,6 +129,7 @@ export async function upMain(argv: string[]): Promise<number> {
       ...(stack.fingerprint ? { fingerprint: stack.fingerprint } : {}),
       ...(amPort !== undefined ? { alertmanagerUrl: `http://127.0.0.1:${amPort}/api/v2/alerts` } : {}),
       ...(metricsServer ? { metricsUrl: metricsServer.url } : {}),
+      ...(consoleServer ? { consoleUrl: consoleServer.url } : {}),
       fleet: fleet.name,
       guests: fleet.guests.length,
       agents: [...stack.agents.keys()],
@@ -121,6 +139,7 @@ export async function upMain(argv: string[]): Promise<number> {
     printJson(ready);
     const signal = await signalled;
     log.info({ signal }, 'stopping');
+    await consoleServer?.close();
     await stack.stop();
     await metricsServer?.close();
     return 0;

@@ -1,7 +1,8 @@
 // `homeostat boot | shutdown | failover`: ask the workflows agent to start the workflow, then follow
 // it live to the end (a board on a TTY, a line per event otherwise, JSON lines with --json).
 // Exit 0 when it succeeded, 1 when it failed (failed/held/stuck guests, an aborted failover).
-import { HomeostatError, type Bus } from '../../bus/mod.ts';
+import { HomeostatError } from '../../core/mod.ts';
+import { type Bus } from '../../bus/mod.ts';
 import {
   followWorkflow, renderPlan, renderResult, startWorkflow, waitingAfter, WorkflowBoard,
   type FollowedEvent, type StartReply, type WorkflowResult,

@@ -6,7 +6,7 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { isIP } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { HomeostatError } from '../../bus/mod.ts';
+import { HomeostatError } from '../../core/mod.ts';
 
 export interface SimCert {
   keyPem: string;

@@ -1,7 +1,7 @@
 // Fault injection: what /sim/faults creates and heals. Guest faults are counters on the guest (so
 // two overlapping faults heal independently); API faults are short lists consulted per request.
 import { z } from 'zod';
-import type { Logger } from '../../bus/mod.ts';
+import { type Logger } from '../../core/mod.ts';
 import type { GuestOps } from './guest-ops.ts';
 import type { GuestFaults, SimGuest, SimModel, SimNode } from './model.ts';
 import type { TaskRegistry } from './tasks.ts';

@@ -43,5 +43,3 @@ export function sendJson(res: ServerResponse, status: number, reason: string | u
   else res.writeHead(status, headers);
   res.end(text);
 }
-
-export const pause = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));

@@ -1,9 +1,10 @@
 // The simulator's own API, outside the PVE namespace and behind the same token: the fleet as the
 // simulator sees it, fault injection, fencing, and each guest's own /health.
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { sleep } from '../../core/mod.ts';
 import type { TokenAuth } from './auth.ts';
 import { FaultRequestError } from './faults.ts';
-import { pause, sendJson } from './http-util.ts';
+import { sendJson } from './http-util.ts';
 import { MiB, type SimGuest } from './model.ts';
 import type { SimWorld } from './world.ts';
 
@@ -84,7 +85,7 @@ export async function handleSim(w: SimWorld, auth: TokenAuth, req: IncomingMessa
       if (!g) return send(404, { status: 'unknown', error: `no guest ${arg}` });
       const h = guestHealth(w, g);
       if (h.ok) return send(200, { status: 'ok', vmid: g.vmid, name: g.config.hostname, certDaysLeft: w.model.certDaysLeft(g) });
-      if (h.unreachable) await pause(UNREACHABLE_DELAY_MS);
+      if (h.unreachable) await sleep(UNREACHABLE_DELAY_MS);
       return send(503, { status: 'unhealthy', vmid: g.vmid, name: g.config.hostname, reason: h.reason });
     }
     if (what === 'fence' && parts.length === 3) {

@@ -3,8 +3,9 @@
 // an unknown method is 501 before anything else, the node is resolved (proxied) before the
 // parameters are verified on it.
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { sleep } from '../../core/mod.ts';
 import type { TokenAuth } from './auth.ts';
-import { BodyTooLarge, pause, readBody, sendJson } from './http-util.ts';
+import { BodyTooLarge, readBody, sendJson } from './http-util.ts';
 import { validateParams, type RawParams } from './params.ts';
 import { PveHttpError } from './pve-error.ts';
 import { clusterRoutes } from './routes-cluster.ts';
@@ -71,7 +72,7 @@ export function createRequestHandler(w: SimWorld, auth: TokenAuth): (req: Incomi
 
     const nodeName = match.pathParams.node;
     const effects = w.faults.apiEffects(nodeName);
-    if (effects.delayMs) await pause(effects.delayMs);
+    if (effects.delayMs) await sleep(effects.delayMs);
     if (effects.error) throw new PveHttpError(500, `Internal Server Error (simulated api-error ${effects.error.id})`);
 
     let node;
@@ -79,7 +80,7 @@ export function createRequestHandler(w: SimWorld, auth: TokenAuth): (req: Incomi
       node = w.model.nodes.get(nodeName);
       if (!node) throw new PveHttpError(500, `hostname lookup '${nodeName}' failed - failed to get address info for: ${nodeName}: Name or service not known`);
       if (!w.model.online(node) && !(node.fenced && FENCED_OK.has(key!))) {
-        await pause(DOWN_NODE_DELAY_MS);
+        await sleep(DOWN_NODE_DELAY_MS);
         throw new PveHttpError(595, 'No route to host');
       }
     }

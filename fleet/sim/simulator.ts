@@ -4,7 +4,7 @@ import { randomUUID } from 'node:crypto';
 import { createServer as createHttpServer, type Server } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
-import { HomeostatError, silentLogger, type Logger } from '../../bus/mod.ts';
+import { HomeostatError, silentLogger, type Logger } from '../../core/mod.ts';
 import type { Fleet } from '../manifest.ts';
 import { isTokenId, TokenAuth } from './auth.ts';
 import { generateSelfSignedCert } from './cert.ts';

@@ -1,5 +1,6 @@
 // PVE worker tasks: UPIDs in PVE's exact format, the per-node task index (/nodes/{node}/tasks),
 // logs, and the per-guest config flock that serialises tasks on one guest like PVE's lock_config.
+import { sleep } from '../../core/mod.ts';
 import type { SimNode } from './model.ts';
 
 export interface SimTask {
@@ -28,22 +29,6 @@ export function parseUpid(upid: string): { node: string; pid: number; pstart: nu
   const m = UPID_RE.exec(upid);
   if (!m) return undefined;
   return { node: m[1], pid: parseInt(m[2], 16), pstart: parseInt(m[3], 16), starttime: parseInt(m[4], 16), type: m[5], id: m[6], user: m[7] };
-}
-
-/** Cancellable wait; rejects with the signal's reason. */
-export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(signal.reason);
-    const onAbort = () => {
-      clearTimeout(t);
-      reject(signal!.reason);
-    };
-    const t = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve();
-    }, Math.max(0, ms));
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
 }
 
 /** PVE's lock_config: an exclusive flock per guest, waited for up to a timeout. */

@@ -1,5 +1,5 @@
 // Everything a request handler may touch, passed in (no module-level state).
-import type { Logger } from '../../bus/mod.ts';
+import { type Logger } from '../../core/mod.ts';
 import type { FaultRegistry } from './faults.ts';
 import type { GuestOps } from './guest-ops.ts';
 import type { SimModel, SimNode } from './model.ts';

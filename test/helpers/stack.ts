@@ -4,11 +4,12 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startNatsServer } from '../../cli/nats-server.ts';
-import { createLogger, loadConfig, type AgentName } from '../../agents/mod.ts';
+import { createLogger, sleep } from '../../core/mod.ts';
+import { loadConfig, type AgentName } from '../../agents/mod.ts';
 import { startStack, type Stack } from '../../cli/stack.ts';
 import { buildFleet, type Fleet } from '../../fleet/manifest.ts';
 import { REFERENCE_MANIFEST } from '../../fleet/reference-fleet.ts';
-import { simApi } from '../../bench/sim-http.ts';
+import { simApi } from '../../testkit/mod.ts';
 import { Bus } from '../../bus/mod.ts';
 import { until } from './bus.ts';
 
@@ -53,7 +54,7 @@ export async function testStack(opts: { policies?: Record<string, unknown>; time
   });
   if (opts.ready !== false) {
     await until(async () => (await api.fleet()).guests.every((g) => g.healthy), 20_000);
-    await new Promise((r) => setTimeout(r, 800)); // sensing has seen the healthy fleet
+    await sleep(800); // sensing has seen the healthy fleet
   }
   return ts;
 }

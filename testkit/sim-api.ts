@@ -1,4 +1,4 @@
-// Talking to the simulator's /sim API from benches and tests (plain HTTP or HTTPS with its CA).
+// Talking to the simulator's /sim API from tests and benches (plain HTTP or HTTPS with its CA).
 import { Agent, fetch } from 'undici';
 
 export interface SimEndpoint {

@@ -1,5 +1,25 @@
-// JSON logs on stderr (stdout is for ready lines and command output), secrets redacted by path.
+// Logging: the structural `Logger` every library folder takes (pino loggers satisfy it, so bus/,
+// fleet/ and workflows/ never need pino), and the factory the agents and the CLI use: JSON on
+// stderr (stdout is for ready lines and command output), secrets redacted by path.
 import { pino, destination as pinoDestination, type Logger as PinoLogger } from 'pino';
+
+export interface Logger {
+  info(obj: object | string, msg?: string): void;
+  warn(obj: object | string, msg?: string): void;
+  error(obj: object | string, msg?: string): void;
+  debug(obj: object | string, msg?: string): void;
+  child(bindings: Record<string, unknown>): Logger;
+}
+
+export const silentLogger: Logger = {
+  info() {},
+  warn() {},
+  error() {},
+  debug() {},
+  child() {
+    return silentLogger;
+  },
+};
 
 export type AppLogger = PinoLogger;
 

@@ -2,19 +2,14 @@
 // each workflow in the background (the reply carries its id at once), and on start resumes every
 // workflow a previous run left `running` in the KV bucket.
 import { z } from 'zod';
+import { HomeostatError, newId } from '../../core/mod.ts';
+import { kvGet, kvKeys, kvList, NodeEvent, subjects, WorkflowRecord, type CommandRequest, type Envelope, type Stoppable } from '../../bus/mod.ts';
+import { agentHandle, type AgentModule } from '../runtime/agent.ts';
 import {
-  HomeostatError, kvGet, kvKeys, kvList, newId, NodeEvent, subjects, WorkflowRecord,
-  type CommandRequest, type Envelope, type Stoppable,
-} from '../bus/mod.ts';
-import { agentHandle, type AgentModule } from '../agents/runtime/agent.ts';
-import { ActionTracker } from './actions.ts';
-import { releaseAll, setDesired, type RunContext, type WorkflowDeps, type WorkflowKind } from './deps.ts';
-import { findExperiment, listExperiments, parseExperiment, REAL_PVE_FAULTS, type Experiment } from './experiment.ts';
-import { buildMachine, statusOf } from './machines.ts';
-import { FleetObserver } from './observer.ts';
-import { bootPlan, failoverPlan, shutdownPlan } from './plans.ts';
-import { WorkflowRunner } from './runner.ts';
-import { detectSimulator } from './sim-client.ts';
+  ActionTracker, bootPlan, buildMachine, detectSimulator, failoverPlan, findExperiment, FleetObserver, listExperiments, parseExperiment,
+  REAL_PVE_FAULTS, releaseAll, setDesired, shutdownPlan, statusOf, WorkflowRunner,
+  type Experiment, type RunContext, type WorkflowDeps, type WorkflowKind,
+} from '../../workflows/mod.ts';
 
 const PowerArgs = z.object({ layer: z.number().int().min(1).optional(), dryRun: z.boolean().optional(), includeProtected: z.boolean().optional() });
 const FailoverArgs = z.object({ node: z.string().min(1).max(64), incidentId: z.string().min(1).max(80).optional() });
