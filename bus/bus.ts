@@ -19,6 +19,13 @@ export interface BusOptions {
   log?: Logger;
   /** How long the first connection may take (ms, default 10 s). */
   connectTimeoutMs?: number;
+  /** This process's identity (nkey seed) when the server has authentication on. */
+  seed?: string;
+  /** CA bundle (PEM file) for tls:// servers. */
+  caFile?: string;
+  /** Create or update the streams and buckets to this version's config (`up`, `init`); other
+   *  clients only open them (and create them when missing and allowed to). */
+  manage?: boolean;
   /** Told about every dead letter (family name, reason kind): the process's metrics count them. */
   onDeadLetter?: (family: string, reason: string) => void;
 }
@@ -76,14 +83,15 @@ export class Bus {
 
   static async connect(opts: BusOptions): Promise<Bus> {
     const log = opts.log ?? silentLogger;
-    const nc = await connectNats({ servers: opts.servers, name: `homeostat-${opts.source}`, log, firstConnectTimeoutMs: opts.connectTimeoutMs });
+    const nc = await connectNats({ servers: opts.servers, name: `homeostat-${opts.source}`, log, firstConnectTimeoutMs: opts.connectTimeoutMs, seed: opts.seed, caFile: opts.caFile });
     try {
-      const { jsm, kv } = await ensureJetStream(nc);
+      const { jsm, kv } = await ensureJetStream(nc, { manage: opts.manage ?? false });
       const bus = new Bus(nc, jsm, kv, opts.source, log);
       bus.onDeadLetter = opts.onDeadLetter;
       return bus;
     } catch (e) {
       await nc.close().catch(() => undefined);
+      if (e instanceof HomeostatError) throw e;
       throw new HomeostatError('HOMEOSTAT_ERR_NATS_UNAVAILABLE', `JetStream not available at ${opts.servers}: ${(e as Error).message}`, { cause: e });
     }
   }

@@ -1,5 +1,5 @@
 // Connects once, then reconnects forever with capped exponential backoff and jitter.
-import { connect, type NatsConnection } from '@nats-io/transport-node';
+import { connect, nkeyAuthenticator, type NatsConnection } from '@nats-io/transport-node';
 import { backoffMs, HomeostatError, retry, type Logger } from '../core/mod.ts';
 
 export interface ConnectOptions {
@@ -8,6 +8,16 @@ export interface ConnectOptions {
   log: Logger;
   /** How long the first connection may take before giving up (ms). */
   firstConnectTimeoutMs?: number;
+  /** The nkey seed of this process's identity (auth on the embedded server). */
+  seed?: string;
+  /** CA bundle (PEM file) for tls:// servers. */
+  caFile?: string;
+}
+
+/** An authorization failure will not go away by retrying: say so at once. */
+function isAuthError(e: unknown): boolean {
+  const m = String((e as Error)?.message ?? '');
+  return /authorization violation|authentication|permissions violation/i.test(m) || (e as { name?: string })?.name === 'AuthorizationError';
 }
 
 export async function connectNats(opts: ConnectOptions): Promise<NatsConnection> {
@@ -24,6 +34,8 @@ export async function connectNats(opts: ConnectOptions): Promise<NatsConnection>
         reconnectDelayHandler: () => backoffMs(++failures, { baseMs: 250, maxMs: 5000 }),
         pingInterval: 10_000,
         maxPingOut: 3,
+        ...(opts.seed ? { authenticator: nkeyAuthenticator(new TextEncoder().encode(opts.seed)) } : {}),
+        ...(opts.caFile ? { tls: { caFile: opts.caFile } } : {}),
       });
       void (async () => {
         for await (const s of nc.status()) {
@@ -36,8 +48,11 @@ export async function connectNats(opts: ConnectOptions): Promise<NatsConnection>
         }
       })().catch(() => undefined);
       return nc;
-    }, { baseMs: 100, maxMs: 400, retryable: () => Date.now() < deadline });
+    }, { baseMs: 100, maxMs: 400, retryable: (e) => !isAuthError(e) && Date.now() < deadline });
   } catch (e) {
+    if (isAuthError(e)) {
+      throw new HomeostatError('HOMEOSTAT_ERR_AUTH', `NATS at ${opts.servers} refused ${opts.seed ? 'this identity' : 'a connection without credentials'}: ${(e as Error).message}`, { cause: e });
+    }
     throw new HomeostatError('HOMEOSTAT_ERR_NATS_UNAVAILABLE', `cannot connect to NATS at ${opts.servers}: ${(e as Error)?.message ?? 'timeout'}`, { cause: e });
   }
 }

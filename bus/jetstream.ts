@@ -1,4 +1,6 @@
-// Idempotent JetStream setup: streams FLEET and AUDIT, KV buckets. Safe to run from every agent.
+// JetStream setup: streams FLEET and AUDIT, KV buckets. `up` and `init` create them or bring their
+// config up to date (manage); every other client only opens them, creating one only when it is
+// missing (a first run without `up`), which an identity without the stream permissions cannot.
 import type { NatsConnection } from '@nats-io/transport-node';
 import { jetstreamManager, RetentionPolicy, StorageType, DiscardPolicy, type JetStreamManager, type StreamConfig } from '@nats-io/jetstream';
 import { Kvm, type KV } from '@nats-io/kv';
@@ -76,12 +78,26 @@ async function ensureStream(jsm: JetStreamManager, cfg: Partial<StreamConfig> & 
   }
 }
 
-export async function ensureJetStream(nc: NatsConnection): Promise<{ jsm: JetStreamManager; kv: FleetKv }> {
+async function exists(jsm: JetStreamManager, stream: string): Promise<boolean> {
+  try {
+    await jsm.streams.info(stream);
+    return true;
+  } catch (e) {
+    if ((e as { name?: string }).name === 'StreamNotFoundError' || /not found/i.test(String((e as Error).message))) return false;
+    throw e;
+  }
+}
+
+export async function ensureJetStream(nc: NatsConnection, opts: { manage?: boolean } = {}): Promise<{ jsm: JetStreamManager; kv: FleetKv }> {
   const jsm = await withRetry(() => jetstreamManager(nc, { timeout: 5000 }));
-  await withRetry(() => ensureStream(jsm, auditConfig()), 5);
-  await withRetry(() => ensureStream(jsm, fleetConfig()), 5);
+  for (const cfg of [auditConfig(), fleetConfig()]) {
+    if (opts.manage || !(await withRetry(() => exists(jsm, cfg.name), 5))) await withRetry(() => ensureStream(jsm, cfg), 5);
+  }
   const kvm = new Kvm(nc);
-  const open = (bucket: string, history = 1) => withRetry(() => kvm.create(bucket, { history, storage: StorageType.File }), 5);
+  const open = async (bucket: string, history = 1) => {
+    if (!opts.manage && (await withRetry(() => exists(jsm, `KV_${bucket}`), 5))) return kvm.open(bucket);
+    return withRetry(() => kvm.create(bucket, { history, storage: StorageType.File }), 5);
+  };
   const kv: FleetKv = {
     fleetState: await open(BUCKETS.fleetState),
     incidents: await open(BUCKETS.incidents, 5),

@@ -9,6 +9,9 @@ export * from './bus.ts';
 export * from './events.ts';
 export * from './kv-records.ts';
 export * from './kv.ts';
+export * from './seal.ts';
+export * from './identity.ts';
+export * from './permissions.ts';
 export * from './consumers.ts';
 // Transitional: the kernel moved to core/; import it from '../core/mod.ts' (issue 10 removes this).
 export * from '../core/mod.ts';

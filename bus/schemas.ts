@@ -160,13 +160,38 @@ export const Action = z.object({
   requestedBy: z.string().max(120),
   rationale: Text.optional(),
   needsApproval: z.boolean().default(false),
-  approval: z.object({ by: z.string().max(120), at: Iso, approved: z.boolean(), reason: Text.optional() }).optional(),
+  /** `key`: the operator's public key that signed the approval (absent for the gate's own denials). */
+  approval: z.object({ by: z.string().max(120), at: Iso, approved: z.boolean(), reason: Text.optional(), key: z.string().max(64).optional() }).optional(),
+  /** The decision agent's ed25519 signature (bus/seal.ts): `by` its public key, `exp` ms epoch. */
+  seal: z.object({ by: z.string().min(1).max(64), exp: z.number().int(), sig: z.string().min(1).max(200) }).optional(),
   attempt: z.number().int().min(0).max(100).optional(),
   upid: z.string().max(300).optional(),
   error: z.object({ code: z.string().max(80), message: Text }).optional(),
   verified: z.boolean().optional(),
 });
 export type Action = z.infer<typeof Action>;
+
+/** fleet.propose.action — a workflow's or chaos experiment's action, for the decision agent to gate */
+export const ActionProposal = z.object({
+  action: Action.pick({ actionId: true, verb: true, target: true, params: true, rationale: true, attempt: true, incidentId: true }).extend({ workflowId: z.string().min(1).max(80) }),
+  proposer: z.enum(['workflow', 'chaos']),
+  /** A graceful shutdown of this guest already failed (the shutdown workflow's hard stop). */
+  hung: z.boolean().default(false),
+});
+export type ActionProposal = z.infer<typeof ActionProposal>;
+
+/** fleet.propose.fence — a failover workflow asks to fence the node it fails over */
+export const FenceProposal = z.object({ workflowId: z.string().min(1).max(80), node: NodeName });
+export type FenceProposal = z.infer<typeof FenceProposal>;
+
+/** The decision agent's answer to a proposal (and to an operator action). */
+export const ProposalVerdict = z.object({
+  verdict: Verdict,
+  reasons: z.array(Text).max(50).default([]),
+  actionId: z.string().max(80).optional(),
+  retryAt: z.number().optional(),
+});
+export type ProposalVerdict = z.infer<typeof ProposalVerdict>;
 
 /** fleet.workflows.<kind>.<id>.<EVENT> — the machine's own event names */
 export const WorkflowEvent = z.object({

@@ -9,7 +9,7 @@ export function token(value: string | number): string {
   return s.length ? s : '_';
 }
 
-export type ActionPhase = 'requested' | 'approved' | 'denied' | 'started' | 'succeeded' | 'failed';
+export type ActionPhase = 'requested' | 'approved' | 'denied' | 'started' | 'succeeded' | 'failed' | 'rejected';
 export type IncidentPhase = 'opened' | 'updated' | 'resolved';
 
 export const subjects = {
@@ -28,6 +28,8 @@ export const subjects = {
   /** `verb` may be dotted (chaos.run); each part is a token. */
   cmd: (verb: string) => `${ROOT}.cmd.${verb.split('.').map(token).join('.')}`,
   chat: () => `${ROOT}.chat`,
+  /** Request/reply from the workflows agent to the decision agent: `action` or `fence`. */
+  propose: (what: 'action' | 'fence') => `${ROOT}.propose.${what}`,
   dlq: (original: string) => `${ROOT}.dlq.${original}`,
 } as const;
 
@@ -45,6 +47,7 @@ export const patterns = {
   workflows: `${ROOT}.workflows.>`,
   workflowsOf: (kind: string, id: string) => `${ROOT}.workflows.${token(kind)}.${token(id)}.>`,
   cmd: `${ROOT}.cmd.>`,
+  propose: `${ROOT}.propose.>`,
   dlq: `${ROOT}.dlq.>`,
 } as const;
 

@@ -6,6 +6,8 @@ export type Options = NonNullable<ParseArgsConfig['options']>;
 
 export const COMMON_OPTIONS = {
   nats: { type: 'string' },
+  /** The identity file (nkey seed) to connect as; default NATS_CREDS, then ./.homeostat/creds/operator.nk. */
+  creds: { type: 'string' },
   json: { type: 'boolean', default: false },
   help: { type: 'boolean', short: 'h', default: false },
 } as const satisfies Options;

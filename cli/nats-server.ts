@@ -1,8 +1,11 @@
 // Spawns and stops a local `nats-server -js`: the embedded default of `homeostat up` and the tests.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
+import { join } from 'node:path';
 import { HomeostatError } from '../core/mod.ts';
+import { IDENTITIES, permissionsOf, type Permissions } from '../bus/mod.ts';
+import type { Keyring } from './keyring.ts';
 
 export interface NatsServerHandle {
   url: string;
@@ -33,6 +36,45 @@ export function freePort(): Promise<number> {
   });
 }
 
+export interface NatsUser {
+  nkey: string;
+  permissions: Permissions;
+}
+
+export interface NatsServerConfig {
+  host: string;
+  port: number;
+  storeDir: string;
+  /** With users, authentication is on: only these nkeys connect, each within its permissions. */
+  users?: NatsUser[];
+  /** Extra top-level blocks (cluster, tls), written as they are. */
+  extra?: string;
+}
+
+/** Every homeostat identity of the keyring, with its permissions (bus/permissions.ts). */
+export function natsUsers(keyring: Keyring): NatsUser[] {
+  return IDENTITIES.map((name) => ({ nkey: keyring.get(name).publicKey, permissions: permissionsOf(name) }));
+}
+
+const list = (xs: readonly string[]) => `[${xs.map((x) => JSON.stringify(x)).join(', ')}]`;
+
+/** The nats-server configuration file: one place, so a cluster of servers carries the same auth. */
+export function natsServerConfig(c: NatsServerConfig): string {
+  const lines = [
+    `listen: ${JSON.stringify(`${c.host}:${c.port}`)}`,
+    `jetstream { store_dir: ${JSON.stringify(c.storeDir)} }`,
+  ];
+  if (c.users) {
+    lines.push('authorization {', '  users = [');
+    for (const u of c.users) {
+      lines.push(`    { nkey: ${JSON.stringify(u.nkey)}, permissions: { publish: { allow: ${list(u.permissions.publish)} }, subscribe: { allow: ${list(u.permissions.subscribe)} }, allow_responses: true } }`);
+    }
+    lines.push('  ]', '}');
+  }
+  if (c.extra) lines.push(c.extra);
+  return `${lines.join('\n')}\n`;
+}
+
 // What nats-server gets of our environment: enough to run and log, none of our secrets (PVE
 // token, NATS credentials, advisor keys); it reads its own settings from its arguments.
 const NATS_ENV = new Set(['PATH', 'HOME', 'TZ', 'LANG', 'TMPDIR', 'GOMAXPROCS', 'GOMEMLIMIT', 'GODEBUG']);
@@ -44,7 +86,7 @@ export function natsServerEnv(env: NodeJS.ProcessEnv = process.env, extra: Recor
   return { ...out, ...extra };
 }
 
-export async function startNatsServer(opts: { dataDir: string; port?: number; host?: string; env?: Record<string, string> }): Promise<NatsServerHandle> {
+export async function startNatsServer(opts: { dataDir: string; port?: number; host?: string; env?: Record<string, string>; auth?: Keyring }): Promise<NatsServerHandle> {
   const bin = findNatsServer();
   if (!bin) {
     throw new HomeostatError('HOMEOSTAT_ERR_NATS_MISSING', 'nats-server is not on PATH');
@@ -52,7 +94,13 @@ export async function startNatsServer(opts: { dataDir: string; port?: number; ho
   const host = opts.host ?? '127.0.0.1';
   const port = opts.port && opts.port > 0 ? opts.port : await freePort();
   mkdirSync(opts.dataDir, { recursive: true });
-  const child: ChildProcess = spawn(bin, ['-js', '-a', host, '-p', String(port), '-sd', opts.dataDir], {
+  let args = ['-js', '-a', host, '-p', String(port), '-sd', opts.dataDir];
+  if (opts.auth) {
+    const conf = join(opts.dataDir, 'nats-server.conf');
+    writeFileSync(conf, natsServerConfig({ host, port, storeDir: opts.dataDir, users: natsUsers(opts.auth) }), { mode: 0o600 });
+    args = ['-c', conf];
+  }
+  const child: ChildProcess = spawn(bin, args, {
     stdio: ['ignore', 'ignore', 'pipe'],
     env: natsServerEnv(process.env, opts.env),
   });

@@ -2,11 +2,12 @@
 // each on its own NATS connection as it would be in compose. Used by `up` and the e2e tests.
 import { join } from 'node:path';
 import { HomeostatError, type AppLogger } from '../core/mod.ts';
-import { Bus, clearCurrentState } from '../bus/mod.ts';
+import { Bus, clearCurrentState, identityOfAgent, type Identity } from '../bus/mod.ts';
 import { AGENT_NAMES, createMetrics, loadAgent, type AgentHandle, type AgentName, type Config, type Metrics } from '../agents/mod.ts';
 import type { Fleet } from '../fleet/manifest.ts';
 import type { PveApi } from '../fleet/pve-types.ts';
 import { startNatsServer, type NatsServerHandle } from './nats-server.ts';
+import { ephemeralKeyring, loadOrCreateKeyring, type Keyring } from './keyring.ts';
 import { startSimulator } from '../fleet/sim/mod.ts';
 import { createPveClient } from '../fleet/pve-client.ts';
 
@@ -30,12 +31,24 @@ export interface StackOptions {
   sim?: { port?: number; http?: boolean; timeScale?: number; tokenId?: string; tokenSecret?: string; keepState?: boolean };
   agents?: readonly AgentName[];
   services?: Record<string, unknown>;
+  /** The deployment's identities. Default: `<dataDir>/creds/` with the embedded nats-server (which
+   *  then runs with authentication on), else fresh keys in memory (used for signing only). */
+  keyring?: Keyring;
+  /** Connect with the keyring's identities (the server at `natsUrl` has them; tests). */
+  auth?: boolean;
+  /** One agent in its own process (`homeostat agent`): it connects and signs as this identity
+   *  (NATS_CREDS), trusts the keys of HOMEOSTAT_DECISION_KEYS / HOMEOSTAT_OPERATOR_KEYS, and
+   *  leaves streams to `up`/`init`. */
+  standalone?: { identity?: Identity };
   /** The process's metrics registry (one per process); a fresh one when absent. */
   metrics?: Metrics;
 }
 
 export interface Stack {
   natsUrl: string;
+  /** The operator's credentials file (CLI, console), when the identities are on disk. */
+  natsCreds?: string;
+  keyring: Keyring;
   pveUrl?: string;
   pveTokenId?: string;
   pveTokenSecret?: string;
@@ -63,19 +76,30 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
   try {
     let natsUrl = opts.natsUrl;
     let nats: NatsServerHandle | undefined;
+    let keyring = opts.keyring;
+    let auth = opts.auth ?? false;
     if (!natsUrl) {
       const dataDir = opts.dataDir ?? '.homeostat';
-      nats = await startNatsServer({ dataDir: join(dataDir, 'nats'), port: opts.natsPort ?? 4222 });
+      keyring ??= loadOrCreateKeyring(join(dataDir, 'creds'));
+      auth = true;
+      nats = await startNatsServer({ dataDir: join(dataDir, 'nats'), port: opts.natsPort ?? 4222, auth: keyring });
       natsUrl = nats.url;
       cleanups.push(() => nats!.stop());
-      log.info({ natsUrl, pid: nats.pid }, 'nats-server started');
+      log.info({ natsUrl, pid: nats.pid, creds: keyring.dir }, 'nats-server started (authentication on)');
     }
+    keyring ??= ephemeralKeyring();
+    const ring = keyring;
+    const seedOf = (name: Parameters<Keyring['get']>[0]) => (auth ? ring.get(name).seed : undefined);
 
-    if (opts.sim && !opts.sim.keepState) {
-      // the twin starts from its manifest, so homeostat's view of it starts fresh too (history stays)
-      const admin = await Bus.connect({ servers: natsUrl, source: 'up', log });
-      await clearCurrentState(admin.jsm);
-      await admin.stop();
+    // streams and buckets are created (or brought up to date) here, by the admin identity only
+    if (!opts.standalone) {
+      const admin = await Bus.connect({ servers: natsUrl, source: 'up', log, seed: seedOf('admin'), caFile: config.NATS_CA, manage: true });
+      try {
+        // the twin starts from its manifest, so homeostat's view of it starts fresh too (history stays)
+        if (opts.sim && !opts.sim.keepState) await clearCurrentState(admin.jsm);
+      } finally {
+        await admin.stop();
+      }
     }
 
     let sim: SimulatorLike | undefined;
@@ -120,9 +144,15 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     const startAgent = async (name: AgentName) => {
       const mod = await loadAgent(name);
       const alog = log.child({ agent: name });
-      const bus = await Bus.connect({ servers: natsUrl!, source: name, log: alog, onDeadLetter: (family, reason) => metrics.deadLetters.inc({ family, reason }) });
-      const services = { pveCaPem: caPem, pveInsecure: config.PVE_INSECURE, pveTokenId: tokenId, pveTokenSecret: tokenSecret, ...(opts.services ?? {}) };
-      const handle = await mod.start({ name, config, log: alog, bus, fleet, pve, pveUrl, services, metrics });
+      const solo = opts.standalone;
+      const identity = solo ? solo.identity : ring.get(identityOfAgent(name));
+      const bus = await Bus.connect({ servers: natsUrl!, source: name, log: alog, onDeadLetter: (family, reason) => metrics.deadLetters.inc({ family, reason }), seed: solo ? solo.identity?.seed : seedOf(identityOfAgent(name)), caFile: config.NATS_CA });
+      const services = {
+        pveCaPem: caPem, pveInsecure: config.PVE_INSECURE, pveTokenId: tokenId, pveTokenSecret: tokenSecret,
+        ...(solo ? {} : { decisionKeys: [ring.get('decision').publicKey], operatorKeys: [ring.get('operator').publicKey] }),
+        ...(opts.services ?? {}),
+      };
+      const handle = await mod.start({ name, config, log: alog, bus, fleet, pve, pveUrl, services, identity, metrics });
       agents.set(name, handle);
       buses.set(name, bus);
       void handle.stopped.then((r) => {
@@ -144,6 +174,8 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
 
     return {
       natsUrl,
+      natsCreds: ring.file('operator'),
+      keyring: ring,
       pveUrl,
       pveTokenId: tokenId,
       pveTokenSecret: tokenSecret,

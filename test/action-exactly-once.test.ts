@@ -3,7 +3,7 @@
 // on the simulator's task list.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sleep } from '../core/mod.ts';
-import { Bus, kvGet, kvKeys, subjects, type Action, type Envelope } from '../bus/mod.ts';
+import { Bus, kvGet, kvKeys, sealAction, subjects, type Action, type Envelope } from '../bus/mod.ts';
 import { ActionLock } from '../agents/action/mod.ts';
 import { testStack, type TestStack } from './helpers/stack.ts';
 import { until } from './helpers/bus.ts';
@@ -18,7 +18,8 @@ let n = 0;
 function approved(vmid: number, node: string, verb: Action['verb'] = 'start'): Action {
   return { actionId: `act-test-${Date.now().toString(36)}-${++n}`, verb, target: { vmid, node }, params: {}, proposer: 'workflow', requestedBy: 'test', needsApproval: false };
 }
-const publishApproved = (a: Action, msgId = a.actionId) => bus.publish(subjects.action('approved'), 'ActionApproved', a, { msgId });
+// signed as the decision agent would: the action agent runs nothing else (see test/trust-actions.test.ts)
+const publishApproved = (a: Action, msgId = a.actionId) => bus.publish(subjects.action('approved'), 'ActionApproved', sealAction(a, stack.keyring.get('decision').signer, 600_000), { msgId });
 
 async function tasks(node: string, vmid: number, type: string): Promise<{ upid: string; status?: string }[]> {
   const r = await fetch(`${stack.pveUrl}/api2/json/nodes/${node}/tasks?source=all&vmid=${vmid}&typefilter=${type}&limit=500`, {

@@ -1,7 +1,7 @@
 // Exactly once across processes: two action agents, each approved action delivered to both (and
 // replayed under other msgIds), and still one PVE task per action.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Bus, subjects, type Action, type Envelope } from '../bus/mod.ts';
+import { Bus, sealAction, subjects, type Action, type Envelope } from '../bus/mod.ts';
 import { createLogger, sleep } from '../core/mod.ts';
 import { loadAgent, loadConfig, type AgentHandle } from '../agents/mod.ts';
 import { testStack, type TestStack } from './helpers/stack.ts';
@@ -20,7 +20,7 @@ async function startSecondAgent(): Promise<{ bus: Bus; handle: AgentHandle }> {
   const bus = await Bus.connect({ servers: stack.natsUrl, source: 'action', log });
   const handle = await mod.start({
     name: 'action', config: loadConfig({ LOG_LEVEL: 'silent' }), log, bus, fleet: stack.fleet, pve: stack.pve, pveUrl: stack.pveUrl,
-    services: { pveTokenId: stack.pveTokenId, pveTokenSecret: stack.pveTokenSecret, ...services, durableSuffix: '-second' },
+    services: { pveTokenId: stack.pveTokenId, pveTokenSecret: stack.pveTokenSecret, ...services, durableSuffix: '-second', decisionKeys: [stack.keyring.get('decision').publicKey] },
   });
   return { bus, handle };
 }
@@ -51,7 +51,8 @@ describe('two action agents', () => {
         actionId: `act-replica-${round}-${g.vmid}-${Date.now().toString(36)}`, verb: 'reboot', target: { vmid: g.vmid, node: g.node }, params: {},
         proposer: 'workflow', requestedBy: 'test', needsApproval: false,
       }));
-      for (const a of actions) {
+      for (const unsigned of actions) {
+        const a = sealAction(unsigned, stack.keyring.get('decision').signer, 600_000); // as the decision agent does
         await stack.bus.publish(subjects.action('approved'), 'ActionApproved', a, { msgId: a.actionId });
         await stack.bus.publish(subjects.action('approved'), 'ActionApproved', a, { msgId: `${a.actionId}-replay` });
       }

@@ -103,6 +103,22 @@ describe.skipIf(!hasBrowser)('web console in Chromium', () => {
     expect(answer).not.toMatch(/no answer/);
   }, 40_000);
 
+  it('a chaos experiment started from the page shows live progress, then its report with the MTTR chart', async () => {
+    await page.locator('#wf-exp').selectOption('kill-layer1');
+    await page.getByRole('button', { name: 'Run chaos' }).click();
+    await expect.poll(() => page.getByTestId('workflow-result').textContent(), { timeout: 15_000 }).toMatch(/Chaos kill-layer1: started chaos-/);
+    const run = page.locator('li.run[data-kind="chaos"]').first();
+    await run.waitFor({ timeout: 15_000 });
+    await expect.poll(() => run.getAttribute('data-status'), { timeout: 60_000 }).toBe('done');
+    const report = run.getByTestId('chaos-report');
+    expect(await report.textContent()).toMatch(/PASS kill-layer1/);
+    expect(await report.locator('table.faults tbody tr').count()).toBe(1);
+    expect(await report.locator('table.faults tbody td').nth(5).textContent()).toMatch(/within SLO/);
+    // uPlot drew the chart: a canvas with a legend naming both series
+    expect(await run.getByTestId('mttr-chart').locator('canvas').count()).toBe(1);
+    expect(await run.getByTestId('mttr-chart').textContent()).toMatch(/MTTR \(s\)[\s\S]*SLO \(s\)/);
+  }, 90_000);
+
   it('reads in dark mode too, and the screenshot is saved', async () => {
     await page.emulateMedia({ colorScheme: 'dark' });
     const background = 'getComputedStyle(document.body).backgroundColor';

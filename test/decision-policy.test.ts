@@ -8,7 +8,7 @@ import type { Incident } from '../bus/mod.ts';
 const policies = Policies.parse({ cooldownMs: 10_000, flap: { maxRemediations: 3, windowMs: 600_000 }, budgetPerMinute: 5 });
 const now = 1_000_000_000;
 const guest = { vmid: 159, node: 'node-b', protected: false };
-const facts = (f: Partial<GateFacts> = {}): GateFacts => ({ now, guest, ...f });
+const facts = (f: Partial<GateFacts> = {}): GateFacts => ({ now, guest, rootCause: 159, ...f });
 const runbook = (verb: string, f: Partial<Proposal> = {}): Proposal => ({ verb, vmid: 159, proposer: 'runbook', inRunbook: true, ...f });
 const llm = (verb: string, inRunbook: boolean): Proposal => ({ verb, vmid: 159, proposer: 'llm', inRunbook });
 

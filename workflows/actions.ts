@@ -1,20 +1,23 @@
-// Workflows act only through the action agent: publish `ActionApproved` with the machine's stable
-// actionId as the JetStream dedup id, then wait for the agent's ActionStarted / ActionSucceeded /
-// ActionFailed with that id. One live subscription serves every waiter; after a restart the
+// Workflows act only through the decision agent and the action agent: propose the action (with the
+// machine's stable actionId) to the decision agent over `fleet.propose.action`, whose policy gate
+// allows, holds, asks an operator, or refuses it, and which alone publishes (signed) what it allows;
+// then wait for the action agent's ActionStarted / ActionSucceeded / ActionFailed with that id. One live subscription serves every waiter; after a restart the
 // tracker is first filled from the stream, so an action already approved is never published again
 // and one already finished is answered from history instead of being repeated.
-import { Action, replayStored, subjects, type Bus, type Envelope, type Stoppable } from '../bus/mod.ts';
-import { type AppLogger } from '../core/mod.ts';
+import { Action, replayStored, subjects, type ActionProposal, type Bus, type Envelope, type ProposalVerdict, type Stoppable } from '../bus/mod.ts';
+import { sleep, type AppLogger } from '../core/mod.ts';
 
 export type ActionSpec = Pick<Action, 'actionId' | 'verb' | 'target'> & Partial<Pick<Action, 'params' | 'rationale' | 'attempt' | 'incidentId'>> & {
   workflowId: string;
   proposer?: 'workflow' | 'chaos';
+  /** A graceful shutdown of the guest already failed (the hard stop that follows it). */
+  hung?: boolean;
 };
 
 type Phase = 'approved' | 'started' | 'succeeded' | 'failed' | 'denied';
 const RANK: Record<Phase, number> = { approved: 0, started: 1, succeeded: 2, failed: 2, denied: 2 };
 const TYPE_PHASE: Record<string, Phase> = {
-  ActionApproved: 'approved', ActionStarted: 'started', ActionSucceeded: 'succeeded', ActionFailed: 'failed', ActionDenied: 'denied',
+  ActionApproved: 'approved', ActionStarted: 'started', ActionSucceeded: 'succeeded', ActionFailed: 'failed', ActionDenied: 'denied', ActionRejected: 'failed',
 };
 
 export interface ActionState {
@@ -94,33 +97,47 @@ export class ActionTracker {
     return this.states.get(actionId);
   }
 
-  /** Publish (unless already approved once) and wait until the action started or finished. A
-   *  failed or denied action rejects with ActionFailedError. */
+  /** Propose (unless already approved once) and wait until the action started or finished. A
+   *  refused, failed or denied action rejects with ActionFailedError. */
   async execute(spec: ActionSpec, opts: { until: 'started' | 'terminal'; correlationId?: string; signal?: AbortSignal }): Promise<ActionState> {
     const wait = this.waitFor(spec.actionId, opts.until, opts.signal);
     if (!this.states.has(spec.actionId)) {
-      if (opts.signal?.aborted) throw opts.signal.reason;
-      const data: Action = {
-        actionId: spec.actionId,
-        verb: spec.verb,
-        target: spec.target,
-        params: spec.params ?? {},
-        workflowId: spec.workflowId,
-        proposer: spec.proposer ?? 'workflow',
-        requestedBy: 'workflows',
-        needsApproval: false,
-        ...(spec.rationale ? { rationale: spec.rationale } : {}),
-        ...(spec.attempt !== undefined ? { attempt: spec.attempt } : {}),
-        ...(spec.incidentId ? { incidentId: spec.incidentId } : {}),
-      };
       try {
-        await this.bus.publish(subjects.action('approved'), 'ActionApproved', data, { msgId: spec.actionId, correlationId: opts.correlationId ?? spec.workflowId });
+        await this.propose(spec, opts.correlationId ?? spec.workflowId, opts.signal);
       } catch (e) {
         this.forget(spec.actionId, wait);
         throw e;
       }
     }
     return wait.promise;
+  }
+
+  /** Ask the decision agent; a hold (busy guest, budget) is asked again when it passes. */
+  private async propose(spec: ActionSpec, correlationId: string, signal?: AbortSignal): Promise<void> {
+    const action: ActionProposal['action'] = {
+      actionId: spec.actionId,
+      verb: spec.verb,
+      target: spec.target,
+      params: spec.params ?? {},
+      workflowId: spec.workflowId,
+      ...(spec.rationale ? { rationale: spec.rationale } : {}),
+      ...(spec.attempt !== undefined ? { attempt: spec.attempt } : {}),
+      ...(spec.incidentId ? { incidentId: spec.incidentId } : {}),
+    };
+    const req: ActionProposal = { action, proposer: spec.proposer ?? 'workflow', hung: spec.hung ?? false };
+    for (;;) {
+      if (signal?.aborted) throw signal.reason;
+      const r = await this.bus.request<ProposalVerdict>(subjects.propose('action'), 'ActionProposal', req, 15_000);
+      if (r.verdict === 'allow' || r.verdict === 'needs-approval') return;
+      if (r.verdict === 'hold' && r.retryAt !== undefined) {
+        await sleep(Math.min(Math.max(250, r.retryAt - Date.now()), 10_000), signal);
+        continue;
+      }
+      const code = r.verdict === 'dry-run' ? 'HOMEOSTAT_ERR_DRY_RUN' : 'HOMEOSTAT_ERR_POLICY_DENIED';
+      const refused = { ...action, proposer: req.proposer, requestedBy: 'workflows', needsApproval: false, error: { code, message: `policy gate: ${r.verdict}: ${r.reasons.join('; ')}`.slice(0, 2000) } };
+      this.observe(this.bus.envelope('ActionDenied', refused as Action));
+      throw new ActionFailedError(refused as Action, 'denied');
+    }
   }
 
   /** Wait for an action someone (maybe this process before a restart) already published. */
@@ -194,3 +211,4 @@ export class ActionTracker {
 }
 
 export const isActionFailed = (e: unknown): e is ActionFailedError => e instanceof ActionFailedError;
+

@@ -3,7 +3,7 @@
 // mean something. What happens on real hardware is documented in docs/workflows.md.
 import { fromPromise } from 'xstate';
 import { HomeostatError, isHomeostatError, sleep } from '../core/mod.ts';
-import { kvGet, kvKeys, NodeRecord } from '../bus/mod.ts';
+import { kvGet, kvKeys, NodeRecord, subjects, type ProposalVerdict } from '../bus/mod.ts';
 import { recoverActionId } from '../state-machines/mod.ts';
 import type {
   ConfirmFenceInput, ConfirmFenceOutput, FenceNodeInput, RecoverGuestInput, VerifyRecoveryInput, VerifyRecoveryOutput,
@@ -97,6 +97,9 @@ export function failoverActors(d: WorkflowDeps, run: RunContext) {
   return {
     confirmFence: fromPromise<ConfirmFenceOutput, ConfirmFenceInput>(({ input, signal }) => confirmNodeGone(d, input.node, signal)),
     fenceNode: fromPromise<unknown, FenceNodeInput>(async ({ input, signal }) => {
+      // fencing is a proposal too: the decision agent's gate may refuse it (dry-run, a live node)
+      const r = await d.bus.request<ProposalVerdict>(subjects.propose('fence'), 'FenceProposal', { workflowId: run.workflowId, node: input.node }, 15_000);
+      if (r.verdict !== 'allow') throw new HomeostatError(r.verdict === 'dry-run' ? 'HOMEOSTAT_ERR_DRY_RUN' : 'HOMEOSTAT_ERR_POLICY_DENIED', `policy gate: ${r.verdict}: ${r.reasons.join('; ')}`);
       if (d.sim) await d.sim.fence(input.node);
       else await waitForHaFence(d, input.node, signal);
       return { fenced: true };

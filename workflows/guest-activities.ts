@@ -74,6 +74,8 @@ async function powerOff(d: WorkflowDeps, run: RunContext, verb: 'shutdown' | 'st
       actionId: p.actionId, verb, target: guestRef(d.fleet, p.vmid, p.node),
       params: verb === 'shutdown' && p.timeoutSec ? { timeoutSec: Math.min(3600, p.timeoutSec) } : {},
       rationale: `${run.kind} workflow ${run.workflowId}`,
+      // the machine stops only a guest whose graceful shutdown failed: it is hung
+      hung: verb === 'stop',
     }, 'terminal', s).then(
       (st) => st.at,
       async (e: unknown) => {

@@ -2,7 +2,7 @@
 // call PVE and store its UPID at once) → wait for the task → verify → outcome → done marker.
 // Retryable PVE failures are tried again per policy (guestRetries, backoff), then reported.
 import { backoffMs, HomeostatError, isHomeostatError, sleep, type Logger } from '../../core/mod.ts';
-import { subjects, type Action, type Bus, type Envelope } from '../../bus/mod.ts';
+import { checkSeal, subjects, type Action, type Bus, type Envelope } from '../../bus/mod.ts';
 import type { Policies } from '../../fleet/manifest.ts';
 import type { Fleet } from '../../fleet/manifest.ts';
 import type { GuestAddress, PveApi } from '../../fleet/pve-types.ts';
@@ -29,6 +29,8 @@ export interface ExecutorDeps {
   log: Logger;
   /** First retry backoff (doubles per attempt, jittered). */
   retryBaseMs: number;
+  /** Public keys of the decision agent(s): only actions sealed by one of them run. */
+  trusted: ReadonlySet<string>;
   /** The PVE client's timeout of one call: a call unanswered after it may still be running. */
   pveTimeoutMs: number;
 }
@@ -50,11 +52,16 @@ export class Executor {
   async run(env: Envelope<Action>, job: Job): Promise<Outcome> {
     const a = env.data;
     const log = this.d.log.child({ actionId: a.actionId, verb: a.verb, vmid: a.target.vmid });
+    const seal = checkSeal(a, this.d.trusted);
+    if (!seal.ok && seal.reason !== 'expired') return this.reject(env, seal.reason, seal.detail, log);
     const done = await this.d.locks.done(a.actionId);
     if (done) {
+      if (done.envId && done.envId !== env.id) return this.reject(env, 'replayed', `action ${a.actionId} already ran (${done.outcome} at ${done.at}); this is another copy of it`, log);
       log.info({ outcome: done.outcome }, 'action already done: acknowledged without calling PVE');
       return 'ack';
     }
+    // an expired seal may still finish what it started before a restart, never start anew
+    if (!seal.ok && !(await this.d.locks.heldFor(a))) return this.reject(env, seal.reason, seal.detail, log);
     if (a.needsApproval && !a.approval?.approved) {
       await this.finish(env, undefined, { ...a, error: { code: 'HOMEOSTAT_ERR_POLICY_DENIED', message: 'action needs an operator approval and carries none' } }, 'failed');
       return 'ack';
@@ -148,6 +155,19 @@ export class Executor {
     }
   }
 
+  /** Nothing runs: the message goes to the dead-letter subject with the reason, and an
+   *  ActionRejected audit event says so. */
+  private async reject(env: Envelope<Action>, reason: string, detail: string, log: Logger): Promise<Outcome> {
+    const a = env.data;
+    const message = `${reason}: ${detail}`.slice(0, 2000);
+    log.warn({ reason, detail, source: env.source }, 'action rejected: not run');
+    await this.d.bus.deadLetter(subjects.action('approved'), new TextEncoder().encode(JSON.stringify(env)), `action rejected (${message})`);
+    await this.d.bus.publish(subjects.action('rejected'), 'ActionRejected', { ...a, error: { code: 'HOMEOSTAT_ERR_ACTION_REJECTED', message } }, {
+      correlationId: env.correlationId, causationId: env.id, msgId: `${a.actionId}.rejected.${env.id}`,
+    });
+    return 'ack';
+  }
+
   /** Publish the outcome (dedup id per action), then the done marker, then free the guest. */
   private async finish(env: Envelope<Action>, lock: HeldLock | undefined, data: Action, outcome: 'succeeded' | 'failed'): Promise<void> {
     const type = outcome === 'succeeded' ? 'ActionSucceeded' : 'ActionFailed';
@@ -158,7 +178,7 @@ export class Executor {
     });
     // still ours (a CAS on the lock), then the marker (a CAS create) while we hold it
     await lock?.update({});
-    await this.d.locks.markDone({ actionId: data.actionId, outcome, at: new Date().toISOString(), upid: data.upid, verified: data.verified, error: data.error });
+    await this.d.locks.markDone({ actionId: data.actionId, outcome, at: new Date().toISOString(), upid: data.upid, verified: data.verified, error: data.error, envId: env.id });
     await lock?.release();
   }
 

@@ -29,6 +29,8 @@ export const ActionDone = z.object({
   upid: z.string().optional(),
   verified: z.boolean().optional(),
   error: z.object({ code: z.string(), message: z.string() }).optional(),
+  /** The envelope that carried it: the same action in another message is a replay. */
+  envId: z.string().optional(),
 });
 export type ActionDone = z.infer<typeof ActionDone>;
 
@@ -101,6 +103,11 @@ export class GuestLocks {
       return now2 ? { kind: 'busy', by: now2.value } : this.acquire(a);
     }
     return { kind: resumed ? 'resumed' : 'acquired', lock: new HeldLock(this.kv, value, rev, this.leaseMs) };
+  }
+
+  /** The lock is held for this very action (it started, and may be resumed). */
+  async heldFor(a: Action): Promise<boolean> {
+    return (await kvGet(this.kv, kvKeys.lock(a.target.vmid), ActionLock))?.value.actionId === a.actionId;
   }
 
   async done(actionId: string): Promise<ActionDone | undefined> {

@@ -4,7 +4,7 @@
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import { z } from 'zod';
-import { DEDUP_WINDOW_MS, subjects, type Action, type Stoppable } from '../../bus/mod.ts';
+import { DEDUP_WINDOW_MS, HomeostatError, subjects, type Action, type Stoppable } from '../../bus/mod.ts';
 import { agentHandle, every, parseServices, type AgentModule } from '../runtime/agent.ts';
 import { consumeConcurrently } from './consumer.ts';
 import { Executor } from './execute.ts';
@@ -28,6 +28,8 @@ const ActionServices = z.object({
   actionRetryBaseMs: z.number().int().min(0).default(1000),
   /** Durable consumer names get this suffix (several stacks on one NATS server in tests). */
   durableSuffix: z.string().regex(/^[A-Za-z0-9_-]*$/).default(''),
+  /** The decision agent's public key(s); default HOMEOSTAT_DECISION_KEYS. */
+  decisionKeys: z.array(z.string()).optional(),
 }).passthrough();
 
 const DONE_MARKER_MAX_AGE_MS = 7 * 24 * 3600_000;
@@ -42,6 +44,8 @@ export const agent: AgentModule = {
       log.warn('no PVE API configured (PVE_URL or --sim): the action agent stays idle');
       return agentHandle(async () => {});
     }
+    const trusted = new Set(s.decisionKeys ?? ctx.config.HOMEOSTAT_DECISION_KEYS ?? []);
+    if (!trusted.size) throw new HomeostatError('HOMEOSTAT_ERR_CONFIG', "HOMEOSTAT_DECISION_KEYS: the action agent runs only actions signed by the decision agent; expected its public key (`homeostat up` passes it; see docs/security.md)");
     const holder = `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
     const locks = new GuestLocks(ctx.bus.kv.locks, holder, s.actionLeaseMs);
     const verifier = new Verifier(pve, ctx.bus, ctx.fleet, {
@@ -52,7 +56,7 @@ export const agent: AgentModule = {
       insecure: s.pveInsecure ?? ctx.config.PVE_INSECURE,
       probeTimeoutMs: ctx.fleet.policies.probeTimeoutMs,
     });
-    const executor = new Executor({ bus: ctx.bus, pve, fleet: ctx.fleet, locks, verifier, log, retryBaseMs: s.actionRetryBaseMs, pveTimeoutMs: ctx.config.PVE_TIMEOUT_MS });
+    const executor = new Executor({ bus: ctx.bus, pve, fleet: ctx.fleet, locks, verifier, log, retryBaseMs: s.actionRetryBaseMs, pveTimeoutMs: ctx.config.PVE_TIMEOUT_MS, trusted });
     const stoppables: Stoppable[] = [];
     const stop = async () => {
       await Promise.allSettled(stoppables.map((x) => x.stop()));
@@ -78,7 +82,7 @@ export const agent: AgentModule = {
       await stop();
       throw e;
     }
-    log.info({ holder }, 'action agent running');
+    log.info({ holder, trusted: [...trusted].map((k) => `${k.slice(0, 8)}…`) }, 'action agent running: only actions signed by the decision agent run');
     return agentHandle(stop);
   },
 };

@@ -3,13 +3,16 @@
 // Ids are deterministic per case+verb+attempt, so a redelivered trigger never makes a second action.
 import { createHash } from 'node:crypto';
 import { describeError, type Logger } from '../../core/mod.ts';
-import { ActionVerb, DesiredState, GuestRecord, LockRecord, kvGet, kvKeys, kvPut, subjects, type Action, type Bus, type Decision, type Envelope } from '../../bus/mod.ts';
+import {
+  ActionVerb, DesiredState, GuestRecord, LockRecord, NodeRecord, WorkflowRecord, kvGet, kvKeys, kvPut, sealAction, subjects,
+  type Action, type ActionProposal, type Bus, type Decision, type Envelope, type FenceProposal, type ProposalVerdict, type Signer,
+} from '../../bus/mod.ts';
 import type { Fleet } from '../../fleet/manifest.ts';
 import type { Metrics } from '../runtime/metrics.ts';
 import type { AdvisorSeam } from './advisor.ts';
 import { Approvals } from './approvals.ts';
 import { clearHoldDown, openHoldDown } from './holddown.ts';
-import { gate, type GateFacts, type GateResult, type Proposal } from './policy.ts';
+import { gate, gateFence, type GateFacts, type GateResult, type Proposal } from './policy.ts';
 import { IN_FLIGHT, type Step } from './runbook.ts';
 import type { ApprovalRecord, CaseRecord, DecisionStore } from './store.ts';
 
@@ -22,6 +25,10 @@ export interface DecisionContext {
   dryRun: boolean;
   /** How long the failover request may wait for the workflows agent. */
   failoverTimeoutMs: number;
+  /** Seals every approved action; the action agent runs nothing else. */
+  signer: Signer;
+  /** How long a sealed action may wait to be started (then the action agent refuses it). */
+  actionTtlMs: number;
   metrics?: Metrics;
 }
 
@@ -49,7 +56,6 @@ export abstract class Actuator {
   private readonly chains = new Map<string, Promise<void>>();
   /** Our in-flight actions → their case. */
   protected readonly actionCase = new Map<string, string>();
-  private recent: number[] = [];
   readonly approvals: Approvals;
   readonly settleMs: number;
 
@@ -74,6 +80,12 @@ export abstract class Actuator {
   protected forget(vmid: number, actionId: string): void {
     if (this.busy.get(vmid)?.actionId === actionId) this.busy.delete(vmid);
     this.actionCase.delete(actionId);
+  }
+
+  /** The action this guest is busy with (pending approval, queued or running), if any. */
+  protected busyWith(vmid: number): string | undefined {
+    const b = this.busy.get(vmid);
+    return b && Date.now() - b.since < this.busyStaleMs ? b.actionId : undefined;
   }
 
   private isBusy(vmid: number, now: number): boolean {
@@ -122,24 +134,27 @@ export abstract class Actuator {
     const spec = vmid === undefined ? undefined : this.ctx.fleet.byVmid.get(vmid);
     if (!spec) return { now, dryRun: this.ctx.dryRun };
     const { bus, store } = this.ctx;
-    const [desired, hold, remediations, lock] = await Promise.all([
+    const [node, desired, hold, remediations, lock, recentActions] = await Promise.all([
+      this.nodeOf(spec.vmid),
       kvGet(bus.kv.fleetState, kvKeys.desired(spec.vmid), DesiredState),
       store.hold(spec.vmid),
       store.remediations(spec.vmid),
       kvGet(bus.kv.locks, kvKeys.lock(spec.vmid), LockRecord),
+      store.recentActions(now),
     ]);
-    this.recent = this.recent.filter((t) => t > now - 60_000);
     return {
       now,
-      guest: { vmid: spec.vmid, node: spec.node, protected: spec.protected },
+      // where it runs now (a failover moves guests), not where the manifest put it
+      guest: { vmid: spec.vmid, node, protected: spec.protected },
       desired: desired?.value,
+      rootCause: c.incident?.rootCause.vmid,
       isSymptom: this.isSymptom(spec.vmid, c.caseId),
       hung: o.hung,
       continuation: o.continuation,
       held: hold !== undefined,
       busy: this.isBusy(spec.vmid, now) || (lock !== undefined && lock.value.expiresAt > now),
       remediations,
-      recentActions: this.recent,
+      recentActions,
       dryRun: this.ctx.dryRun,
     };
   }
@@ -182,13 +197,16 @@ export abstract class Actuator {
     return { actionId };
   }
 
-  private async dispatch(c: CaseRecord, action: Action, causationId: string, continuation?: boolean): Promise<void> {
+  /** Seal and publish an approved action (the only way one reaches the action agent), and count it
+   *  in the global budget. `caseId` undefined: a workflow's action, tracked by the workflow. */
+  protected async dispatch(c: CaseRecord, action: Action, causationId: string, continuation?: boolean, track = true): Promise<void> {
     const vmid = action.target.vmid;
-    this.actionCase.set(action.actionId, c.caseId);
+    if (track) this.actionCase.set(action.actionId, c.caseId);
     this.markBusy(vmid, action.actionId);
-    await this.ctx.bus.publish(subjects.action('approved'), 'ActionApproved', action, { correlationId: c.correlationId, causationId, msgId: action.actionId });
+    const sealed = sealAction(action, this.ctx.signer, this.ctx.actionTtlMs);
+    await this.ctx.bus.publish(subjects.action('approved'), 'ActionApproved', sealed, { correlationId: c.correlationId, causationId, msgId: action.actionId });
     const now = Date.now();
-    this.recent.push(now);
+    await this.ctx.store.countAction(now).catch((e: unknown) => this.ctx.log.warn({ err: (e as Error).message }, 'could not count the action in the global budget'));
     if (AUTOMATED.has(action.proposer) && !continuation) await this.ctx.store.addRemediation(vmid, now, this.ctx.fleet.policies.flap.windowMs);
     this.ctx.log.info({ actionId: action.actionId, verb: action.verb, vmid, caseId: c.caseId }, 'action approved');
   }
@@ -212,14 +230,19 @@ export abstract class Actuator {
   /** Hand a node failure to the failover workflow; without one, an operator notice. */
   protected async failover(c: CaseRecord, node: string, rationale: string): Promise<void> {
     if (c.failoverRequested) return;
-    let verdict: 'allow' | 'notify' = 'allow';
+    let verdict: 'allow' | 'notify' | 'dry-run' = 'allow';
     let reason: string;
-    try {
-      const r = await this.ctx.bus.request<{ workflowId?: string }>(subjects.cmd('failover'), 'Command', { args: { node, incidentId: c.caseId }, requestedBy: 'decision' }, this.ctx.failoverTimeoutMs);
-      reason = `handed to the failover workflow${r?.workflowId ? ` ${r.workflowId}` : ''}`;
-    } catch (e) {
-      verdict = 'notify';
-      reason = `failover not started (${describeError(e)}): operator action needed`;
+    if (this.ctx.dryRun) {
+      verdict = 'dry-run';
+      reason = `dry-run: would hand ${node} to the failover workflow (fence it, recover its guests elsewhere); nothing executed`;
+    } else {
+      try {
+        const r = await this.ctx.bus.request<{ workflowId?: string }>(subjects.cmd('failover'), 'Command', { args: { node, incidentId: c.caseId }, requestedBy: 'decision' }, this.ctx.failoverTimeoutMs);
+        reason = `handed to the failover workflow${r?.workflowId ? ` ${r.workflowId}` : ''}`;
+      } catch (e) {
+        verdict = 'notify';
+        reason = `failover not started (${describeError(e)}): operator action needed`;
+      }
     }
     await this.decide(c, { incidentId: c.caseId, verb: 'failover', target: { node }, proposer: 'runbook', rationale, verdict, reasons: [reason] });
     c.failoverRequested = true;
@@ -255,13 +278,69 @@ export abstract class Actuator {
     return { ...out, verdict: r.verdict, reasons: r.reasons };
   }
 
+  /** A workflow's (or chaos experiment's) action, gated like any other proposal. Asked again with
+   *  the same actionId (a restored workflow), it answers with what was decided, never twice. */
+  async proposeForWorkflow(req: ActionProposal, env: Envelope): Promise<ProposalVerdict> {
+    const a = req.action;
+    const caseId = `wf-${a.actionId}`;
+    return this.serial(caseId, async () => {
+      if (this.busyWith(a.target.vmid) === a.actionId) return { verdict: 'allow', reasons: ['already approved'], actionId: a.actionId };
+      if ((await this.ctx.store.approvals()).some((x) => x.action.actionId === a.actionId)) return { verdict: 'needs-approval', reasons: ['waiting for an operator'], actionId: a.actionId };
+      const now = Date.now();
+      const c: CaseRecord = { caseId, correlationId: env.correlationId, causationId: env.id, steps: [], openedAt: now, updatedAt: now };
+      const p: Proposal = { verb: a.verb, vmid: a.target.vmid, proposer: req.proposer, inRunbook: true, targetNode: a.params.targetNode, snapname: a.params.snapname, workflowId: a.workflowId };
+      const facts: GateFacts = { ...(await this.facts(a.target.vmid, c, { hung: req.hung })), workflow: { automatic: a.incidentId !== undefined }, chaosRollback: req.proposer === 'chaos' && a.verb === 'rollback' };
+      if (a.verb === 'migrate') {
+        const fence = await this.ctx.store.fence(a.target.node);
+        facts.failover = { sourceNode: a.target.node, fenced: fence?.workflowId === a.workflowId };
+      }
+      const r = gate(p, facts, this.ctx.fleet.policies);
+      const action: Action = {
+        ...a, params: a.params ?? {}, proposer: req.proposer, requestedBy: 'workflows', needsApproval: r.verdict === 'needs-approval',
+        target: { ...a.target, name: this.ctx.fleet.byVmid.get(a.target.vmid)?.name ?? a.target.name },
+      };
+      const decided = await this.decide(c, { incidentId: a.workflowId, actionId: a.actionId, verb: a.verb, target: { vmid: a.target.vmid, node: a.target.node }, proposer: req.proposer, rationale: a.rationale ?? `${req.proposer} ${a.workflowId}`, verdict: r.verdict, reasons: r.reasons });
+      if (r.verdict === 'allow') await this.dispatch(c, action, decided.id, false, false);
+      else if (r.verdict === 'needs-approval') {
+        c.steps.push({ actionId: a.actionId, vmid: a.target.vmid, verb: a.verb, attempt: a.attempt ?? 0, status: 'requested', proposer: req.proposer, at: now, published: true });
+        await this.ctx.store.putCase(c);
+        this.actionCase.set(a.actionId, caseId);
+        this.markBusy(a.target.vmid, a.actionId);
+        await this.approvals.request({
+          action, caseId, correlationId: c.correlationId, causationId: decided.id, requestedAt: new Date(now).toISOString(),
+          expiresAt: now + this.ctx.fleet.policies.approvalTimeoutMs, hung: req.hung, continuation: false, inRunbook: true,
+        });
+      }
+      return { verdict: r.verdict, reasons: r.reasons, actionId: a.actionId, ...(r.retryAt !== undefined ? { retryAt: r.retryAt } : {}) };
+    });
+  }
+
+  /** A failover workflow asks to fence the node it fails over; allowed, the fence is remembered so
+   *  that the workflow's migrations off that node pass the gate. */
+  async proposeFence(req: FenceProposal, env: Envelope): Promise<ProposalVerdict> {
+    const wf = (await kvGet(this.ctx.bus.kv.workflows, kvKeys.workflow(req.workflowId), WorkflowRecord))?.value;
+    const args = (wf?.input as { args?: { node?: string } } | undefined)?.args;
+    const rec = (await kvGet(this.ctx.bus.kv.fleetState, kvKeys.node(req.node), NodeRecord))?.value;
+    const fresh = rec && Date.now() - Date.parse(rec.updatedAt) < 3 * this.ctx.fleet.policies.senseIntervalMs;
+    const r = gateFence(req.node, {
+      dryRun: this.ctx.dryRun,
+      failoverOf: wf?.kind === 'failover' && wf.status === 'running' ? args?.node : undefined,
+      node: fresh ? { reachable: rec.reachable, status: rec.status } : undefined,
+    });
+    const c: CaseRecord = { caseId: req.workflowId, correlationId: env.correlationId, causationId: env.id, steps: [], openedAt: Date.now(), updatedAt: Date.now() };
+    await this.decide(c, { incidentId: req.workflowId, verb: 'failover', target: { node: req.node }, proposer: 'workflow', rationale: `fence ${req.node} before recovering its guests`, verdict: r.verdict, reasons: r.reasons }, `fence|${req.node}|${r.verdict}`);
+    if (r.verdict === 'allow') await this.ctx.store.putFence({ node: req.node, workflowId: req.workflowId, at: new Date().toISOString() });
+    return { verdict: r.verdict, reasons: r.reasons };
+  }
+
   private async onApproved(rec: ApprovalRecord, by: string, at: string): Promise<GateResult> {
     const a = rec.action;
     const c = (await this.ctx.store.getCase(rec.caseId))?.value;
     if (!c) return { verdict: 'deny', reasons: ['its incident is resolved'] };
     this.forget(a.target.vmid, a.actionId);
-    const facts = { ...(await this.facts(a.target.vmid, c, { hung: rec.hung, continuation: rec.continuation })), approved: true };
-    const r = gate({ verb: a.verb, vmid: a.target.vmid, proposer: a.proposer, inRunbook: rec.inRunbook }, facts, this.ctx.fleet.policies);
+    const facts: GateFacts = { ...(await this.facts(a.target.vmid, c, { hung: rec.hung, continuation: rec.continuation })), approved: true };
+    if (a.workflowId) facts.workflow = { automatic: a.incidentId !== undefined };
+    const r = gate({ verb: a.verb, vmid: a.target.vmid, proposer: a.proposer, inRunbook: rec.inRunbook, workflowId: a.workflowId, targetNode: a.params.targetNode }, facts, this.ctx.fleet.policies);
     if (r.verdict === 'hold') {
       this.markBusy(a.target.vmid, a.actionId);
       this.actionCase.set(a.actionId, c.caseId);

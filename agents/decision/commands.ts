@@ -5,9 +5,11 @@
 //   fleet.cmd.action     {verb, vmid, by?}         → {actionId?, verdict, reasons}
 //   fleet.cmd.hold.clear {vmid, by?}               → {vmid, cleared}
 //   fleet.cmd.holds      {}                        → HoldRecord[]
+//   fleet.propose.action ActionProposal            → ProposalVerdict (the workflows agent only)
+//   fleet.propose.fence  FenceProposal             → ProposalVerdict (the workflows agent only)
 import { z } from 'zod';
 import { HomeostatError } from '../../core/mod.ts';
-import { subjects, type Bus, type CommandRequest, type Envelope, type Stoppable } from '../../bus/mod.ts';
+import { ActionProposal, FenceProposal, subjects, type Bus, type CommandRequest, type Envelope, type Stoppable } from '../../bus/mod.ts';
 import type { DecisionEngine } from './engine.ts';
 import type { DecisionStore } from './store.ts';
 
@@ -48,5 +50,7 @@ export function serveCommands(bus: Bus, engine: DecisionEngine, store: DecisionS
       return engine.releaseHold(a.vmid, who(env, a.by));
     }),
     bus.serve<CommandRequest>(subjects.cmd('holds'), async () => store.holds()),
+    bus.serve<ActionProposal>(subjects.propose('action'), (env) => engine.proposeForWorkflow(env.data, env), { schema: ActionProposal }),
+    bus.serve<FenceProposal>(subjects.propose('fence'), (env) => engine.proposeFence(env.data, env), { schema: FenceProposal }),
   ];
 }

@@ -3,7 +3,7 @@
 // Consumes fleet.incidents.> and fleet.actions.> (durable), serves approve/deny/approvals/action/
 // hold.clear/holds on fleet.cmd.*, keeps its state in fleet-state (store.ts) so a restart resumes.
 import { z } from 'zod';
-import { patterns, type Action, type Incident, type Stoppable } from '../../bus/mod.ts';
+import { DEDUP_WINDOW_MS, HomeostatError, patterns, type Action, type Incident, type Stoppable } from '../../bus/mod.ts';
 import { agentHandle, parseServices, type AgentModule } from '../runtime/agent.ts';
 import { AdvisorSeam } from './advisor.ts';
 import { serveCommands } from './commands.ts';
@@ -23,6 +23,10 @@ const DecisionServices = z.object({
   failoverTimeoutMs: z.number().int().min(100).default(5000),
   /** Durable consumer names get this suffix (several stacks on one NATS server in tests). */
   durableSuffix: z.string().regex(/^[A-Za-z0-9_-]*$/).default(''),
+  /** Operators whose signed approvals count (public keys); default HOMEOSTAT_OPERATOR_KEYS. */
+  operatorKeys: z.array(z.string()).optional(),
+  /** How long a sealed action may wait for the action agent before it expires. */
+  actionTtlMs: z.number().int().min(1000).default(DEDUP_WINDOW_MS),
 }).passthrough();
 
 export const agent: AgentModule = {
@@ -34,7 +38,9 @@ export const agent: AgentModule = {
     const settings = { host: ctx.config.OLLAMA_HOST, model: ctx.config.OLLAMA_MODEL, timeoutMs: ctx.config.OLLAMA_TIMEOUT_MS };
     const advisor = new AdvisorSeam(services.advisor, settings, ctx.bus, ctx.fleet, log, ctx.config.OLLAMA_TIMEOUT_MS + 1000, ctx.metrics);
     const dryRun = ctx.config.HOMEOSTAT_DRY_RUN || ctx.fleet.policies.dryRun;
-    const engine = new DecisionEngine({ bus: ctx.bus, log, fleet: ctx.fleet, store, advisor, dryRun, failoverTimeoutMs: services.failoverTimeoutMs, metrics: ctx.metrics });
+    if (!ctx.identity) throw new HomeostatError('HOMEOSTAT_ERR_CONFIG', 'NATS_CREDS: the decision agent signs what it approves with its identity; expected its nkey seed file (<data-dir>/creds/decision.nk)');
+    const operatorKeys = services.operatorKeys ?? ctx.config.HOMEOSTAT_OPERATOR_KEYS ?? [];
+    const engine = new DecisionEngine({ bus: ctx.bus, log, fleet: ctx.fleet, store, advisor, dryRun, failoverTimeoutMs: services.failoverTimeoutMs, signer: ctx.identity.signer, actionTtlMs: services.actionTtlMs, metrics: ctx.metrics });
     const stoppables: Stoppable[] = [];
     const stop = async () => {
       engine.stop();
@@ -63,7 +69,7 @@ export const agent: AgentModule = {
       await stop();
       throw e;
     }
-    log.info({ dryRun, advisor: advisor.configured }, 'decision agent running');
+    log.info({ dryRun, advisor: advisor.configured, signingKey: ctx.identity.publicKey, operators: operatorKeys.length }, 'decision agent running');
     return agentHandle(stop);
   },
 };

@@ -3,9 +3,11 @@
 //   remediations.<vmid>   when the guest was remediated (cooldown and flap window)
 //   hold.<vmid>           a flap hold-down, until an operator clears it
 //   approval.<actionId>   an action waiting for an operator (times out to denied)
+//   budget                when actions were approved in the last minute, every proposer (global budget)
+//   fence.<node>          the decision agent allowed a failover workflow to fence this node
 import type { KV } from '@nats-io/kv';
 import { z } from 'zod';
-import { Action, Incident, kvGet, kvList, kvPut, token, type Versioned } from '../../bus/mod.ts';
+import { Action, Incident, kvCas, kvGet, kvList, kvPut, token, type Versioned } from '../../bus/mod.ts';
 
 const StepSchema = z.object({
   actionId: z.string(),
@@ -60,7 +62,12 @@ export const ApprovalRecord = z.object({
 });
 export type ApprovalRecord = z.infer<typeof ApprovalRecord>;
 
+export const FenceRecord = z.object({ node: z.string(), workflowId: z.string(), at: z.string() });
+export type FenceRecord = z.infer<typeof FenceRecord>;
+
 export const stateKeys = {
+  budget: () => 'budget',
+  fence: (node: string) => `fence.${token(node)}`,
   case: (caseId: string) => `case.${token(caseId)}`,
   remediations: (vmid: number) => `remediations.${vmid}`,
   hold: (vmid: number) => `hold.${vmid}`,
@@ -95,6 +102,29 @@ export class DecisionStore {
   }
   async clearRemediations(vmid: number): Promise<void> {
     await this.kv.delete(stateKeys.remediations(vmid));
+  }
+
+  /** Approvals (of every proposer) in the last minute: the global budget, shared by every decision
+   *  agent and kept across restarts. */
+  async recentActions(now: number): Promise<number[]> {
+    const times = (await kvGet(this.kv, stateKeys.budget(), Remediations))?.value.times ?? [];
+    return times.filter((t) => t > now - 60_000);
+  }
+  /** Count one approved action (compare-and-set, so concurrent decisions never lose a count). */
+  async countAction(at: number): Promise<void> {
+    for (let i = 0; i < 20; i++) {
+      const cur = await kvGet(this.kv, stateKeys.budget(), Remediations);
+      const times = [...(cur?.value.times ?? []).filter((t) => t > at - 60_000), at];
+      if ((await kvCas(this.kv, stateKeys.budget(), { times }, cur?.revision ?? 0)) !== undefined) return;
+    }
+    throw new Error('budget: too many concurrent updates');
+  }
+
+  async fence(node: string): Promise<FenceRecord | undefined> {
+    return (await kvGet(this.kv, stateKeys.fence(node), FenceRecord))?.value;
+  }
+  async putFence(f: FenceRecord): Promise<void> {
+    await kvPut(this.kv, stateKeys.fence(f.node), f);
   }
 
   async hold(vmid: number): Promise<HoldRecord | undefined> {

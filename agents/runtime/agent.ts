@@ -1,7 +1,7 @@
 // The agent runtime: `start(ctx) -> { stopped, stop() }`. Dependencies come in through ctx.
 import type { z } from 'zod';
 import { HomeostatError, type AppLogger } from '../../core/mod.ts';
-import { type Bus } from '../../bus/mod.ts';
+import { type Bus, type Identity } from '../../bus/mod.ts';
 import type { Fleet } from '../../fleet/manifest.ts';
 import type { PveApi } from '../../fleet/pve-types.ts';
 import type { Config } from './config.ts';
@@ -22,6 +22,8 @@ export interface AgentContext {
   pveUrl?: string;
   /** Extra services an agent may need (advisor, http ports), keyed by name; optional. */
   services: Record<string, unknown>;
+  /** The agent's own identity (its NATS nkey): the decision agent signs approved actions with it. */
+  identity?: Identity;
   /** The process's metrics (one registry per process); absent in tests that start an agent bare. */
   metrics?: Metrics;
 }

@@ -16,6 +16,9 @@ const bool = z
   .enum(['0', '1', 'true', 'false', 'yes', 'no', ''], { message: 'expected 1 or 0' })
   .transform((v) => v === '1' || v === 'true' || v === 'yes');
 
+const keyList = z.string().transform((v) => v.split(',').map((k) => k.trim()).filter(Boolean))
+  .refine((ks) => ks.length > 0 && ks.every((k) => /^U[A-Z2-7]{55}$/.test(k)), 'expected comma-separated NATS user public keys (U…, 56 characters)');
+
 export const ConfigSchema = z.object({
   NATS_URL: url(['nats:', 'tls:', 'ws:', 'wss:'], 'a nats:// URL, e.g. nats://127.0.0.1:4222').default('nats://127.0.0.1:4222'),
   PVE_URL: url(['http:', 'https:'], 'an http(s) URL of the PVE API, e.g. https://pve.lan:8006').optional(),
@@ -31,6 +34,14 @@ export const ConfigSchema = z.object({
   LOG_LEVEL: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'], { message: 'expected one of trace|debug|info|warn|error|fatal|silent' }).default('info'),
   HOMEOSTAT_FLEET: z.string().refine((p) => existsSync(p), 'expected a fleet manifest file (YAML or JSON)').optional(),
   HOMEOSTAT_DRY_RUN: bool.default(false),
+  /** This process's NATS identity: an nkey seed file (`<data-dir>/creds/<identity>.nk`). */
+  NATS_CREDS: z.string().refine((p) => existsSync(p), 'expected a credentials file (an nkey seed file from <data-dir>/creds/)').optional(),
+  /** CA bundle for a tls:// NATS_URL. */
+  NATS_CA: z.string().refine((p) => existsSync(p), 'expected a readable PEM file').optional(),
+  /** Public keys (comma-separated) whose signatures the action agent accepts: the decision agent's. */
+  HOMEOSTAT_DECISION_KEYS: keyList.optional(),
+  /** Public keys (comma-separated) of the operators whose signed approvals the decision agent accepts. */
+  HOMEOSTAT_OPERATOR_KEYS: keyList.optional(),
 });
 
 export type Config = Readonly<z.infer<typeof ConfigSchema>> & { readonly pveCaPem?: string };

@@ -90,8 +90,11 @@ export const agent: AgentModule = {
       }
     };
 
+    // dry-run holds for workflows too: they plan and report, and the gate would refuse each action anyway
+    const dryRun = ctx.config.HOMEOSTAT_DRY_RUN || fleet.policies.dryRun;
     const power = (kind: 'boot' | 'shutdown') => async (env: Envelope<CommandRequest>) => {
       const a = args(PowerArgs, env);
+      if (dryRun) a.dryRun = true;
       const run: RunContext = { kind, workflowId: newWorkflowId(kind), correlationId: env.correlationId };
       return launch(run, a.dryRun ? undefined : 'power', async () => {
         if (kind === 'boot') {
@@ -144,6 +147,7 @@ export const agent: AgentModule = {
         }))),
       bus.serve<CommandRequest>(subjects.cmd('chaos.run'), async (env) => {
         const a = args(ChaosArgs, env);
+        if (dryRun) a.dryRun = true;
         const experiment = chaosExperiment(a);
         const run: RunContext = { kind: 'chaos', workflowId: newWorkflowId('chaos'), correlationId: env.correlationId };
         return launch(run, a.dryRun ? undefined : 'chaos', async () => ({

@@ -1,5 +1,6 @@
 // `homeostat agent <name>`: one agent in its own process (compose runs one per service).
 import { createLogger, HomeostatError } from '../../core/mod.ts';
+import { readIdentity } from '../../bus/mod.ts';
 import { AGENT_NAMES, createMetrics, loadConfig } from '../../agents/mod.ts';
 import { loadFleetFile } from '../../fleet/manifest.ts';
 import { referenceFleet } from '../../fleet/reference-fleet.ts';
@@ -13,6 +14,9 @@ import { isAgentName } from '../../agents/mod.ts';
 const HELP = `Usage: homeostat agent <${AGENT_NAMES.join('|')}> [--nats URL] [--fleet FILE]
 
 Runs one agent against an existing NATS server (NATS_URL or --nats); PVE from PVE_URL etc.
+Its identity comes from NATS_CREDS (an nkey seed file); the action agent trusts the decision
+agent's key from HOMEOSTAT_DECISION_KEYS, the decision agent the operators' keys from
+HOMEOSTAT_OPERATOR_KEYS (see docs/security.md).
 Prints {"ready":true,"agent":...} on stdout; SIGINT/SIGTERM drain and exit 0.
 
   --metrics-port N        serve this agent's Prometheus metrics on http://H:N/metrics (0 = a free port)
@@ -48,7 +52,8 @@ export async function agentMain(argv: string[]): Promise<number> {
   const metricsPort = parseIntFlag('metrics-port', values['metrics-port']);
   const metrics = createMetrics();
   const metricsServer = metricsPort === undefined ? undefined : await startMetricsServer({ registry: metrics.registry, port: metricsPort, host: values['metrics-host'] });
-  const stack = await startStack({ config, fleet, log, natsUrl: config.NATS_URL, agents: [name], services, metrics }).catch(async (e: unknown) => {
+  const standalone = { identity: config.NATS_CREDS ? readIdentity(config.NATS_CREDS) : undefined };
+  const stack = await startStack({ config, fleet, log, natsUrl: config.NATS_URL, agents: [name], services, metrics, standalone }).catch(async (e: unknown) => {
     await metricsServer?.close();
     throw e;
   });

@@ -20,7 +20,7 @@ function decide(verb: 'approve' | 'deny') {
     }
     if (positionals.length !== 1) throw new HomeostatError('HOMEOSTAT_ERR_USAGE', 'expected one action id (or a unique prefix of it)');
     const by = `cli:${process.env.USER ?? 'operator'}`;
-    const { actionId, r } = await withBus(values.nats, async (bus) => {
+    const { actionId, r } = await withBus(values, async (bus) => {
       const pending = (await pendingApprovals(bus)).map((p) => p.actionId);
       const id = resolveId(positionals[0], pending, 'pending action', 'see `homeostat status`');
       return { actionId: id, r: await command(bus, verb, { actionId: id, by, reason: values.reason }) };
@@ -49,7 +49,7 @@ export async function releaseMain(argv: string[]): Promise<number> {
   const vmid = Number(positionals[0]);
   if (positionals.length !== 1 || !Number.isInteger(vmid) || vmid < 100) throw new HomeostatError('HOMEOSTAT_ERR_USAGE', 'expected one vmid, e.g. `homeostat release 155`');
   const by = `cli:${process.env.USER ?? 'operator'}`;
-  const r = await withBus(values.nats, async (bus, config) => {
+  const r = await withBus(values, async (bus, config) => {
     const fleet = loadFleetForCli(values.fleet, config);
     if (!fleet.byVmid.has(vmid)) throw new HomeostatError('HOMEOSTAT_ERR_NOT_FOUND', `no guest ${vmid} in fleet ${fleet.name}`);
     return command<{ vmid: number; cleared: boolean }>(bus, 'hold.clear', { vmid, by });

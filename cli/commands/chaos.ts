@@ -36,7 +36,7 @@ interface ListedExperiment {
 }
 
 async function list(values: { nats?: string; json?: boolean; fleet?: string }): Promise<number> {
-  const rows = await withBus(values.nats, async (bus, config) => {
+  const rows = await withBus(values, async (bus, config) => {
     try {
       return await command<ListedExperiment[]>(bus, 'chaos.list', {}, 5000);
     } catch (e) {

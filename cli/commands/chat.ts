@@ -30,7 +30,7 @@ export async function chatMain(argv: string[]): Promise<number> {
     println(HELP);
     return 0;
   }
-  return withBus(values.nats, async (bus) => {
+  return withBus(values, async (bus) => {
     if (positionals.length) {
       const a = await ask(bus, positionals.join(' '), values.yes);
       if (values.json) printJson(a);

@@ -56,7 +56,7 @@ export async function eventsMain(argv: string[]): Promise<number> {
   const onSignal = () => ac.abort();
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
-  await withBus(values.nats, async (bus) => {
+  await withBus(values, async (bus) => {
     const subject = values.subject ?? 'fleet.>';
     const follow = !values['no-follow'];
     const note = (m: string) => process.stderr.write(`${paint(m, 'gray', Boolean(process.stderr.isTTY))}\n`);

@@ -17,7 +17,7 @@ export async function incidentsMain(argv: string[]): Promise<number> {
     println(HELP);
     return 0;
   }
-  const list = await withBus(values.nats, async (bus) => {
+  const list = await withBus(values, async (bus) => {
     try {
       return await command<Incident[]>(bus, 'incidents', { all: !values.open }, 5000);
     } catch (e) {

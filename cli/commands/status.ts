@@ -47,7 +47,7 @@ export async function statusMain(argv: string[]): Promise<number> {
     println(HELP);
     return 0;
   }
-  const s = await withBus(values.nats, async (bus, config) => {
+  const s = await withBus(values, async (bus, config) => {
     try {
       return await command<FleetStatus>(bus, 'status', {}, 5000);
     } catch (e) {

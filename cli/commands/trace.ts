@@ -53,7 +53,7 @@ export async function traceMain(argv: string[]): Promise<number> {
     return 0;
   }
   if (values.last ? positionals.length !== 0 : positionals.length !== 1) throw new HomeostatError('HOMEOSTAT_ERR_USAGE', 'expected one incident id, prefix or vmid, or --last (see `homeostat incidents`)');
-  const t = await withBus(values.nats, async (bus) => {
+  const t = await withBus(values, async (bus) => {
     const incidentId = await findIncident(bus, values.last ? undefined : positionals[0]);
     try {
       return await command<Trace>(bus, 'trace', { incidentId }, 15_000);

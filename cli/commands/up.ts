@@ -1,4 +1,5 @@
 // `homeostat up`: the embedded default. One JSON ready line on stdout; Ctrl-C stops everything it started.
+import { resolve } from 'node:path';
 import { referenceFleet } from '../../fleet/reference-fleet.ts';
 import { loadFleetFile } from '../../fleet/manifest.ts';
 import { createLogger, HomeostatError } from '../../core/mod.ts';
@@ -15,7 +16,11 @@ const HELP = `Usage: homeostat up [--sim] [--fleet FILE] [--nats URL] [--data-di
 
 Runs homeostat in one process: its own nats-server -js (unless --nats), the PVE-API simulator
 (with --sim) and all agents. Prints one JSON line on stdout when ready:
-  {"ready":true,"natsUrl":...,"pveUrl":...,"pveTokenId":...,"pveTokenSecret":...,"fingerprint":...}
+  {"ready":true,"natsUrl":...,"natsCreds":...,"pveUrl":...,"pveTokenId":...,"pveTokenSecret":...,"fingerprint":...}
+The embedded nats-server runs with authentication on: one identity per agent and "operator" for
+the CLI, as nkey seed files in <data-dir>/creds/ (natsCreds is the operator's). Client commands
+find it there from the same directory, or take NATS_CREDS / --creds. A real PVE's token secret is
+never printed.
 Ctrl-C / SIGTERM stops everything it started (and nothing else).
 
   --sim            start the PVE-API simulator on the fleet (HTTPS, self-signed; --http for plain HTTP).
@@ -24,7 +29,7 @@ Ctrl-C / SIGTERM stops everything it started (and nothing else).
                    keeps the buckets too)
   --fleet FILE     fleet manifest (YAML/JSON); default $HOMEOSTAT_FLEET, else the reference fleet
   --nats URL       use this NATS server instead of starting one
-  --data-dir DIR   where the embedded nats-server keeps its store (default ./.homeostat). One
+  --data-dir DIR   where the embedded nats-server keeps its store and creds/ (default ./.homeostat). One
                    \`up\` per directory: a second one refuses, naming the first one's pid. The
                    ready line is also written to DIR/ready.json (mode 600), which client commands
                    read when neither --nats nor NATS_URL is given
@@ -125,7 +130,9 @@ export async function upMain(argv: string[]): Promise<number> {
     const ready = {
       ready: true,
       natsUrl: stack.natsUrl,
-      ...(stack.pveUrl ? { pveUrl: stack.pveUrl, pveTokenId: stack.pveTokenId, pveTokenSecret: stack.pveTokenSecret } : {}),
+      ...(stack.natsCreds ? { natsCreds: resolve(stack.natsCreds) } : {}),
+      // the simulator's token is made up for it; a real PVE's secret never goes into a ready line
+      ...(stack.pveUrl ? { pveUrl: stack.pveUrl, pveTokenId: stack.pveTokenId, pveTokenSecret: stack.sim ? stack.pveTokenSecret : '(PVE_TOKEN_SECRET, not shown)' } : {}),
       ...(stack.fingerprint ? { fingerprint: stack.fingerprint } : {}),
       ...(amPort !== undefined ? { alertmanagerUrl: `http://127.0.0.1:${amPort}/api/v2/alerts` } : {}),
       ...(metricsServer ? { metricsUrl: metricsServer.url } : {}),

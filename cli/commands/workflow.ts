@@ -103,7 +103,7 @@ export async function runAndFollow(
   show: (r: WorkflowResult, reply: StartReply, events: FollowedEvent[], board: WorkflowBoard, bus: Bus) => Promise<Shown> | Shown,
   opts: { board: boolean; confirm?: (bus: Bus) => Promise<void> },
 ): Promise<number> {
-  return withBus(values.nats, async (bus) => {
+  return withBus(values, async (bus) => {
     await opts.confirm?.(bus);
     const { reply, requestedAt } = await startWorkflow(bus, verb, args, `cli:${process.env.USER ?? 'operator'}`);
     if (reply.dryRun) {

@@ -17,18 +17,22 @@ function MttrChart({ report }) {
     const ok = css.getPropertyValue('--ok').trim() || '#2a7';
     const bad = css.getPropertyValue('--bad').trim() || '#c33';
     const xs = faults.map((_, i) => i + 1);
-    const data = [xs, faults.map((f) => (f.mttrMs === undefined ? null : f.mttrMs / 1000)), faults.map((f) => f.sloMs / 1000)];
+    // seconds on a log scale: a sub-second heal and a five-minute SLO both stay readable
+    const data = [xs, faults.map((f) => (f.mttrMs === undefined ? null : Math.max(f.mttrMs, 10) / 1000)), faults.map((f) => f.sloMs / 1000)];
     const axis = { stroke: fg, grid: { stroke: 'rgba(128,128,128,.2)' }, ticks: { stroke: 'rgba(128,128,128,.4)' } };
     const plot = new uPlot({
       width: Math.min(560, ref.current.clientWidth || 560),
       height: 220,
-      title: 'MTTR per fault vs SLO',
-      scales: { x: { time: false, range: [0.4, faults.length + 0.6] }, y: { range: (_u, _min, max) => [0, Math.max(max, ...data[2]) * 1.15] } },
-      axes: [{ ...axis, label: 'fault', values: (_u, ticks) => ticks.map((t) => (Number.isInteger(t) && faults[t - 1] ? `#${t} ${faults[t - 1].kind}` : '')) }, { ...axis, label: 'seconds' }],
+      title: 'MTTR per fault vs SLO (log scale)',
+      scales: { x: { time: false, range: [0.4, faults.length + 0.6] }, y: { distr: 3, log: 10, range: (_u, min, max) => [Math.min(0.1, min), Math.max(max, ...data[2]) * 2] } },
+      axes: [
+        { ...axis, label: 'fault', splits: () => xs, values: (_u, ticks) => ticks.map((t) => (faults[t - 1] ? `#${faults[t - 1].index} ${faults[t - 1].kind}` : '')) },
+        { ...axis, label: 'seconds' },
+      ],
       series: [
-        {},
-        { label: 'MTTR (s)', stroke: ok, fill: `${ok}99`, paths: uPlot.paths.bars({ size: [0.5, 60] }), points: { show: false } },
-        { label: 'SLO (s)', stroke: bad, width: 2, dash: [6, 4], paths: uPlot.paths.stepped({ align: 1 }), points: { show: true } },
+        { label: 'fault', value: (_u, v) => (v == null || !faults[v - 1] ? '–' : `#${faults[v - 1].index} ${faults[v - 1].kind} ${faults[v - 1].target}`) },
+        { label: 'MTTR (s)', stroke: faults.every((f) => f.withinSlo) ? ok : bad, fill: faults.every((f) => f.withinSlo) ? ok : bad, paths: uPlot.paths.bars({ size: [0.35, 50], align: -1 }), points: { show: false } },
+        { label: 'SLO (s)', stroke: fg, width: 2, dash: [4, 3], paths: uPlot.paths.bars({ size: [0.35, 50], align: 1 }), points: { show: false } },
       ],
     }, data, ref.current);
     return () => plot.destroy();
