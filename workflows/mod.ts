@@ -7,7 +7,7 @@ export { ActionTracker } from './actions.ts';
 export { buildMachine, statusOf } from './machines.ts';
 export { FleetObserver } from './observer.ts';
 export { bootPlan, failoverPlan, shutdownPlan, type GuestLine } from './plans.ts';
-export { detectSimulator } from './sim-client.ts';
+export { detectSimulator, simClient } from './sim-client.ts';
 export * from './experiment.ts';
 export { followWorkflow, runWorkflow, startWorkflow, workflowRecord, type FollowedEvent, type StartReply, type WorkflowResult } from './follow.ts';
 export { renderPlan, renderResult, secs, waitingAfter, WorkflowBoard, type Paint } from './render.ts';

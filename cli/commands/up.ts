@@ -142,7 +142,8 @@ export async function upMain(argv: string[]): Promise<number> {
       agents: [...stack.agents.keys()],
       dataDir: dataDir.dir,
     };
-    dataDir.writeReady(ready);
+    // the file (mode 600) also keeps the simulator's CA, so `homeostat fault` can verify it
+    dataDir.writeReady({ ...ready, ...(stack.sim?.caPem ? { pveCaPem: stack.sim.caPem } : {}) });
     printJson(ready);
     const signal = await signalled;
     log.info({ signal }, 'stopping');
