@@ -8,17 +8,8 @@ import type { Fleet } from '../fleet/manifest.ts';
 import type { PveApi } from '../fleet/pve-types.ts';
 import { startNatsServer, type NatsServerHandle } from './nats-server.ts';
 import { ephemeralKeyring, loadOrCreateKeyring, type Keyring } from './keyring.ts';
-import { startSimulator } from '../fleet/sim/mod.ts';
+import { startSimulator, type SimulatorHandle } from '../fleet/sim/mod.ts';
 import { createPveClient } from '../fleet/pve-client.ts';
-
-export interface SimulatorLike {
-  url: string;
-  tokenId: string;
-  tokenSecret: string;
-  fingerprint?: string;
-  caPem?: string;
-  stop(): Promise<void>;
-}
 
 export interface StackOptions {
   config: Config;
@@ -28,7 +19,8 @@ export interface StackOptions {
   natsUrl?: string;
   dataDir?: string;
   natsPort?: number;
-  sim?: { port?: number; http?: boolean; timeScale?: number; tokenId?: string; tokenSecret?: string; keepState?: boolean };
+  /** `hooks`: every guest runs deploy/pve/homeostat-hook, reporting to sensing's receiver (needs services.alertmanagerPort). */
+  sim?: { port?: number; http?: boolean; timeScale?: number; tokenId?: string; tokenSecret?: string; keepState?: boolean; hooks?: boolean };
   agents?: readonly AgentName[];
   services?: Record<string, unknown>;
   /** The deployment's identities. Default: `<dataDir>/creds/` with the embedded nats-server (which
@@ -53,9 +45,11 @@ export interface Stack {
   pveTokenId?: string;
   pveTokenSecret?: string;
   fingerprint?: string;
-  sim?: SimulatorLike;
+  sim?: SimulatorHandle;
   pve?: PveApi;
   agents: Map<AgentName, AgentHandle>;
+  /** Where the twin's hookscripts report (sim.hooks with a sensing receiver). */
+  hookUrl?: string;
   /** Every agent of this stack registers its metrics here. */
   metrics: Metrics;
   /** Stop one agent (tests kill/restart agents this way). */
@@ -102,7 +96,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       }
     }
 
-    let sim: SimulatorLike | undefined;
+    let sim: SimulatorHandle | undefined;
     let pveUrl = config.PVE_URL;
     let tokenId = config.PVE_TOKEN_ID;
     let tokenSecret = config.PVE_TOKEN_SECRET;
@@ -115,6 +109,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
         timeScale: opts.sim.timeScale,
         tokenId: opts.sim.tokenId ?? config.PVE_TOKEN_ID,
         tokenSecret: opts.sim.tokenSecret ?? config.PVE_TOKEN_SECRET,
+        hookscript: opts.sim.hooks ? 'local:snippets/homeostat-hook' : undefined,
         log: log.child({ agent: 'sim' }),
       });
       cleanups.push(() => sim!.stop());
@@ -162,6 +157,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     const stopAgent = async (name: AgentName) => {
       const h = agents.get(name);
       agents.delete(name);
+      buses.get(name)?.interruptRetries();
       await h?.stop();
       await buses.get(name)?.stop();
       buses.delete(name);
@@ -172,6 +168,14 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       for (const name of [...AGENT_ORDER].reverse()) if (agents.has(name)) await stopAgent(name);
     });
 
+    // the twin's hookscripts report to sensing's receiver, as a PVE node's would
+    const receiverPort = (agents.get('sensing') as { alertmanagerPort?: number } | undefined)?.alertmanagerPort;
+    const hookUrl = sim && opts.sim?.hooks && receiverPort !== undefined ? `http://127.0.0.1:${receiverPort}/pve/hook` : undefined;
+    if (sim && hookUrl) {
+      sim.state.hooks.env.HOMEOSTAT_HOOK_URL = hookUrl;
+      if (config.HOMEOSTAT_HOOK_TOKEN) sim.state.hooks.env.HOMEOSTAT_HOOK_TOKEN = config.HOMEOSTAT_HOOK_TOKEN;
+    }
+
     return {
       natsUrl,
       natsCreds: ring.file('operator'),
@@ -181,6 +185,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       pveTokenSecret: tokenSecret,
       fingerprint: sim?.fingerprint,
       sim,
+      hookUrl,
       pve,
       agents,
       metrics,

@@ -30,5 +30,5 @@ describe('compose.yaml', () => {
       expect(r.status, `${name}: ${r.stderr}`).toBe(0);
       for (const f of flags) expect(r.stdout, `${name} flag ${f}`).toContain(f);
     }
-  });
+  }, 120_000); // one CLI process per service: slow on a loaded 2-core machine
 });

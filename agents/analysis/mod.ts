@@ -9,7 +9,7 @@ import { analysisOptions } from './options.ts';
 import { LatencyLog } from './latency.ts';
 import { IncidentMetrics } from './metrics.ts';
 import { Outbox, OUTBOX_HIGH_WATER } from './outbox.ts';
-import { DESIRED_PREFIX, rebuild, vmidOfDesiredKey } from './rebuild.ts';
+import { DESIRED_PREFIX, rebuild, reconcileWithKv, vmidOfDesiredKey } from './rebuild.ts';
 
 export { Analyzer, type Output } from './analyzer.ts';
 export { tuningFor, type Tuning } from './options.ts';
@@ -113,13 +113,20 @@ export const agent: AgentModule = {
       if (++samples % 50 === 0) await new Promise<void>((r) => setImmediate(r));
     }));
     const ticker = every(tuning.tickMs, () => outbox.send(analyzer.tick()), log);
+    const reconcile = async () => outbox.offer(await reconcileWithKv(bus, analyzer));
+    const reconciler = every(tuning.reconcileMs, reconcile, log);
+    stoppables.push(bus.onReconnect(() => {
+      reconcile().catch((e: unknown) => log.warn({ err: (e as Error).message }, 'reconcile after reconnect failed; the periodic one follows'));
+    }));
     log.info({ durables, groupWindowMs: tuning.groupWindowMs, symptomGraceMs: tuning.symptomGraceMs }, 'analysis started');
 
     const h = agentHandle(async () => {
       await ticker.stop();
+      await reconciler.stop();
       watch.stop();
       await Promise.allSettled(stoppables.map((s) => s.stop()));
       await watching.catch(() => undefined);
+      outbox.abandon();
       await outbox.idle();
     });
     return Object.assign(h, { analyzer, durables, latency: () => latency.stats() });

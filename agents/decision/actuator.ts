@@ -2,35 +2,19 @@
 // ActionRequested (needs approval), a flapping incident (flap hold-down), a failover request.
 // Ids are deterministic per case+verb+attempt, so a redelivered trigger never makes a second action.
 import { createHash } from 'node:crypto';
-import { describeError, type Logger } from '../../core/mod.ts';
+import { describeError } from '../../core/mod.ts';
 import {
   ActionVerb, DesiredState, GuestRecord, LockRecord, NodeRecord, WorkflowRecord, kvGet, kvKeys, kvPut, sealAction, subjects,
-  type Action, type ActionProposal, type Bus, type Decision, type Envelope, type FenceProposal, type ProposalVerdict, type Signer,
+  type Action, type ActionProposal, type Decision, type Envelope, type FenceProposal, type ProposalVerdict,
 } from '../../bus/mod.ts';
-import type { Fleet } from '../../fleet/manifest.ts';
-import type { Metrics } from '../runtime/metrics.ts';
-import type { AdvisorSeam } from './advisor.ts';
 import { Approvals } from './approvals.ts';
+import type { BusyGuests } from './busy-guests.ts';
+import type { CaseQueue } from './case-queue.ts';
+import type { DecisionContext } from './context.ts';
 import { clearHoldDown, openHoldDown } from './holddown.ts';
 import { gate, gateFence, type GateFacts, type GateResult, type Proposal } from './policy.ts';
 import { IN_FLIGHT, type Step } from './runbook.ts';
-import type { ApprovalRecord, CaseRecord, DecisionStore } from './store.ts';
-
-export interface DecisionContext {
-  bus: Bus;
-  log: Logger;
-  fleet: Fleet;
-  store: DecisionStore;
-  advisor: AdvisorSeam;
-  dryRun: boolean;
-  /** How long the failover request may wait for the workflows agent. */
-  failoverTimeoutMs: number;
-  /** Seals every approved action; the action agent runs nothing else. */
-  signer: Signer;
-  /** How long a sealed action may wait to be started (then the action agent refuses it). */
-  actionTtlMs: number;
-  metrics?: Metrics;
-}
+import type { ApprovalRecord, CaseRecord } from './store.ts';
 
 export interface ActOptions {
   rationale: string;
@@ -49,87 +33,28 @@ export function actionIdFor(caseId: string, verb: string, attempt: number): stri
 
 const AUTOMATED = new Set(['runbook', 'llm']);
 
-export abstract class Actuator {
-  protected stopped = false;
-  /** Guests with an action pending approval, queued or running → that action's id and since when. */
-  private readonly busy = new Map<number, { actionId: string; since: number }>();
-  private readonly chains = new Map<string, Promise<void>>();
-  /** Our in-flight actions → their case. */
-  protected readonly actionCase = new Map<string, string>();
+/** What the actuator asks of the engine, which knows the open incidents and the case timers. */
+export interface ActuatorHooks {
+  /** Symptom or suppressed guest of some open incident other than `caseId`'s own root cause. */
+  isSymptom(vmid: number, caseId: string): boolean;
+  /** The gate said hold: look at the case again when it says. */
+  onHold(c: CaseRecord, r: GateResult): void;
+}
+
+export class Actuator {
   readonly approvals: Approvals;
   readonly settleMs: number;
 
-  constructor(protected readonly ctx: DecisionContext) {
+  constructor(private readonly ctx: DecisionContext, private readonly queue: CaseQueue, private readonly busy: BusyGuests, private readonly hooks: ActuatorHooks) {
     this.approvals = new Approvals(ctx.bus, ctx.store, ctx.log, ctx.metrics, {
-      approved: (rec, by, at) => this.serial(rec.caseId, () => this.onApproved(rec, by, at)),
-      denied: (rec, by, reason) => this.serial(rec.caseId, () => this.onDenied(rec, by, reason)),
+      approved: (rec, by, at) => queue.serial(rec.caseId, () => this.onApproved(rec, by, at)),
+      denied: (rec, by, reason) => queue.serial(rec.caseId, () => this.onDenied(rec, by, reason)),
     });
     const p = ctx.fleet.policies;
     this.settleMs = Math.max(p.cooldownMs, 3 * p.senseIntervalMs * p.alerts.healthFailures + 1000);
-    // a busy mark whose outcome never came (no action agent running) stops counting after this
-    this.busyStaleMs = p.approvalTimeoutMs + 2 * p.guestBootTimeoutMs + p.shutdownTimeoutSec * 1000 + 60_000;
   }
 
-  private readonly busyStaleMs: number;
-
-  protected markBusy(vmid: number, actionId: string): void {
-    this.busy.set(vmid, { actionId, since: Date.now() });
-  }
-
-  /** The action ended (or will not run): the guest is free again. */
-  protected forget(vmid: number, actionId: string): void {
-    if (this.busy.get(vmid)?.actionId === actionId) this.busy.delete(vmid);
-    this.actionCase.delete(actionId);
-  }
-
-  /** The action this guest is busy with (pending approval, queued or running), if any. */
-  protected busyWith(vmid: number): string | undefined {
-    const b = this.busy.get(vmid);
-    return b && Date.now() - b.since < this.busyStaleMs ? b.actionId : undefined;
-  }
-
-  private isBusy(vmid: number, now: number): boolean {
-    const b = this.busy.get(vmid);
-    return b !== undefined && now - b.since < this.busyStaleMs;
-  }
-
-  /** One evaluation per case at a time. The returned promise rejects on failure (a consumer
-   *  then redelivers); the chain itself only logs, so the next trigger still runs. */
-  protected serial<T>(caseId: string, fn: () => Promise<T>): Promise<T> {
-    const run = (this.chains.get(caseId) ?? Promise.resolve()).then(fn);
-    const settled = run.then(
-      () => undefined,
-      (e: unknown) => this.ctx.log.error({ caseId, err: (e as Error).message }, 'decision failed'),
-    );
-    this.chains.set(caseId, settled);
-    void settled.then(() => {
-      if (this.chains.get(caseId) === settled) this.chains.delete(caseId);
-    });
-    return run;
-  }
-
-  /** Fire and forget: errors are already logged by the chain. */
-  protected background(caseId: string, fn: () => Promise<void>): void {
-    this.serial(caseId, fn).catch(() => undefined);
-  }
-
-  /** Wait for the work already queued (tests, clean stop). */
-  async idle(): Promise<void> {
-    while (this.chains.size) await Promise.allSettled([...this.chains.values()]);
-  }
-
-  protected abstract isSymptom(vmid: number, caseId: string): boolean;
-  protected abstract afterHold(c: CaseRecord, r: GateResult): Promise<void>;
-
-  protected index(c: CaseRecord): void {
-    for (const s of c.steps) {
-      if (!IN_FLIGHT.includes(s.status)) continue;
-      this.actionCase.set(s.actionId, c.caseId);
-      this.markBusy(s.vmid, s.actionId);
-    }
-  }
-
-  protected async facts(vmid: number | undefined, c: CaseRecord, o: { hung?: boolean; continuation?: boolean }): Promise<GateFacts> {
+  async facts(vmid: number | undefined, c: CaseRecord, o: { hung?: boolean; continuation?: boolean }): Promise<GateFacts> {
     const now = Date.now();
     const spec = vmid === undefined ? undefined : this.ctx.fleet.byVmid.get(vmid);
     if (!spec) return { now, dryRun: this.ctx.dryRun };
@@ -148,11 +73,11 @@ export abstract class Actuator {
       guest: { vmid: spec.vmid, node, protected: spec.protected },
       desired: desired?.value,
       rootCause: c.incident?.rootCause.vmid,
-      isSymptom: this.isSymptom(spec.vmid, c.caseId),
+      isSymptom: this.hooks.isSymptom(spec.vmid, c.caseId),
       hung: o.hung,
       continuation: o.continuation,
       held: hold !== undefined,
-      busy: this.isBusy(spec.vmid, now) || (lock !== undefined && lock.value.expiresAt > now),
+      busy: this.busy.isBusy(spec.vmid, now) || (lock !== undefined && lock.value.expiresAt > now),
       remediations,
       recentActions,
       dryRun: this.ctx.dryRun,
@@ -160,7 +85,7 @@ export abstract class Actuator {
   }
 
   /** Publish the decision for a verdict and carry it out. The case is saved. */
-  protected async act(c: CaseRecord, p: Proposal, r: GateResult, o: ActOptions): Promise<{ actionId?: string }> {
+  async act(c: CaseRecord, p: Proposal, r: GateResult, o: ActOptions): Promise<{ actionId?: string }> {
     const verb = ActionVerb.safeParse(p.verb);
     const vmid = p.vmid!;
     const node = await this.nodeOf(vmid);
@@ -169,7 +94,7 @@ export abstract class Actuator {
       await this.decide(c, { ...base, verb: verb.success ? verb.data : 'none' }, `${r.verdict}|${p.verb}|${vmid}|${r.rule ?? r.reasons.join('|')}`);
       if (r.flapping) await this.holdDown(vmid, c, r.reasons.join('; '));
       await this.ctx.store.putCase(c);
-      if (r.verdict === 'hold') await this.afterHold(c, r);
+      if (r.verdict === 'hold') this.hooks.onHold(c, r);
       return {};
     }
     const attempt = c.steps.length;
@@ -181,8 +106,7 @@ export abstract class Actuator {
       await this.dispatch(c, action, decided.id, o.continuation);
       step.status = 'approved';
     } else if (r.verdict === 'needs-approval') {
-      this.actionCase.set(actionId, c.caseId);
-      this.markBusy(vmid, actionId);
+      this.busy.mark(vmid, actionId, c.caseId);
       const now = Date.now();
       await this.approvals.request({
         action, caseId: c.caseId, correlationId: c.correlationId, causationId: decided.id, requestedAt: new Date(now).toISOString(),
@@ -199,10 +123,9 @@ export abstract class Actuator {
 
   /** Seal and publish an approved action (the only way one reaches the action agent), and count it
    *  in the global budget. `caseId` undefined: a workflow's action, tracked by the workflow. */
-  protected async dispatch(c: CaseRecord, action: Action, causationId: string, continuation?: boolean, track = true): Promise<void> {
+  private async dispatch(c: CaseRecord, action: Action, causationId: string, continuation?: boolean, track = true): Promise<void> {
     const vmid = action.target.vmid;
-    if (track) this.actionCase.set(action.actionId, c.caseId);
-    this.markBusy(vmid, action.actionId);
+    this.busy.mark(vmid, action.actionId, track ? c.caseId : undefined);
     const sealed = sealAction(action, this.ctx.signer, this.ctx.actionTtlMs);
     await this.ctx.bus.publish(subjects.action('approved'), 'ActionApproved', sealed, { correlationId: c.correlationId, causationId, msgId: action.actionId });
     const now = Date.now();
@@ -212,7 +135,7 @@ export abstract class Actuator {
   }
 
   /** Publish a DecisionMade; with `dedupKey`, the same decision twice in a row is published once. */
-  protected async decide(c: CaseRecord, d: Decision, dedupKey?: string): Promise<Envelope<Decision>> {
+  private async decide(c: CaseRecord, d: Decision, dedupKey?: string): Promise<Envelope<Decision>> {
     const msgId = d.actionId ? `${d.actionId}.decision.${d.verdict}` : `dec-${hash(`${c.caseId}|${dedupKey ?? Date.now()}`, 24)}`;
     if (dedupKey && c.lastDecision === dedupKey) return this.ctx.bus.envelope('DecisionMade', d);
     const env = await this.ctx.bus.publish(subjects.decision(c.caseId), 'DecisionMade', d, { correlationId: c.correlationId, causationId: c.causationId, msgId });
@@ -221,14 +144,14 @@ export abstract class Actuator {
     return env;
   }
 
-  protected async notify(c: CaseRecord, rationale: string, advisor?: Decision['advisor']): Promise<void> {
+  async notify(c: CaseRecord, rationale: string, advisor?: Decision['advisor']): Promise<void> {
     const rc = c.incident?.rootCause;
     await this.decide(c, { incidentId: c.caseId, verb: 'notify', target: { vmid: rc?.vmid, node: rc?.node }, proposer: 'runbook', rationale, verdict: 'notify', reasons: [rationale], advisor }, `notify|${rationale}`);
     await this.ctx.store.putCase(c);
   }
 
   /** Hand a node failure to the failover workflow; without one, an operator notice. */
-  protected async failover(c: CaseRecord, node: string, rationale: string): Promise<void> {
+  async failover(c: CaseRecord, node: string, rationale: string): Promise<void> {
     if (c.failoverRequested) return;
     let verdict: 'allow' | 'notify' | 'dry-run' = 'allow';
     let reason: string;
@@ -254,14 +177,14 @@ export abstract class Actuator {
     this.ctx.metrics?.flapHolds.inc();
   }
 
-  protected clearHold(vmid: number, by: string): Promise<boolean> {
+  clearHold(vmid: number, by: string): Promise<boolean> {
     return clearHoldDown(this.ctx, vmid, by);
   }
 
   /** An operator-initiated action (`fleet.cmd.action`), gated like any other proposal. */
   async operatorAction(verb: string, vmid: number, by: string, env: Envelope): Promise<{ actionId?: string; verdict: string; reasons: string[] }> {
     const caseId = `op-${env.id.toLowerCase()}`;
-    return this.serial(caseId, () => this.runOperatorAction(caseId, verb, vmid, by, env));
+    return this.queue.serial(caseId, () => this.runOperatorAction(caseId, verb, vmid, by, env));
   }
 
   private async runOperatorAction(caseId: string, verb: string, vmid: number, by: string, env: Envelope): Promise<{ actionId?: string; verdict: string; reasons: string[] }> {
@@ -283,8 +206,8 @@ export abstract class Actuator {
   async proposeForWorkflow(req: ActionProposal, env: Envelope): Promise<ProposalVerdict> {
     const a = req.action;
     const caseId = `wf-${a.actionId}`;
-    return this.serial(caseId, async () => {
-      if (this.busyWith(a.target.vmid) === a.actionId) return { verdict: 'allow', reasons: ['already approved'], actionId: a.actionId };
+    return this.queue.serial(caseId, async () => {
+      if (this.busy.busyWith(a.target.vmid) === a.actionId) return { verdict: 'allow', reasons: ['already approved'], actionId: a.actionId };
       if ((await this.ctx.store.approvals()).some((x) => x.action.actionId === a.actionId)) return { verdict: 'needs-approval', reasons: ['waiting for an operator'], actionId: a.actionId };
       const now = Date.now();
       const c: CaseRecord = { caseId, correlationId: env.correlationId, causationId: env.id, steps: [], openedAt: now, updatedAt: now };
@@ -304,8 +227,7 @@ export abstract class Actuator {
       else if (r.verdict === 'needs-approval') {
         c.steps.push({ actionId: a.actionId, vmid: a.target.vmid, verb: a.verb, attempt: a.attempt ?? 0, status: 'requested', proposer: req.proposer, at: now, published: true });
         await this.ctx.store.putCase(c);
-        this.actionCase.set(a.actionId, caseId);
-        this.markBusy(a.target.vmid, a.actionId);
+        this.busy.mark(a.target.vmid, a.actionId, caseId);
         await this.approvals.request({
           action, caseId, correlationId: c.correlationId, causationId: decided.id, requestedAt: new Date(now).toISOString(),
           expiresAt: now + this.ctx.fleet.policies.approvalTimeoutMs, hung: req.hung, continuation: false, inRunbook: true,
@@ -337,13 +259,12 @@ export abstract class Actuator {
     const a = rec.action;
     const c = (await this.ctx.store.getCase(rec.caseId))?.value;
     if (!c) return { verdict: 'deny', reasons: ['its incident is resolved'] };
-    this.forget(a.target.vmid, a.actionId);
+    this.busy.forget(a.target.vmid, a.actionId);
     const facts: GateFacts = { ...(await this.facts(a.target.vmid, c, { hung: rec.hung, continuation: rec.continuation })), approved: true };
     if (a.workflowId) facts.workflow = { automatic: a.incidentId !== undefined };
     const r = gate({ verb: a.verb, vmid: a.target.vmid, proposer: a.proposer, inRunbook: rec.inRunbook, workflowId: a.workflowId, targetNode: a.params.targetNode }, facts, this.ctx.fleet.policies);
     if (r.verdict === 'hold') {
-      this.markBusy(a.target.vmid, a.actionId);
-      this.actionCase.set(a.actionId, c.caseId);
+      this.busy.mark(a.target.vmid, a.actionId, c.caseId);
     }
     if (r.verdict !== 'allow') return r.verdict === 'dry-run' ? { verdict: 'deny', reasons: r.reasons } : r;
     const decided = await this.decide(c, { incidentId: c.caseId, actionId: a.actionId, verb: a.verb, target: { vmid: a.target.vmid, node: a.target.node }, proposer: a.proposer, rationale: a.rationale ?? '', verdict: 'allow', reasons: [`approved by ${by}`, ...r.reasons] });
@@ -356,7 +277,7 @@ export abstract class Actuator {
 
   private async onDenied(rec: ApprovalRecord, by: string, reason: string): Promise<void> {
     const a = rec.action;
-    this.forget(a.target.vmid, a.actionId);
+    this.busy.forget(a.target.vmid, a.actionId);
     const c = (await this.ctx.store.getCase(rec.caseId))?.value;
     const step = c?.steps.find((s) => s.actionId === a.actionId);
     if (!c || !step) return;

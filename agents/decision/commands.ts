@@ -33,24 +33,24 @@ export function serveCommands(bus: Bus, engine: DecisionEngine, store: DecisionS
   return [
     bus.serve<CommandRequest>(subjects.cmd('approve'), async (env) => {
       const a = parse(ApproveArgs, env, 'approve');
-      return engine.approvals.approve(a.actionId, who(env, a.by));
+      return engine.actuator.approvals.approve(a.actionId, who(env, a.by));
     }),
     bus.serve<CommandRequest>(subjects.cmd('deny'), async (env) => {
       const a = parse(DenyArgs, env, 'deny');
       const by = who(env, a.by);
-      return engine.approvals.deny(a.actionId, by, a.reason ?? `denied by ${by}`);
+      return engine.actuator.approvals.deny(a.actionId, by, a.reason ?? `denied by ${by}`);
     }),
-    bus.serve<CommandRequest>(subjects.cmd('approvals'), async () => engine.approvals.list()),
+    bus.serve<CommandRequest>(subjects.cmd('approvals'), async () => engine.actuator.approvals.list()),
     bus.serve<CommandRequest>(subjects.cmd('action'), async (env) => {
       const a = parse(ActionArgs, env, 'action');
-      return engine.operatorAction(a.verb, a.vmid, who(env, a.by), env);
+      return engine.actuator.operatorAction(a.verb, a.vmid, who(env, a.by), env);
     }),
     bus.serve<CommandRequest>(subjects.cmd('hold.clear'), async (env) => {
       const a = parse(HoldArgs, env, 'hold.clear');
       return engine.releaseHold(a.vmid, who(env, a.by));
     }),
     bus.serve<CommandRequest>(subjects.cmd('holds'), async () => store.holds()),
-    bus.serve<ActionProposal>(subjects.propose('action'), (env) => engine.proposeForWorkflow(env.data, env), { schema: ActionProposal }),
-    bus.serve<FenceProposal>(subjects.propose('fence'), (env) => engine.proposeFence(env.data, env), { schema: FenceProposal }),
+    bus.serve<ActionProposal>(subjects.propose('action'), (env) => engine.actuator.proposeForWorkflow(env.data, env), { schema: ActionProposal }),
+    bus.serve<FenceProposal>(subjects.propose('fence'), (env) => engine.actuator.proposeFence(env.data, env), { schema: FenceProposal }),
   ];
 }

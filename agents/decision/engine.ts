@@ -1,23 +1,44 @@
 // The decision loop: each incident is a case; on every trigger (incident event, action outcome,
 // timer) the case is evaluated again: runbook first, the advisor when the runbook is unsure,
 // then the policy gate, whose verdict is published and, when allowed, executed by the action agent.
-import { GuestRecord, kvGet, kvKeys, kvList, Incident, type Envelope, type Action } from '../../bus/mod.ts';
+import { GuestRecord, kvGet, kvKeys, kvList, Incident, subjects, type Envelope, type Action } from '../../bus/mod.ts';
 import { IN_FLIGHT, nextStep, runbookVerbs, type Plan, type StepStatus } from './runbook.ts';
-import { gate, type GateResult, type Proposal } from './policy.ts';
+import { gate, type Proposal } from './policy.ts';
 import type { Consultation } from './advisor.ts';
-import { Actuator, type DecisionContext } from './actuator.ts';
+import { Actuator } from './actuator.ts';
+import { BusyGuests } from './busy-guests.ts';
+import { CaseQueue } from './case-queue.ts';
+import type { DecisionContext } from './context.ts';
 import type { CaseRecord } from './store.ts';
 
 const TERMINAL: Partial<Record<string, StepStatus>> = { succeeded: 'succeeded', failed: 'failed', denied: 'denied' };
 /** Cases whose incident is gone from KV are forgotten after this long. */
 const STALE_CASE_MS = 24 * 3600_000;
 
-export class DecisionEngine extends Actuator {
+/** The engine composes a case queue, the busy-guest book and the actuator that publishes verdicts. */
+export class DecisionEngine {
+  private stopped = false;
   private readonly open = new Map<string, Incident>();
   private readonly timers = new Map<string, NodeJS.Timeout>();
+  private readonly queue: CaseQueue;
+  private readonly busy: BusyGuests;
+  /** Publishes verdicts; the request/reply verbs (commands.ts) go to it directly. */
+  readonly actuator: Actuator;
 
-  constructor(ctx: DecisionContext) {
-    super(ctx);
+  constructor(private readonly ctx: DecisionContext) {
+    this.queue = new CaseQueue(ctx.log);
+    this.busy = new BusyGuests(ctx.fleet.policies);
+    this.actuator = new Actuator(ctx, this.queue, this.busy, {
+      isSymptom: (vmid, caseId) => this.isSymptom(vmid, caseId),
+      onHold: (c, r) => {
+        if (r.retryAt !== undefined) this.schedule(c.caseId, r.retryAt);
+      },
+    });
+  }
+
+  /** Wait for the work already queued (tests, clean stop). */
+  idle(): Promise<void> {
+    return this.queue.idle();
   }
 
   /** Rebuild memory from KV and pick up every open case where it was left. */
@@ -25,8 +46,8 @@ export class DecisionEngine extends Actuator {
     const { store } = this.ctx;
     for (const inc of (await kvList(this.ctx.bus.kv.incidents, '', Incident)).values()) if (inc.status === 'open') this.open.set(inc.id, inc);
     const cases = await store.cases();
-    for (const c of cases) this.index(c);
-    for (const a of await this.approvals.start()) this.markBusy(a.action.target.vmid, a.action.actionId);
+    for (const c of cases) this.busy.index(c);
+    for (const a of await this.actuator.approvals.start()) this.busy.mark(a.action.target.vmid, a.action.actionId);
     for (const c of cases) {
       const inc = c.incident && ((await kvGet(this.ctx.bus.kv.incidents, kvKeys.incident(c.incident.id), Incident))?.value ?? c.incident);
       if (!inc || inc.status !== 'open' || (!this.open.has(inc.id) && Date.now() - c.updatedAt > STALE_CASE_MS)) {
@@ -34,7 +55,7 @@ export class DecisionEngine extends Actuator {
         continue;
       }
       c.incident = inc;
-      this.background(c.caseId, () => this.evaluate(c));
+      this.queue.background(c.caseId, () => this.evaluate(c));
     }
     // incidents opened while no decision agent ran (before its durable consumer existed)
     const known = new Set(cases.map((c) => c.caseId));
@@ -42,28 +63,46 @@ export class DecisionEngine extends Actuator {
       if (known.has(inc.id)) continue;
       const now = Date.now();
       const c: CaseRecord = { caseId: inc.id, incident: inc, correlationId: inc.id, steps: [], openedAt: now, updatedAt: now };
-      this.background(c.caseId, async () => {
+      this.queue.background(c.caseId, async () => {
         if ((await this.ctx.store.getCase(c.caseId)) === undefined) await this.evaluate(c);
       });
     }
+  }
+
+  /** Level-triggered check, periodic and after a reconnect: the incidents KV is the truth an
+   *  event lost in an outage leaves behind. A record unchanged for `settledMs` (so not one whose
+   *  event is still on its way) that disagrees with what this engine holds is applied as its
+   *  event would have been: open and unknown → a case; resolved and still held → closed. */
+  async reconcile(settledMs: number): Promise<number> {
+    const cutoff = Date.now() - settledMs;
+    let n = 0;
+    for (const inc of (await kvList(this.ctx.bus.kv.incidents, '', Incident)).values()) {
+      if (Date.parse(inc.updatedAt) > cutoff) continue;
+      const held = this.open.has(inc.id);
+      if ((inc.status === 'open') === held) continue;
+      n++;
+      const phase = inc.status === 'open' ? 'opened' : 'resolved';
+      await this.onIncident(this.ctx.bus.envelope(phase === 'opened' ? 'IncidentOpened' : 'IncidentResolved', inc, { correlationId: inc.id }), subjects.incident(inc.id, phase));
+    }
+    return n;
   }
 
   stop(): void {
     this.stopped = true;
     for (const t of this.timers.values()) clearTimeout(t);
     this.timers.clear();
-    this.approvals.stop();
+    this.actuator.approvals.stop();
   }
 
   async onIncident(env: Envelope<Incident>, subject: string): Promise<void> {
     const inc = env.data;
     if (subject.endsWith('.resolved') || inc.status === 'resolved') {
       this.open.delete(inc.id);
-      return this.serial(inc.id, () => this.close(inc.id, 'incident resolved'));
+      return this.queue.serial(inc.id, () => this.close(inc.id, 'incident resolved'));
     }
     this.open.set(inc.id, inc);
     const timer = this.ctx.metrics?.decision.startTimer();
-    return this.serial(inc.id, async () => {
+    return this.queue.serial(inc.id, async () => {
       const now = Date.now();
       const c = (await this.ctx.store.getCase(inc.id))?.value ?? { caseId: inc.id, correlationId: env.correlationId, steps: [], openedAt: now, updatedAt: now };
       c.incident = inc;
@@ -78,16 +117,16 @@ export class DecisionEngine extends Actuator {
   async onAction(env: Envelope<Action>, subject: string): Promise<void> {
     const a = env.data;
     const phase = subject.slice(subject.lastIndexOf('.') + 1);
-    const caseId = this.actionCase.get(a.actionId);
+    const caseId = this.busy.caseOf(a.actionId);
     if (phase === 'approved' || phase === 'requested' || phase === 'started') {
-      if (!caseId) this.markBusy(a.target.vmid, a.actionId);
+      if (!caseId) this.busy.mark(a.target.vmid, a.actionId);
       if (phase !== 'started' || !caseId) return;
     }
     const terminal = TERMINAL[phase];
-    if (terminal) this.forget(a.target.vmid, a.actionId);
+    if (terminal) this.busy.forget(a.target.vmid, a.actionId);
     if (terminal) this.ctx.metrics?.actions.inc({ verb: a.verb, proposer: a.proposer, outcome: terminal });
     if (!caseId) return;
-    return this.serial(caseId, async () => {
+    return this.queue.serial(caseId, async () => {
       const c = (await this.ctx.store.getCase(caseId))?.value;
       const step = c?.steps.find((s) => s.actionId === a.actionId);
       if (!c || !step || !IN_FLIGHT.includes(step.status)) return;
@@ -106,10 +145,10 @@ export class DecisionEngine extends Actuator {
 
   /** An operator clears a flap hold-down: the guest's open cases are judged again. */
   async releaseHold(vmid: number, by: string): Promise<{ vmid: number; cleared: boolean }> {
-    const cleared = await this.clearHold(vmid, by);
+    const cleared = await this.actuator.clearHold(vmid, by);
     for (const inc of this.open.values()) {
       if (inc.rootCause.vmid !== vmid || inc.kind === 'flapping') continue;
-      this.background(inc.id, async () => {
+      this.queue.background(inc.id, async () => {
         const c = (await this.ctx.store.getCase(inc.id))?.value;
         if (!c) return;
         c.lastDecision = undefined;
@@ -120,7 +159,7 @@ export class DecisionEngine extends Actuator {
   }
 
   /** Symptom or suppressed guest of some open incident other than `caseId`'s own root cause. */
-  protected isSymptom(vmid: number, caseId: string): boolean {
+  private isSymptom(vmid: number, caseId: string): boolean {
     for (const i of this.open.values()) {
       if (i.id === caseId && i.rootCause.vmid === vmid) continue;
       if (i.symptoms.some((s) => s.vmid === vmid) || i.suppressed.some((s) => s.vmid === vmid)) return true;
@@ -134,10 +173,10 @@ export class DecisionEngine extends Actuator {
     if (inc.status !== 'open') return this.close(c.caseId, 'incident resolved');
     if (Date.parse(inc.updatedAt) >= Date.parse(c.incident.updatedAt)) c.incident = inc;
     if (c.steps.some((s) => IN_FLIGHT.includes(s.status))) return;
-    const plan = nextStep(c.incident, c.steps, Date.now(), this.settleMs, await this.stillFailing(c));
+    const plan = nextStep(c.incident, c.steps, Date.now(), this.actuator.settleMs, await this.stillFailing(c));
     if (plan.kind === 'wait') return this.schedule(c.caseId, plan.until);
     if (plan.kind === 'done') return;
-    if (plan.kind === 'failover') return this.failover(c, plan.node, plan.rationale);
+    if (plan.kind === 'failover') return this.actuator.failover(c, plan.node, plan.rationale);
 
     let advice: Consultation | undefined;
     if (plan.uncertain) {
@@ -148,11 +187,11 @@ export class DecisionEngine extends Actuator {
       }
     }
     const record = advice ? { used: false, ...(advice.used ? { discarded: advice.discarded ?? 'discarded', confidence: advice.confidence } : { discarded: advice.discarded }) } : undefined;
-    if (plan.kind === 'notify') return this.notify(c, plan.rationale, record);
+    if (plan.kind === 'notify') return this.actuator.notify(c, plan.rationale, record);
     const vmid = c.incident.rootCause.vmid!;
     const p: Proposal = { verb: plan.verb, vmid, proposer: 'runbook', inRunbook: true };
-    const facts = await this.facts(vmid, c, { hung: plan.hung, continuation: plan.continuation });
-    await this.act(c, p, gate(p, facts, this.ctx.fleet.policies), { rationale: plan.rationale, hung: plan.hung, continuation: plan.continuation, advisor: record });
+    const facts = await this.actuator.facts(vmid, c, { hung: plan.hung, continuation: plan.continuation });
+    await this.actuator.act(c, p, gate(p, facts, this.ctx.fleet.policies), { rationale: plan.rationale, hung: plan.hung, continuation: plan.continuation, advisor: record });
   }
 
   /** Sensing's record of the root-cause guest, written after our last step finished, shows it failing. */
@@ -172,17 +211,13 @@ export class DecisionEngine extends Actuator {
     const vmid = proposal.target.vmid ?? inc.rootCause.vmid;
     const p: Proposal = { verb: proposal.verb, vmid, proposer: 'llm', inRunbook: runbookVerbs(inc.rootCause.alert).includes(proposal.verb as never), targetNode: proposal.params?.targetNode, snapname: proposal.params?.snapname };
     const hung = plan.kind === 'act' ? plan.hung : c.steps.some((s) => (s.verb === 'reboot' || s.verb === 'shutdown') && (s.status === 'failed' || s.status === 'succeeded'));
-    const r = gate(p, await this.facts(vmid, c, { hung }), this.ctx.fleet.policies);
+    const r = gate(p, await this.actuator.facts(vmid, c, { hung }), this.ctx.fleet.policies);
     if (r.verdict === 'deny') {
       advice.discarded = `policy: ${r.reasons.join('; ')}`.slice(0, 2000);
       return false;
     }
-    await this.act(c, p, r, { rationale: `LLM: ${proposal.rationale}`.slice(0, 2000), hung, advisor: { used: true, confidence: advice.confidence } });
+    await this.actuator.act(c, p, r, { rationale: `LLM: ${proposal.rationale}`.slice(0, 2000), hung, advisor: { used: true, confidence: advice.confidence } });
     return true;
-  }
-
-  protected override async afterHold(c: CaseRecord, r: GateResult): Promise<void> {
-    if (r.retryAt !== undefined) this.schedule(c.caseId, r.retryAt);
   }
 
   private schedule(caseId: string, at: number): void {
@@ -191,7 +226,7 @@ export class DecisionEngine extends Actuator {
     if (old) clearTimeout(old);
     this.timers.set(caseId, setTimeout(() => {
       this.timers.delete(caseId);
-      this.background(caseId, async () => {
+      this.queue.background(caseId, async () => {
         const c = (await this.ctx.store.getCase(caseId))?.value;
         if (c) await this.evaluate(c);
       });
@@ -206,8 +241,8 @@ export class DecisionEngine extends Actuator {
       if (a.caseId !== caseId) continue;
       const rec = await this.ctx.store.claimApproval(a.action.actionId);
       if (!rec) continue;
-      await this.approvals.publishDenied(rec, 'policy', `${reason}: approval no longer needed`, false, false);
-      this.forget(rec.action.target.vmid, rec.action.actionId);
+      await this.actuator.approvals.publishDenied(rec, 'policy', `${reason}: approval no longer needed`, false, false);
+      this.busy.forget(rec.action.target.vmid, rec.action.actionId);
     }
     await this.ctx.store.deleteCase(caseId);
   }

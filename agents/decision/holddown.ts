@@ -1,7 +1,7 @@
 // Flap hold-down: when a guest was remediated too often, stop acting on it, open a "flapping"
 // incident for the operator, and resume only when an operator clears it (fleet.cmd.hold.clear).
 import { Incident, kvGet, kvKeys, kvPut, subjects } from '../../bus/mod.ts';
-import type { DecisionContext } from './actuator.ts';
+import type { DecisionContext } from './context.ts';
 import type { CaseRecord } from './store.ts';
 
 export async function openHoldDown(ctx: DecisionContext, vmid: number, node: string, c: CaseRecord, reason: string): Promise<void> {

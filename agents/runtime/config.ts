@@ -34,6 +34,8 @@ export const ConfigSchema = z.object({
   LOG_LEVEL: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'], { message: 'expected one of trace|debug|info|warn|error|fatal|silent' }).default('info'),
   HOMEOSTAT_FLEET: z.string().refine((p) => existsSync(p), 'expected a fleet manifest file (YAML or JSON)').optional(),
   HOMEOSTAT_DRY_RUN: bool.default(false),
+  /** Shared secret PVE hookscripts send (Authorization: Bearer) to sensing's /pve/hook. */
+  HOMEOSTAT_HOOK_TOKEN: z.string().regex(/^\S{16,200}$/, 'expected 16-200 characters without spaces, e.g. from `openssl rand -hex 16`').optional(),
   /** This process's NATS identity: an nkey seed file (`<data-dir>/creds/<identity>.nk`). */
   NATS_CREDS: z.string().refine((p) => existsSync(p), 'expected a credentials file (an nkey seed file from <data-dir>/creds/)').optional(),
   /** CA bundle for a tls:// NATS_URL. */
