@@ -1,5 +1,6 @@
 // `homeostat approve|deny <actionId>`: answered by the decision agent; recorded in the AUDIT stream.
 import { HomeostatError } from '../../core/mod.ts';
+import { signApproval } from '../../bus/mod.ts';
 import { COMMON_OPTIONS, parseCommand } from '../args.ts';
 import { command, loadFleetForCli, withBus } from '../client.ts';
 import { pendingApprovals } from '../../agents/operator/mod.ts';
@@ -8,8 +9,10 @@ import { printJson, println } from '../output.ts';
 
 const help = (verb: string) => `Usage: homeostat ${verb} <actionId|prefix> [--reason TEXT] [--json] [--nats URL]
 
-${verb === 'approve' ? 'Approve' : 'Deny'} an action waiting for an operator (see \`homeostat status\`). Who and when go to the
-AUDIT stream. Pending approvals expire to denied after the policy's approvalTimeoutMs.`;
+${verb === 'approve' ? 'Approve' : 'Deny'} an action waiting for an operator (see \`homeostat status\`). Signed with the
+operator identity (--creds, NATS_CREDS, else <data-dir>/creds/operator.nk); the decision agent
+accepts only trusted operator keys and records the key with who and when in the AUDIT stream.
+${verb === 'approve' ? 'Exits 1 with the reason when the policy gate refuses the action at approval time.' : ''} Pending approvals expire to denied after the policy's approvalTimeoutMs.`;
 
 function decide(verb: 'approve' | 'deny') {
   return async (argv: string[]): Promise<number> => {
@@ -20,10 +23,12 @@ function decide(verb: 'approve' | 'deny') {
     }
     if (positionals.length !== 1) throw new HomeostatError('HOMEOSTAT_ERR_USAGE', 'expected one action id (or a unique prefix of it)');
     const by = `cli:${process.env.USER ?? 'operator'}`;
-    const { actionId, r } = await withBus(values, async (bus) => {
+    // a unique prefix names the pending action; the approval is signed by the operator identity
+    // (the decision agent counts approvals by key, not by name)
+    const { actionId, r } = await withBus(values, async (bus, _config, identity) => {
       const pending = (await pendingApprovals(bus)).map((p) => p.actionId);
       const id = resolveId(positionals[0], pending, 'pending action', 'see `homeostat status`');
-      return { actionId: id, r: await command(bus, verb, { actionId: id, by, reason: values.reason }) };
+      return { actionId: id, r: await command(bus, verb, { actionId: id, by, reason: values.reason, ...(identity ? { signed: signApproval(identity.signer, verb, id) } : {}) }) };
     });
     if (values.json) printJson(r);
     else println(`${verb === 'approve' ? 'approved' : 'denied'} ${actionId}`);
