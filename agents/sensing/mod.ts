@@ -3,6 +3,7 @@
 // latest state in the fleet-state KV. A PVE outage is an event (PveUnavailable), never a crash.
 // Optionally listens for Alertmanager webhooks and PVE hookscript reports (services.alertmanagerPort):
 // a hook report starts a round at once (push), polling stays the fallback.
+import { retry } from '../../core/mod.ts';
 import { agentHandle, every, type AgentHandle, type AgentModule } from '../runtime/agent.ts';
 import { startAlertReceiver, type AlertReceiver, type HookSink } from './alertmanager.ts';
 import { PveObserver } from './observe.ts';
@@ -53,7 +54,7 @@ export const agent: AgentModule = {
     const observer = new PveObserver(pve, ctx.fleet, opts.roundDeadlineMs, opts.pveUrl ? `PVE API at ${new URL(opts.pveUrl).host}` : undefined);
     const prober = new Prober(opts, ctx.fleet, log);
     const tracker = new FleetTracker(ctx.fleet, opts.healthFailures, opts.kvRefreshMs, opts.bootGraceMs);
-    const seeded = await loadRecords(ctx.bus).catch((e: unknown) => {
+    const seeded = await retry(() => loadRecords(ctx.bus), { attempts: 8, baseMs: 100, maxMs: 1000 }).catch((e: unknown) => {
       log.warn({ err: (e as Error).message }, 'could not read fleet-state KV; starting without previous state');
       return { guests: [], nodes: [], api: undefined };
     });
@@ -80,16 +81,28 @@ export const agent: AgentModule = {
       const probes = partial ? new Map([...lastProbes].filter(([v]) => !hooked.has(v)).concat([...fresh])) : fresh;
       if (!partial) lastFullProbe = Date.now();
       lastProbes = probes;
-      await publishEmissions(ctx.bus, tracker.apply(obs, probes, undefined, hooked));
+      try {
+        await publishEmissions(ctx.bus, tracker.apply(obs, probes, undefined, hooked));
+      } catch (e) {
+        // not all of it was stored: the next round reports everything again
+        tracker.resync();
+        throw e;
+      }
       ctx.metrics?.pveUp.set(obs.api.ok ? 1 : 0);
       if (ctx.metrics && obs.api.ok) countGuests(ctx.metrics, tracker, ctx.fleet);
       rounds++;
     };
+    // what changed while NATS was away may never have been stored: report the whole fleet again
+    const reconnects = ctx.bus.onReconnect(() => {
+      log.info('NATS reconnected: the next round reports every guest again');
+      tracker.resync();
+    });
     const loop = every(opts.intervalMs, round, log);
     pollNow = () => loop.now();
     log.info({ intervalMs: opts.intervalMs, guests: ctx.fleet.guests.length, nodes: ctx.fleet.nodes.length }, 'sensing started');
 
     const h = agentHandle(async () => {
+      await reconnects.stop();
       await loop.stop();
       await receiver?.close();
       await prober.close();
