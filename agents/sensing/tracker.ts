@@ -38,6 +38,17 @@ export class FleetTracker {
     private readonly bootGraceMs = 0,
   ) {}
 
+  private announceApi = false;
+
+  /** Forget what was reported: the next round reports every guest, node and the API again, and
+   *  rewrites their KV records (after a NATS reconnect, or a round whose publish failed). */
+  resync(): void {
+    this.announcedGuests.clear();
+    this.announcedNodes.clear();
+    this.kvWrittenAt.clear();
+    this.announceApi = true;
+  }
+
   /** What KV said before this process started: the "previous" side of the first events. */
   seed(guests: Iterable<GuestRecord>, nodes: Iterable<NodeRecord>, api?: ApiRecord): void {
     for (const g of guests) if (this.fleet.byVmid.has(g.vmid)) this.guests.set(g.vmid, g);
@@ -58,9 +69,12 @@ export class FleetTracker {
 
   private applyApi(obs: Observation, ts: string, out: Emissions): void {
     const available = obs.api.ok;
-    if (this.api && this.api.available === available) return;
+    const again = this.announceApi;
+    this.announceApi = false;
+    if (this.api && this.api.available === available && !again) return;
     const rec: ApiRecord = obs.api.ok ? { available: true, since: ts, reason: obs.api.reason } : { available: false, since: ts, code: obs.api.code, reason: obs.api.reason.slice(0, 2000) };
-    const wasDown = this.api?.available === false;
+    const wasDown = this.api?.available === false || again;
+    if (again && this.api && this.api.available === available) rec.since = this.api.since;
     this.api = rec;
     out.kv.push({ kind: 'kv', key: kvKeys.api(), value: rec });
     if (!available || wasDown) {
