@@ -33,8 +33,11 @@ export interface BusOptions {
 export interface PublishOptions extends EnvelopeMeta {
   /** JetStream dedup id; defaults to the envelope id. */
   msgId?: string;
-  /** Keep retrying a persisted publish this long across reconnects (ms). */
+  /** Give up a persisted publish after this long (ms). Default: keep trying across reconnects
+   *  until it is stored or the bus stops: an outage of any length loses nothing. */
   retryForMs?: number;
+  /** Stop retrying when this aborts (an agent shutting down during an outage). */
+  signal?: AbortSignal;
 }
 
 export type Handler<T> = (env: Envelope<T>, subject: string) => void | Promise<void>;
@@ -70,6 +73,7 @@ export class Bus {
   private readonly dlqSeen = new Set<string>();
   dlqCount = 0;
   private stopping = false;
+  private retriesInterrupted = false;
   private onDeadLetter?: (family: string, reason: string) => void;
 
   private constructor(nc: NatsConnection, jsm: JetStreamManager, kv: FleetKv, source: string, log: Logger) {
@@ -108,21 +112,35 @@ export class Bus {
       this.nc.publish(subject, bytes);
       return parsed;
     }
-    await this.persist(subject, bytes, opts.msgId ?? parsed.id, opts.retryForMs ?? 30_000);
+    await this.persist(subject, bytes, opts.msgId ?? parsed.id, opts.retryForMs ?? Number.POSITIVE_INFINITY, opts.signal);
     return parsed;
   }
 
-  private async persist(subject: string, bytes: Uint8Array, msgId: string, retryForMs: number): Promise<PubAck> {
+  private async persist(subject: string, bytes: Uint8Array, msgId: string, retryForMs: number, signal?: AbortSignal): Promise<PubAck> {
     const deadline = Date.now() + retryForMs;
     try {
       return await retry(() => this.js.publish(subject, bytes, { msgID: msgId, timeout: 3000 }), {
         baseMs: 50,
         maxMs: 2000,
-        retryable: () => !this.stopping && Date.now() <= deadline,
+        retryable: () => !this.stopping && !this.retriesInterrupted && !this.nc.isClosed() && Date.now() <= deadline,
+        signal,
       });
     } catch (e) {
       throw new HomeostatError('HOMEOSTAT_ERR_NATS_UNAVAILABLE', `publish to ${subject} failed: ${(e as Error).message}`, { cause: e });
     }
+  }
+
+  /** Calls `fn` after every reconnect to NATS (level-triggered agents re-send or re-read their
+   *  state then: whatever happened during the outage may have been missed). */
+  onReconnect(fn: () => void): Stoppable {
+    let stopped = false;
+    void (async () => {
+      for await (const s of this.nc.status()) {
+        if (stopped) break;
+        if (s.type === 'reconnect') fn();
+      }
+    })().catch(() => undefined);
+    return this.track({ stop: async () => void (stopped = true) });
   }
 
   /** Publish an envelope that already exists (e.g. forwarding); still validated. */
@@ -148,7 +166,7 @@ export class Bus {
     };
     try {
       const { bytes, env } = encodeEnvelope(subjects.dlq(subject), this.envelope('DeadLetter', data));
-      const ack = await this.persist(subjects.dlq(subject), bytes, opts.id ?? env.id, 5000);
+      const ack = await this.persist(subjects.dlq(subject), bytes, opts.id ?? env.id, Number.POSITIVE_INFINITY);
       if (ack.duplicate) return;
     } catch (e) {
       this.log.error({ subject, err: (e as Error).message }, 'could not publish dead letter');
@@ -335,6 +353,13 @@ export class Bus {
         await s.stop();
       },
     };
+  }
+
+  /** The process is shutting down: a persisted publish that fails from now on gives up instead
+   *  of waiting for NATS (redelivery and the reconcile at the next start cover it). Call before
+   *  stopping the agents on this bus, so a stop during an outage does not hang. */
+  interruptRetries(): void {
+    this.retriesInterrupted = true;
   }
 
   /** Stop subscriptions and consumers, then drain the connection. */

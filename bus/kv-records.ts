@@ -29,6 +29,8 @@ export const GuestRecord = z.object({
   lastProbeReason: z.string().optional(),
   resources: Resources.optional(),
   certDaysLeft: z.number().optional(),
+  /** Running (PVE says so) but not healthy yet since it started, within the boot grace: not a failure. */
+  booting: z.boolean().optional(),
   /** The node this guest's node answered from; false while its node is unreachable. */
   reachable: z.boolean().default(true),
   updatedAt: z.string(),

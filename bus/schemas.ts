@@ -35,6 +35,8 @@ export const GuestEvent = GuestRef.extend({
   reason: Text.optional(),
   resources: Resources.optional(),
   certDaysLeft: z.number().optional(),
+  /** Running but still booting (not yet healthy since its start, within the boot grace). */
+  booting: z.boolean().optional(),
 });
 export type GuestEvent = z.infer<typeof GuestEvent>;
 

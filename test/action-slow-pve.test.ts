@@ -2,7 +2,7 @@
 // changing POST is never sent again blindly; the agent finds the task it started (task list) and
 // carries on. One decision → one PVE task, whatever the latency.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { subjects, type Action, type Envelope } from '../bus/mod.ts';
+import { sealAction, subjects, type Action, type Envelope } from '../bus/mod.ts';
 import { testStack, type TestStack } from './helpers/stack.ts';
 import { until } from './helpers/bus.ts';
 
@@ -25,7 +25,8 @@ afterAll(async () => {
   await stack?.stop();
 });
 
-const approve = (a: Action) => stack.bus.publish(subjects.action('approved'), 'ActionApproved', a, { msgId: a.actionId });
+// sealed as the decision agent does: the action agent runs nothing else
+const approve = (a: Action) => stack.bus.publish(subjects.action('approved'), 'ActionApproved', sealAction(a, stack.keyring.get('decision').signer, 600_000), { msgId: a.actionId });
 const outcome = (id: string) => until(() => seen.find((e) => (e.type === 'ActionSucceeded' || e.type === 'ActionFailed') && e.data.actionId === id), 60_000, 50);
 
 describe('PVE slower than the client timeout', () => {

@@ -33,7 +33,7 @@ afterEach(async () => {
   for (const t of running.splice(0)) await t.stop();
 });
 
-async function twin(): Promise<Twin> {
+async function twin(bootMs: Record<number, number> = {}): Promise<Twin> {
   const name = `at${process.pid}x${++caseNo}`;
   const off = 60_000 + (process.pid % 1000) * 100 + caseNo * 1000;
   const V = (v: number) => v + off;
@@ -42,7 +42,7 @@ async function twin(): Promise<Twin> {
   const fleet = buildFleet({
     name,
     nodes: m.nodes.map((n) => ({ ...n, name: N(n.name) })),
-    guests: m.guests.map((g) => ({ ...g, vmid: V(g.vmid), name: `${name}-${g.name}`, node: N(g.node), dependsOn: g.dependsOn?.map(V) })),
+    guests: m.guests.map((g) => ({ ...g, vmid: V(g.vmid), name: `${name}-${g.name}`, node: N(g.node), dependsOn: g.dependsOn?.map(V), bootMs: bootMs[g.vmid] ?? g.bootMs })),
     policies: { senseIntervalMs: 200, probeTimeoutMs: 500 },
   });
   const bus = await Bus.connect({ servers: inject('natsUrl'), source: 'test' });
@@ -163,6 +163,21 @@ describe('sensing → analysis against the simulator', () => {
     const root = t.incidents('opened').find((i) => i.id === into.slice('folded:'.length))!;
     expect(root.rootCause.vmid).toBe(t.V(101));
     expect(root.symptoms.map((s) => s.vmid)).toContain(t.V(159));
+  });
+
+  it('a guest that runs but still boots is booting, not failing: no HealthCheckFailed; healthy resolves the crash', async () => {
+    const t = await twin({ 243: 40_000 }); // × time scale 0.05: 2 s of failing probes after PVE says running
+    const vmid = t.V(243);
+    const ev = (pred: (d: GuestEvent) => boolean) => t.seen.find((e) => e.subject.startsWith('fleet.events.guest.') && pred(e.env.data as GuestEvent));
+    await t.fault('crash', vmid);
+    const inc = await until(() => t.incidents('opened').find((i) => i.rootCause.vmid === vmid), 8000);
+    await t.stack.pve!.waitForTask(t.N('node-a'), await t.stack.pve!.start({ node: t.N('node-a'), vmid, type: 'lxc' }), { timeoutMs: 10_000 });
+    const up = await until(() => ev((d) => d.vmid === vmid && d.state === 'running' && d.previousState === 'stopped'), 8000);
+    expect(up.env.data).toMatchObject({ health: 'unknown', booting: true });
+    await until(() => ev((d) => d.vmid === vmid && d.health === 'healthy' && d.previousHealth === 'unknown' && d.previousState === 'running'), 10_000);
+    await until(() => t.incidents('resolved').find((i) => i.id === inc.id), 8000);
+    expect(t.seen.some((e) => e.env.type === 'AlertFired' && (e.env.data as Alert).name === 'HealthCheckFailed')).toBe(false);
+    expect(t.seen.some((e) => (e.env.data as GuestEvent).vmid === vmid && (e.env.data as GuestEvent).health === 'unhealthy')).toBe(false);
   });
 
   it('desired state stopped: a deliberate shutdown is no incident', async () => {

@@ -1,7 +1,7 @@
 // The console's HTTP side without a browser: who may reach it (token off loopback, loopback host
 // names only, same-origin JSON for anything that changes state), the modules it serves, and
 // `homeostat up` printing consoleUrl and metricsUrl in its ready line.
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
@@ -116,12 +116,36 @@ describe('homeostat up', () => {
         createInterface({ input: child.stdout }).once('line', resolve);
         child.once('exit', (c) => reject(new Error(`up exited ${c}`)));
       });
-      const ready = JSON.parse(line) as { consoleUrl: string; metricsUrl: string };
+      const ready = JSON.parse(line) as { consoleUrl: string; metricsUrl: string; natsUrl: string; natsCreds: string };
       expect(ready.consoleUrl).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/$/);
       expect(ready.metricsUrl).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/metrics$/);
       expect((await fetch(ready.consoleUrl)).status).toBe(200);
       const metrics = await (await fetch(ready.metricsUrl)).text();
       expect(metrics).toContain('homeostat_guests');
+      // the embedded nats-server has authentication on: the console got in as the operator
+      const status = await (await fetch(new URL('api/status', ready.consoleUrl))).json() as { fleet: string; guests: unknown[] };
+      expect(status.fleet).toBe('reference');
+      expect(status.guests).toHaveLength(12);
+
+      // `homeostat console` alone: in with the operator's credentials, refused without
+      const bin = new URL('../bin/homeostat.js', import.meta.url).pathname;
+      const env = { ...process.env, LOG_LEVEL: 'warn', NATS_URL: '', NATS_CREDS: '', HOMEOSTAT_DATA_DIR: join(dir, 'elsewhere') };
+      const alone = spawn(process.execPath, [bin, 'console', '--nats', ready.natsUrl, '--creds', ready.natsCreds, '--port', '0'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+      try {
+        const aloneLine = await new Promise<string>((resolve, reject) => {
+          createInterface({ input: alone.stdout }).once('line', resolve);
+          alone.once('exit', (c) => reject(new Error(`console exited ${c}`)));
+        });
+        const url = (JSON.parse(aloneLine) as { consoleUrl: string }).consoleUrl;
+        expect((await fetch(new URL('api/status', url))).status).toBe(200);
+      } finally {
+        const gone = new Promise((r) => alone.once('exit', r));
+        alone.kill('SIGTERM');
+        await gone;
+      }
+      const refused = spawnSync(process.execPath, [bin, 'console', '--nats', ready.natsUrl, '--port', '0'], { env, encoding: 'utf8', timeout: 30_000 });
+      expect(refused.status).toBe(1);
+      expect(refused.stderr).toMatch(/HOMEOSTAT_ERR_AUTH/);
     } finally {
       const exited = new Promise((r) => child.once('exit', r));
       child.kill('SIGTERM');

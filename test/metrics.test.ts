@@ -1,6 +1,10 @@
 // Prometheus metrics on a real stack: a crash healed end to end moves the counters and histograms
 // the dashboards and alert rules read; the exposition passes `promtool check metrics` when present.
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { METRIC_NAMES } from '../agents/mod.ts';
 import { startMetricsServer, type MetricsServer } from '../cli/metrics-server.ts';
@@ -91,4 +95,52 @@ describe('metrics', () => {
     expect(findings, 'promtool findings').toEqual([]);
     expect([0, 3]).toContain(r.status);
   });
+
+  it('a real Prometheus scrapes the endpoint and answers every dashboard query (when installed)', async (t) => {
+    const probe = spawnSync('prometheus', ['--version'], { encoding: 'utf8' });
+    if (probe.error || probe.status !== 0) return t.skip(); // Debian package `prometheus`
+    const dir = mkdtempSync(join(tmpdir(), 'homeostat-prom-'));
+    const port = await freePort();
+    writeFileSync(join(dir, 'prometheus.yml'), [
+      'global: { scrape_interval: 1s, evaluation_interval: 1s }',
+      `rule_files: [${JSON.stringify(resolve('deploy/prometheus/homeostat-rules.yml'))}]`,
+      'scrape_configs:',
+      `  - { job_name: homeostat, static_configs: [ { targets: ["127.0.0.1:${server.port}"] } ] }`,
+    ].join('\n'));
+    const prom = spawn('prometheus', [`--config.file=${join(dir, 'prometheus.yml')}`, `--storage.tsdb.path=${join(dir, 'data')}`, `--web.listen-address=127.0.0.1:${port}`], { stdio: 'ignore' });
+    const query = async (q: string) => {
+      const r = await fetch(`http://127.0.0.1:${port}/api/v1/query?query=${encodeURIComponent(q)}`);
+      return (await r.json()) as { status: string; error?: string; data?: { result: { metric: Record<string, string>; value: [number, string] }[] } };
+    };
+    try {
+      await until(async () => (await query('up{job="homeostat"} == 1').catch(() => undefined))?.data?.result.length === 1 || undefined, 30_000, 250);
+      await new Promise((r) => setTimeout(r, 4000)); // a few scrapes, so rate() has points
+      const dashboard = JSON.parse(readFileSync('deploy/grafana/homeostat.json', 'utf8')) as { panels: { title: string; targets?: { expr: string }[] }[] };
+      let withData = 0;
+      for (const p of dashboard.panels) {
+        for (const target of p.targets ?? []) {
+          const r = await query(target.expr.replaceAll('$__rate_interval', '1m'));
+          expect(r.status, `${p.title}: ${target.expr}: ${r.error ?? ''}`).toBe('success');
+          if (r.data!.result.length) withData++;
+        }
+      }
+      expect(withData).toBeGreaterThanOrEqual(8);
+      const byLayer = await query('sum(homeostat_guests)');
+      expect(Number(byLayer.data!.result[0].value[1])).toBe(12);
+    } finally {
+      const exited = new Promise((r) => prom.once('exit', r));
+      prom.kill('SIGTERM');
+      await exited;
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
 });
+
+function freePort(): Promise<number> {
+  return new Promise((res) => {
+    const s = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as { port: number };
+      s.close(() => res(port));
+    });
+  });
+}

@@ -29,6 +29,15 @@ async function fault(kind: string, target: string | number, extra: Record<string
 const heal = (id: string) => simCall('DELETE', `/sim/faults/${id}`);
 const health = (vmid: number) => simCall('GET', `/sim/health/${vmid}`);
 const ct = (node: string, vmid: number) => api.nodes.$(node).lxc.$(vmid);
+/** After a start, PVE says running at once; the guest's services answer once bootMs has passed. */
+async function untilServing(vmid: number): Promise<Awaited<ReturnType<typeof health>>> {
+  for (let i = 0; i < 2000; i++) {
+    const h = await health(vmid);
+    if (h.status !== 503 || (h.body as { status?: string }).status !== 'starting') return h;
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  throw new Error(`guest ${vmid} still starting`);
+}
 
 async function waitTask(node: string, upid: string): Promise<{ exitstatus?: string }> {
   for (let i = 0; i < 2000; i++) {
@@ -106,7 +115,7 @@ describe('guest faults', () => {
     const upid: string = await ct('node-b', 155).status.start.$post();
     expect((await waitTask('node-b', upid)).exitstatus).toBe('OK');
     expect((await ct('node-b', 155).status.current.$get()).status).toBe('running');
-    expect((await health(155)).body).toMatchObject({ status: 'ok', vmid: 155 });
+    expect((await untilServing(155)).body).toMatchObject({ status: 'ok', vmid: 155 });
   });
 
   it('crash during a boot fails the start task', async () => {
@@ -130,21 +139,21 @@ describe('guest faults', () => {
     const sd = await waitTask('node-c', await ct('node-c', 122).status.shutdown.$post({ timeout: 1 }));
     expect(sd.exitstatus).toBe('container did not stop');
     expect((await waitTask('node-c', await ct('node-c', 122).status.reboot.$post())).exitstatus).toBe('OK');
-    expect((await health(122)).status).toBe(200);
+    expect((await untilServing(122)).status).toBe(200);
   });
 
   it('hang: a stop and start clears it too', async () => {
     await fault('hang', 102);
     await waitTask('node-c', await ct('node-c', 102).status.stop.$post());
     await waitTask('node-c', await ct('node-c', 102).status.start.$post());
-    expect((await health(102)).status).toBe(200);
+    expect((await untilServing(102)).status).toBe(200);
   });
 
   it('unhealthy: health fails while the fault lasts, restarts do not help, healing does', async () => {
     const id = await fault('unhealthy', 104);
     expect((await health(104)).status).toBe(503);
     await waitTask('node-b', await ct('node-b', 104).status.reboot.$post());
-    expect((await health(104)).status).toBe(503);
+    expect((await untilServing(104)).body).toMatchObject({ status: 'unhealthy', reason: 'health check failed: service unhealthy' });
     await heal(id);
     expect((await health(104)).status).toBe(200);
   });

@@ -3,13 +3,14 @@
 // Analyzer; alerts and incidents come out through one ordered outbox. After a restart its memory
 // is rebuilt from the fleet-state and incidents KV before the consumers resume.
 import { decode, DesiredState, patterns, type Action, type ActionPhase, type Alert, type ApiEvent, type Envelope, type GuestEvent, type MetricSample, type NodeEvent, type Stoppable } from '../../bus/mod.ts';
+import { retry } from '../../core/mod.ts';
 import { agentHandle, every, type AgentHandle, type AgentModule } from '../runtime/agent.ts';
 import { Analyzer } from './analyzer.ts';
 import { analysisOptions } from './options.ts';
 import { LatencyLog } from './latency.ts';
 import { IncidentMetrics } from './metrics.ts';
 import { Outbox, OUTBOX_HIGH_WATER } from './outbox.ts';
-import { DESIRED_PREFIX, rebuild, vmidOfDesiredKey } from './rebuild.ts';
+import { DESIRED_PREFIX, rebuild, reconcileWithKv, vmidOfDesiredKey } from './rebuild.ts';
 
 export { Analyzer, type Output } from './analyzer.ts';
 export { tuningFor, type Tuning } from './options.ts';
@@ -36,7 +37,9 @@ export const agent: AgentModule = {
     const outbox = new Outbox(bus, log, (out, seenAt) => metrics.record(out, seenAt));
     const latency = new LatencyLog();
     try {
-      const r = await rebuild(bus, analyzer);
+      // a cluster electing a new leader answers again within seconds: a model built from an
+      // unreadable KV would be wrong, so ask a few times before starting empty
+      const r = await retry(() => rebuild(bus, analyzer), { attempts: 8, baseMs: 100, maxMs: 1000 });
       log.info(r, 'analysis memory rebuilt from KV');
     } catch (e) {
       log.warn({ err: (e as Error).message }, 'could not read KV; starting with empty memory');
@@ -113,13 +116,20 @@ export const agent: AgentModule = {
       if (++samples % 50 === 0) await new Promise<void>((r) => setImmediate(r));
     }));
     const ticker = every(tuning.tickMs, () => outbox.send(analyzer.tick()), log);
+    const reconcile = async () => outbox.offer(await reconcileWithKv(bus, analyzer));
+    const reconciler = every(tuning.reconcileMs, reconcile, log);
+    stoppables.push(bus.onReconnect(() => {
+      reconcile().catch((e: unknown) => log.warn({ err: (e as Error).message }, 'reconcile after reconnect failed; the periodic one follows'));
+    }));
     log.info({ durables, groupWindowMs: tuning.groupWindowMs, symptomGraceMs: tuning.symptomGraceMs }, 'analysis started');
 
     const h = agentHandle(async () => {
       await ticker.stop();
+      await reconciler.stop();
       watch.stop();
       await Promise.allSettled(stoppables.map((s) => s.stop()));
       await watching.catch(() => undefined);
+      outbox.abandon();
       await outbox.idle();
     });
     return Object.assign(h, { analyzer, durables, latency: () => latency.stats() });

@@ -19,6 +19,8 @@ export interface Tuning {
   tickMs: number;
   /** A guest handed back by a workflow is judged on sensing's next report, or after this. */
   evidenceGraceMs: number;
+  /** How often the fleet-state KV is compared with what the analyzer holds (also after a reconnect). */
+  reconcileMs: number;
 }
 
 const Overrides = z.object({
@@ -28,6 +30,7 @@ const Overrides = z.object({
   staleMetricsMs: z.number().int().min(0).optional(),
   tickMs: z.number().int().min(10).optional(),
   evidenceGraceMs: z.number().int().min(0).optional(),
+  reconcileMs: z.number().int().min(100).optional(),
   /** Prefix of the durable consumer names (default analysis-<fleet name>). */
   durablePrefix: z.string().regex(/^[A-Za-z0-9_-]{1,100}$/).optional(),
 }).strict();
@@ -43,6 +46,7 @@ export function tuningFor(fleet: Fleet, overrides: z.infer<typeof Overrides> = {
     staleMetricsMs: overrides.staleMetricsMs ?? Math.max(30_000, 10 * sense),
     tickMs: overrides.tickMs ?? 250,
     evidenceGraceMs: overrides.evidenceGraceMs ?? Math.max(1000, 3 * sense + p.probeTimeoutMs),
+    reconcileMs: overrides.reconcileMs ?? Math.max(10_000, 10 * sense),
   };
 }
 

@@ -3,8 +3,10 @@
 // waiting for the previous one's ack; everything else goes out at once.
 //
 // Why not ack an event only after its messages are stored: the analyzer has already moved on by
-// then, so a redelivered event would produce nothing new anyway. Durability comes from KV instead:
-// after a restart `reconcile()` re-derives whatever incident is missing from the fleet state.
+// then, so a redelivered event would produce nothing new anyway. Nothing is dropped after a fixed
+// time: a write waits out a NATS outage of any length (publish and KV put retry until stored or
+// stopped), and above OUTBOX_HIGH_WATER unwritten messages producers wait (said once per crossing).
+// After a restart `reconcile()` re-derives whatever incident is missing from the fleet state.
 import { type Logger } from '../../core/mod.ts';
 import { kvKeys, kvPut, subjects, type Bus, type IncidentPhase } from '../../bus/mod.ts';
 import type { Output } from './analyzer.ts';
@@ -17,6 +19,8 @@ export class Outbox {
   private readonly tails = new Map<string, Promise<void>>();
   private readonly inflight = new Set<Promise<void>>();
   private queued = 0;
+  private full = false;
+  private readonly stopping = new AbortController();
   sent = 0;
   failed = 0;
 
@@ -51,7 +55,21 @@ export class Outbox {
   /** Queue, and wait only when too much is already waiting. */
   async offer(outputs: Output[]): Promise<void> {
     const p = this.send(outputs);
-    if (this.queued > OUTBOX_HIGH_WATER) await p;
+    if (this.queued <= OUTBOX_HIGH_WATER) return;
+    if (!this.full) {
+      this.full = true;
+      this.log.warn({ pending: this.queued, highWater: OUTBOX_HIGH_WATER }, 'analysis outbox full (NATS slow or away): producers wait');
+    }
+    await p;
+    if (this.full && this.queued <= OUTBOX_HIGH_WATER / 2) {
+      this.full = false;
+      this.log.info({ pending: this.queued }, 'analysis outbox drained below its high-water mark');
+    }
+  }
+
+  /** Stop retrying writes (shutdown): what is unwritten is re-derived from KV at the next start. */
+  abandon(): void {
+    this.stopping.abort();
   }
 
   /** Resolves when everything queued so far was written. */
@@ -74,13 +92,26 @@ export class Outbox {
   private async write(o: Output): Promise<void> {
     if (o.kind === 'alert') {
       const a = o.alert;
-      await this.bus.publish(subjects.alert(a.name), a.status === 'firing' ? 'AlertFired' : 'AlertResolved', a, { causationId: o.causationId, correlationId: o.correlationId });
+      await this.bus.publish(subjects.alert(a.name), a.status === 'firing' ? 'AlertFired' : 'AlertResolved', a, { causationId: o.causationId, correlationId: o.correlationId, signal: this.stopping.signal });
       return;
     }
     const inc = o.incident;
     await Promise.all([
-      this.bus.publish(subjects.incident(inc.id, o.phase), INCIDENT_TYPE[o.phase], inc, { causationId: o.causationId, correlationId: inc.id }),
-      kvPut(this.bus.kv.incidents, kvKeys.incident(inc.id), inc),
+      this.bus.publish(subjects.incident(inc.id, o.phase), INCIDENT_TYPE[o.phase], inc, { causationId: o.causationId, correlationId: inc.id, signal: this.stopping.signal }),
+      this.putUntilStored(kvKeys.incident(inc.id), inc),
     ]);
+  }
+
+  /** A KV put is a last-value write: repeating it until it is stored is safe. */
+  private async putUntilStored(key: string, value: unknown): Promise<void> {
+    for (let delay = 100; ; delay = Math.min(delay * 2, 2000)) {
+      try {
+        await kvPut(this.bus.kv.incidents, key, value);
+        return;
+      } catch (e) {
+        if (this.stopping.signal.aborted || this.bus.nc.isClosed()) throw e;
+        await new Promise((r) => setTimeout(r, delay));
+      }
+    }
   }
 }

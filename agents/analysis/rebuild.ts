@@ -3,7 +3,7 @@
 // remembered as firing so they are not announced twice.
 import { ApiRecord, DesiredState, GuestRecord, IncidentRecord, kvGet, kvKeys, kvList, NodeRecord, type Bus, type Incident } from '../../bus/mod.ts';
 import { RESOURCE_ALERTS } from './alerts.ts';
-import type { Analyzer } from './analyzer.ts';
+import type { Analyzer, Output } from './analyzer.ts';
 
 export const DESIRED_PREFIX = 'desired.';
 
@@ -81,4 +81,28 @@ export async function rebuild(bus: Bus, a: Analyzer): Promise<{ guests: number; 
     }
   }
   return { guests: known, incidents: adopted };
+}
+
+/** Level-triggered check, periodic and after every reconnect: a fleet-state record newer than
+ *  what the analyzer holds, and saying something else, is applied as its event would have been
+ *  (an event lost in an outage must not leave a crash unseen or an incident open). */
+export async function reconcileWithKv(bus: Bus, a: Analyzer): Promise<Output[]> {
+  const kv = bus.kv.fleetState;
+  const [guests, nodes] = await Promise.all([kvList(kv, 'guest.', GuestRecord), kvList(kv, 'node.', NodeRecord)]);
+  const out: Output[] = [];
+  const reason = 'fleet-state record (reconciled)';
+  for (const rec of nodes.values()) {
+    const n = a.view.nodes.get(rec.node);
+    if (!n || rec.updatedAt <= n.ts || (n.status === rec.status && n.reachable === rec.reachable)) continue;
+    const env = bus.envelope(rec.reachable ? 'NodeReachable' : 'NodeUnreachable', { node: rec.node, status: rec.status, reachable: rec.reachable, reason }, { ts: rec.updatedAt });
+    out.push(...a.onNodeEvent(env));
+  }
+  for (const rec of guests.values()) {
+    const g = a.view.guests.get(rec.vmid);
+    const state = rec.reachable ? rec.state : 'unknown';
+    if (!g || rec.updatedAt <= g.ts || (g.state === state && g.health === rec.health && g.node === rec.node)) continue;
+    const env = bus.envelope('GuestStateChanged', { vmid: rec.vmid, node: rec.node, name: rec.name, state, health: rec.health, reason }, { ts: rec.updatedAt });
+    out.push(...a.onGuestEvent(env));
+  }
+  return out;
 }

@@ -1,7 +1,7 @@
 // The decision loop: each incident is a case; on every trigger (incident event, action outcome,
 // timer) the case is evaluated again: runbook first, the advisor when the runbook is unsure,
 // then the policy gate, whose verdict is published and, when allowed, executed by the action agent.
-import { GuestRecord, kvGet, kvKeys, kvList, Incident, type Envelope, type Action } from '../../bus/mod.ts';
+import { GuestRecord, kvGet, kvKeys, kvList, Incident, subjects, type Envelope, type Action } from '../../bus/mod.ts';
 import { IN_FLIGHT, nextStep, runbookVerbs, type Plan, type StepStatus } from './runbook.ts';
 import { gate, type Proposal } from './policy.ts';
 import type { Consultation } from './advisor.ts';
@@ -67,6 +67,24 @@ export class DecisionEngine {
         if ((await this.ctx.store.getCase(c.caseId)) === undefined) await this.evaluate(c);
       });
     }
+  }
+
+  /** Level-triggered check, periodic and after a reconnect: the incidents KV is the truth an
+   *  event lost in an outage leaves behind. A record unchanged for `settledMs` (so not one whose
+   *  event is still on its way) that disagrees with what this engine holds is applied as its
+   *  event would have been: open and unknown → a case; resolved and still held → closed. */
+  async reconcile(settledMs: number): Promise<number> {
+    const cutoff = Date.now() - settledMs;
+    let n = 0;
+    for (const inc of (await kvList(this.ctx.bus.kv.incidents, '', Incident)).values()) {
+      if (Date.parse(inc.updatedAt) > cutoff) continue;
+      const held = this.open.has(inc.id);
+      if ((inc.status === 'open') === held) continue;
+      n++;
+      const phase = inc.status === 'open' ? 'opened' : 'resolved';
+      await this.onIncident(this.ctx.bus.envelope(phase === 'opened' ? 'IncidentOpened' : 'IncidentResolved', inc, { correlationId: inc.id }), subjects.incident(inc.id, phase));
+    }
+    return n;
   }
 
   stop(): void {

@@ -4,7 +4,7 @@
 // hold.clear/holds on fleet.cmd.*, keeps its state in fleet-state (store.ts) so a restart resumes.
 import { z } from 'zod';
 import { DEDUP_WINDOW_MS, HomeostatError, patterns, type Action, type Incident, type Stoppable } from '../../bus/mod.ts';
-import { agentHandle, parseServices, type AgentModule } from '../runtime/agent.ts';
+import { agentHandle, every, parseServices, type AgentModule } from '../runtime/agent.ts';
 import { AdvisorSeam } from './advisor.ts';
 import { serveCommands } from './commands.ts';
 import { DecisionEngine } from './engine.ts';
@@ -16,6 +16,9 @@ export { actionIdFor } from './actuator.ts';
 export type { Advisor, AdvisorContext, AdvisorResult } from './advisor.ts';
 export { DecisionEngine } from './engine.ts';
 
+/** A KV record younger than this may still have its event on the way: not reconciled yet. */
+const RECONCILE_SETTLED_MS = 5000;
+
 const DecisionServices = z.object({
   /** An Advisor (llm/); null = none; absent = an OllamaAdvisor from OLLAMA_HOST / OLLAMA_MODEL. */
   advisor: z.unknown().optional(),
@@ -23,6 +26,8 @@ const DecisionServices = z.object({
   failoverTimeoutMs: z.number().int().min(100).default(5000),
   /** Durable consumer names get this suffix (several stacks on one NATS server in tests). */
   durableSuffix: z.string().regex(/^[A-Za-z0-9_-]*$/).default(''),
+  /** How often open/resolved incidents in KV are compared with the cases held (also after a reconnect). */
+  decisionReconcileMs: z.number().int().min(100).default(30_000),
   /** Operators whose signed approvals count (public keys); default HOMEOSTAT_OPERATOR_KEYS. */
   operatorKeys: z.array(z.string()).optional(),
   /** How long a sealed action may wait for the action agent before it expires. */
@@ -42,7 +47,9 @@ export const agent: AgentModule = {
     const operatorKeys = services.operatorKeys ?? ctx.config.HOMEOSTAT_OPERATOR_KEYS ?? [];
     const engine = new DecisionEngine({ bus: ctx.bus, log, fleet: ctx.fleet, store, advisor, dryRun, failoverTimeoutMs: services.failoverTimeoutMs, signer: ctx.identity.signer, actionTtlMs: services.actionTtlMs, metrics: ctx.metrics });
     const stoppables: Stoppable[] = [];
+    let stopping = false;
     const stop = async () => {
+      stopping = true;
       engine.stop();
       advisor.stop();
       await Promise.allSettled(stoppables.map((s) => s.stop()));
@@ -50,7 +57,7 @@ export const agent: AgentModule = {
     };
     try {
       await advisor.init();
-      stoppables.push(...serveCommands(ctx.bus, engine, store));
+      stoppables.push(...serveCommands(ctx.bus, engine, store, new Set(operatorKeys)));
       await engine.start();
       stoppables.push(await ctx.bus.consume<Action>({
         durable: `decision-actions${services.durableSuffix}`,
@@ -64,6 +71,15 @@ export const agent: AgentModule = {
         // cases are serial each (engine.serial); a slow advisor on one must not hold up a crash elsewhere
         concurrency: 16,
         handler: (env, msg) => engine.onIncident(env, msg.subject),
+      }));
+      const reconcile = async () => {
+        const n = await engine.reconcile(RECONCILE_SETTLED_MS);
+        if (n) log.info({ incidents: n }, 'incidents reconciled from KV (their events were missed)');
+      };
+      stoppables.push(every(services.decisionReconcileMs, reconcile, log));
+      stoppables.push(ctx.bus.onReconnect(() => {
+        // events of the outage still arrive from the stream first; then compare with KV
+        setTimeout(() => void (stopping ? Promise.resolve() : reconcile()).catch((e: unknown) => log.warn({ err: (e as Error).message }, 'reconcile after reconnect failed')), RECONCILE_SETTLED_MS);
       }));
     } catch (e) {
       await stop();

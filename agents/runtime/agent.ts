@@ -61,19 +61,33 @@ export function agentHandle(cleanup: () => Promise<void>): AgentHandle & { fail(
 }
 
 /** A loop that runs `tick` every `intervalMs` until stopped; errors are logged, never fatal. */
-export function every(intervalMs: number, tick: () => Promise<void>, log: AppLogger): { stop(): Promise<void> } {
+export function every(intervalMs: number, tick: () => Promise<void>, log: AppLogger): { stop(): Promise<void>; now(): void } {
   let stopped = false;
+  let busy = false;
+  let again = false;
   let timer: NodeJS.Timeout | undefined;
   let running: Promise<void> = Promise.resolve();
   const loop = async () => {
     if (stopped) return;
+    clearTimeout(timer);
+    busy = true;
     const t0 = Date.now();
     running = tick().catch((e: unknown) => log.error({ err: (e as Error).message }, 'periodic task failed'));
     await running;
-    if (!stopped) timer = setTimeout(() => void loop(), Math.max(0, intervalMs - (Date.now() - t0)));
+    busy = false;
+    if (stopped) return;
+    const wait = again ? 0 : Math.max(0, intervalMs - (Date.now() - t0));
+    again = false;
+    timer = setTimeout(() => void loop(), wait);
   };
   void loop();
   return {
+    /** Run the task now (right after the one in progress, if any); the interval restarts from there. */
+    now() {
+      if (stopped) return;
+      if (busy) again = true;
+      else void loop();
+    },
     async stop() {
       stopped = true;
       if (timer) clearTimeout(timer);

@@ -12,6 +12,16 @@ const url = (protocols: string[], what: string) =>
     }
   }, `expected ${what}`);
 
+/** One URL, or a comma-separated list of a cluster's servers (clients reconnect to any of them). */
+const urlList = (protocols: string[], what: string) =>
+  z.string().refine((v) => v.split(',').every((one) => {
+    try {
+      return protocols.includes(new URL(one.trim()).protocol);
+    } catch {
+      return false;
+    }
+  }), `expected ${what}`);
+
 const bool = z
   .enum(['0', '1', 'true', 'false', 'yes', 'no', ''], { message: 'expected 1 or 0' })
   .transform((v) => v === '1' || v === 'true' || v === 'yes');
@@ -20,7 +30,7 @@ const keyList = z.string().transform((v) => v.split(',').map((k) => k.trim()).fi
   .refine((ks) => ks.length > 0 && ks.every((k) => /^U[A-Z2-7]{55}$/.test(k)), 'expected comma-separated NATS user public keys (U…, 56 characters)');
 
 export const ConfigSchema = z.object({
-  NATS_URL: url(['nats:', 'tls:', 'ws:', 'wss:'], 'a nats:// URL, e.g. nats://127.0.0.1:4222').default('nats://127.0.0.1:4222'),
+  NATS_URL: urlList(['nats:', 'tls:', 'ws:', 'wss:'], 'a nats:// URL or a comma-separated list of them, e.g. nats://127.0.0.1:4222').default('nats://127.0.0.1:4222'),
   PVE_URL: url(['http:', 'https:'], 'an http(s) URL of the PVE API, e.g. https://pve.lan:8006').optional(),
   PVE_TOKEN_ID: z.string().regex(/^[^@\s]+@[^!\s]+![A-Za-z0-9._-]+$/, 'expected USER@REALM!TOKENID, e.g. homeostat@pve!agent').optional(),
   PVE_TOKEN_SECRET: z.string().regex(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/, 'expected the token secret as the lowercase UUID pveum printed').optional(),
@@ -34,6 +44,8 @@ export const ConfigSchema = z.object({
   LOG_LEVEL: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'], { message: 'expected one of trace|debug|info|warn|error|fatal|silent' }).default('info'),
   HOMEOSTAT_FLEET: z.string().refine((p) => existsSync(p), 'expected a fleet manifest file (YAML or JSON)').optional(),
   HOMEOSTAT_DRY_RUN: bool.default(false),
+  /** Shared secret PVE hookscripts send (Authorization: Bearer) to sensing's /pve/hook. */
+  HOMEOSTAT_HOOK_TOKEN: z.string().regex(/^\S{16,200}$/, 'expected 16-200 characters without spaces, e.g. from `openssl rand -hex 16`').optional(),
   /** This process's NATS identity: an nkey seed file (`<data-dir>/creds/<identity>.nk`). */
   NATS_CREDS: z.string().refine((p) => existsSync(p), 'expected a credentials file (an nkey seed file from <data-dir>/creds/)').optional(),
   /** CA bundle for a tls:// NATS_URL. */

@@ -1,21 +1,30 @@
-// Alertmanager webhook receiver (node:http). Accepts `POST /api/v2/alerts` and webhook_config
-// notifications (on /api/v2/alerts, /webhook or /alertmanager) and publishes each alert on
-// fleet.alerts.<alertname>. Bad input is a 400, never a crash; NATS trouble is a 503 so the
-// sender retries.
+// Sensing's webhook receiver (node:http). Accepts Alertmanager's `POST /api/v2/alerts` and
+// webhook_config notifications (on /api/v2/alerts, /webhook or /alertmanager) and publishes each
+// alert on fleet.alerts.<alertname>; and PVE hookscript reports on /pve/hook, handed to sensing's
+// loop. Bad input is a 400, never a crash; NATS trouble is a 503 so the sender retries.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { type Logger } from '../../core/mod.ts';
 import { subjects, type Bus } from '../../bus/mod.ts';
 import type { Fleet } from '../../fleet/manifest.ts';
 import { parseAlertPayload } from './alert-payloads.ts';
+import { HOOK_PATH, hookAuthorized, parseHookReport, type HookReport } from './pve-hook.ts';
 
 const BODY_LIMIT = 1024 * 1024;
 const PATHS = new Set(['/api/v2/alerts', '/api/v1/alerts', '/webhook', '/alertmanager']);
+
+export interface HookSink {
+  /** Bearer token the hookscript must send; none = open (a report only triggers a poll). */
+  token?: string;
+  onReport(report: HookReport): void;
+}
 
 export interface AlertReceiver {
   port: number;
   /** Alerts published since start (for tests and status). */
   received(): number;
+  /** Hookscript reports accepted since start. */
+  hookReports(): number;
   close(): Promise<void>;
 }
 
@@ -41,23 +50,49 @@ function readBody(req: IncomingMessage): Promise<Buffer | 'too-large'> {
   });
 }
 
-export async function startAlertReceiver(opts: { bus: Bus; fleet: Fleet; log: Logger; port: number; host: string }): Promise<AlertReceiver> {
+const NO_BODY = Symbol('no body');
+
+/** The request's JSON body, or NO_BODY after answering 413 / 400. */
+async function readJson(req: IncomingMessage, res: ServerResponse): Promise<unknown> {
+  const raw = await readBody(req);
+  if (raw === 'too-large') {
+    reply(res, 413, { status: 'error', error: `body over ${BODY_LIMIT} bytes` });
+    return NO_BODY;
+  }
+  try {
+    return JSON.parse(raw.toString('utf8'));
+  } catch (e) {
+    reply(res, 400, { status: 'error', error: `malformed JSON: ${(e as Error).message.slice(0, 200)}` });
+    return NO_BODY;
+  }
+}
+
+export async function startAlertReceiver(opts: { bus: Bus; fleet: Fleet; log: Logger; port: number; host: string; hooks?: HookSink }): Promise<AlertReceiver> {
   const { bus, fleet, log } = opts;
   let count = 0;
+  let hookCount = 0;
+
+  const hook = async (req: IncomingMessage, res: ServerResponse, sink: HookSink) => {
+    if (req.method !== 'POST') return reply(res, 405, { status: 'error', error: 'use POST' });
+    if (!hookAuthorized(req.headers.authorization, sink.token)) return reply(res, 401, { status: 'error', error: 'send Authorization: Bearer <HOMEOSTAT_HOOK_TOKEN>' });
+    const body = await readJson(req, res);
+    if (body === NO_BODY) return;
+    const parsed = parseHookReport(body, fleet);
+    if (!parsed.ok) return reply(res, 400, { status: 'error', error: parsed.error });
+    if (!parsed.known) return reply(res, 202, { status: 'ignored', reason: `guest ${parsed.report.vmid} is not in the fleet` });
+    hookCount++;
+    sink.onReport(parsed.report);
+    reply(res, 202, { status: 'accepted' });
+  };
 
   const handle = async (req: IncomingMessage, res: ServerResponse) => {
     const path = (req.url ?? '/').split('?')[0];
     if (req.method === 'GET' && (path === '/-/healthy' || path === '/-/ready')) return reply(res, 200, { status: 'ok' });
+    if (path === HOOK_PATH && opts.hooks) return hook(req, res, opts.hooks);
     if (!PATHS.has(path)) return reply(res, 404, { status: 'error', error: `unknown path ${path.slice(0, 100)}; POST alerts to /api/v2/alerts or /webhook` });
     if (req.method !== 'POST') return reply(res, 405, { status: 'error', error: 'use POST' });
-    const raw = await readBody(req);
-    if (raw === 'too-large') return reply(res, 413, { status: 'error', error: `body over ${BODY_LIMIT} bytes` });
-    let body: unknown;
-    try {
-      body = JSON.parse(raw.toString('utf8'));
-    } catch (e) {
-      return reply(res, 400, { status: 'error', error: `malformed JSON: ${(e as Error).message.slice(0, 200)}` });
-    }
+    const body = await readJson(req, res);
+    if (body === NO_BODY) return;
     const parsed = parseAlertPayload(body, fleet);
     if (!parsed.ok) {
       log.warn({ path, error: parsed.error }, 'alertmanager payload refused');
@@ -94,6 +129,7 @@ export async function startAlertReceiver(opts: { bus: Bus; fleet: Fleet; log: Lo
   return {
     port,
     received: () => count,
+    hookReports: () => hookCount,
     close: () =>
       new Promise<void>((resolve) => {
         server.close(() => resolve());

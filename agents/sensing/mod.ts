@@ -1,9 +1,11 @@
 // The sensing agent: polls the PVE API (one listing per node per round), probes running guests'
 // health, and publishes only what changed on fleet.events.*, samples on fleet.metrics.*, and the
 // latest state in the fleet-state KV. A PVE outage is an event (PveUnavailable), never a crash.
-// Optionally listens for Alertmanager webhooks (services.alertmanagerPort).
+// Optionally listens for Alertmanager webhooks and PVE hookscript reports (services.alertmanagerPort):
+// a hook report starts a round at once (push), polling stays the fallback.
+import { retry } from '../../core/mod.ts';
 import { agentHandle, every, type AgentHandle, type AgentModule } from '../runtime/agent.ts';
-import { startAlertReceiver, type AlertReceiver } from './alertmanager.ts';
+import { startAlertReceiver, type AlertReceiver, type HookSink } from './alertmanager.ts';
 import { PveObserver } from './observe.ts';
 import { sensingOptions } from './options.ts';
 import { Prober } from './probe.ts';
@@ -27,8 +29,19 @@ export const agent: AgentModule = {
     const opts = sensingOptions(ctx);
     const log = ctx.log;
     let receiver: AlertReceiver | undefined;
+    // hookscript phases reported since the last round; the loop is bound once it exists
+    const hints = new Map<number, string>();
+    let pollNow = () => {};
+    const hooks: HookSink | undefined = ctx.pve ? {
+      token: opts.hookToken,
+      onReport: (r) => {
+        log.debug({ vmid: r.vmid, phase: r.phase, node: r.node }, 'hookscript report: polling now');
+        hints.set(r.vmid, r.phase);
+        pollNow();
+      },
+    } : undefined;
     if (opts.services.alertmanagerPort !== undefined) {
-      receiver = await startAlertReceiver({ bus: ctx.bus, fleet: ctx.fleet, log, port: opts.services.alertmanagerPort, host: opts.services.alertmanagerHost });
+      receiver = await startAlertReceiver({ bus: ctx.bus, fleet: ctx.fleet, log, port: opts.services.alertmanagerPort, host: opts.services.alertmanagerHost, hooks });
     }
     let rounds = 0;
     if (!ctx.pve) {
@@ -40,8 +53,8 @@ export const agent: AgentModule = {
     const pve = ctx.pve;
     const observer = new PveObserver(pve, ctx.fleet, opts.roundDeadlineMs, opts.pveUrl ? `PVE API at ${new URL(opts.pveUrl).host}` : undefined);
     const prober = new Prober(opts, ctx.fleet, log);
-    const tracker = new FleetTracker(ctx.fleet, opts.healthFailures, opts.kvRefreshMs);
-    const seeded = await loadRecords(ctx.bus).catch((e: unknown) => {
+    const tracker = new FleetTracker(ctx.fleet, opts.healthFailures, opts.kvRefreshMs, opts.bootGraceMs);
+    const seeded = await retry(() => loadRecords(ctx.bus), { attempts: 8, baseMs: 100, maxMs: 1000 }).catch((e: unknown) => {
       log.warn({ err: (e as Error).message }, 'could not read fleet-state KV; starting without previous state');
       return { guests: [], nodes: [], api: undefined };
     });
@@ -50,6 +63,8 @@ export const agent: AgentModule = {
     let apiDown = false;
     const round = async () => {
       await prober.detectSimulator();
+      const hooked = new Map(hints);
+      hints.clear();
       const obs = await observer.observe();
       if (!obs.api.ok !== apiDown) {
         apiDown = !obs.api.ok;
@@ -58,15 +73,28 @@ export const agent: AgentModule = {
       }
       const running = obs.api.ok ? [...obs.guests.values()].filter((g) => g.reachable && g.state === 'running').map((g) => g.vmid) : [];
       const probes = await prober.probeAll(running);
-      await publishEmissions(ctx.bus, tracker.apply(obs, probes));
+      try {
+        await publishEmissions(ctx.bus, tracker.apply(obs, probes, undefined, hooked));
+      } catch (e) {
+        // not all of it was stored: the next round reports everything again
+        tracker.resync();
+        throw e;
+      }
       ctx.metrics?.pveUp.set(obs.api.ok ? 1 : 0);
       if (ctx.metrics && obs.api.ok) countGuests(ctx.metrics, tracker, ctx.fleet);
       rounds++;
     };
+    // what changed while NATS was away may never have been stored: report the whole fleet again
+    const reconnects = ctx.bus.onReconnect(() => {
+      log.info('NATS reconnected: the next round reports every guest again');
+      tracker.resync();
+    });
     const loop = every(opts.intervalMs, round, log);
+    pollNow = () => loop.now();
     log.info({ intervalMs: opts.intervalMs, guests: ctx.fleet.guests.length, nodes: ctx.fleet.nodes.length }, 'sensing started');
 
     const h = agentHandle(async () => {
+      await reconnects.stop();
       await loop.stop();
       await receiver?.close();
       await prober.close();

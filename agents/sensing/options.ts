@@ -14,6 +14,8 @@ export const SensingServices = z.object({
   /** Alertmanager webhook receiver: absent = do not listen; 0 = any free port. */
   alertmanagerPort: z.number().int().min(0).max(65_535).optional(),
   alertmanagerHost: z.string().min(1).default('127.0.0.1'),
+  /** Bearer token PVE hookscripts must send to /pve/hook on the same receiver; falls back to HOMEOSTAT_HOOK_TOKEN. */
+  hookToken: z.string().min(16).optional(),
 }).passthrough();
 export type SensingServices = z.infer<typeof SensingServices>;
 
@@ -22,6 +24,8 @@ export interface SensingOptions {
   probeTimeoutMs: number;
   probeConcurrency: number;
   healthFailures: number;
+  /** A guest that runs but is not healthy yet since its start is booting for this long (policies.guestBootTimeoutMs). */
+  bootGraceMs: number;
   /** A node whose listing is still in flight after this long is left for a later round. */
   roundDeadlineMs: number;
   /** Unchanged guest records are rewritten in KV (fresh resources) at most this often. */
@@ -32,6 +36,7 @@ export interface SensingOptions {
   tokenSecret?: string;
   caPem?: string;
   insecure: boolean;
+  hookToken?: string;
 }
 
 export function sensingOptions(ctx: AgentContext): SensingOptions {
@@ -43,6 +48,7 @@ export function sensingOptions(ctx: AgentContext): SensingOptions {
     probeTimeoutMs: p.probeTimeoutMs,
     probeConcurrency: p.probeConcurrency,
     healthFailures: p.alerts.healthFailures,
+    bootGraceMs: p.guestBootTimeoutMs,
     roundDeadlineMs: Math.max(2 * p.senseIntervalMs, p.probeTimeoutMs, 1000),
     kvRefreshMs: Math.max(10 * p.senseIntervalMs, 5000),
     services: s,
@@ -51,5 +57,6 @@ export function sensingOptions(ctx: AgentContext): SensingOptions {
     tokenSecret: s.pveTokenSecret ?? ctx.config.PVE_TOKEN_SECRET,
     caPem: s.pveCaPem ?? ctx.config.pveCaPem,
     insecure: s.pveInsecure ?? ctx.config.PVE_INSECURE,
+    hookToken: s.hookToken ?? ctx.config.HOMEOSTAT_HOOK_TOKEN,
   };
 }

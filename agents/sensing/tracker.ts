@@ -25,6 +25,8 @@ export class FleetTracker {
   readonly nodes = new Map<string, NodeRecord>();
   api: ApiRecord | undefined;
   private readonly announcedGuests = new Set<number>();
+  /** Guests seen healthy since their current run began: past booting. */
+  private readonly served = new Set<number>();
   private readonly announcedNodes = new Set<string>();
   private readonly kvWrittenAt = new Map<string, number>();
 
@@ -32,7 +34,20 @@ export class FleetTracker {
     private readonly fleet: Fleet,
     private readonly healthFailures: number,
     private readonly kvRefreshMs: number,
+    /** A running guest not yet healthy since it started is booting, not failing, for this long (PVE uptime). */
+    private readonly bootGraceMs = 0,
   ) {}
+
+  private announceApi = false;
+
+  /** Forget what was reported: the next round reports every guest, node and the API again, and
+   *  rewrites their KV records (after a NATS reconnect, or a round whose publish failed). */
+  resync(): void {
+    this.announcedGuests.clear();
+    this.announcedNodes.clear();
+    this.kvWrittenAt.clear();
+    this.announceApi = true;
+  }
 
   /** What KV said before this process started: the "previous" side of the first events. */
   seed(guests: Iterable<GuestRecord>, nodes: Iterable<NodeRecord>, api?: ApiRecord): void {
@@ -41,21 +56,25 @@ export class FleetTracker {
     this.api = api;
   }
 
-  apply(obs: Observation, probes: Map<number, ProbeResult>, now = Date.now()): Emissions {
+  /** `hooks`: hookscript phases reported since the last round, per vmid (named in the events' reasons). */
+  apply(obs: Observation, probes: Map<number, ProbeResult>, now = Date.now(), hooks?: ReadonlyMap<number, string>): Emissions {
     const ts = new Date(now).toISOString();
     const out: Emissions = { ts, api: [], nodes: [], guests: [], metrics: [], kv: [] };
     this.applyApi(obs, ts, out);
     if (!obs.api.ok) return out;
     for (const n of obs.nodes.values()) if (!n.stale) this.applyNode(n, ts, now, out);
-    for (const g of obs.guests.values()) this.applyGuest(g, probes.get(g.vmid), ts, now, out);
+    for (const g of obs.guests.values()) this.applyGuest(g, probes.get(g.vmid), ts, now, out, hooks?.get(g.vmid));
     return out;
   }
 
   private applyApi(obs: Observation, ts: string, out: Emissions): void {
     const available = obs.api.ok;
-    if (this.api && this.api.available === available) return;
+    const again = this.announceApi;
+    this.announceApi = false;
+    if (this.api && this.api.available === available && !again) return;
     const rec: ApiRecord = obs.api.ok ? { available: true, since: ts, reason: obs.api.reason } : { available: false, since: ts, code: obs.api.code, reason: obs.api.reason.slice(0, 2000) };
-    const wasDown = this.api?.available === false;
+    const wasDown = this.api?.available === false || again;
+    if (again && this.api && this.api.available === available) rec.since = this.api.since;
     this.api = rec;
     out.kv.push({ kind: 'kv', key: kvKeys.api(), value: rec });
     if (!available || wasDown) {
@@ -96,7 +115,16 @@ export class FleetTracker {
     this.maybeKv(kvKeys.node(n.node), rec, reachChanged || prev?.status !== n.status, now, out);
   }
 
-  private applyGuest(g: GuestObservation, probe: ProbeResult | undefined, ts: string, now: number, out: Emissions): void {
+  /** Running since less than the boot grace and not healthy yet since then. A run that restarted
+   *  between two rounds shows as uptime going backwards. */
+  private booting(g: GuestObservation, prev: GuestRecord | undefined): boolean {
+    const uptime = g.resources?.uptime;
+    const before = prev?.state === 'running' ? prev.resources?.uptime : undefined;
+    if (g.state !== 'running' || (uptime !== undefined && before !== undefined && uptime < before)) this.served.delete(g.vmid);
+    return g.state === 'running' && g.reachable && !this.served.has(g.vmid) && uptime !== undefined && uptime * 1000 < this.bootGraceMs;
+  }
+
+  private applyGuest(g: GuestObservation, probe: ProbeResult | undefined, ts: string, now: number, out: Emissions, hook?: string): void {
     const spec = this.fleet.byVmid.get(g.vmid);
     if (!spec) return;
     const prev = this.guests.get(g.vmid);
@@ -104,9 +132,16 @@ export class FleetTracker {
     let health: GuestRecord['health'] = 'unknown';
     let failures = 0;
     let probeReason: string | undefined;
+    const booting = this.booting(g, prev);
+    let stillBooting = false;
     if (g.state === 'running' && g.reachable) {
       if (!probe || probe.ok) {
         health = 'healthy';
+        this.served.add(g.vmid);
+      } else if (booting) {
+        // services come up after PVE says running: failed probes now are the boot, not a fault
+        stillBooting = true;
+        probeReason = probe.reason;
       } else {
         failures = (wasRunning ? prev.probeFailures : 0) + 1;
         probeReason = probe.reason;
@@ -129,6 +164,7 @@ export class FleetTracker {
       stateSince: stateChanged || !prev ? ts : prev.stateSince,
     };
     if (probeReason) rec.lastProbeReason = probeReason.slice(0, 500);
+    if (stillBooting) rec.booting = true;
     if (g.resources) rec.resources = g.resources;
     if (certDaysLeft !== undefined) rec.certDaysLeft = certDaysLeft;
     this.guests.set(g.vmid, rec);
@@ -142,6 +178,7 @@ export class FleetTracker {
     }
     if (g.resources && Object.keys(g.resources).length) data.resources = g.resources;
     if (certDaysLeft !== undefined) data.certDaysLeft = certDaysLeft;
+    if (stillBooting) data.booting = true;
     let type: string | undefined;
     if (!this.announcedGuests.has(g.vmid)) {
       this.announcedGuests.add(g.vmid);
@@ -150,6 +187,8 @@ export class FleetTracker {
     } else if (stateChanged) {
       type = 'GuestStateChanged';
       data.reason = g.reason ?? (prev && prev.node !== g.node ? `moved ${prev.node} → ${g.node}` : `${prev?.state ?? 'unknown'} → ${g.state}`);
+      if (stillBooting) data.reason += ', booting';
+      if (hook) data.reason += ` (hookscript ${hook})`;
     } else if (healthChanged) {
       type = 'GuestProbe';
       data.reason = health === 'unhealthy' ? `${failures} failed probes: ${probeReason ?? 'no reason'}` : health === 'healthy' ? 'probe ok' : probeReason;
@@ -162,7 +201,7 @@ export class FleetTracker {
       const r = g.resources;
       out.metrics.push({ kind: 'metric', subject: subjects.metrics(g.node, g.vmid), data: { node: g.node, vmid: g.vmid, cpu: r.cpu ?? 0, mem: r.mem ?? 0, maxmem: r.maxmem ?? 0, disk: r.disk ?? 0, maxdisk: r.maxdisk ?? 0 } });
     }
-    const changed = stateChanged || healthChanged || certChanged || prev?.probeFailures !== failures;
+    const changed = stateChanged || healthChanged || certChanged || prev?.probeFailures !== failures || (prev?.booting ?? false) !== stillBooting;
     this.maybeKv(kvKeys.guest(g.vmid), rec, changed, now, out);
   }
 

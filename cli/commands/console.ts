@@ -1,12 +1,12 @@
 // `homeostat console`: the web console alone, against a running homeostat (NATS).
 import { createLogger, loadConfig } from '../../agents/mod.ts';
 import { COMMON_OPTIONS, parseCommand, parseIntFlag } from '../args.ts';
-import { loadFleetForCli, natsUrlFor } from '../client.ts';
+import { loadFleetForCli, natsUrlFor, operatorIdentity } from '../client.ts';
 import { openConsole } from '../console/mod.ts';
 import { println, printJson } from '../output.ts';
 import { waitForShutdownSignal } from '../signals.ts';
 
-const HELP = `Usage: homeostat console [--nats URL] [--port N] [--host H] [--token T] [--fleet FILE]
+const HELP = `Usage: homeostat console [--nats URL] [--creds FILE] [--port N] [--host H] [--token T] [--fleet FILE]
 
 Serves the web console: the fleet board (layers × nodes), incidents with their trace, approvals,
 the chat, workflows and chaos runs with live progress — live over Server-Sent Events fed from
@@ -17,6 +17,8 @@ NATS, offline (no CDN). Prints {"ready":true,"consoleUrl":...} on stdout; Ctrl-C
   --token T    required token (at least 16 characters; default $HOMEOSTAT_CONSOLE_TOKEN): open
                http://H:N/?token=T once (sets a cookie), or send Authorization: Bearer T
   --nats URL   NATS server (default $NATS_URL, then the running \`up\`, then nats://127.0.0.1:4222)
+  --creds FILE the operator's identity (default $NATS_CREDS, then <data-dir>/creds/operator.nk of
+               the local \`up\`): approvals and commands from the page are the operator's
   --fleet FILE manifest (for status when the operator agent does not answer)`;
 
 export async function consoleMain(argv: string[]): Promise<number> {
@@ -31,13 +33,15 @@ export async function consoleMain(argv: string[]): Promise<number> {
     println(HELP);
     return 0;
   }
-  const config = loadConfig(process.env, { NATS_URL: natsUrlFor(values.nats) });
+  const config = loadConfig(process.env, { NATS_URL: natsUrlFor(values.nats), NATS_CREDS: values.creds });
   const port = parseIntFlag('port', values.port)!;
   const log = createLogger(config.LOG_LEVEL);
   const signalled = waitForShutdownSignal();
   const server = await openConsole({
     natsUrl: config.NATS_URL, fleet: loadFleetForCli(values.fleet, config), log, port, host: values.host,
     token: values.token ?? (process.env.HOMEOSTAT_CONSOLE_TOKEN || undefined),
+    // as the operator: NATS_CREDS / --creds, else the operator file of the local `up`
+    connect: { seed: operatorIdentity(config)?.seed, caFile: config.NATS_CA },
   });
   printJson({ ready: true, consoleUrl: server.url, natsUrl: config.NATS_URL });
   await signalled;

@@ -7,7 +7,7 @@ import { referenceFleet } from '../../fleet/reference-fleet.ts';
 import { startSimulator } from '../../fleet/sim/mod.ts';
 import { waitForShutdownSignal } from '../signals.ts';
 
-const HELP = `Usage: homeostat sim [--port N] [--host H] [--fleet FILE] [--token-id ID] [--token-secret S] [--http] [--time-scale X] [--stopped] [--seed N]
+const HELP = `Usage: homeostat sim [--port N] [--host H] [--fleet FILE] [--token-id ID] [--token-secret S] [--http] [--time-scale X] [--stopped] [--seed N] [--hookscript VOLUME] [--hook-url URL]
 
 Runs the PVE-API simulator (PVE 9, /api2/json/...) on a fleet, plus its fault-injection API
 (/sim/fleet, /sim/faults, /sim/health/{vmid}, /sim/fence/{node}; same token).
@@ -23,6 +23,9 @@ Prints one JSON line on stdout when ready:
   --time-scale X    multiply boot/shutdown/task durations by X (default 1; 0.1 = ten times faster)
   --stopped         start with every guest stopped (to exercise a cold boot)
   --seed N          seed of the metrics random walk (default 1)
+  --hookscript V    hookscript of every guest without one in the manifest, run on each phase
+                    like PVE does (local:snippets/homeostat-hook = deploy/pve/homeostat-hook)
+  --hook-url URL    where that hook reports (HOMEOSTAT_HOOK_URL), e.g. http://127.0.0.1:9095/pve/hook
 Logs go to stderr (LOG_LEVEL, default info). Ctrl-C / SIGTERM stops it.`;
 
 function usageError(message: string): HomeostatError {
@@ -55,6 +58,8 @@ export async function simMain(argv: string[]): Promise<number> {
           'time-scale': { type: 'string' },
           stopped: { type: 'boolean', default: false },
           seed: { type: 'string' },
+          hookscript: { type: 'string' },
+          'hook-url': { type: 'string' },
           help: { type: 'boolean', short: 'h', default: false },
         },
       }));
@@ -69,6 +74,8 @@ export async function simMain(argv: string[]): Promise<number> {
     const timeScale = numberFlag('time-scale', values['time-scale'], (n) => n > 0 && n <= 100, 'a number in (0, 100]');
     const seed = numberFlag('seed', values.seed, (n) => Number.isInteger(n), 'an integer');
     if (values.host !== undefined && !values.host.trim()) throw usageError('--host: expected an address, got ""');
+    const hookUrl = values['hook-url'];
+    if (hookUrl !== undefined && !/^https?:\/\/\S+$/.test(hookUrl)) throw usageError(`--hook-url: expected an http(s) URL, got ${JSON.stringify(hookUrl)}`);
     const fleet = values.fleet ? loadFleetFile(values.fleet) : referenceFleet();
     const log = createLogger(process.env.LOG_LEVEL || 'info').child({ agent: 'sim' });
     // listen before starting: a Ctrl-C during start-up (or right after the ready line) still stops cleanly
@@ -84,6 +91,8 @@ export async function simMain(argv: string[]): Promise<number> {
       timeScale,
       seed,
       initial: values.stopped ? 'stopped' : 'running',
+      hookscript: values.hookscript,
+      hookEnv: hookUrl ? { HOMEOSTAT_HOOK_URL: hookUrl } : undefined,
       log,
     });
     stop = () => sim.stop();

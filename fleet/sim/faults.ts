@@ -120,9 +120,11 @@ export class FaultRegistry {
     n.downCount++;
     if (n.downCount > 1) return;
     this.tasks.abortNode(n.name);
+    // a dead node runs no hooks: its guests are simply gone
     for (const g of n.guests) {
       g.phase = 'stopped';
       g.hung = false;
+      g.runSeq++;
     }
   }
 

@@ -1,6 +1,9 @@
 // Guest power and lifecycle operations with PVE's semantics: API-level prechecks answer at once
 // (500 "CT 101 already running"), the work runs as a task holding the guest's config flock, and
-// durations come from the guest's bootMs / shutdownMs × timeScale.
+// durations come from the guest's bootMs / shutdownMs × timeScale. A start is done (task OK,
+// status running) about a second in, when the guest's process runs; its services answer once
+// bootMs has passed. The guest's hookscript runs on every phase, as PVE runs it.
+import type { HookPhase, HookRunner } from './hooks.ts';
 import { type SimGuest, type SimModel, type SimNode } from './model.ts';
 import { paramError, pveDie } from './pve-error.ts';
 import { GuestFlock, TaskAbort, type TaskContext, type TaskRegistry } from './tasks.ts';
@@ -8,6 +11,8 @@ import { GuestFlock, TaskAbort, type TaskContext, type TaskRegistry } from './ta
 type Verb = 'start' | 'stop' | 'shutdown' | 'reboot' | 'migrate' | 'snapshot' | 'rollback' | 'delsnapshot' | 'create';
 const LXC_TYPES: Record<Verb, string> = { start: 'vzstart', stop: 'vzstop', shutdown: 'vzshutdown', reboot: 'vzreboot', migrate: 'vzmigrate', snapshot: 'vzsnapshot', rollback: 'vzrollback', delsnapshot: 'vzdelsnapshot', create: 'vzcreate' };
 const QEMU_TYPES: Record<Verb, string> = { start: 'qmstart', stop: 'qmstop', shutdown: 'qmshutdown', reboot: 'qmreboot', migrate: 'qmigrate', snapshot: 'qmsnapshot', rollback: 'qmrollback', delsnapshot: 'qmdelsnapshot', create: 'qmcreate' };
+/** How long PVE's start task takes to get the guest's process running (lxc-start / qemu up). */
+const PROCESS_START_MS = 1000;
 const BOOTING_TYPES = new Set(['vzstart', 'vzreboot', 'qmstart', 'qmreboot', 'vzrollback', 'qmrollback', 'vzmigrate']);
 
 const pad = (n: number) => String(n).padStart(2, '0');
@@ -26,6 +31,7 @@ export class GuestOps {
     private readonly model: SimModel,
     private readonly tasks: TaskRegistry,
     private readonly timeScale: number,
+    private readonly hooks: HookRunner,
   ) {}
 
   label(g: SimGuest): 'CT' | 'VM' {
@@ -74,12 +80,48 @@ export class GuestOps {
     return task.upid;
   }
 
+  /** Runs the guest's hookscript inside a task: output into the task log; a failed pre-start aborts. */
+  private async hook(g: SimGuest, phase: HookPhase, ctx: TaskContext): Promise<void> {
+    const r = await this.hooks.run(g, phase);
+    for (const line of r.output) ctx.log(line);
+    if (!r.error) return;
+    if (phase === 'pre-start') throw new TaskAbort(r.error);
+    ctx.log(`WARN: ${r.error}`);
+  }
+
+  /** pre-start, the process starts (~1 s: PVE says running, the task ends after post-start),
+   *  services answer once bootMs has passed since the start began. */
   private async boot(g: SimGuest, ctx: TaskContext): Promise<void> {
+    const t0 = Date.now();
+    await this.hook(g, 'pre-start', ctx);
     g.phase = 'starting';
     g.hung = false;
-    await ctx.sleep(this.ms(g.bootMs));
-    g.phase = 'running';
+    const run = ++g.runSeq;
+    const bootMs = this.ms(g.bootMs);
+    await ctx.sleep(Math.min(this.ms(PROCESS_START_MS), bootMs / 2));
+    g.phase = 'booting';
     g.startedAt = Date.now();
+    const up = () => {
+      if (g.runSeq === run && g.phase === 'booting') g.phase = 'running';
+    };
+    const left = bootMs - (Date.now() - t0);
+    if (left > 0) setTimeout(up, left).unref();
+    else up();
+    await this.hook(g, 'post-start', ctx);
+  }
+
+  /** The guest is down: whatever boot was in flight is void; post-stop runs (qmeventd / the LXC stop hook). */
+  private down(g: SimGuest): void {
+    const wasUp = g.phase !== 'stopped';
+    g.phase = 'stopped';
+    g.hung = false;
+    g.runSeq++;
+    if (wasUp) this.hooks.fire(g, 'post-stop');
+  }
+
+  /** pre-stop, inside the stop/shutdown task, while the guest still runs. */
+  private async preStop(g: SimGuest, ctx: TaskContext): Promise<void> {
+    if (this.model.pveStatus(g) === 'running') await this.hook(g, 'pre-stop', ctx);
   }
 
   start(g: SimGuest, node: SimNode, user: string, p: Record<string, unknown>): string {
@@ -103,9 +145,9 @@ export class GuestOps {
     return this.fork(g, node, 'stop', user, async (ctx) => {
       if (overruled.length) ctx.log(`overruled ${shutdownType} tasks: ${overruled.map((t) => t.upid).join(', ')}`);
       this.checkLock(g);
+      await this.preStop(g, ctx);
       await ctx.sleep(this.ms(100));
-      g.phase = 'stopped';
-      g.hung = false;
+      this.down(g);
     });
   }
 
@@ -116,13 +158,13 @@ export class GuestOps {
     const force = p.forceStop === true;
     return this.fork(g, node, 'shutdown', user, async (ctx) => {
       this.checkLock(g);
+      await this.preStop(g, ctx);
       g.phase = 'stopping';
       const needs = g.hung ? Infinity : this.ms(g.shutdownMs);
       await ctx.sleep(Math.min(needs, timeoutMs));
       if (g.phase !== 'stopping') return; // crashed or stopped meanwhile: it is down either way
       if (needs <= timeoutMs || force) {
-        g.phase = 'stopped';
-        g.hung = false;
+        this.down(g);
         return;
       }
       g.phase = 'running';
@@ -135,9 +177,11 @@ export class GuestOps {
     if (this.model.pveStatus(g) !== 'running') throw pveDie(`VM ${g.vmid} not running`);
     return this.fork(g, node, 'reboot', user, async (ctx) => {
       this.checkLock(g);
+      await this.preStop(g, ctx);
       g.phase = 'stopping';
       await ctx.sleep(this.ms(g.shutdownMs));
       if (g.phase !== 'stopping') throw new TaskAbort(`${this.label(g)} ${g.vmid} not running`);
+      this.down(g);
       await this.boot(g, ctx);
     });
   }
@@ -169,9 +213,10 @@ export class GuestOps {
         locked = true;
         if (wasRunning && g.type === 'lxc') {
           say(`shutdown CT ${g.vmid}`);
+          await this.preStop(g, ctx);
           g.phase = 'stopping';
           await ctx.sleep(this.ms(g.shutdownMs));
-          g.phase = 'stopped';
+          this.down(g);
         }
         say(`copying local disk images`);
         await ctx.sleep(this.ms(g.type === 'qemu' && wasRunning ? 2000 : 1000));
@@ -217,9 +262,9 @@ export class GuestOps {
       if (!snap) throw new TaskAbort(`snapshot '${name}' does not exist`);
       this.checkLock(g);
       if (this.model.pveStatus(g) === 'running') {
+        await this.preStop(g, ctx);
         await ctx.sleep(this.ms(100));
-        g.phase = 'stopped';
-        g.hung = false;
+        this.down(g);
       }
       g.lock = 'rollback';
       try {
@@ -275,8 +320,7 @@ export class GuestOps {
 
   /** A crash: the guest is down now; a boot in progress fails the way PVE reports it. */
   crash(g: SimGuest): void {
-    g.phase = 'stopped';
-    g.hung = false;
+    this.down(g);
     const msg = g.type === 'lxc' ? `startup for container '${g.vmid}' failed` : 'start failed: QEMU exited with code 1';
     for (const t of this.tasks.activeFor(g.vmid)) if (BOOTING_TYPES.has(t.type)) t.abort.abort(new TaskAbort(msg));
   }

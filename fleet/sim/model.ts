@@ -4,8 +4,10 @@ import type { Fleet, GuestSpec, NodeSpec } from '../manifest.ts';
 import type { GuestType } from '../pve-types.ts';
 import { RrdHistory } from './rrd.ts';
 
-/** What the guest is doing. PVE reports `running` for running/stopping and `stopped` for stopped/starting. */
-export type Phase = 'stopped' | 'starting' | 'running' | 'stopping';
+/** What the guest is doing. `starting`: the start task prepares it (PVE says stopped); `booting`: its
+ *  process runs (PVE says running, about a second into the start) but its services do not answer
+ *  yet; `running`: up and serving. PVE reports `running` for booting/running/stopping. */
+export type Phase = 'stopped' | 'starting' | 'booting' | 'running' | 'stopping';
 
 export const GiB = 1024 ** 3;
 export const MiB = 1024 ** 2;
@@ -71,8 +73,10 @@ export interface SimGuest {
   config: GuestConfig;
   maxdisk: number;
   phase: Phase;
-  /** ms epoch when the guest last became running. */
+  /** ms epoch when the guest last became running (for PVE: its process started). */
   startedAt: number;
+  /** Bumped on every start and stop, so a boot that was overtaken does not finish later. */
+  runSeq: number;
   /** PVE config lock (migrate, snapshot, rollback, …), shown as `lock`. */
   lock?: string;
   hung: boolean;
@@ -141,6 +145,7 @@ export class SimModel {
       maxdisk: Math.round(spec.diskGiB * GiB),
       phase: initial,
       startedAt: initial === 'running' ? now - Math.floor((1 + r() * 29) * 86_400_000) : 0,
+      runSeq: 0,
       hung: false,
       faults: { unhealthy: 0, diskFill: 0, cpuSpike: 0, memSpike: 0, certExpiring: 0 },
       snapshots: [],
@@ -180,7 +185,7 @@ export class SimModel {
 
   /** PVE's view of a guest's state. */
   pveStatus(g: SimGuest): 'running' | 'stopped' {
-    return g.phase === 'running' || g.phase === 'stopping' ? 'running' : 'stopped';
+    return g.phase === 'running' || g.phase === 'booting' || g.phase === 'stopping' ? 'running' : 'stopped';
   }
 
   uptimeSec(g: SimGuest, now = Date.now()): number {

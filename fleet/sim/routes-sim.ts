@@ -11,13 +11,13 @@ import type { SimWorld } from './world.ts';
 const JSON_TYPE = 'application/json; charset=utf-8';
 const UNREACHABLE_DELAY_MS = 50;
 
-type Health = { ok: true } | { ok: false; reason: string; unreachable?: boolean };
+type Health = { ok: true } | { ok: false; reason: string; unreachable?: boolean; starting?: boolean };
 
 export function guestHealth(w: SimWorld, g: SimGuest): Health {
   const node = w.model.nodes.get(g.node)!;
   if (!w.model.online(node)) return { ok: false, reason: `connect ECONNREFUSED: node ${g.node} is down`, unreachable: true };
   if (g.phase === 'stopped') return { ok: false, reason: 'guest is stopped' };
-  if (g.phase === 'starting') return { ok: false, reason: 'guest is starting' };
+  if (g.phase === 'starting' || g.phase === 'booting') return { ok: false, reason: 'guest is starting', starting: true };
   if (g.phase === 'stopping') return { ok: false, reason: 'guest is shutting down' };
   if (g.hung) return { ok: false, reason: 'no response: the guest is hung' };
   if (g.faults.unhealthy > 0) return { ok: false, reason: 'health check failed: service unhealthy' };
@@ -39,7 +39,7 @@ function fleetView(w: SimWorld): unknown {
     return {
       vmid: g.vmid, name: g.config.hostname, node: g.node, type: g.type, layer: g.layer,
       state: up ? g.phase : 'unknown', status: up ? m.pveStatus(g) : 'unknown',
-      health: h.ok ? 'ok' : h.unreachable ? 'unreachable' : 'unhealthy', healthy: h.ok, ...(h.ok ? {} : { reason: h.reason }),
+      health: h.ok ? 'ok' : h.unreachable ? 'unreachable' : h.starting ? 'starting' : 'unhealthy', healthy: h.ok, ...(h.ok ? {} : { reason: h.reason }),
       bootMs: g.bootMs, shutdownMs: g.shutdownMs, lock: g.lock ?? null, hung: g.hung, certDaysLeft: m.certDaysLeft(g),
       ha: g.ha?.state ?? null, faults: { ...g.faults },
       metrics: { cpu: u.cpu, mem: u.mem, maxmem: g.config.memory * MiB, disk: u.disk, maxdisk: g.maxdisk, netin: g.netin, netout: g.netout, uptime: m.uptimeSec(g, now) },
@@ -86,7 +86,7 @@ export async function handleSim(w: SimWorld, auth: TokenAuth, req: IncomingMessa
       const h = guestHealth(w, g);
       if (h.ok) return send(200, { status: 'ok', vmid: g.vmid, name: g.config.hostname, certDaysLeft: w.model.certDaysLeft(g) });
       if (h.unreachable) await sleep(UNREACHABLE_DELAY_MS);
-      return send(503, { status: 'unhealthy', vmid: g.vmid, name: g.config.hostname, reason: h.reason });
+      return send(503, { status: h.starting ? 'starting' : 'unhealthy', vmid: g.vmid, name: g.config.hostname, reason: h.reason });
     }
     if (what === 'fence' && parts.length === 3) {
       if (method !== 'POST') return send(405, { error: 'use POST /sim/fence/{node}' });

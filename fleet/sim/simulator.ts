@@ -10,6 +10,7 @@ import { isTokenId, TokenAuth } from './auth.ts';
 import { generateSelfSignedCert } from './cert.ts';
 import { FaultRegistry } from './faults.ts';
 import { GuestOps } from './guest-ops.ts';
+import { defaultSnippetsDir, HookRunner } from './hooks.ts';
 import { SimModel } from './model.ts';
 import { createRequestHandler } from './server.ts';
 import { TaskRegistry } from './tasks.ts';
@@ -29,6 +30,12 @@ export interface SimulatorOptions {
   timeScale?: number;
   /** Guests start running (a live fleet) or stopped (to exercise a cold boot). */
   initial?: 'running' | 'stopped';
+  /** Hookscript for every guest that has none in the manifest, e.g. `local:snippets/homeostat-hook`. */
+  hookscript?: string;
+  /** Where `local:snippets/…` volumes live (default: this checkout's deploy/pve). */
+  snippetsDir?: string;
+  /** Environment added to hookscript runs (e.g. HOMEOSTAT_HOOK_URL); `state.hooks.env` changes it later. */
+  hookEnv?: Record<string, string>;
   /** Seed of the metrics random walk. */
   seed?: number;
   /** How often metrics take a step (default 1000 ms; 0 = only when `state.model.tick()` is called, for tests). */
@@ -63,11 +70,18 @@ export async function startSimulator(opts: SimulatorOptions): Promise<SimulatorH
   const port = opts.port ?? 8006;
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new HomeostatError('HOMEOSTAT_ERR_CONFIG', `port: expected 0-65535, got ${opts.port}`);
 
+  if (opts.hookscript !== undefined && !/^[a-zA-Z][a-zA-Z0-9._-]*:snippets\/[^/\s]+$/.test(opts.hookscript)) {
+    throw new HomeostatError('HOMEOSTAT_ERR_CONFIG', `hookscript '${opts.hookscript}': expected a snippet volume id, e.g. local:snippets/homeostat-hook`);
+  }
+
   const model = new SimModel(opts.fleet, { seed: opts.seed, initial: opts.initial });
+  if (opts.hookscript) for (const g of model.guests.values()) g.config.hookscript ??= opts.hookscript;
   const tasks = new TaskRegistry();
-  const ops = new GuestOps(model, tasks, timeScale);
+  const hooks = new HookRunner(opts.snippetsDir ?? defaultSnippetsDir(), log);
+  hooks.env = { ...(opts.hookEnv ?? {}) };
+  const ops = new GuestOps(model, tasks, timeScale, hooks);
   const faults = new FaultRegistry(model, ops, tasks, log);
-  const world: SimWorld = { model, tasks, ops, faults, timeScale, log };
+  const world: SimWorld = { model, tasks, ops, faults, hooks, timeScale, log };
   const handler = createRequestHandler(world, new TokenAuth(tokenId, tokenSecret));
 
   const cert = opts.http ? undefined : await generateSelfSignedCert(host);

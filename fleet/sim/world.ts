@@ -2,6 +2,7 @@
 import { type Logger } from '../../core/mod.ts';
 import type { FaultRegistry } from './faults.ts';
 import type { GuestOps } from './guest-ops.ts';
+import type { HookRunner } from './hooks.ts';
 import type { SimModel, SimNode } from './model.ts';
 import type { ParamValues } from './params.ts';
 import type { TaskRegistry } from './tasks.ts';
@@ -11,6 +12,7 @@ export interface SimWorld {
   tasks: TaskRegistry;
   ops: GuestOps;
   faults: FaultRegistry;
+  hooks: HookRunner;
   timeScale: number;
   log: Logger;
 }

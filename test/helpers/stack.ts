@@ -3,7 +3,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startNatsServer } from '../../cli/nats-server.ts';
+import { startNatsServer, type NatsServerHandle } from '../../cli/nats-server.ts';
 import { createLogger, sleep } from '../../core/mod.ts';
 import { loadConfig, type AgentName } from '../../agents/mod.ts';
 import { startStack, type Stack } from '../../cli/stack.ts';
@@ -19,10 +19,13 @@ export interface TestStack extends Stack {
   bus: Bus;
   sim: NonNullable<Stack['sim']>;
   api: ReturnType<typeof simApi>;
+  /** The stack's own nats-server: tests stop it and start it again on the same port and store. */
+  nats: NatsServerHandle;
+  natsDir: string;
 }
 
 /** The stack, a client bus, and (unless `ready: false`) a fleet that is healthy and seen so by sensing. */
-export async function testStack(opts: { policies?: Record<string, unknown>; timeScale?: number; agents?: AgentName[]; services?: Record<string, unknown>; source?: string; ready?: boolean; env?: Record<string, string> } = {}): Promise<TestStack> {
+export async function testStack(opts: { policies?: Record<string, unknown>; timeScale?: number; agents?: AgentName[]; services?: Record<string, unknown>; source?: string; ready?: boolean; env?: Record<string, string>; hooks?: boolean } = {}): Promise<TestStack> {
   const manifest = structuredClone(REFERENCE_MANIFEST) as typeof REFERENCE_MANIFEST & { policies: Record<string, unknown> };
   manifest.policies = { senseIntervalMs: 200, probeTimeoutMs: 500, cooldownMs: 0, fenceDelayMs: 1000, guestBootTimeoutMs: 10_000, approvalTimeoutMs: 3000, ...(opts.policies ?? {}) };
   const fleet = buildFleet(manifest);
@@ -35,7 +38,7 @@ export async function testStack(opts: { policies?: Record<string, unknown>; time
     fleet,
     log: createLogger(process.env.TEST_LOG_LEVEL ?? 'silent'),
     natsUrl: nats.url,
-    sim: { port: 0, http: true, timeScale: opts.timeScale ?? 0.05 },
+    sim: { port: 0, http: true, timeScale: opts.timeScale ?? 0.05, hooks: opts.hooks },
     agents: opts.agents,
     services: opts.services,
   });
@@ -43,12 +46,12 @@ export async function testStack(opts: { policies?: Record<string, unknown>; time
   const bus = await Bus.connect({ servers: nats.url, source: opts.source ?? 'test' });
   const stopStack = stack.stop;
   const ts = Object.assign(stack, {
-    fleet, sim: stack.sim!, api, bus,
+    fleet, sim: stack.sim!, api, bus, nats, natsDir: dir,
     stop: async () => {
       await bus.stop();
       await api.close();
       await stopStack();
-      await nats.stop();
+      await ts.nats.stop();
       rmSync(dir, { recursive: true, force: true });
     },
   });
