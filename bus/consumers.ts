@@ -22,8 +22,13 @@ export async function ensureConsumer(jsm: JetStreamManager, stream: string, cfg:
     if (!/not found/i.test(String((e as Error).message))) throw e;
   }
   if (!current) {
-    await jsm.consumers.add(stream, cfg);
-    return;
+    try {
+      await jsm.consumers.add(stream, cfg);
+      return;
+    } catch (e) {
+      // a replica of the same agent created it first (with its own start time): use that one
+      current = (await jsm.consumers.info(stream, cfg.durable_name).catch(() => { throw e; })).config;
+    }
   }
   const changed: Partial<ConsumerConfig> = {};
   for (const k of UPDATABLE) {

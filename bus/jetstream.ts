@@ -29,7 +29,7 @@ export interface FleetKv {
   workflows: KV;
 }
 
-function fleetConfig(): Partial<StreamConfig> & { name: string } {
+function fleetConfig(replicas: number): Partial<StreamConfig> & { name: string } {
   return {
     name: FLEET_STREAM,
     subjects: FLEET_OWN_SUBJECTS,
@@ -42,11 +42,11 @@ function fleetConfig(): Partial<StreamConfig> & { name: string } {
     max_age: 7 * 24 * 3600 * SEC,
     max_bytes: 1024 * 1024 * 1024,
     duplicate_window: DEDUP_WINDOW_MS * NS,
-    num_replicas: 1,
+    num_replicas: replicas,
   };
 }
 
-function auditConfig(): Partial<StreamConfig> & { name: string } {
+function auditConfig(replicas: number): Partial<StreamConfig> & { name: string } {
   return {
     name: AUDIT_STREAM,
     subjects: AUDIT_STREAM_SUBJECTS,
@@ -54,7 +54,7 @@ function auditConfig(): Partial<StreamConfig> & { name: string } {
     retention: RetentionPolicy.Limits,
     max_age: 365 * 24 * 3600 * SEC,
     duplicate_window: DEDUP_WINDOW_MS * NS,
-    num_replicas: 1,
+    num_replicas: replicas,
   };
 }
 
@@ -68,6 +68,8 @@ async function ensureStream(jsm: JetStreamManager, cfg: Partial<StreamConfig> & 
     const { name: _n, storage: _s, ...update } = cfg;
     void _n;
     void _s;
+    // replicas only ever go up here: a client that sees one server must not shrink a cluster's stream
+    update.num_replicas = Math.max(info.config.num_replicas ?? 1, cfg.num_replicas ?? 1);
     await jsm.streams.update(name, { ...info.config, ...update });
   } catch (e) {
     if ((e as { name?: string }).name === 'StreamNotFoundError' || /not found/i.test(String((e as Error).message))) {
@@ -76,6 +78,12 @@ async function ensureStream(jsm: JetStreamManager, cfg: Partial<StreamConfig> & 
       throw e;
     }
   }
+}
+
+/** Replicas for streams and buckets created here: 3 on a cluster (what losing one server
+ *  without losing data takes), 1 on a single server. Existing streams and buckets keep theirs. */
+export function defaultReplicas(nc: NatsConnection): number {
+  return nc.info?.cluster ? 3 : 1;
 }
 
 async function exists(jsm: JetStreamManager, stream: string): Promise<boolean> {
@@ -88,15 +96,18 @@ async function exists(jsm: JetStreamManager, stream: string): Promise<boolean> {
   }
 }
 
-export async function ensureJetStream(nc: NatsConnection, opts: { manage?: boolean } = {}): Promise<{ jsm: JetStreamManager; kv: FleetKv }> {
+export async function ensureJetStream(nc: NatsConnection, opts: { manage?: boolean; replicas?: number } = {}): Promise<{ jsm: JetStreamManager; kv: FleetKv }> {
+  const replicas = opts.replicas ?? defaultReplicas(nc);
+  // a cluster electing its leaders may need longer before it answers API requests
+  const attempts = replicas > 1 ? 10 : 5;
   const jsm = await withRetry(() => jetstreamManager(nc, { timeout: 5000 }));
-  for (const cfg of [auditConfig(), fleetConfig()]) {
-    if (opts.manage || !(await withRetry(() => exists(jsm, cfg.name), 5))) await withRetry(() => ensureStream(jsm, cfg), 5);
+  for (const cfg of [auditConfig(replicas), fleetConfig(replicas)]) {
+    if (opts.manage || !(await withRetry(() => exists(jsm, cfg.name), attempts))) await withRetry(() => ensureStream(jsm, cfg), attempts);
   }
   const kvm = new Kvm(nc);
   const open = async (bucket: string, history = 1) => {
-    if (!opts.manage && (await withRetry(() => exists(jsm, `KV_${bucket}`), 5))) return kvm.open(bucket);
-    return withRetry(() => kvm.create(bucket, { history, storage: StorageType.File }), 5);
+    if (!opts.manage && (await withRetry(() => exists(jsm, `KV_${bucket}`), attempts))) return kvm.open(bucket);
+    return withRetry(() => kvm.create(bucket, { history, storage: StorageType.File, replicas }), attempts);
   };
   const kv: FleetKv = {
     fleetState: await open(BUCKETS.fleetState),

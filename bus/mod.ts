@@ -13,5 +13,6 @@ export * from './seal.ts';
 export * from './identity.ts';
 export * from './permissions.ts';
 export * from './consumers.ts';
+export * from './lease.ts';
 // Transitional: the kernel moved to core/; import it from '../core/mod.ts' (issue 10 removes this).
 export * from '../core/mod.ts';

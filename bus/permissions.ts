@@ -39,7 +39,8 @@ const OWN: Record<IdentityName, string[]> = {
 export function permissionsOf(name: IdentityName): Permissions {
   return {
     publish: name === 'admin' ? OWN.admin : [...COMMON, ...OWN[name]],
-    subscribe: ['fleet.>', '_INBOX.>'],
+    // the max-deliveries advisories turn exhausted messages into dead letters (bus/consumers.ts)
+    subscribe: ['fleet.>', '_INBOX.>', '$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.>'],
   };
 }
 

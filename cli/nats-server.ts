@@ -86,7 +86,17 @@ export function natsServerEnv(env: NodeJS.ProcessEnv = process.env, extra: Recor
   return { ...out, ...extra };
 }
 
-export async function startNatsServer(opts: { dataDir: string; port?: number; host?: string; env?: Record<string, string>; auth?: Keyring }): Promise<NatsServerHandle> {
+export interface NatsServerOptions {
+  dataDir: string;
+  port?: number;
+  host?: string;
+  env?: Record<string, string>;
+  auth?: Keyring;
+  /** Extra command-line arguments (cluster routes, server name); they add to the config file. */
+  args?: string[];
+}
+
+export async function startNatsServer(opts: NatsServerOptions): Promise<NatsServerHandle> {
   const bin = findNatsServer();
   if (!bin) {
     throw new HomeostatError('HOMEOSTAT_ERR_NATS_MISSING', 'nats-server is not on PATH');
@@ -100,6 +110,7 @@ export async function startNatsServer(opts: { dataDir: string; port?: number; ho
     writeFileSync(conf, natsServerConfig({ host, port, storeDir: opts.dataDir, users: natsUsers(opts.auth) }), { mode: 0o600 });
     args = ['-c', conf];
   }
+  args.push(...(opts.args ?? []));
   const child: ChildProcess = spawn(bin, args, {
     stdio: ['ignore', 'ignore', 'pipe'],
     env: natsServerEnv(process.env, opts.env),

@@ -1,14 +1,17 @@
 // The embedded default: nats-server (unless --nats), the simulator (with --sim), then agents,
 // each on its own NATS connection as it would be in compose. Used by `up` and the e2e tests.
-import { join } from 'node:path';
+import { existsSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import { HomeostatError, type AppLogger } from '../core/mod.ts';
 import { Bus, clearCurrentState, identityOfAgent, type Identity } from '../bus/mod.ts';
 import { AGENT_NAMES, createMetrics, loadAgent, type AgentHandle, type AgentName, type Config, type Metrics } from '../agents/mod.ts';
 import type { Fleet } from '../fleet/manifest.ts';
 import type { PveApi } from '../fleet/pve-types.ts';
 import { startNatsServer, type NatsServerHandle } from './nats-server.ts';
+import { startNatsCluster } from './nats-cluster.ts';
+import { startAgentProcesses, type AgentProcesses } from './agent-processes.ts';
 import { ephemeralKeyring, loadOrCreateKeyring, type Keyring } from './keyring.ts';
-import { startSimulator, type SimulatorHandle } from '../fleet/sim/mod.ts';
+import { defaultSnippetsDir, startSimulator, type SimulatorHandle } from '../fleet/sim/mod.ts';
 import { createPveClient } from '../fleet/pve-client.ts';
 
 export interface StackOptions {
@@ -19,6 +22,14 @@ export interface StackOptions {
   natsUrl?: string;
   dataDir?: string;
   natsPort?: number;
+  /** Start this many local nats-servers as one cluster (routes, JetStream, 3 replicas). */
+  natsCluster?: number;
+  /** Run every agent as this many separate processes instead of in this one. */
+  replicas?: number;
+  /** Per agent and replica: extra `homeostat agent` arguments (with `replicas`). */
+  agentArgs?: (agent: AgentName, replica: number) => string[];
+  /** The fleet manifest's file, for agent processes (default: the reference fleet). */
+  fleetFile?: string;
   /** `hooks`: every guest runs deploy/pve/homeostat-hook, reporting to sensing's receiver (needs services.alertmanagerPort). */
   sim?: { port?: number; http?: boolean; timeScale?: number; tokenId?: string; tokenSecret?: string; keepState?: boolean; hooks?: boolean };
   agents?: readonly AgentName[];
@@ -38,6 +49,10 @@ export interface StackOptions {
 
 export interface Stack {
   natsUrl: string;
+  /** The nats-servers this stack started (one, or the cluster's). */
+  natsServers: { url: string; pid: number }[];
+  /** With `replicas`: the agents' processes. */
+  processes?: AgentProcesses;
   /** The operator's credentials file (CLI, console), when the identities are on disk. */
   natsCreds?: string;
   keyring: Keyring;
@@ -69,17 +84,27 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
   };
   try {
     let natsUrl = opts.natsUrl;
-    let nats: NatsServerHandle | undefined;
+    const natsServers: NatsServerHandle[] = [];
     let keyring = opts.keyring;
     let auth = opts.auth ?? false;
+    const dataDir = opts.dataDir ?? '.homeostat';
     if (!natsUrl) {
-      const dataDir = opts.dataDir ?? '.homeostat';
       keyring ??= loadOrCreateKeyring(join(dataDir, 'creds'));
       auth = true;
-      nats = await startNatsServer({ dataDir: join(dataDir, 'nats'), port: opts.natsPort ?? 4222, auth: keyring });
-      natsUrl = nats.url;
-      cleanups.push(() => nats!.stop());
-      log.info({ natsUrl, pid: nats.pid, creds: keyring.dir }, 'nats-server started (authentication on)');
+      if (opts.natsCluster && opts.natsCluster > 1) {
+        // every server of the cluster carries the same users and permissions
+        const cluster = await startNatsCluster({ dataDir, size: opts.natsCluster, port: opts.natsPort ?? 4222, auth: keyring });
+        natsUrl = cluster.url;
+        natsServers.push(...cluster.servers);
+        cleanups.push(() => cluster.stop());
+        log.info({ natsUrl, pids: cluster.servers.map((s) => s.pid), creds: keyring.dir }, 'nats cluster started (authentication on)');
+      } else {
+        const nats = await startNatsServer({ dataDir: join(dataDir, 'nats'), port: opts.natsPort ?? 4222, auth: keyring });
+        natsUrl = nats.url;
+        natsServers.push(nats);
+        cleanups.push(() => nats.stop());
+        log.info({ natsUrl, pid: nats.pid, creds: keyring.dir }, 'nats-server started (authentication on)');
+      }
     }
     keyring ??= ephemeralKeyring();
     const ring = keyring;
@@ -109,7 +134,8 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
         timeScale: opts.sim.timeScale,
         tokenId: opts.sim.tokenId ?? config.PVE_TOKEN_ID,
         tokenSecret: opts.sim.tokenSecret ?? config.PVE_TOKEN_SECRET,
-        hookscript: opts.sim.hooks ? 'local:snippets/homeostat-hook' : undefined,
+        // without the script (a trimmed install) the twin's guests get no hook: a missing pre-start hook would stop every start
+        hookscript: opts.sim.hooks && existsSync(join(defaultSnippetsDir(), 'homeostat-hook')) ? 'local:snippets/homeostat-hook' : undefined,
         log: log.child({ agent: 'sim' }),
       });
       cleanups.push(() => sim!.stop());
@@ -144,7 +170,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       const bus = await Bus.connect({ servers: natsUrl!, source: name, log: alog, onDeadLetter: (family, reason) => metrics.deadLetters.inc({ family, reason }), seed: solo ? solo.identity?.seed : seedOf(identityOfAgent(name)), caFile: config.NATS_CA });
       const services = {
         pveCaPem: caPem, pveInsecure: config.PVE_INSECURE, pveTokenId: tokenId, pveTokenSecret: tokenSecret,
-        ...(solo ? {} : { decisionKeys: [ring.get('decision').publicKey], operatorKeys: [ring.get('operator').publicKey] }),
+        ...(solo ? {} : { decisionKeys: [ring.get('decision').publicKey], operatorKeys: [ring.get('operator').publicKey, ring.get('operator-agent').publicKey] }),
         ...(opts.services ?? {}),
       };
       const handle = await mod.start({ name, config, log: alog, bus, fleet, pve, pveUrl, services, identity, metrics });
@@ -163,13 +189,42 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       buses.delete(name);
     };
     const wanted = opts.agents ?? AGENT_NAMES;
-    for (const name of AGENT_ORDER) if (wanted.includes(name)) await startAgent(name);
-    cleanups.push(async () => {
-      for (const name of [...AGENT_ORDER].reverse()) if (agents.has(name)) await stopAgent(name);
-    });
+    let processes: AgentProcesses | undefined;
+    if (opts.replicas) {
+      // separate processes read what this one was given from their environment
+      let caFile: string | undefined;
+      if (caPem && sim) {
+        caFile = join(dataDir, 'sim-ca.pem');
+        writeFileSync(caFile, caPem);
+      }
+      const env: NodeJS.ProcessEnv = {
+        ...process.env,
+        NATS_URL: natsUrl,
+        ...(pveUrl ? { PVE_URL: pveUrl } : {}),
+        ...(tokenId ? { PVE_TOKEN_ID: tokenId } : {}),
+        ...(tokenSecret ? { PVE_TOKEN_SECRET: tokenSecret } : {}),
+        ...(caFile ? { PVE_CA_FILE: caFile } : {}),
+        ...(opts.fleetFile ? { HOMEOSTAT_FLEET: resolve(opts.fleetFile) } : {}),
+        HOMEOSTAT_DECISION_KEYS: ring.get('decision').publicKey,
+        HOMEOSTAT_OPERATOR_KEYS: ring.get('operator').publicKey,
+      };
+      const envFor = (agent: AgentName): NodeJS.ProcessEnv => {
+        const creds = auth ? ring.file(identityOfAgent(agent)) : undefined;
+        return creds ? { ...env, NATS_CREDS: creds } : env;
+      };
+      processes = await startAgentProcesses({ agents: AGENT_ORDER.filter((a) => wanted.includes(a)), replicas: opts.replicas, env: envFor, log, argsFor: opts.agentArgs });
+      cleanups.push(() => processes!.stop());
+    } else {
+      for (const name of AGENT_ORDER) if (wanted.includes(name)) await startAgent(name);
+      cleanups.push(async () => {
+        for (const name of [...AGENT_ORDER].reverse()) if (agents.has(name)) await stopAgent(name);
+      });
+    }
 
     // the twin's hookscripts report to sensing's receiver, as a PVE node's would
-    const receiverPort = (agents.get('sensing') as { alertmanagerPort?: number } | undefined)?.alertmanagerPort;
+    // (with replicas, sensing's first replica listens on the port it was given)
+    const givenPort = opts.replicas && typeof opts.services?.alertmanagerPort === 'number' && opts.services.alertmanagerPort > 0 ? opts.services.alertmanagerPort : undefined;
+    const receiverPort = (agents.get('sensing') as { alertmanagerPort?: number } | undefined)?.alertmanagerPort ?? givenPort;
     const hookUrl = sim && opts.sim?.hooks && receiverPort !== undefined ? `http://127.0.0.1:${receiverPort}/pve/hook` : undefined;
     if (sim && hookUrl) {
       sim.state.hooks.env.HOMEOSTAT_HOOK_URL = hookUrl;
@@ -178,6 +233,8 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
 
     return {
       natsUrl,
+      natsServers: natsServers.map((n) => ({ url: n.url, pid: n.pid })),
+      processes,
       natsCreds: ring.file('operator'),
       keyring: ring,
       pveUrl,

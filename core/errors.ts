@@ -30,6 +30,7 @@ export const ErrorCodes = {
   HOMEOSTAT_ERR_PORT_IN_USE: 'pick free ports (0 = any free port) for the flags named',
   HOMEOSTAT_ERR_NOT_CONFIRMED: 'run it on a terminal to confirm, or pass --yes',
   HOMEOSTAT_ERR_AMBIGUOUS: 'the prefix matches more than one id; give more characters',
+  HOMEOSTAT_ERR_AGENT_PROCESS: 'an agent process could not start; its log lines on stderr say why',
   HOMEOSTAT_ERR_INTERNAL: 'a bug: please report it with the log line',
 } as const;
 

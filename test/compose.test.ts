@@ -12,11 +12,17 @@ const compose = parse(readFileSync('compose.yaml', 'utf8'), { merge: true }) as 
 describe('compose.yaml', () => {
   it('has nats with JetStream and a volume, ollama, one service per agent, and a sim profile', () => {
     const s = compose.services;
-    expect(s.nats.command).toEqual(expect.arrayContaining(['-js']));
+    // a three-server cluster, every server with JetStream, a name and routes to all three
+    const servers = ['nats', 'nats-2', 'nats-3'];
+    for (const n of servers) {
+      expect(s[n].command, n).toEqual(expect.arrayContaining(['-js', '--cluster_name', '--routes']));
+      const routes = s[n].command![s[n].command!.indexOf('--routes') + 1].split(',');
+      expect(routes.map((r) => new URL(r).hostname).sort(), n).toEqual(servers);
+    }
     expect(s.ollama.image).toMatch(/^ollama\//);
     for (const a of AGENT_NAMES) expect(s[a]?.command?.slice(0, 3), a).toEqual(['homeostat', 'agent', a]);
     expect(s.sim.profiles).toEqual(['sim']);
-    for (const a of AGENT_NAMES) expect(s[a].environment?.NATS_URL).toBe('nats://nats:4222');
+    for (const a of AGENT_NAMES) expect(s[a].environment?.NATS_URL).toBe('nats://nats:4222,nats://nats-2:4222,nats://nats-3:4222');
   });
 
   it('every service command exists in the CLI and accepts its flags (--help exits 0)', () => {

@@ -3,6 +3,7 @@
 // Analyzer; alerts and incidents come out through one ordered outbox. After a restart its memory
 // is rebuilt from the fleet-state and incidents KV before the consumers resume.
 import { decode, DesiredState, patterns, type Action, type ActionPhase, type Alert, type ApiEvent, type Envelope, type GuestEvent, type MetricSample, type NodeEvent, type Stoppable } from '../../bus/mod.ts';
+import { retry } from '../../core/mod.ts';
 import { agentHandle, every, type AgentHandle, type AgentModule } from '../runtime/agent.ts';
 import { Analyzer } from './analyzer.ts';
 import { analysisOptions } from './options.ts';
@@ -36,7 +37,9 @@ export const agent: AgentModule = {
     const outbox = new Outbox(bus, log, (out, seenAt) => metrics.record(out, seenAt));
     const latency = new LatencyLog();
     try {
-      const r = await rebuild(bus, analyzer);
+      // a cluster electing a new leader answers again within seconds: a model built from an
+      // unreadable KV would be wrong, so ask a few times before starting empty
+      const r = await retry(() => rebuild(bus, analyzer), { attempts: 8, baseMs: 100, maxMs: 1000 });
       log.info(r, 'analysis memory rebuilt from KV');
     } catch (e) {
       log.warn({ err: (e as Error).message }, 'could not read KV; starting with empty memory');

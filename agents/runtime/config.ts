@@ -12,6 +12,16 @@ const url = (protocols: string[], what: string) =>
     }
   }, `expected ${what}`);
 
+/** One URL, or a comma-separated list of a cluster's servers (clients reconnect to any of them). */
+const urlList = (protocols: string[], what: string) =>
+  z.string().refine((v) => v.split(',').every((one) => {
+    try {
+      return protocols.includes(new URL(one.trim()).protocol);
+    } catch {
+      return false;
+    }
+  }), `expected ${what}`);
+
 const bool = z
   .enum(['0', '1', 'true', 'false', 'yes', 'no', ''], { message: 'expected 1 or 0' })
   .transform((v) => v === '1' || v === 'true' || v === 'yes');
@@ -20,7 +30,7 @@ const keyList = z.string().transform((v) => v.split(',').map((k) => k.trim()).fi
   .refine((ks) => ks.length > 0 && ks.every((k) => /^U[A-Z2-7]{55}$/.test(k)), 'expected comma-separated NATS user public keys (U…, 56 characters)');
 
 export const ConfigSchema = z.object({
-  NATS_URL: url(['nats:', 'tls:', 'ws:', 'wss:'], 'a nats:// URL, e.g. nats://127.0.0.1:4222').default('nats://127.0.0.1:4222'),
+  NATS_URL: urlList(['nats:', 'tls:', 'ws:', 'wss:'], 'a nats:// URL or a comma-separated list of them, e.g. nats://127.0.0.1:4222').default('nats://127.0.0.1:4222'),
   PVE_URL: url(['http:', 'https:'], 'an http(s) URL of the PVE API, e.g. https://pve.lan:8006').optional(),
   PVE_TOKEN_ID: z.string().regex(/^[^@\s]+@[^!\s]+![A-Za-z0-9._-]+$/, 'expected USER@REALM!TOKENID, e.g. homeostat@pve!agent').optional(),
   PVE_TOKEN_SECRET: z.string().regex(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/, 'expected the token secret as the lowercase UUID pveum printed').optional(),

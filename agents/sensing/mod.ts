@@ -3,11 +3,12 @@
 // latest state in the fleet-state KV. A PVE outage is an event (PveUnavailable), never a crash.
 // Optionally listens for Alertmanager webhooks and PVE hookscript reports (services.alertmanagerPort):
 // a hook report starts a round at once (push), polling stays the fallback.
+import { retry } from '../../core/mod.ts';
 import { agentHandle, every, type AgentHandle, type AgentModule } from '../runtime/agent.ts';
 import { startAlertReceiver, type AlertReceiver, type HookSink } from './alertmanager.ts';
 import { PveObserver } from './observe.ts';
 import { sensingOptions } from './options.ts';
-import { Prober } from './probe.ts';
+import { Prober, type ProbeResult } from './probe.ts';
 import { loadRecords, publishEmissions } from './publish.ts';
 import { FleetTracker } from './tracker.ts';
 import type { Fleet } from '../../fleet/manifest.ts';
@@ -53,13 +54,15 @@ export const agent: AgentModule = {
     const observer = new PveObserver(pve, ctx.fleet, opts.roundDeadlineMs, opts.pveUrl ? `PVE API at ${new URL(opts.pveUrl).host}` : undefined);
     const prober = new Prober(opts, ctx.fleet, log);
     const tracker = new FleetTracker(ctx.fleet, opts.healthFailures, opts.kvRefreshMs, opts.bootGraceMs);
-    const seeded = await loadRecords(ctx.bus).catch((e: unknown) => {
+    const seeded = await retry(() => loadRecords(ctx.bus), { attempts: 8, baseMs: 100, maxMs: 1000 }).catch((e: unknown) => {
       log.warn({ err: (e as Error).message }, 'could not read fleet-state KV; starting without previous state');
       return { guests: [], nodes: [], api: undefined };
     });
     tracker.seed(seeded.guests, seeded.nodes, seeded.api);
 
     let apiDown = false;
+    let lastProbes = new Map<number, ProbeResult>();
+    let lastFullProbe = 0;
     const round = async () => {
       await prober.detectSimulator();
       const hooked = new Map(hints);
@@ -71,7 +74,13 @@ export const agent: AgentModule = {
         else log.info('PVE API available again');
       }
       const running = obs.api.ok ? [...obs.guests.values()].filter((g) => g.reachable && g.state === 'running').map((g) => g.vmid) : [];
-      const probes = await prober.probeAll(running);
+      // a round a hook brought forward probes only the hooked guests (the others' probes are
+      // younger than one interval); every other round probes everything
+      const partial = hooked.size > 0 && Date.now() - lastFullProbe < opts.intervalMs;
+      const fresh = await prober.probeAll(partial ? running.filter((v) => hooked.has(v)) : running);
+      const probes = partial ? new Map([...lastProbes].filter(([v]) => !hooked.has(v)).concat([...fresh])) : fresh;
+      if (!partial) lastFullProbe = Date.now();
+      lastProbes = probes;
       try {
         await publishEmissions(ctx.bus, tracker.apply(obs, probes, undefined, hooked));
       } catch (e) {

@@ -1,7 +1,8 @@
 // `homeostat agent <name>`: one agent in its own process (compose runs one per service).
+import { hostname } from 'node:os';
 import { createLogger, HomeostatError } from '../../core/mod.ts';
-import { readIdentity } from '../../bus/mod.ts';
 import { AGENT_NAMES, createMetrics, loadConfig } from '../../agents/mod.ts';
+import { acquireLease, Bus, readIdentity, type HeldLease } from '../../bus/mod.ts';
 import { loadFleetFile } from '../../fleet/manifest.ts';
 import { referenceFleet } from '../../fleet/reference-fleet.ts';
 import { parseCommand, parseIntFlag } from '../args.ts';
@@ -18,6 +19,12 @@ Its identity comes from NATS_CREDS (an nkey seed file); the action agent trusts 
 agent's key from HOMEOSTAT_DECISION_KEYS, the decision agent the operators' keys from
 HOMEOSTAT_OPERATOR_KEYS (see docs/security.md).
 Prints {"ready":true,"agent":...} on stdout; SIGINT/SIGTERM drain and exit 0.
+
+Replicated (HOMEOSTAT_REPLICA set, as \`up --replicas N\` does): sensing, analysis and workflows are
+singletons with a lease in KV: one replica is active, the others wait (ready line "role":"standby")
+and take over within ~5 s (lease 4 s) when the active one dies; a replica that loses its lease exits (1) and
+is started again as a standby. Decision, action and operator replicas share their durable
+consumers and request queues.
 
   --metrics-port N        serve this agent's Prometheus metrics on http://H:N/metrics (0 = a free port)
   --metrics-host H        the address for metrics (default 127.0.0.1; 0.0.0.0 in containers)
@@ -49,18 +56,49 @@ export async function agentMain(argv: string[]): Promise<number> {
   const signalled = waitForShutdownSignal();
   const amPort = parseIntFlag('alertmanager-port', values['alertmanager-port']);
   const services = amPort === undefined ? {} : { alertmanagerPort: amPort, ...(values['alertmanager-host'] ? { alertmanagerHost: values['alertmanager-host'] } : {}) };
+  const standalone = { identity: config.NATS_CREDS ? readIdentity(config.NATS_CREDS) : undefined };
+  let lease: HeldLease | undefined;
+  let leaseBus: Bus | undefined;
+  if (process.env.HOMEOSTAT_REPLICA !== undefined && SINGLETONS.has(name)) {
+    leaseBus = await Bus.connect({ servers: config.NATS_URL, source: `${name}-lease`, log, seed: standalone.identity?.seed, caFile: config.NATS_CA });
+    printJson({ ready: true, agent: name, natsUrl: config.NATS_URL, role: 'standby' });
+    const abort = new AbortController();
+    void signalled.then(() => abort.abort());
+    // in fleet-state: the one bucket every singleton may write (bus/permissions.ts)
+    lease = await acquireLease({ kv: leaseBus.kv.fleetState, name, holder: `${hostname()}:${process.pid}:${name}`, ttlMs: LEASE_TTL_MS, intervalMs: LEASE_RENEW_MS }, abort.signal);
+    if (!lease) {
+      await leaseBus.stop();
+      return 0;
+    }
+    log.info({ agent: name }, 'lease acquired: this replica is active');
+  }
   const metricsPort = parseIntFlag('metrics-port', values['metrics-port']);
   const metrics = createMetrics();
   const metricsServer = metricsPort === undefined ? undefined : await startMetricsServer({ registry: metrics.registry, port: metricsPort, host: values['metrics-host'] });
-  const standalone = { identity: config.NATS_CREDS ? readIdentity(config.NATS_CREDS) : undefined };
   const stack = await startStack({ config, fleet, log, natsUrl: config.NATS_URL, agents: [name], services, metrics, standalone }).catch(async (e: unknown) => {
     await metricsServer?.close();
     throw e;
   });
-  printJson({ ready: true, agent: name, natsUrl: config.NATS_URL, ...(metricsServer ? { metricsUrl: metricsServer.url } : {}) });
+  if (!lease) printJson({ ready: true, agent: name, natsUrl: config.NATS_URL, ...(metricsServer ? { metricsUrl: metricsServer.url } : {}) });
   const handle = stack.agents.get(name)!;
-  const outcome = await Promise.race([signalled.then(() => 'signal' as const), handle.stopped.then((r) => r)]);
+  const outcome = await Promise.race([
+    signalled.then(() => 'signal' as const),
+    handle.stopped.then((r) => r),
+    ...(lease ? [lease.lost.then(() => 'lost' as const)] : []),
+  ]);
+  if (outcome === 'lost') log.warn({ agent: name }, 'lease lost: another replica is active now; stopping');
   await stack.stop();
+  await lease?.release();
+  await leaseBus?.stop();
   await metricsServer?.close();
-  return outcome instanceof Error ? 1 : 0;
+  return outcome instanceof Error || outcome === 'lost' ? 1 : 0;
 }
+
+/** One active replica at a time: a fleet model (analysis), one poller per PVE API (sensing), one
+ *  runner of persisted workflows (workflows). */
+const SINGLETONS = new Set<string>(['sensing', 'analysis', 'workflows']);
+/** Takeover after a SIGKILL: the lease's expiry (4 s) + the waiting replica's next look (≤ 0.5 s)
+ *  + its start. The holder steps down after 3.5 s without a renewal: a busy start-up on a loaded
+ *  host stalls the event loop for seconds, and a shorter lease flapped there. */
+const LEASE_TTL_MS = 4000;
+const LEASE_RENEW_MS = 500;

@@ -13,6 +13,7 @@ import { waitForShutdownSignal } from '../signals.ts';
 import { checkPorts, claimDataDir, DEFAULT_DATA_DIR } from '../data-dir.ts';
 
 const HELP = `Usage: homeostat up [--sim] [--fleet FILE] [--nats URL] [--data-dir DIR] [--nats-port N] [--sim-port N] [--http] [--agents LIST] [--alertmanager-port N|off] [--metrics-port N|off] [--console-port N|off] [--console-host H] [--console-token T] [--keep-state]
+                    [--nats-cluster N] [--replicas N]
 
 Runs homeostat in one process: its own nats-server -js (unless --nats), the PVE-API simulator
 (with --sim) and all agents. Prints one JSON line on stdout when ready:
@@ -39,6 +40,13 @@ Ctrl-C / SIGTERM stops everything it started (and nothing else).
                    webhook_config url) and PVE hookscripts (POST /pve/hook, deploy/pve/homeostat-hook);
                    default 9095, 0 = a free port, off = do not listen. With --sim every simulated
                    guest runs that hookscript, reporting here (push detection; polling stays)
+  --nats-cluster N start N local nats-servers (N >= 3) joined by routes, JetStream on each; every
+                   stream and bucket gets 3 replicas, so losing one server loses nothing. The ready
+                   line lists natsServers [{url,pid}]; natsUrl is their comma-separated URLs
+                   (every client command accepts it). Stores in <data-dir>/nats-1..N
+  --replicas N     run every agent as N separate processes (plain node, \`homeostat agent\`)
+                   instead of inside this one; the ready line lists processes [{agent,pid}]. A
+                   process that dies is started again; the others carry on meanwhile
   --metrics-port N Prometheus metrics of every agent on http://127.0.0.1:N/metrics (default 9464;
                    0 = a free port, off = none); the ready line names it as metricsUrl
   --console-port N the web console on http://127.0.0.1:N/ (default 8080; 0 = a free port, off =
@@ -61,6 +69,8 @@ export async function upMain(argv: string[]): Promise<number> {
     agents: { type: 'string' },
     'keep-state': { type: 'boolean', default: false },
     'alertmanager-port': { type: 'string', default: '9095' },
+    'nats-cluster': { type: 'string' },
+    replicas: { type: 'string' },
     'metrics-port': { type: 'string', default: '9464' },
     'console-port': { type: 'string', default: '8080' },
     'console-host': { type: 'string', default: '127.0.0.1' },
@@ -79,6 +89,10 @@ export async function upMain(argv: string[]): Promise<number> {
   const agents = values.agents?.split(',').map((s) => s.trim()).filter(Boolean);
   for (const a of agents ?? []) if (!isAgentName(a)) throw new HomeostatError('HOMEOSTAT_ERR_USAGE', `--agents: unknown agent ${JSON.stringify(a)}; expected ${AGENT_NAMES.join(',')}`);
   const alertmanagerPort = values['alertmanager-port'] === 'off' ? undefined : parseIntFlag('alertmanager-port', values['alertmanager-port']);
+  const natsCluster = parseIntFlag('nats-cluster', values['nats-cluster'], 1, 9);
+  if (natsCluster !== undefined && natsCluster > 1 && natsCluster < 3) throw new HomeostatError('HOMEOSTAT_ERR_USAGE', `--nats-cluster: JetStream replication needs at least 3 servers, got ${natsCluster}`);
+  if (natsCluster !== undefined && values.nats) throw new HomeostatError('HOMEOSTAT_ERR_USAGE', '--nats-cluster starts its own servers; it cannot be combined with --nats');
+  const replicas = parseIntFlag('replicas', values.replicas, 1, 16);
   const metricsPort = values['metrics-port'] === 'off' ? undefined : parseIntFlag('metrics-port', values['metrics-port']);
   const consolePort = values['console-port'] === 'off' ? undefined : parseIntFlag('console-port', values['console-port']);
   const consoleToken = values['console-token'] ?? (process.env.HOMEOSTAT_CONSOLE_TOKEN || undefined);
@@ -116,6 +130,11 @@ export async function upMain(argv: string[]): Promise<number> {
       natsUrl: values.nats,
       dataDir: dataDir.dir,
       natsPort,
+      natsCluster,
+      replicas,
+      // the Alertmanager receiver is one port: sensing's first replica listens on it
+      agentArgs: (agent, replica) => (agent === 'sensing' && replica === 1 && alertmanagerPort !== undefined ? ['--alertmanager-port', String(alertmanagerPort)] : []),
+      ...(fleetFile ? { fleetFile } : {}),
       sim: values.sim ? { port: simPort, http: values.http, timeScale, keepState: values['keep-state'], hooks: alertmanagerPort !== undefined } : undefined,
       agents: agents as AgentName[] | undefined,
       services: alertmanagerPort === undefined ? {} : { alertmanagerPort },
@@ -132,7 +151,7 @@ export async function upMain(argv: string[]): Promise<number> {
       await metricsServer?.close();
       throw e;
     });
-    const amPort = (stack.agents.get('sensing') as { alertmanagerPort?: number } | undefined)?.alertmanagerPort;
+    const amPort = replicas ? alertmanagerPort : (stack.agents.get('sensing') as { alertmanagerPort?: number } | undefined)?.alertmanagerPort;
     const ready = {
       ready: true,
       natsUrl: stack.natsUrl,
@@ -145,10 +164,13 @@ export async function upMain(argv: string[]): Promise<number> {
       ...(consoleServer ? { consoleUrl: consoleServer.url } : {}),
       fleet: fleet.name,
       guests: fleet.guests.length,
-      agents: [...stack.agents.keys()],
+      agents: stack.processes ? [...new Set(stack.processes.list().map((p) => p.agent))] : [...stack.agents.keys()],
+      ...(natsCluster && natsCluster > 1 ? { natsServers: stack.natsServers } : {}),
+      ...(stack.processes ? { processes: stack.processes.list().map(({ agent, pid }) => ({ agent, pid })) } : {}),
       dataDir: dataDir.dir,
     };
-    dataDir.writeReady(ready);
+    // the file (mode 600) also keeps the simulator's CA, so `homeostat fault` can verify it
+    dataDir.writeReady({ ...ready, ...(stack.sim?.caPem ? { pveCaPem: stack.sim.caPem } : {}) });
     printJson(ready);
     const signal = await signalled;
     log.info({ signal }, 'stopping');

@@ -1,0 +1,110 @@
+// `up --replicas N`: every agent as N separate `homeostat agent <name>` processes (plain node on
+// dist/), each waiting for its ready line. A replica that dies is started again after a pause;
+// the others carry on meanwhile (that is what the replicas are for).
+import { spawn, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { HomeostatError } from '../core/mod.ts';
+import type { AgentName, AppLogger } from '../agents/mod.ts';
+
+
+export interface AgentProcess {
+  agent: AgentName;
+  replica: number;
+  pid: number;
+}
+
+export interface AgentProcesses {
+  list(): AgentProcess[];
+  stop(): Promise<void>;
+}
+
+export interface AgentProcessOptions {
+  agents: readonly AgentName[];
+  replicas: number;
+  env: (agent: AgentName) => NodeJS.ProcessEnv;
+  log: AppLogger;
+  /** Extra arguments for one replica (the Alertmanager receiver belongs to sensing's first). */
+  argsFor?: (agent: AgentName, replica: number) => string[];
+  restartDelayMs?: number;
+}
+
+/** bin/homeostat.js from dist/cli/ or from cli/ (tests run the sources). */
+export function binPath(): string {
+  const here = fileURLToPath(import.meta.url);
+  return here.includes('/dist/cli/') ? fileURLToPath(new URL('../../bin/homeostat.js', import.meta.url)) : fileURLToPath(new URL('../bin/homeostat.js', import.meta.url));
+}
+
+export async function startAgentProcesses(opts: AgentProcessOptions): Promise<AgentProcesses> {
+  const slots = new Map<string, { agent: AgentName; replica: number; child?: ChildProcess }>();
+  let stopping = false;
+  const restartDelay = opts.restartDelayMs ?? 1000;
+
+  const launch = (agent: AgentName, replica: number): Promise<void> => {
+    const key = `${agent}#${replica}`;
+    const child = spawn(process.execPath, [binPath(), 'agent', agent, ...(opts.argsFor?.(agent, replica) ?? [])], {
+      env: { ...opts.env(agent), HOMEOSTAT_REPLICA: String(replica) },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    slots.set(key, { agent, replica, child });
+    return new Promise<void>((resolve, reject) => {
+      let out = '';
+      let ready = false;
+      child.stdout!.on('data', (b: Buffer) => {
+        if (ready) return;
+        out += b.toString();
+        if (out.includes('"ready":true')) {
+          ready = true;
+          resolve();
+        }
+      });
+      child.once('error', (e) => reject(new HomeostatError('HOMEOSTAT_ERR_AGENT_PROCESS', `cannot start agent ${agent}: ${e.message}`)));
+      child.once('exit', (code, signal) => {
+        if (!ready) {
+          reject(new HomeostatError('HOMEOSTAT_ERR_AGENT_PROCESS', `agent ${agent} (replica ${replica}) exited before it was ready (${signal ?? code})`));
+          return;
+        }
+        if (stopping) return;
+        opts.log.warn({ agent, replica, pid: child.pid, code, signal }, 'agent process died; starting it again');
+        restart(agent, replica);
+      });
+    });
+  };
+
+  /** Again and again until it is up (a cluster electing leaders may refuse a start for a while). */
+  const restart = (agent: AgentName, replica: number, attempt = 0): void => {
+    setTimeout(() => {
+      if (stopping) return;
+      launch(agent, replica).catch((e: unknown) => {
+        opts.log.error({ agent, replica, err: (e as Error).message }, 'agent restart failed; trying again');
+        restart(agent, replica, attempt + 1);
+      });
+    }, Math.min(restartDelay * 2 ** attempt, 10_000)).unref();
+  };
+
+  const stop = async () => {
+    stopping = true;
+    await Promise.all([...slots.values()].map(({ child }) => new Promise<void>((resolve) => {
+      if (!child || child.exitCode !== null || child.signalCode !== null) return resolve();
+      const t = setTimeout(() => child.kill('SIGKILL'), 10_000);
+      child.once('exit', () => {
+        clearTimeout(t);
+        resolve();
+      });
+      child.kill('SIGTERM');
+    })));
+  };
+
+  try {
+    // one agent kind at a time, in the order given (action before decision, sensing last), replicas together
+    for (const agent of opts.agents) {
+      await Promise.all(Array.from({ length: opts.replicas }, (_, i) => launch(agent, i + 1)));
+    }
+  } catch (e) {
+    await stop();
+    throw e;
+  }
+  return {
+    list: () => [...slots.values()].filter((s) => s.child?.pid).map((s) => ({ agent: s.agent, replica: s.replica, pid: s.child!.pid! })),
+    stop,
+  };
+}
