@@ -11,8 +11,13 @@ import { testStack, type TestStack } from './helpers/stack.ts';
 import { until } from './helpers/bus.ts';
 
 let stack: TestStack;
+let creds: string;
 beforeAll(async () => {
-  stack = await testStack({ source: 'cli-verbs' });
+  // approvals wait longer than a CLI process takes to start on a loaded machine
+  stack = await testStack({ source: 'cli-verbs', policies: { approvalTimeoutMs: 60_000 } });
+  // the CLI signs approvals and denials with the operator identity, as `up` writes it
+  creds = join(mkdtempSync(join(tmpdir(), 'homeostat-creds-')), 'operator.nk');
+  writeFileSync(creds, `${stack.keyring.get('operator').seed}\n`, { mode: 0o600 });
 }, 60_000);
 afterAll(async () => {
   await stack?.stop();
@@ -20,7 +25,7 @@ afterAll(async () => {
 
 const BIN = new URL('../bin/homeostat.js', import.meta.url).pathname;
 function cli(args: string[]) {
-  const env = { ...process.env, NO_COLOR: '1', NATS_URL: stack.natsUrl, LOG_LEVEL: 'warn', PVE_URL: stack.pveUrl!, PVE_TOKEN_ID: stack.pveTokenId!, PVE_TOKEN_SECRET: stack.pveTokenSecret!, HOMEOSTAT_DATA_DIR: '/nonexistent' };
+  const env = { ...process.env, NO_COLOR: '1', NATS_URL: stack.natsUrl, LOG_LEVEL: 'warn', PVE_URL: stack.pveUrl!, PVE_TOKEN_ID: stack.pveTokenId!, PVE_TOKEN_SECRET: stack.pveTokenSecret!, HOMEOSTAT_DATA_DIR: '/nonexistent', NATS_CREDS: creds };
   const p = spawn(process.execPath, [BIN, ...args], { env });
   let out = '';
   let err = '';
