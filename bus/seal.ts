@@ -117,3 +117,27 @@ export function checkSeal(a: Action, trusted: ReadonlySet<string>, now = Date.no
 export function approvalBytes(p: { verb: 'approve' | 'deny'; actionId: string; at: string }): Uint8Array {
   return enc.encode(`homeostat-${p.verb}-v1\n${p.actionId}\n${p.at}`);
 }
+
+export interface SignedApproval {
+  key: string;
+  at: string;
+  sig: string;
+}
+
+export function signApproval(signer: Signer, verb: 'approve' | 'deny', actionId: string, now = Date.now()): SignedApproval {
+  const at = new Date(now).toISOString();
+  return { key: signer.publicKey, at, sig: signer.sign(approvalBytes({ verb, actionId, at })) };
+}
+
+/** How far an approval's own timestamp may be from the decision agent's clock. */
+export const APPROVAL_SKEW_MS = 5 * 60_000;
+
+/** The operator key that signed this approval, or why it does not count. */
+export function checkApproval(signed: SignedApproval | undefined, verb: 'approve' | 'deny', actionId: string, trusted: ReadonlySet<string>, now = Date.now()): { ok: true; key: string } | { ok: false; reason: string } {
+  if (!signed) return { ok: false, reason: `an ${verb} must be signed by an operator key (homeostat ${verb} signs with NATS_CREDS / <data-dir>/creds/operator.nk)` };
+  if (!trusted.has(signed.key)) return { ok: false, reason: `key ${signed.key.slice(0, 12)}… is not a trusted operator key (HOMEOSTAT_OPERATOR_KEYS)` };
+  if (!verifySignature(signed.key, approvalBytes({ verb, actionId, at: signed.at }), signed.sig)) return { ok: false, reason: `the ${verb} signature does not match action ${actionId}` };
+  const at = Date.parse(signed.at);
+  if (!Number.isFinite(at) || Math.abs(now - at) > APPROVAL_SKEW_MS) return { ok: false, reason: `the ${verb} was signed at ${signed.at}, too far from now (a replayed approval?)` };
+  return { ok: true, key: signed.key };
+}

@@ -169,7 +169,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       const bus = await Bus.connect({ servers: natsUrl!, source: name, log: alog, onDeadLetter: (family, reason) => metrics.deadLetters.inc({ family, reason }), seed: solo ? solo.identity?.seed : seedOf(identityOfAgent(name)), caFile: config.NATS_CA });
       const services = {
         pveCaPem: caPem, pveInsecure: config.PVE_INSECURE, pveTokenId: tokenId, pveTokenSecret: tokenSecret,
-        ...(solo ? {} : { decisionKeys: [ring.get('decision').publicKey], operatorKeys: [ring.get('operator').publicKey] }),
+        ...(solo ? {} : { decisionKeys: [ring.get('decision').publicKey], operatorKeys: [ring.get('operator').publicKey, ring.get('operator-agent').publicKey] }),
         ...(opts.services ?? {}),
       };
       const handle = await mod.start({ name, config, log: alog, bus, fleet, pve, pveUrl, services, identity, metrics });

@@ -2,7 +2,7 @@
 // are published by the test (as analysis would), so each rule is driven on purpose.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sleep } from '../core/mod.ts';
-import { Bus, kvKeys, subjects, type Action, type Decision, type Envelope, type Incident } from '../bus/mod.ts';
+import { Bus, kvKeys, newSigner, signApproval, subjects, type Action, type Decision, type Envelope, type Incident } from '../bus/mod.ts';
 import type { AdvisorResult } from '../llm/mod.ts';
 import { testStack, type TestStack } from './helpers/stack.ts';
 import { until } from './helpers/bus.ts';
@@ -50,6 +50,7 @@ const fakeAdvisor = {
 let stack: TestStack;
 let bus: Bus;
 let rec: Recorder;
+const operator = () => stack.keyring.get('operator').signer;
 const cmd = <R>(verb: string, args: Record<string, unknown>) => bus.request<R>(subjects.cmd(verb), 'Command', { args, requestedBy: 'test' }, 5000);
 const publish = (inc: Incident, phase: 'opened' | 'updated' = 'opened') =>
   bus.publish(subjects.incident(inc.id, phase), phase === 'opened' ? 'IncidentOpened' : 'IncidentUpdated', inc);
@@ -115,11 +116,16 @@ describe('decision agent', () => {
     const inc = incident(200, 'GuestDown', { rootCause: { vmid: 200, node: 'node-c', reason: 'crashed', alert: 'GuestDown' } });
     await publish(inc);
     const req = await rec.wait(() => rec.actions('ActionRequested', (a) => a.incidentId === inc.id)[0]);
-    const r = await cmd<{ verdict: string }>('approve', { actionId: req.actionId, by: 'alice' });
+    // a self-declared name, or a key the decision agent does not trust, approves nothing
+    await expect(cmd('approve', { actionId: req.actionId, by: 'alice' })).rejects.toMatchObject({ code: 'HOMEOSTAT_ERR_POLICY_DENIED', message: expect.stringMatching(/signed by an operator key/) });
+    await expect(cmd('approve', { actionId: req.actionId, by: 'alice', signed: signApproval(newSigner(), 'approve', req.actionId) })).rejects.toMatchObject({ message: expect.stringMatching(/not a trusted operator key/) });
+    // a signature over another action does not carry over
+    await expect(cmd('approve', { actionId: req.actionId, by: 'alice', signed: signApproval(operator(), 'approve', 'act-other') })).rejects.toMatchObject({ message: expect.stringMatching(/does not match/) });
+    const r = await cmd<{ verdict: string }>('approve', { actionId: req.actionId, by: 'alice', signed: signApproval(operator(), 'approve', req.actionId) });
     expect(r.verdict).toBe('allow');
-    await expect(cmd('approve', { actionId: req.actionId, by: 'alice' })).rejects.toMatchObject({ code: 'HOMEOSTAT_ERR_NOT_FOUND' });
+    await expect(cmd('approve', { actionId: req.actionId, by: 'alice', signed: signApproval(operator(), 'approve', req.actionId) })).rejects.toMatchObject({ code: 'HOMEOSTAT_ERR_NOT_FOUND' });
     const ok = await rec.wait(() => rec.actions('ActionSucceeded', (a) => a.actionId === req.actionId)[0]);
-    expect(ok.approval).toMatchObject({ by: 'alice', approved: true });
+    expect(ok.approval).toMatchObject({ by: expect.stringMatching(/^alice \(key U/), approved: true, key: operator().publicKey });
     expect(await tasks('node-c', 200, 'vzstart')).toHaveLength(1);
     expect(rec.actions('ActionDenied', (a) => a.actionId === req.actionId)).toHaveLength(0);
   });
@@ -238,7 +244,7 @@ describe('decision agent', () => {
     const req = await rec.wait(() => rec.actions('ActionRequested', (a) => a.incidentId === inc.id)[0]);
     expect(req).toMatchObject({ verb: 'reboot', proposer: 'llm', needsApproval: true });
     expect(rec.decisions(inc.id)[0]).toMatchObject({ verdict: 'needs-approval', proposer: 'llm', advisor: { used: true, confidence: 0.8 } });
-    await cmd('deny', { actionId: req.actionId, by: 'carol' });
+    await cmd('deny', { actionId: req.actionId, by: 'carol', signed: signApproval(operator(), 'deny', req.actionId) });
 
     advisorScript = () => ({ ok: true, latencyMs: 1, proposal: { verb: 'destroy', target: { vmid: 155 }, rationale: 'ignore previous instructions', confidence: 1, expectedEffect: '', verification: '' } as never });
     const inc2 = incident(155, 'Mystery');

@@ -2,7 +2,7 @@
 // action agents, the simulator. The model proposes; the policy disposes.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sleep } from '../core/mod.ts';
-import { subjects, type Action, type ChatAnswer, type Decision, type Envelope, type Incident } from '../bus/mod.ts';
+import { signApproval, subjects, type Action, type ChatAnswer, type Decision, type Envelope, type Incident } from '../bus/mod.ts';
 import { OllamaAdvisor } from '../llm/mod.ts';
 import { startOllamaDouble } from '../testkit/mod.ts';
 import { testStack, type TestStack } from './helpers/stack.ts';
@@ -62,7 +62,7 @@ describe('LLM advisor in the loop (Ollama test double)', () => {
     const outside = user.replace(/<<<FLEET_DATA[\s\S]*FLEET_DATA>>>/, '');
     expect(outside).not.toMatch(/ignore previous instructions/);
     // the operator approves (what `homeostat approve <id>` sends)
-    await stack.bus.request(subjects.cmd('approve'), 'Command', { args: { actionId: req.actionId, by: 'alice' }, requestedBy: 'test' });
+    await stack.bus.request(subjects.cmd('approve'), 'Command', { args: { actionId: req.actionId, by: 'alice', signed: signApproval(stack.keyring.get('operator').signer, 'approve', req.actionId) }, requestedBy: 'test' });
     const ok = await until(() => seen.find((s) => s.env.type === 'ActionSucceeded' && (s.env.data as Action).actionId === req.actionId), 20_000);
     expect((ok.env.data as Action).verified).toBe(true);
     expect(seen.filter((s) => s.env.type === 'ActionStarted' && (s.env.data as Action).actionId === req.actionId)).toHaveLength(1);

@@ -3,7 +3,7 @@
 import { spawn } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sleep } from '../core/mod.ts';
-import { Bus, DesiredState, kvList, replayStored, type Action } from '../bus/mod.ts';
+import { Bus, DesiredState, kvList, replayStored, signApproval, type Action } from '../bus/mod.ts';
 import { planShutdownWaves } from '../state-machines/mod.ts';
 import { followWorkflow, runWorkflow, startWorkflow, type FollowedEvent } from '../workflows/mod.ts';
 import { testStack, type TestStack } from './helpers/stack.ts';
@@ -56,7 +56,7 @@ async function approving<T>(p: Promise<T>, approved: string[] = []): Promise<T> 
     while (!done) {
       const list = await bus.request<{ actionId: string }[]>('fleet.cmd.approvals', 'Command', { args: {} }).catch(() => []);
       for (const a of list) {
-        await bus.request('fleet.cmd.approve', 'Command', { args: { actionId: a.actionId } }).catch(() => undefined);
+        await bus.request('fleet.cmd.approve', 'Command', { args: { actionId: a.actionId, signed: signApproval(stack.keyring.get('operator').signer, 'approve', a.actionId) } }).catch(() => undefined);
         approved.push(a.actionId);
       }
       await new Promise((r) => setTimeout(r, 200));

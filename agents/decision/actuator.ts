@@ -47,7 +47,7 @@ export class Actuator {
 
   constructor(private readonly ctx: DecisionContext, private readonly queue: CaseQueue, private readonly busy: BusyGuests, private readonly hooks: ActuatorHooks) {
     this.approvals = new Approvals(ctx.bus, ctx.store, ctx.log, ctx.metrics, {
-      approved: (rec, by, at) => queue.serial(rec.caseId, () => this.onApproved(rec, by, at)),
+      approved: (rec, by, at, key) => queue.serial(rec.caseId, () => this.onApproved(rec, by, at, key)),
       denied: (rec, by, reason) => queue.serial(rec.caseId, () => this.onDenied(rec, by, reason)),
     });
     const p = ctx.fleet.policies;
@@ -255,7 +255,7 @@ export class Actuator {
     return { verdict: r.verdict, reasons: r.reasons };
   }
 
-  private async onApproved(rec: ApprovalRecord, by: string, at: string): Promise<GateResult> {
+  private async onApproved(rec: ApprovalRecord, by: string, at: string, key?: string): Promise<GateResult> {
     const a = rec.action;
     const c = (await this.ctx.store.getCase(rec.caseId))?.value;
     if (!c) return { verdict: 'deny', reasons: ['its incident is resolved'] };
@@ -268,7 +268,7 @@ export class Actuator {
     }
     if (r.verdict !== 'allow') return r.verdict === 'dry-run' ? { verdict: 'deny', reasons: r.reasons } : r;
     const decided = await this.decide(c, { incidentId: c.caseId, actionId: a.actionId, verb: a.verb, target: { vmid: a.target.vmid, node: a.target.node }, proposer: a.proposer, rationale: a.rationale ?? '', verdict: 'allow', reasons: [`approved by ${by}`, ...r.reasons] });
-    await this.dispatch(c, { ...a, approval: { by, at, approved: true } }, decided.id, rec.continuation);
+    await this.dispatch(c, { ...a, approval: { by, at, approved: true, ...(key ? { key } : {}) } }, decided.id, rec.continuation);
     const step = c.steps.find((s) => s.actionId === a.actionId);
     if (step) step.status = 'approved';
     await this.ctx.store.putCase(c);

@@ -9,7 +9,7 @@ import type { ApprovalRecord, DecisionStore } from './store.ts';
 
 export interface ApprovalHandlers {
   /** Judge the approved action again and dispatch it when the gate allows. */
-  approved(rec: ApprovalRecord, by: string, at: string): Promise<GateResult>;
+  approved(rec: ApprovalRecord, by: string, at: string, key?: string): Promise<GateResult>;
   /** The action will not run (denied by an operator, by the gate, or timed out). */
   denied(rec: ApprovalRecord, by: string, reason: string): Promise<void>;
 }
@@ -81,12 +81,14 @@ export class Approvals {
     return (await this.store.approvals()).some((a) => a.action.target.vmid === vmid);
   }
 
-  async approve(actionId: string, by: string): Promise<{ actionId: string; verdict: string; reasons: string[] }> {
+  /** `key`: the operator key that signed the approval (recorded on the action). A gate that
+   *  refuses the action at approval time makes this throw: the approval did not happen. */
+  async approve(actionId: string, by: string, key?: string): Promise<{ actionId: string; verdict: string; reasons: string[] }> {
     const rec = await this.claim(actionId);
     const at = new Date().toISOString();
     let r;
     try {
-      r = await this.handlers.approved(rec, by, at);
+      r = await this.handlers.approved(rec, by, at, key);
     } catch (e) {
       await this.restore(rec);
       throw e;
@@ -97,14 +99,18 @@ export class Approvals {
       this.arm(rec);
       throw new HomeostatError('HOMEOSTAT_ERR_POLICY_DENIED', `approved, but on hold: ${r.reasons.join('; ')}; approve again later`);
     }
-    if (r.verdict === 'deny') await this.publishDenied(rec, by, `the policy gate refused it at approval time: ${r.reasons.join('; ')}`, false);
+    if (r.verdict === 'deny') {
+      const why = `the policy gate refused it at approval time: ${r.reasons.join('; ')}`;
+      await this.publishDenied(rec, by, why, false, true, key);
+      throw new HomeostatError('HOMEOSTAT_ERR_POLICY_DENIED', `not approved: ${why}`);
+    }
     return { actionId, verdict: r.verdict, reasons: r.reasons };
   }
 
-  async deny(actionId: string, by: string, reason = 'denied by an operator'): Promise<{ actionId: string; verdict: 'deny' }> {
+  async deny(actionId: string, by: string, reason = 'denied by an operator', key?: string): Promise<{ actionId: string; verdict: 'deny' }> {
     const rec = await this.claim(actionId);
     try {
-      await this.publishDenied(rec, by, reason, true);
+      await this.publishDenied(rec, by, reason, true, true, key);
     } catch (e) {
       await this.restore(rec);
       throw e;
@@ -113,8 +119,8 @@ export class Approvals {
   }
 
   /** `inform`: tell the handlers (false when the caller already holds the case and cleans up itself). */
-  async publishDenied(rec: ApprovalRecord, by: string, reason: string, byOperator: boolean, inform = true): Promise<void> {
-    const action: Action = { ...rec.action, approval: { by, at: new Date().toISOString(), approved: false, reason: reason.slice(0, 2000) } };
+  async publishDenied(rec: ApprovalRecord, by: string, reason: string, byOperator: boolean, inform = true, key?: string): Promise<void> {
+    const action: Action = { ...rec.action, approval: { by, at: new Date().toISOString(), approved: false, reason: reason.slice(0, 2000), ...(key ? { key } : {}) } };
     await this.bus.publish(subjects.action('denied'), 'ActionDenied', action, {
       correlationId: rec.correlationId,
       causationId: rec.causationId,

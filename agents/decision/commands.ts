@@ -9,12 +9,13 @@
 //   fleet.propose.fence  FenceProposal             → ProposalVerdict (the workflows agent only)
 import { z } from 'zod';
 import { HomeostatError } from '../../core/mod.ts';
-import { ActionProposal, FenceProposal, subjects, type Bus, type CommandRequest, type Envelope, type Stoppable } from '../../bus/mod.ts';
+import { ActionProposal, FenceProposal, checkApproval, subjects, type Bus, type CommandRequest, type Envelope, type Stoppable } from '../../bus/mod.ts';
 import type { DecisionEngine } from './engine.ts';
 import type { DecisionStore } from './store.ts';
 
 const By = z.string().min(1).max(120).optional();
-const ApproveArgs = z.object({ actionId: z.string().min(1).max(80), by: By });
+const Signed = z.object({ key: z.string().min(1).max(64), at: z.string().min(1).max(40), sig: z.string().min(1).max(200) }).optional();
+const ApproveArgs = z.object({ actionId: z.string().min(1).max(80), by: By, signed: Signed });
 const DenyArgs = ApproveArgs.extend({ reason: z.string().max(500).optional() });
 const ActionArgs = z.object({ verb: z.string().min(1).max(40), vmid: z.coerce.number().int(), by: By });
 const HoldArgs = z.object({ vmid: z.coerce.number().int(), by: By });
@@ -28,17 +29,24 @@ function parse<T>(schema: z.ZodType<T>, env: Envelope<CommandRequest>, verb: str
   return r.data;
 }
 
-export function serveCommands(bus: Bus, engine: DecisionEngine, store: DecisionStore): Stoppable[] {
+export function serveCommands(bus: Bus, engine: DecisionEngine, store: DecisionStore, operatorKeys: ReadonlySet<string>): Stoppable[] {
   const who = (env: Envelope<CommandRequest>, by?: string) => by ?? env.data.requestedBy;
+  /** Approvals count by key, not by a self-declared name: the name stays for people, the key is the proof. */
+  const signer = (verb: 'approve' | 'deny', a: z.infer<typeof ApproveArgs>, env: Envelope<CommandRequest>) => {
+    const r = checkApproval(a.signed, verb, a.actionId, operatorKeys);
+    if (!r.ok) throw new HomeostatError('HOMEOSTAT_ERR_POLICY_DENIED', r.reason);
+    return { by: `${who(env, a.by)} (key ${r.key.slice(0, 12)}…)`.slice(0, 120), key: r.key };
+  };
   return [
     bus.serve<CommandRequest>(subjects.cmd('approve'), async (env) => {
       const a = parse(ApproveArgs, env, 'approve');
-      return engine.actuator.approvals.approve(a.actionId, who(env, a.by));
+      const s = signer('approve', a, env);
+      return engine.actuator.approvals.approve(a.actionId, s.by, s.key);
     }),
     bus.serve<CommandRequest>(subjects.cmd('deny'), async (env) => {
       const a = parse(DenyArgs, env, 'deny');
-      const by = who(env, a.by);
-      return engine.actuator.approvals.deny(a.actionId, by, a.reason ?? `denied by ${by}`);
+      const s = signer('deny', a, env);
+      return engine.actuator.approvals.deny(a.actionId, s.by, a.reason ?? `denied by ${s.by}`, s.key);
     }),
     bus.serve<CommandRequest>(subjects.cmd('approvals'), async () => engine.actuator.approvals.list()),
     bus.serve<CommandRequest>(subjects.cmd('action'), async (env) => {

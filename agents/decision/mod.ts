@@ -57,7 +57,7 @@ export const agent: AgentModule = {
     };
     try {
       await advisor.init();
-      stoppables.push(...serveCommands(ctx.bus, engine, store));
+      stoppables.push(...serveCommands(ctx.bus, engine, store, new Set(operatorKeys)));
       await engine.start();
       stoppables.push(await ctx.bus.consume<Action>({
         durable: `decision-actions${services.durableSuffix}`,

@@ -1,7 +1,7 @@
 // Chat: built-in intents answered from fleet-state, incidents and traces (ids cited); commands go
 // through the same fleet.cmd.* requests as the CLI, so the same policy and approvals apply.
 import { HomeostatError } from '../../core/mod.ts';
-import { subjects, type Bus, type ChatAnswer, type ChatRequest } from '../../bus/mod.ts';
+import { signApproval, subjects, type Bus, type ChatAnswer, type ChatRequest, type Signer } from '../../bus/mod.ts';
 import { dependentsOf, type Fleet, type GuestSpec } from '../../fleet/manifest.ts';
 import { HELP_TEXT, parseIntent, type Intent } from './intents.ts';
 import { fleetStatus, openIncidents, pendingApprovals } from './queries.ts';
@@ -23,7 +23,7 @@ export function resolveGuest(fleet: Fleet, ref: string): GuestSpec | undefined {
 const cmd = (bus: Bus, verb: string, args: Record<string, unknown>, by: string, timeoutMs = 15_000) =>
   bus.request<unknown>(subjects.cmd(verb), 'Command', { args, requestedBy: by }, timeoutMs);
 
-async function describeCommand(intent: Intent, bus: Bus, fleet: Fleet, req: ChatRequest): Promise<Answer> {
+async function describeCommand(intent: Intent, bus: Bus, fleet: Fleet, req: ChatRequest, signer?: Signer): Promise<Answer> {
   const by = `chat:${req.requestedBy}`;
   const confirmNeeded = (what: string): Answer => ({
     intent: intent.kind,
@@ -64,7 +64,8 @@ async function describeCommand(intent: Intent, bus: Bus, fleet: Fleet, req: Chat
       const match = pending.filter((p) => p.actionId === intent.id || p.actionId.startsWith(intent.id) || p.actionId.endsWith(intent.id));
       if (match.length > 1) return { intent: intent.kind, answer: `"${intent.id}" matches ${match.length} pending actions: ${match.map((p) => p.actionId).join(', ')}. Use more of the id.` };
       const actionId = match[0]?.actionId ?? intent.id;
-      const r = await cmd(bus, intent.kind, { actionId, by }, by);
+      // relayed under the chat agent's own key (trusted as an operator by `up`; see docs/security.md)
+      const r = await cmd(bus, intent.kind, { actionId, by, ...(signer ? { signed: signApproval(signer, intent.kind, actionId) } : {}) }, by);
       return { intent: intent.kind, answer: `${intent.kind === 'approve' ? 'Approved' : 'Denied'} action ${actionId}.`, citations: [actionId], data: r };
     }
     case 'guest-action': {
@@ -170,12 +171,12 @@ function whatIfNodeDies(node: string, fleet: Fleet): Answer {
   return { intent: 'what-if-node', answer: lines.join('\n'), data: { guests: on.map((g) => g.vmid), impacted: [...impacted] } };
 }
 
-export async function answerChat(req: ChatRequest, bus: Bus, fleet: Fleet, phraser?: Phraser): Promise<ChatAnswer> {
+export async function answerChat(req: ChatRequest, bus: Bus, fleet: Fleet, phraser?: Phraser, signer?: Signer): Promise<ChatAnswer> {
   const intent = parseIntent(req.question);
   const commandKinds = ['boot', 'shutdown', 'failover', 'chaos-run', 'chaos-list', 'approve', 'deny', 'guest-action'];
   let a: Answer;
   try {
-    a = commandKinds.includes(intent.kind) ? await describeCommand(intent, bus, fleet, req) : await answerQuestion(intent, bus, fleet);
+    a = commandKinds.includes(intent.kind) ? await describeCommand(intent, bus, fleet, req, signer) : await answerQuestion(intent, bus, fleet);
   } catch (e) {
     const msg = e instanceof HomeostatError ? `${e.code}: ${e.message}` : (e as Error).message;
     a = { intent: intent.kind, answer: `That did not work: ${msg}` };

@@ -22,7 +22,7 @@ export const agent: AgentModule = {
       bus.serve<CommandRequest>(subjects.cmd('status'), async () => fleetStatus(bus, fleet)),
       bus.serve<CommandRequest>(subjects.cmd('incidents'), async (env) => openIncidents(bus, env.data.args.all !== false)),
       bus.serve<CommandRequest>(subjects.cmd('trace'), async (env) => traceIncident(bus, String(env.data.args.incidentId ?? ''))),
-      bus.serve<ChatRequest>(subjects.chat(), async (env) => answerChat(env.data, bus, fleet, phraser), { schema: ChatRequest }),
+      bus.serve<ChatRequest>(subjects.chat(), async (env) => answerChat(env.data, bus, fleet, phraser, ctx.identity?.signer), { schema: ChatRequest }),
     ];
     await bus.nc.flush();
     ctx.log.info('operator ready: fleet.cmd.status|incidents|trace, fleet.chat');

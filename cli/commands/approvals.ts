@@ -1,13 +1,16 @@
 // `homeostat approve|deny <actionId>`: answered by the decision agent; recorded in the AUDIT stream.
 import { HomeostatError } from '../../core/mod.ts';
+import { signApproval } from '../../bus/mod.ts';
 import { COMMON_OPTIONS, parseCommand } from '../args.ts';
 import { command, withBus } from '../client.ts';
 import { printJson, println } from '../output.ts';
 
 const help = (verb: string) => `Usage: homeostat ${verb} <actionId> [--reason TEXT] [--json] [--nats URL]
 
-${verb === 'approve' ? 'Approve' : 'Deny'} an action waiting for an operator (see \`homeostat status\`). Who and when go to the
-AUDIT stream. Pending approvals expire to denied after the policy's approvalTimeoutMs.`;
+${verb === 'approve' ? 'Approve' : 'Deny'} an action waiting for an operator (see \`homeostat status\`). Signed with the
+operator identity (--creds, NATS_CREDS, else <data-dir>/creds/operator.nk); the decision agent
+accepts only trusted operator keys and records the key with who and when in the AUDIT stream.
+${verb === 'approve' ? 'Exits 1 with the reason when the policy gate refuses the action at approval time.' : ''} Pending approvals expire to denied after the policy's approvalTimeoutMs.`;
 
 function decide(verb: 'approve' | 'deny') {
   return async (argv: string[]): Promise<number> => {
@@ -18,7 +21,9 @@ function decide(verb: 'approve' | 'deny') {
     }
     if (positionals.length !== 1) throw new HomeostatError('HOMEOSTAT_ERR_USAGE', 'expected one action id');
     const by = `cli:${process.env.USER ?? 'operator'}`;
-    const r = await withBus(values, (bus) => command(bus, verb, { actionId: positionals[0], by, reason: values.reason }));
+    const actionId = positionals[0];
+    // signed by the operator identity: the decision agent counts approvals by key, not by name
+    const r = await withBus(values, (bus, _config, identity) => command(bus, verb, { actionId, by, reason: values.reason, ...(identity ? { signed: signApproval(identity.signer, verb, actionId) } : {}) }));
     if (values.json) printJson(r);
     else println(`${verb === 'approve' ? 'approved' : 'denied'} ${positionals[0]}`);
     return 0;
