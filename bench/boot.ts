@@ -28,10 +28,10 @@ async function measure(label: string, fleet: Fleet, goal: number): Promise<void>
   const nats = await benchNats();
   const log = createLogger(process.env.LOG_LEVEL ?? 'warn');
   const big = fleet.guests.length > 100;
-  // the boot path only: the action agent executes, the workflows agent drives
+  // the boot path only: the workflows agent drives, the decision agent gates, the action agent executes
   const stack = await startStack({
     config: loadConfig({ LOG_LEVEL: 'warn' }), fleet, log, natsUrl: nats.url,
-    sim: { port: 0, http: true, timeScale: TIME_SCALE }, agents: ['action', 'workflows'],
+    sim: { port: 0, http: true, timeScale: TIME_SCALE }, agents: ['action', 'decision', 'workflows'],
     services: { actionMaxInFlight: big ? 256 : 16 },
   });
   const bus = await Bus.connect({ servers: nats.url, source: 'bench-boot' });

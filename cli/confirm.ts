@@ -1,7 +1,7 @@
 // Fleet-wide operations ask first: the plan, then "Proceed? [y/N]" on a terminal. Scripts pass
 // --yes; without it and without a terminal the command refuses before anything is started.
 import { createInterface } from 'node:readline/promises';
-import { HomeostatError } from '../bus/mod.ts';
+import { HomeostatError } from '../core/mod.ts';
 
 export const YES_FLAG = { yes: { type: 'boolean', short: 'y', default: false } } as const;
 

@@ -24,6 +24,14 @@ export const COMMANDS: Record<string, CommandEntry> = {
   approve: { summary: 'approve a pending action', load: async () => (await import('./commands/approvals.ts')).approveMain },
   deny: { summary: 'deny a pending action', load: async () => (await import('./commands/approvals.ts')).denyMain },
   console: { summary: 'serve the web console (fleet board, incidents, approvals, chat, workflows) alone', load: async () => (await import('./commands/console.ts')).consoleMain },
+  start: { summary: 'start a guest (an operator proposal through the policy gate)', load: async () => (await import('./commands/operate.ts')).guestActionMain('start') },
+  stop: { summary: 'shut a guest down and keep it down (through the policy gate)', load: async () => (await import('./commands/operate.ts')).guestActionMain('stop') },
+  reboot: { summary: 'reboot a guest (through the policy gate)', load: async () => (await import('./commands/operate.ts')).guestActionMain('reboot') },
+  maintenance: { summary: 'maintenance on|off <vmid|node>: homeostat leaves it alone', load: async () => (await import('./commands/operate.ts')).maintenanceMain },
+  workflows: { summary: 'workflows list: boot, shutdown, failover and chaos runs', load: async () => (await import('./commands/operate.ts')).workflowsMain },
+  watch: { summary: 'follow a workflow until it ends', load: async () => (await import('./commands/operate.ts')).watchMain },
+  cancel: { summary: 'cancel a running chaos experiment (its rollbacks run)', load: async () => (await import('./commands/operate.ts')).cancelMain },
+  fault: { summary: 'inject a fault into the twin: fault <kind> <target>, fault list, fault clear [id]', load: async () => (await import('./commands/fault.ts')).faultMain },
   release: { summary: 'clear a flap hold-down on a guest', load: async () => (await import('./commands/approvals.ts')).releaseMain },
 };
 
@@ -43,7 +51,18 @@ export function usage(): string {
   ].join('\n');
 }
 
+/** `homeostat events | head`: the reader went away; that is the end of the output, not an error. */
+function quietOnBrokenPipe(): void {
+  for (const stream of [process.stdout, process.stderr]) {
+    stream.on('error', (e: NodeJS.ErrnoException) => {
+      if (e.code === 'EPIPE') process.exit(0);
+      throw e;
+    });
+  }
+}
+
 export async function main(argv: string[]): Promise<number> {
+  quietOnBrokenPipe();
   const [name, ...rest] = argv;
   if (!name || name === '--help' || name === '-h' || name === 'help') {
     process.stdout.write(`${usage()}\n`);

@@ -26,3 +26,19 @@ export function table(rows: string[][]): string {
 function visible(s: string): string {
   return s.replace(/\x1b\[[0-9;]*m/g, '');
 }
+
+export { localTime } from '../core/mod.ts';
+
+/** Split `text` into lines of at most `width` characters at spaces (a longer word stays whole). */
+export function wrap(text: string, width: number): string[] {
+  const out: string[] = [];
+  let line = '';
+  for (const word of text.split(/\s+/).filter(Boolean)) {
+    if (line && line.length + 1 + word.length > width) {
+      out.push(line);
+      line = word;
+    } else line = line ? `${line} ${word}` : word;
+  }
+  if (line || !out.length) out.push(line);
+  return out;
+}

@@ -4,7 +4,7 @@
 // rule and exposition checks) — apt-get, when root. Without root it says exactly what to do; a
 // missing chromium or promtool only makes their tests skip, with a line saying so.
 import { spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 
 const has = (cmd) => spawnSync(cmd, ['--version'], { stdio: 'ignore' }).status === 0;
 const run = (cmd, args) => spawnSync(cmd, args, { stdio: ['ignore', 'inherit', 'inherit'] }).status === 0;
@@ -15,8 +15,12 @@ if (!existsSync('node_modules/tsx') || !existsSync('node_modules/vitest') || !ex
   // `npm install` rather than `npm ci`: some registry mirrors leave other platforms' optional
   // packages (rollup, esbuild) out of the lock file, and `npm ci` then refuses a lock it calls
   // out of sync. `npm install` keeps the locked versions and installs what this platform needs.
+  // --no-save, and the lock file put back byte for byte: installing never rewrites a tracked file
   console.error('homeostat: installing npm packages (npm install)…');
-  if (!run('npm', ['install', '--no-audit', '--no-fund'])) process.exit(1);
+  const lock = existsSync('package-lock.json') ? readFileSync('package-lock.json') : undefined;
+  const ok = run('npm', ['install', '--no-audit', '--no-fund', '--no-save']);
+  if (lock && !lock.equals(readFileSync('package-lock.json'))) writeFileSync('package-lock.json', lock);
+  if (!ok) process.exit(1);
 }
 
 let aptUpdated = false;

@@ -125,7 +125,7 @@ describe('layered boot', () => {
     const t0 = new Date();
     const events: FollowedEvent[] = [];
     const r = await runWorkflow(bus, 'boot', {}, (e) => events.push(e));
-    expect(r.status).toBe('done');
+    expect(r.status, JSON.stringify(r.output)).toBe('done');
     expect((r.output as { healthy: number[] }).healthy).toEqual(ALL);
     const healthy = at(events, 'GUEST.HEALTHY');
     const starts = (await actionsOf(r.workflowId, t0)).filter((x) => x.type === 'ActionStarted' && x.a.verb === 'start');

@@ -9,7 +9,8 @@ import type {
 } from '../state-machines/mod.ts';
 import { isActionFailed } from './actions.ts';
 import { guestRef, lockedByOther, releaseGuest, runAction, setDesired, type RunContext, type WorkflowDeps } from './deps.ts';
-import { HomeostatError, subjects } from '../bus/mod.ts';
+import { HomeostatError } from '../core/mod.ts';
+import { subjects } from '../bus/mod.ts';
 
 /** Run `fn` with a signal that aborts when the actor's does or when `fn` settles (cleans up waiters). */
 export async function scoped<T>(signal: AbortSignal, fn: (s: AbortSignal) => Promise<T>): Promise<T> {

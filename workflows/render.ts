@@ -1,5 +1,6 @@
 // Text for people: one line per workflow event (logs, pipes), a live board for a TTY (which layer,
 // which guests wait on what), the dry-run plan, and the end summary. Colour is the caller's choice.
+import { localTime } from '../core/mod.ts';
 import type { WorkflowEvent } from '../bus/mod.ts';
 import type { BootSummary, FailoverReport, ShutdownSummary } from '../state-machines/mod.ts';
 import type { StartReply, WorkflowResult } from './follow.ts';
@@ -37,6 +38,40 @@ function briefDetail(ev: WorkflowEvent): string {
   return DETAIL_KEYS.filter((k) => d[k] !== undefined && d[k] !== '' && d[k] !== false).map((k) => `${k} ${typeof d[k] === 'object' ? JSON.stringify(d[k]) : String(d[k])}`).join('  ').slice(0, 200);
 }
 
+const LEGEND: Record<'boot' | 'shutdown', Phase[]> = {
+  boot: ['waiting', 'starting', 'checking', 'healthy', 'retry', 'failed', 'held', 'skipped'],
+  shutdown: ['running', 'stopping', 'stopped', 'stuck', 'held'],
+};
+const LABEL: Partial<Record<Phase, string>> = { checking: 'health check', skipped: 'already as wanted' };
+
+/** What a workflow waits for after `ev`, for people watching a quiet stretch. */
+export function waitingAfter(ev: WorkflowEvent, name: (vmid: number) => string = String): string {
+  const d = ev.detail as { kind?: string; target?: unknown; sloMs?: number };
+  switch (ev.event) {
+    case 'FAULT.INJECTED': return `waiting for homeostat to heal ${d.kind ?? 'the fault'} on ${String(d.target)}${d.sloMs ? ` (SLO ${secs(d.sloMs)})` : ''}`;
+    case 'GUEST.STARTING':
+    case 'GUEST.STARTED': return ev.vmid !== undefined ? `waiting for ${name(ev.vmid)} to be healthy` : '';
+    case 'GUEST.STOPPING': return ev.vmid !== undefined ? `waiting for ${name(ev.vmid)} to stop` : '';
+    case 'STEADY_STATE.OK': return (ev.detail as { phase?: string }).phase === 'after' ? 'rolling back' : 'injecting the faults';
+    case 'ROLLBACK.STARTED': return 'waiting for the rollbacks';
+    default: return waitText(ev).replace(/^waiting: /, 'waiting for ');
+  }
+}
+
+/** "waiting: fence delay 10 s", "waiting: cooldown 15 s", from the durations an event carries. */
+function waitText(ev: WorkflowEvent): string {
+  const d = ev.detail ?? {};
+  const ms = (k: string) => (typeof d[k] === 'number' ? secs(d[k] as number) : undefined);
+  const parts = [
+    ms('fenceDelayMs') && `fence delay ${ms('fenceDelayMs')}`,
+    ms('cooldownMs') && `cooldown ${ms('cooldownMs')}`,
+    ms('waitMs') && `${String(d.waitingFor ?? 'wait')} ${ms('waitMs')}`,
+    ms('timeoutMs') && `up to ${ms('timeoutMs')}`,
+    typeof d.waitingFor === 'string' && !('waitMs' in d) ? d.waitingFor : undefined,
+  ].filter(Boolean);
+  return parts.length ? `waiting: ${parts.join(', ')} (since ${ev.event})` : '';
+}
+
 export const secs = (ms: number) => `${(ms / 1000).toFixed(ms < 10_000 ? 2 : 1)} s`;
 
 export class WorkflowBoard {
@@ -45,6 +80,8 @@ export class WorkflowBoard {
   private readonly guests: GuestLine[];
   private readonly names = new Map<number, string>();
   private headline = '';
+  /** What a long step waits for (fence delay, cooldown, a guest's health), from its event. */
+  private waitingFor = '';
   readonly started = Date.now();
 
   constructor(readonly reply: StartReply, private readonly paint: Paint = plain) {
@@ -70,6 +107,7 @@ export class WorkflowBoard {
       const reason = (ev.detail as { reason?: string }).reason;
       if (reason) this.why.set(ev.vmid, reason);
     } else if (!ev.event.startsWith('GUEST.') && ev.event !== 'LAYER.DONE') {
+      this.waitingFor = waitText(ev);
       this.headline = `${ev.event}${briefDetail(ev) ? `  ${briefDetail(ev)}` : ''}`.slice(0, 160);
     }
   }
@@ -79,7 +117,7 @@ export class WorkflowBoard {
     const p = PHASE_OF[ev.event];
     const color = p ? GLYPH[p][1] : ev.event.endsWith('ABORTED') || ev.event.endsWith('FAILED') ? 'red' : 'cyan';
     const where = [ev.layer !== undefined ? `layer ${ev.layer}` : '', ev.node ?? ''].filter(Boolean).join(' · ');
-    return [this.paint(ts.slice(11, 23), 'gray'), this.paint(ev.event.padEnd(17), color), this.name(ev.vmid), where ? this.paint(where, 'gray') : '', briefDetail(ev)].filter(Boolean).join('  ');
+    return [this.paint(localTime(ts).slice(11), 'gray'), this.paint(ev.event.padEnd(17), color), this.name(ev.vmid), where ? this.paint(where, 'gray') : '', briefDetail(ev)].filter(Boolean).join('  ');
   }
 
   /** The live view: one row per layer, then who waits on what. */
@@ -106,12 +144,15 @@ export class WorkflowBoard {
         const on = g.dependsOn.filter((d) => this.phase.has(d) && !up.has(d));
         if (on.length) notes.push(`${this.name(g.vmid)} waits on ${on.map((d) => this.name(d)).join(', ')}`);
       } else if (ph === 'checking') notes.push(`${this.name(g.vmid)} started, waiting for its health check`);
+      else if (ph === 'stopping') notes.push(`${this.name(g.vmid)} shutting down, waiting for it to stop`);
       else if (['failed', 'held', 'stuck', 'retry'].includes(ph) && this.why.has(g.vmid)) notes.push(`${this.name(g.vmid)} ${ph}: ${this.why.get(g.vmid)}`);
     }
+    if (this.waitingFor) notes.unshift(this.waitingFor);
     const shown = notes.slice(0, 8);
     out.push(...shown.map((n) => this.paint(`  ${n}`, 'gray')));
     if (notes.length > shown.length) out.push(this.paint(`  … ${notes.length - shown.length} more`, 'gray'));
     out.push(`  ${Object.entries(countBy([...this.phase.values()])).map(([ph, n]) => `${ph} ${n}`).join(' · ')}`);
+    out.push(this.paint(`  legend: ${LEGEND[kind === 'shutdown' ? 'shutdown' : 'boot'].map((p) => `${GLYPH[p][0]} ${LABEL[p] ?? p}`).join('  ')}`, 'gray'));
     return out;
   }
 }

@@ -168,6 +168,18 @@ export const agent: AgentModule = {
         const all = [...(await kvList(bus.kv.workflows, '', WorkflowRecord)).values()].sort((x, y) => y.startedAt.localeCompare(x.startedAt));
         return all.slice(0, a.limit ?? 50).map(strip);
       }),
+      // `homeostat cancel`: a chaos experiment aborts into its rollbacks; the other kinds have no
+      // safe midway stop (a half-booted or half-failed-over fleet) and run to their end
+      bus.serve<CommandRequest>(subjects.cmd('workflow.cancel'), async (env) => {
+        const a = args(WorkflowArgs, env);
+        if (!a.workflowId) throw new HomeostatError('HOMEOSTAT_ERR_USAGE', 'workflow.cancel: expected args.workflowId');
+        const r = await kvGet(bus.kv.workflows, kvKeys.workflow(a.workflowId), WorkflowRecord);
+        if (!r) throw new HomeostatError('HOMEOSTAT_ERR_NOT_FOUND', `no workflow ${a.workflowId}`);
+        if (r.value.status !== 'running') return { workflowId: a.workflowId, cancelled: false, reason: `it already ended (${r.value.status})` };
+        if (r.value.kind !== 'chaos') return { workflowId: a.workflowId, cancelled: false, reason: `a ${r.value.kind} has no safe midway stop; it runs to its end` };
+        const sent = runner.send(a.workflowId, { type: 'ABORT', reason: `cancelled by ${env.data.requestedBy}` } as { type: string });
+        return { workflowId: a.workflowId, cancelled: sent, ...(sent ? {} : { reason: 'not running in this agent' }) };
+      }),
       // a node answering again during the fence delay aborts its failover (never fence a live node)
       bus.subscribe<NodeEvent>('fleet.events.node.*', (env) => {
         if (!env.data.reachable || env.data.status !== 'online') return;

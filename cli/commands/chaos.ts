@@ -7,7 +7,7 @@ import { chaosTimeline, healingTimeline, listExperiments, loadExperimentFile, re
 import { COMMON_OPTIONS, parseCommand } from '../args.ts';
 import { command, loadFleetForCli, withBus } from '../client.ts';
 import { loadConfig } from '../../agents/runtime/config.ts';
-import { paint, printJson, println, table } from '../output.ts';
+import { paint, printJson, println, table, wrap } from '../output.ts';
 import { confirmByDryRun, runAndFollow } from './workflow.ts';
 import { YES_FLAG } from '../confirm.ts';
 
@@ -51,9 +51,16 @@ async function list(values: { nats?: string; json?: boolean; fleet?: string }): 
     printJson(rows);
     return 0;
   }
-  println(table([['NAME', 'FAULTS', 'SLO', 'DESCRIPTION'], ...rows.map((r) => [
-    r.name, r.faults?.join(', ') ?? '', r.sloMs ? `${r.sloMs / 1000} s` : '', r.error ? paint(`invalid: ${r.error}`, 'red') : (r.description ?? '').slice(0, 90),
-  ])]));
+  // descriptions wrap at word boundaries to the terminal's width (80 when not a terminal), never cut
+  const lead = Math.max(4, ...rows.map((r) => r.name.length)) + Math.max(6, ...rows.map((r) => (r.faults?.join(', ') ?? '').length)) + 12;
+  const width = Math.max(30, (process.stdout.columns || 100) - lead);
+  const lines: string[][] = [];
+  for (const r of rows) {
+    const text = wrap(r.error ? `invalid: ${r.error}` : (r.description ?? ''), width).map((l) => (r.error ? paint(l, 'red') : l));
+    lines.push([r.name, r.faults?.join(', ') ?? '', r.sloMs ? `${r.sloMs / 1000} s` : '', text[0]]);
+    for (const more of text.slice(1)) lines.push(['', '', '', more]);
+  }
+  println(table([['NAME', 'FAULTS', 'SLO', 'DESCRIPTION'], ...lines]));
   return rows.some((r) => r.error) ? 1 : 0;
 }
 

@@ -1,5 +1,6 @@
 // `homeostat chat ["question"]`: one question, or an interactive prompt without one.
 import { createInterface } from 'node:readline/promises';
+import { describeError } from '../../core/mod.ts';
 import { subjects, type Bus, type ChatAnswer } from '../../bus/mod.ts';
 import { COMMON_OPTIONS, parseCommand } from '../args.ts';
 import { withBus } from '../client.ts';
@@ -44,7 +45,14 @@ export async function chatMain(argv: string[]): Promise<number> {
         if (!q) continue;
         if (['exit', 'quit'].includes(q)) break;
         const confirm = pending !== undefined && /^(y|yes|confirm)$/i.test(q);
-        const a = await ask(bus, confirm ? pending! : q, confirm || values.yes);
+        let a: ChatAnswer;
+        try {
+          a = await ask(bus, confirm ? pending! : q, confirm || values.yes);
+        } catch (e) {
+          // one slow or failed answer is not the end of the conversation
+          println(paint(describeError(e), 'red'));
+          continue;
+        }
         pending = a.needsConfirmation ? q : undefined;
         println(values.json ? JSON.stringify(a) : render(a));
         if (a.needsConfirmation) println(paint('confirm with "yes"', 'yellow'));

@@ -3,7 +3,7 @@ import { HomeostatError } from '../../core/mod.ts';
 import { parseSince, subscribeFleetEvents, type FleetEvent } from '../../bus/mod.ts';
 import { COMMON_OPTIONS, parseCommand } from '../args.ts';
 import { withBus } from '../client.ts';
-import { paint, printJson, println, type Color } from '../output.ts';
+import { localTime, paint, printJson, println, type Color } from '../output.ts';
 
 const HELP = `Usage: homeostat events [--subject S] [--since T] [--no-follow] [--json] [--nats URL]
 
@@ -15,7 +15,8 @@ workflows, dead letters) come from the FLEET stream; metrics are live only
   --since T     replay from a duration ago (30s, 15m, 1h, 2d) or an ISO time, then follow
   --no-follow   stop after the replay
   --json        one envelope per line: {"subject","seq","id","ts","source","type","correlationId","causationId","data"}
-Honours NO_COLOR.`;
+Times are local with the zone's offset (--json keeps the ISO UTC ts). While following, a line on
+stderr says what is followed and when the connection to NATS drops and comes back. Honours NO_COLOR.`;
 
 const typeColor = (type: string): Color => {
   if (/Failed|Down|Unavailable|Unreachable|Fired|Opened|Denied|DeadLetter|Invalid/.test(type)) return 'red';
@@ -38,7 +39,7 @@ export function summarize(ev: FleetEvent): string {
 }
 
 export function formatEvent(ev: FleetEvent): string {
-  const t = ev.env.ts.slice(11, 23);
+  const t = localTime(ev.env.ts).slice(11);
   if (ev.invalid) return `${paint(t, 'gray')} ${paint('INVALID', 'red')} ${ev.subject} ${ev.invalid}`;
   return `${paint(t, 'gray')} ${paint(ev.env.type.padEnd(18), typeColor(ev.env.type))} ${ev.subject.padEnd(38)} ${summarize(ev)}`;
 }
@@ -56,6 +57,18 @@ export async function eventsMain(argv: string[]): Promise<number> {
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
   await withBus(values, async (bus) => {
+    const subject = values.subject ?? 'fleet.>';
+    const follow = !values['no-follow'];
+    const note = (m: string) => process.stderr.write(`${paint(m, 'gray', Boolean(process.stderr.isTTY))}\n`);
+    note(`${follow ? 'following' : 'replaying'} ${subject}${since ? ` since ${localTime(since)}` : ''} on ${bus.nc.getServer()}${follow ? ' … Ctrl-C to stop' : ''}`);
+    if (follow) {
+      void (async () => {
+        for await (const st of bus.nc.status()) {
+          if (st.type === 'disconnect') note(paint(`disconnected from NATS (${bus.nc.getServer()}); reconnecting — events meanwhile are replayed when the stream allows`, 'yellow', Boolean(process.stderr.isTTY)));
+          else if (st.type === 'reconnect') note(paint(`reconnected to NATS; following ${subject} again`, 'green', Boolean(process.stderr.isTTY)));
+        }
+      })().catch(() => undefined);
+    }
     const stream = subscribeFleetEvents(bus, { subject: values.subject, since, follow: !values['no-follow'], signal: ac.signal });
     for await (const ev of stream) {
       if (values.json) printJson({ subject: ev.subject, seq: ev.seq, ...ev.env, ...(ev.invalid ? { invalid: ev.invalid } : {}) });

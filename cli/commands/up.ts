@@ -169,7 +169,8 @@ export async function upMain(argv: string[]): Promise<number> {
       ...(stack.processes ? { processes: stack.processes.list().map(({ agent, pid }) => ({ agent, pid })) } : {}),
       dataDir: dataDir.dir,
     };
-    dataDir.writeReady(ready);
+    // the file (mode 600) also keeps the simulator's CA, so `homeostat fault` can verify it
+    dataDir.writeReady({ ...ready, ...(stack.sim?.caPem ? { pveCaPem: stack.sim.caPem } : {}) });
     printJson(ready);
     const signal = await signalled;
     log.info({ signal }, 'stopping');

@@ -4,7 +4,7 @@
 import { HomeostatError } from '../../core/mod.ts';
 import { type Bus } from '../../bus/mod.ts';
 import {
-  followWorkflow, renderPlan, renderResult, startWorkflow, WorkflowBoard,
+  followWorkflow, renderPlan, renderResult, startWorkflow, waitingAfter, WorkflowBoard,
   type FollowedEvent, type StartReply, type WorkflowResult,
 } from '../../workflows/mod.ts';
 import { COMMON_OPTIONS, parseCommand, parseIntFlag } from '../args.ts';
@@ -121,23 +121,39 @@ export async function runAndFollow(
     const events: FollowedEvent[] = [];
     const ac = new AbortController();
     const onSignal = () => ac.abort();
+    // a quiet stretch says what it waits for (a line on stderr every 10 s without an event)
+    let lastAt = Date.now();
+    const quiet = values.json || (opts.board && process.stdout.isTTY) ? undefined : setInterval(() => {
+      const last = events.at(-1);
+      const what = last ? waitingAfter(last.env.data, (v: number) => out.board.name(v)) : 'waiting for the workflow to start';
+      if (Date.now() - lastAt >= 10_000) process.stderr.write(`${paint(`  … ${Math.round((Date.now() - (events[0] ? Date.parse(events[0].env.ts) : lastAt)) / 1000)} s${what ? `, ${what}` : ''}`, 'gray', useColor(process.stderr))}\n`);
+    }, 10_000);
     process.once('SIGINT', onSignal);
     process.once('SIGTERM', onSignal);
-    let result: WorkflowResult;
+    let result: WorkflowResult | undefined;
     try {
       const since = reply.existing ? new Date(Math.min(requestedAt.getTime(), Date.parse(reply.startedAt) || requestedAt.getTime())) : requestedAt;
       result = await followWorkflow(bus, {
         kind: reply.kind, workflowId: reply.workflowId, since, signal: ac.signal,
         onEvent: (ev) => {
+          lastAt = Date.now();
           events.push(ev);
           out.onEvent(ev);
         },
         onSilence: (m) => process.stderr.write(`${paint(m, 'yellow')}\n`),
+      }).catch((e: unknown) => {
+        if (ac.signal.aborted) return undefined; // Ctrl-C: the operator stopped watching, not a timeout
+        throw e;
       });
     } finally {
+      if (quiet) clearInterval(quiet);
       out.done();
       process.off('SIGINT', onSignal);
       process.off('SIGTERM', onSignal);
+    }
+    if (!result) {
+      process.stderr.write(`stopped following ${reply.workflowId}; it keeps running in the workflows agent (\`homeostat watch ${reply.workflowId}\` to follow it again, \`homeostat cancel ${reply.workflowId}\` to stop it)\n`);
+      return 130;
     }
     const code = result.status === 'done' ? 0 : 1;
     const shown = await show(result, reply, events, out.board, bus);
