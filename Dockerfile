@@ -13,6 +13,7 @@ WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm install --omit=dev --no-audit --no-fund
 COPY bin ./bin
+COPY deploy/pve ./deploy/pve
 COPY --from=build /app/dist ./dist
 RUN ln -s /app/bin/homeostat.js /usr/local/bin/homeostat
 ENTRYPOINT []

@@ -1,6 +1,6 @@
 // The embedded default: nats-server (unless --nats), the simulator (with --sim), then agents,
 // each on its own NATS connection as it would be in compose. Used by `up` and the e2e tests.
-import { writeFileSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { HomeostatError, type AppLogger } from '../core/mod.ts';
 import { Bus, clearCurrentState, identityOfAgent, type Identity } from '../bus/mod.ts';
@@ -11,7 +11,7 @@ import { startNatsServer, type NatsServerHandle } from './nats-server.ts';
 import { startNatsCluster } from './nats-cluster.ts';
 import { startAgentProcesses, type AgentProcesses } from './agent-processes.ts';
 import { ephemeralKeyring, loadOrCreateKeyring, type Keyring } from './keyring.ts';
-import { startSimulator, type SimulatorHandle } from '../fleet/sim/mod.ts';
+import { defaultSnippetsDir, startSimulator, type SimulatorHandle } from '../fleet/sim/mod.ts';
 import { createPveClient } from '../fleet/pve-client.ts';
 
 export interface StackOptions {
@@ -134,7 +134,8 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
         timeScale: opts.sim.timeScale,
         tokenId: opts.sim.tokenId ?? config.PVE_TOKEN_ID,
         tokenSecret: opts.sim.tokenSecret ?? config.PVE_TOKEN_SECRET,
-        hookscript: opts.sim.hooks ? 'local:snippets/homeostat-hook' : undefined,
+        // without the script (a trimmed install) the twin's guests get no hook: a missing pre-start hook would stop every start
+        hookscript: opts.sim.hooks && existsSync(join(defaultSnippetsDir(), 'homeostat-hook')) ? 'local:snippets/homeostat-hook' : undefined,
         log: log.child({ agent: 'sim' }),
       });
       cleanups.push(() => sim!.stop());

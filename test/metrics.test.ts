@@ -34,9 +34,12 @@ const healthy = async (vmid: number) => (await stack.api.fleet()).guests.find((g
 
 describe('metrics', () => {
   it('a healed crash moves incidents, actions, detection, decision and remediation; guests and PVE requests are counted', async () => {
-    const before = (await scrape()).samples;
+    // sensing's gauge follows its polling rounds: wait for the round that sees the whole fleet healthy
+    const before = await until(async () => {
+      const s = (await scrape()).samples;
+      return sample(s, 'homeostat_guests', { state: 'running', health: 'healthy' }, 'sum') === 12 ? s : undefined;
+    }, 20_000);
     expect(sample(before, 'homeostat_guests', {}, 'sum')).toBe(12);
-    expect(sample(before, 'homeostat_guests', { state: 'running', health: 'healthy' }, 'sum')).toBe(12);
     expect(sample(before, 'homeostat_pve_up')).toBe(1);
     expect(sample(before, 'homeostat_pve_requests_total', { method: 'GET', status: '200' })).toBeGreaterThan(0);
     expect(sample(before, 'homeostat_pve_request_seconds_count', { method: 'GET' })).toBeGreaterThan(0);

@@ -8,7 +8,7 @@ import { agentHandle, every, type AgentHandle, type AgentModule } from '../runti
 import { startAlertReceiver, type AlertReceiver, type HookSink } from './alertmanager.ts';
 import { PveObserver } from './observe.ts';
 import { sensingOptions } from './options.ts';
-import { Prober } from './probe.ts';
+import { Prober, type ProbeResult } from './probe.ts';
 import { loadRecords, publishEmissions } from './publish.ts';
 import { FleetTracker } from './tracker.ts';
 import type { Fleet } from '../../fleet/manifest.ts';
@@ -61,6 +61,8 @@ export const agent: AgentModule = {
     tracker.seed(seeded.guests, seeded.nodes, seeded.api);
 
     let apiDown = false;
+    let lastProbes = new Map<number, ProbeResult>();
+    let lastFullProbe = 0;
     const round = async () => {
       await prober.detectSimulator();
       const hooked = new Map(hints);
@@ -72,7 +74,13 @@ export const agent: AgentModule = {
         else log.info('PVE API available again');
       }
       const running = obs.api.ok ? [...obs.guests.values()].filter((g) => g.reachable && g.state === 'running').map((g) => g.vmid) : [];
-      const probes = await prober.probeAll(running);
+      // a round a hook brought forward probes only the hooked guests (the others' probes are
+      // younger than one interval); every other round probes everything
+      const partial = hooked.size > 0 && Date.now() - lastFullProbe < opts.intervalMs;
+      const fresh = await prober.probeAll(partial ? running.filter((v) => hooked.has(v)) : running);
+      const probes = partial ? new Map([...lastProbes].filter(([v]) => !hooked.has(v)).concat([...fresh])) : fresh;
+      if (!partial) lastFullProbe = Date.now();
+      lastProbes = probes;
       try {
         await publishEmissions(ctx.bus, tracker.apply(obs, probes, undefined, hooked));
       } catch (e) {
