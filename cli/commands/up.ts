@@ -146,6 +146,7 @@ export async function upMain(argv: string[]): Promise<number> {
       natsUrl: stack.natsUrl, fleet, log: log.child({ agent: 'console' }), port: consolePort, host: values['console-host'], token: consoleToken,
       // the console acts as the operator: approvals and commands under the operator's identity
       connect: { seed: stack.natsCreds ? stack.keyring.get('operator').seed : undefined, caFile: config.NATS_CA },
+      signer: stack.keyring.get('operator').signer,
     }).catch(async (e: unknown) => {
       await stack.stop();
       await metricsServer?.close();
