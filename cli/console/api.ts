@@ -1,7 +1,7 @@
 // What the page can ask and do, as the operator: the same fleet.cmd.* requests and chat the CLI
 // sends, so the decision agent's policy gate and the AUDIT stream see every click like a command.
 import { z } from 'zod';
-import { HomeostatError, isHomeostatError, subjects, type Bus, type ChatAnswer } from '../../bus/mod.ts';
+import { HomeostatError, isHomeostatError, signApproval, subjects, type Bus, type ChatAnswer, type Identity } from '../../bus/mod.ts';
 import type { Fleet } from '../../fleet/manifest.ts';
 import { fleetStatus, openIncidents, traceIncident, type FleetStatus } from '../../agents/operator/mod.ts';
 import { listExperiments, startWorkflow } from '../../workflows/mod.ts';
@@ -25,7 +25,8 @@ export function parseBody<T extends z.ZodType>(schema: T, body: unknown): z.infe
 }
 
 export class ConsoleApi {
-  constructor(private readonly bus: Bus, private readonly fleet: Fleet, private readonly operator: string) {}
+  /** `identity`: the operator's key, which signs approvals (the decision agent counts them by key). */
+  constructor(private readonly bus: Bus, private readonly fleet: Fleet, private readonly operator: string, private readonly identity?: Identity) {}
 
   /** The operator agent's answer when it runs; straight from KV otherwise (like `homeostat status`). */
   async status(): Promise<FleetStatus> {
@@ -47,7 +48,10 @@ export class ConsoleApi {
 
   decide(verb: 'approve' | 'deny', body: unknown) {
     const b = parseBody(Decide, body);
-    return this.cmd(verb, { actionId: b.actionId, by: this.operator, ...(b.reason ? { reason: b.reason } : {}) });
+    return this.cmd(verb, {
+      actionId: b.actionId, by: this.operator, ...(b.reason ? { reason: b.reason } : {}),
+      ...(this.identity ? { signed: signApproval(this.identity.signer, verb, b.actionId) } : {}),
+    });
   }
 
   release(vmid: number) {
