@@ -1,8 +1,10 @@
 // Layered boot: wall time against the critical path of boot times (the floor any boot order can
 // reach) and against the runbook's sequential layer-by-layer boot (layer N+1 starts only once all
 // of layer N is healthy), both measured in the same run through the same agents and simulator.
-// Goals: <= 1.05x the critical path with the reference fleet, <= 1.10x with 1,000 guests in 10 layers.
-//   npx tsx bench/boot.ts            (BENCH_BOOT=12 or 1000 to run one size; BENCH_TIME_SCALE=0.5 to go faster)
+// Goals: <= 1.05x the critical path with the reference fleet, <= 1.10x with 1,000 and 5,000 guests in
+// 10 layers; and the machine alone (boot-machine.ts) at 1,000 and 5,000 guests: <= 1.10x the critical
+// path, its CPU per event not growing with the fleet.
+//   npx tsx bench/boot.ts   (BENCH_BOOT=12,1000,5000,machine picks; BENCH_TIME_SCALE=0.5 to go faster)
 import { createLogger, sleep } from '../core/mod.ts';
 import { loadConfig } from '../agents/mod.ts';
 import { Bus } from '../bus/mod.ts';
@@ -11,6 +13,7 @@ import { buildFleet, criticalPathMs, type Fleet } from '../fleet/manifest.ts';
 import { generateFleet, REFERENCE_MANIFEST } from '../fleet/reference-fleet.ts';
 import { runWorkflow } from '../workflows/mod.ts';
 import type { BootSummary } from '../state-machines/mod.ts';
+import { runBootMachine } from './boot-machine.ts';
 import { benchNats, emit, isMain, round } from './harness.ts';
 import { simApi } from '../testkit/mod.ts';
 
@@ -86,19 +89,35 @@ async function measure(label: string, fleet: Fleet, goal: number): Promise<void>
 }
 
 export async function run(): Promise<void> {
-  const pick = process.env.BENCH_BOOT ?? '12,1000';
+  const pick = process.env.BENCH_BOOT ?? '12,1000,5000,machine';
   if (pick.split(',').includes('12')) {
     // boot timing only: no protected guest (a fleet-wide shutdown leaves those running)
     const manifest = structuredClone(REFERENCE_MANIFEST);
     for (const g of manifest.guests) (g as { protected?: boolean }).protected = false;
     await measure('reference', buildFleet(manifest), 1.05);
   }
-  if (pick.split(',').includes('1000')) {
-    const f = generateFleet({ guests: 1000, layers: 10 });
+  for (const n of [1000, 5000]) {
+    if (!pick.split(',').includes(String(n))) continue;
+    const f = generateFleet({ guests: n, layers: 10 });
     // the critical path assumes nothing waits for a free slot: the simulated nodes have no
     // resource limit, so per-node concurrency is not the bottleneck being measured here
-    const fleet = buildFleet({ ...f, policies: { ...f.policies, bootConcurrencyPerNode: 1000 } });
-    await measure('generated-1000x10', fleet, 1.1);
+    const fleet = buildFleet({ ...f, policies: { ...f.policies, bootConcurrencyPerNode: n } });
+    await measure(`generated-${n}x10`, fleet, 1.1);
+  }
+  if (pick.split(',').includes('machine')) {
+    const scale = Number(process.env.BENCH_MACHINE_SCALE ?? 0.1);
+    const runs = [];
+    for (const n of [1000, 5000]) {
+      const r = await runBootMachine(generateFleet({ guests: n, layers: 10 }), scale);
+      runs.push(r);
+      emit({
+        bench: 'boot', fleet: `machine-${n}x10`, guests: n, layers: 10, time_scale: scale, events: r.events,
+        critical_path_ms: Math.round(r.criticalPathMs), layered_ms: Math.round(r.wallMs), ratio_vs_critical_path: round(r.wallMs / r.criticalPathMs),
+        machine_cpu_us_per_event: round(r.cpuUsPerEvent, 1), goal: '<= 1.1x critical path', pass: r.wallMs / r.criticalPathMs <= 1.1,
+      });
+    }
+    const growth = runs[1].cpuUsPerEvent / runs[0].cpuUsPerEvent;
+    emit({ bench: 'boot', metric: 'machine_cpu_per_event_5000_vs_1000', ratio: round(growth), goal: '<= 1.5 (a step costs what it changes)', pass: growth <= 1.5 });
   }
 }
 

@@ -95,12 +95,11 @@ const bootSetup = setup({
   },
 });
 
-/** Runs one pipeline step on a copy of the context and turns its commands into xstate actions. */
-const step = (fn: (run: Pipeline, event: BootEvent, out: PipeCommand[]) => void) =>
+/** Runs one pipeline step (it returns the new pipeline) and turns its commands into xstate actions. */
+const step = (fn: (run: Pipeline, event: BootEvent, out: PipeCommand[]) => Pipeline) =>
   bootSetup.enqueueActions(({ context, event, enqueue }) => {
-    const run = structuredClone(context.run);
     const out: PipeCommand[] = [];
-    fn(run, event, out);
+    const run = fn(context.run, event, out);
     enqueue.assign({ run });
     for (const c of out) {
       if (c.do === 'emit') enqueue({ type: 'emitProgress', params: c.progress as Progress<BootEventName> });
@@ -160,7 +159,7 @@ export const LayeredBootMachine = bootSetup.createMachine({
       on: {
         'xstate.done.actor.*': { actions: step((run, e, out) => stepDone(run, (e as ChildDoneEvent).actorId, (e as ChildDoneEvent).output, out)) },
         'xstate.error.actor.*': { actions: step((run, e, out) => stepFailed(run, (e as ChildErrorEvent).actorId, (e as ChildErrorEvent).error, out)) },
-        'GUEST.TIMEOUT': { actions: step((run, e, out) => e.type === 'GUEST.TIMEOUT' && timedOut(run, e.vmid, e.attempt, out)) },
+        'GUEST.TIMEOUT': { actions: step((run, e, out) => (e.type === 'GUEST.TIMEOUT' ? timedOut(run, e.vmid, e.attempt, out) : run)) },
         RESUME: { actions: step((run, _e, out) => rearm(run, out)) },
       },
     },

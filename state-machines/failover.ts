@@ -140,11 +140,10 @@ const failoverSetup = setup({
   delays: { fenceDelay: ({ context }) => context.fenceDelayMs },
 });
 
-const step = (fn: (run: Pipeline, event: FailoverEvent, out: PipeCommand[]) => void) =>
+const step = (fn: (run: Pipeline, event: FailoverEvent, out: PipeCommand[]) => Pipeline) =>
   failoverSetup.enqueueActions(({ context, event, enqueue }) => {
-    const run = structuredClone(context.run);
     const out: PipeCommand[] = [];
-    fn(run, event, out);
+    const run = fn(context.run, event, out);
     enqueue.assign({ run });
     const { workflowId, node: from } = context;
     for (const c of out) {
@@ -254,7 +253,7 @@ export const NodeFailoverMachine = failoverSetup.createMachine({
       on: {
         'xstate.done.actor.*': { actions: step((run, e, out) => stepDone(run, (e as ChildDoneEvent).actorId, (e as ChildDoneEvent).output, out)) },
         'xstate.error.actor.*': { actions: step((run, e, out) => stepFailed(run, (e as ChildErrorEvent).actorId, (e as ChildErrorEvent).error, out)) },
-        'GUEST.TIMEOUT': { actions: step((run, e, out) => e.type === 'GUEST.TIMEOUT' && timedOut(run, e.vmid, e.attempt, out)) },
+        'GUEST.TIMEOUT': { actions: step((run, e, out) => (e.type === 'GUEST.TIMEOUT' ? timedOut(run, e.vmid, e.attempt, out) : run)) },
         RESUME: { actions: step((run, _e, out) => rearm(run, out)) },
       },
     },

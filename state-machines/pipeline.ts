@@ -1,6 +1,7 @@
 // The dependency-driven "start, then wait until healthy" engine behind LayeredBootMachine and the
-// recovery phase of NodeFailoverMachine. Pure: each function mutates a draft copy of the context
-// and appends commands; the machine turns commands into spawnChild / raise / cancel / emitProgress.
+// recovery phase of NodeFailoverMachine. Pure: each step returns a new pipeline (copying only what
+// it changes) and appends commands; the machine turns commands into spawnChild / raise / cancel /
+// emitProgress.
 // Keeping it out of the machine config keeps the machine files readable and this logic testable.
 import { dependentsIndex, downstreamRank } from './graph.ts';
 import { errorText, type Progress } from './progress.ts';
@@ -24,17 +25,40 @@ export interface PipeGuest extends PipeGuestInput {
   phase: GuestPhase;
   attempt: number;
   reason?: string;
+  /** Dependencies in the run that are not up yet (counted down as they become healthy). */
+  waiting: number;
+  /** Position in first-start order (for the report). */
+  startedSeq?: number;
 }
 
+/** Guests live in this many buckets (by vmid): a step copies the buckets it touches, not the fleet. */
+const BUCKETS = 256;
+
+/**
+ * The run's state. Immutable between steps (the machine stays pure and its snapshots stay valid),
+ * but a step costs what it changes: it copies the guests and buckets it touches, the small per-node
+ * and per-layer counters, and nothing else. The indexes (`dependents`, `layers`) are built once.
+ */
 export interface Pipeline {
-  guests: Record<string, PipeGuest>;
-  /** Vmids outside `guests` that count as healthy dependencies. */
+  buckets: Record<string, PipeGuest>[];
+  /** For each guest in the run, the guests in the run that depend on it. */
+  dependents: Record<string, number[]>;
+  /** Layer → its guests. */
+  layers: Record<string, number[]>;
+  /** Vmids outside the run that count as healthy dependencies. */
   satisfied: number[];
   perNodeConcurrency: number;
   retries: number;
-  /** First-start order and became-healthy order, for the report and for tests. */
-  started: number[];
-  healthy: number[];
+  /** Starting or checking, per node. */
+  active: Record<string, number>;
+  /** Pending guests whose dependencies are all up, per node, best first (longest chain first). */
+  ready: Record<string, number[]>;
+  /** Guests not settled yet (pending, starting, checking), per layer and in all. */
+  open: Record<string, number>;
+  unsettled: number;
+  running: number;
+  pending: number;
+  startedCount: number;
   layersDone: number[];
   lastHealthyAt?: number;
 }
@@ -55,172 +79,326 @@ export function parseActorId(id: string): { step: PipeStep; vmid: number; attemp
   return m ? { step: m[1] as PipeStep, vmid: Number(m[2]), attempt: Number(m[3]) } : undefined;
 }
 
+const bucketOf = (vmid: number) => ((vmid % BUCKETS) + BUCKETS) % BUCKETS;
+const isActive = (ph: GuestPhase) => ph === 'starting' || ph === 'checking';
+const isOpen = (ph: GuestPhase) => ph === 'pending' || isActive(ph);
+const isUp = (ph: GuestPhase) => ph === 'healthy' || ph === 'skipped';
+/** Ready order: longest remaining chain first, then lower layer, then vmid. */
+const before = (a: PipeGuest, b: PipeGuest) => b.rank - a.rank || a.layer - b.layer || a.vmid - b.vmid;
+
+function guestOf(p: Pipeline, vmid: number): PipeGuest | undefined {
+  return p.buckets[bucketOf(vmid)][vmid];
+}
+
+function* allGuests(p: Pipeline): Generator<PipeGuest> {
+  for (const b of p.buckets) yield* Object.values(b);
+}
+
 export function createPipeline(
   guests: readonly PipeGuestInput[],
   opts: { satisfied: readonly number[]; skipped: readonly number[]; perNodeConcurrency: number; retries: number },
 ): Pipeline {
-  const ranks = downstreamRank(guests, (v) => guests.find((g) => g.vmid === v)?.expectedMs ?? 1);
+  const byVmid = new Map(guests.map((g) => [g.vmid, g]));
+  const ranks = downstreamRank(guests, (v) => byVmid.get(v)?.expectedMs ?? 1);
   const skipped = new Set(opts.skipped);
-  const out: Pipeline = {
-    guests: {},
+  const p: Pipeline = {
+    buckets: Array.from({ length: BUCKETS }, () => ({})),
+    dependents: dependentsIndex(guests),
+    layers: {},
     satisfied: [...new Set(opts.satisfied)],
     perNodeConcurrency: Math.max(1, opts.perNodeConcurrency),
     retries: Math.max(0, opts.retries),
-    started: [],
-    healthy: [],
+    active: {},
+    ready: {},
+    open: {},
+    unsettled: 0,
+    running: 0,
+    pending: 0,
+    startedCount: 0,
     layersDone: [],
   };
+  const satisfied = new Set(p.satisfied);
   for (const g of guests) {
-    out.guests[g.vmid] = { ...g, dependsOn: [...g.dependsOn], rank: ranks[g.vmid] ?? 0, phase: skipped.has(g.vmid) ? 'skipped' : 'pending', attempt: 0 };
+    const phase: GuestPhase = skipped.has(g.vmid) ? 'skipped' : 'pending';
+    // a dependency outside the run that is not healthy never comes up: `begin` holds the guest
+    const waiting = g.dependsOn.filter((d) => (byVmid.has(d) ? !skipped.has(d) : !satisfied.has(d))).length;
+    p.buckets[bucketOf(g.vmid)][g.vmid] = { ...g, dependsOn: [...g.dependsOn], rank: ranks[g.vmid] ?? 0, phase, attempt: 0, waiting };
+    (p.layers[g.layer] ??= []).push(g.vmid);
+    p.open[g.layer] ??= 0;
+    if (phase === 'pending') {
+      p.open[g.layer]++;
+      p.unsettled++;
+      p.pending++;
+      p.active[g.node] ??= 0;
+    }
   }
-  return out;
+  for (const g of allGuests(p)) if (g.phase === 'pending' && g.waiting === 0) (p.ready[g.node] ??= []).push(g.vmid);
+  for (const node of Object.keys(p.ready)) p.ready[node].sort((a, b) => before(guestOf(p, a)!, guestOf(p, b)!));
+  return p;
 }
 
-const list = (p: Pipeline) => Object.values(p.guests);
-const emit = (out: PipeCommand[], event: string, g: PipeGuest, detail?: Record<string, unknown>) =>
-  out.push({ do: 'emit', progress: { event, vmid: g.vmid, node: g.node, layer: g.layer, ...(detail ? { detail } : {}) } });
+/** One step on a pipeline: copy-on-write of what it touches, and the commands it produces. */
+class Step {
+  readonly p: Pipeline;
+  private readonly copiedBuckets = new Set<number>();
+  private readonly copiedGuests = new Set<number>();
+  private readonly copiedReady = new Set<string>();
+  /** Nodes whose queue grew or whose slots freed: where `schedule` looks. */
+  readonly dirty = new Set<string>();
+  /** Layers that settled in this step (LAYER.DONE goes out at the end of `schedule`). */
+  readonly closed = new Set<number>();
 
-function isUp(p: Pipeline, vmid: number): boolean {
-  const g = p.guests[vmid];
-  return g ? g.phase === 'healthy' || g.phase === 'skipped' : p.satisfied.includes(vmid);
+  constructor(old: Pipeline, readonly out: PipeCommand[]) {
+    this.p = { ...old, buckets: [...old.buckets], active: { ...old.active }, ready: { ...old.ready }, open: { ...old.open }, layersDone: [...old.layersDone] };
+  }
+
+  get(vmid: number): PipeGuest | undefined {
+    return guestOf(this.p, vmid);
+  }
+
+  /** A writable copy of the guest, made once per step. */
+  edit(vmid: number): PipeGuest {
+    const b = bucketOf(vmid);
+    if (!this.copiedBuckets.has(b)) {
+      this.p.buckets[b] = { ...this.p.buckets[b] };
+      this.copiedBuckets.add(b);
+    }
+    if (!this.copiedGuests.has(vmid)) {
+      this.p.buckets[b][vmid] = { ...this.p.buckets[b][vmid] };
+      this.copiedGuests.add(vmid);
+    }
+    return this.p.buckets[b][vmid];
+  }
+
+  private queue(node: string): number[] {
+    if (!this.copiedReady.has(node)) {
+      this.p.ready[node] = [...(this.p.ready[node] ?? [])];
+      this.copiedReady.add(node);
+    }
+    return this.p.ready[node];
+  }
+
+  private enqueue(g: PipeGuest): void {
+    const q = this.queue(g.node);
+    let lo = 0;
+    let hi = q.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (before(this.get(q[mid])!, g) < 0) lo = mid + 1;
+      else hi = mid;
+    }
+    q.splice(lo, 0, g.vmid);
+    this.dirty.add(g.node);
+  }
+
+  private dequeue(g: PipeGuest): void {
+    const q = this.p.ready[g.node];
+    const i = q ? q.indexOf(g.vmid) : -1;
+    if (i >= 0) this.queue(g.node).splice(i, 1);
+  }
+
+  /** Every phase change goes through here, so the counters and queues stay in step. */
+  setPhase(vmid: number, phase: GuestPhase): PipeGuest {
+    const g = this.edit(vmid);
+    const from = g.phase;
+    if (from === phase) return g;
+    const p = this.p;
+    if (from === 'pending') {
+      p.pending--;
+      if (g.waiting === 0) this.dequeue(g);
+    }
+    if (isActive(from)) {
+      p.active[g.node]--;
+      p.running--;
+      this.dirty.add(g.node);
+    }
+    g.phase = phase;
+    if (phase === 'pending') {
+      p.pending++;
+      if (g.waiting === 0) this.enqueue(g);
+    }
+    if (isActive(phase)) {
+      p.active[g.node] = (p.active[g.node] ?? 0) + 1;
+      p.running++;
+    }
+    if (isOpen(from) && !isOpen(phase)) {
+      p.unsettled--;
+      if (--p.open[g.layer] === 0) this.closed.add(g.layer);
+    }
+    if (isUp(phase)) {
+      for (const d of p.dependents[vmid] ?? []) {
+        const dep = this.edit(d);
+        dep.waiting--;
+        if (dep.phase === 'pending' && dep.waiting === 0) this.enqueue(dep);
+      }
+    }
+    return g;
+  }
+
+  emit(event: string, g: PipeGuest, detail?: Record<string, unknown>): void {
+    this.out.push({ do: 'emit', progress: { event, vmid: g.vmid, node: g.node, layer: g.layer, ...(detail ? { detail } : {}) } });
+  }
+}
+
+/** Runs `fn` as one step on `p`; returns the new pipeline (`p` itself is left as it was). */
+function stepOn(p: Pipeline, out: PipeCommand[], fn: (s: Step) => void): Pipeline {
+  const s = new Step(p, out);
+  fn(s);
+  return s.p;
 }
 
 /** First step of a run: report skipped and blocked guests, then start what is ready. */
-export function begin(p: Pipeline, out: PipeCommand[]): void {
-  for (const g of list(p)) if (g.phase === 'skipped') emit(out, 'GUEST.SKIPPED', g, { reason: 'already healthy' });
-  for (const g of list(p)) {
-    if (g.phase !== 'pending') continue;
-    const blockers = g.dependsOn.filter((d) => !p.guests[d] && !p.satisfied.includes(d));
-    if (!blockers.length) continue;
-    g.phase = 'held';
-    g.reason = `blocked: ${blockers.join(', ')} not healthy and not part of this run`;
-    emit(out, 'GUEST.BLOCKED', g, { blockers });
-    holdDependents(p, g.vmid, out);
-  }
-  schedule(p, out);
+export function begin(p: Pipeline, out: PipeCommand[]): Pipeline {
+  return stepOn(p, out, (s) => {
+    const all = [...allGuests(p)];
+    for (const g of all) if (g.phase === 'skipped') s.emit('GUEST.SKIPPED', g, { reason: 'already healthy' });
+    const inRun = (v: number) => guestOf(p, v) !== undefined;
+    const satisfied = new Set(p.satisfied);
+    for (const g0 of all) {
+      const g = s.get(g0.vmid)!;
+      if (g.phase !== 'pending') continue;
+      const blockers = g.dependsOn.filter((d) => !inRun(d) && !satisfied.has(d));
+      if (!blockers.length) continue;
+      s.setPhase(g.vmid, 'held').reason = `blocked: ${blockers.join(', ')} not healthy and not part of this run`;
+      s.emit('GUEST.BLOCKED', s.get(g.vmid)!, { blockers });
+      holdDependents(s, g.vmid);
+    }
+    for (const layer of Object.keys(p.open)) if (s.p.open[layer] === 0) s.closed.add(Number(layer));
+    for (const node of Object.keys(p.ready)) s.dirty.add(node);
+    schedule(s);
+  });
 }
 
-/** Start every pending guest whose dependencies are up, longest chain first, within node slots. */
-export function schedule(p: Pipeline, out: PipeCommand[]): void {
-  const busy: Record<string, number> = {};
-  for (const g of list(p)) if (g.phase === 'starting' || g.phase === 'checking') busy[g.node] = (busy[g.node] ?? 0) + 1;
-  const ready = list(p)
-    .filter((g) => g.phase === 'pending' && g.dependsOn.every((d) => isUp(p, d)))
-    .sort((a, b) => b.rank - a.rank || a.layer - b.layer || a.vmid - b.vmid);
-  for (const g of ready) {
-    if ((busy[g.node] ?? 0) >= p.perNodeConcurrency) continue;
-    busy[g.node] = (busy[g.node] ?? 0) + 1;
-    g.phase = 'starting';
-    if (g.attempt === 0) p.started.push(g.vmid);
-    emit(out, 'GUEST.STARTING', g, { attempt: g.attempt });
-    out.push({ do: 'spawn', step: 'start', id: actorId('start', g.vmid, g.attempt), guest: { ...g } });
-    out.push({ do: 'arm', id: timerId(g.vmid), vmid: g.vmid, attempt: g.attempt, delayMs: g.timeoutMs });
+/** Start the best ready guests on every node with a free slot (in global priority order). */
+function schedule(s: Step): void {
+  const p = s.p;
+  const picks: PipeGuest[] = [];
+  for (const node of s.dirty) {
+    const free = p.perNodeConcurrency - (p.active[node] ?? 0);
+    for (const v of (p.ready[node] ?? []).slice(0, Math.max(0, free))) picks.push(s.get(v)!);
+  }
+  s.dirty.clear();
+  picks.sort(before);
+  for (const pick of picks) {
+    const first = pick.attempt === 0;
+    const g = s.setPhase(pick.vmid, 'starting');
+    if (first) g.startedSeq = p.startedCount++;
+    s.emit('GUEST.STARTING', g, { attempt: g.attempt });
+    s.out.push({ do: 'spawn', step: 'start', id: actorId('start', g.vmid, g.attempt), guest: { ...g } });
+    s.out.push({ do: 'arm', id: timerId(g.vmid), vmid: g.vmid, attempt: g.attempt, delayMs: g.timeoutMs });
   }
   // Nothing running and nothing startable: what is left waits on a cycle. Hold it so the run ends.
-  if (!list(p).some((g) => g.phase === 'starting' || g.phase === 'checking')) {
-    for (const g of list(p)) {
-      if (g.phase !== 'pending') continue;
-      g.phase = 'held';
+  if (p.running === 0 && p.pending > 0) {
+    for (const g0 of allGuests(p)) {
+      if (g0.phase !== 'pending') continue;
+      const g = s.setPhase(g0.vmid, 'held');
       g.reason = 'dependency cycle';
-      emit(out, 'GUEST.HELD', g, { reason: g.reason });
+      s.emit('GUEST.HELD', g, { reason: g.reason });
     }
   }
-  checkLayers(p, out);
+  closeLayers(s);
 }
 
 /** A child finished. Stale ids (a timed-out attempt, a guest already settled) are ignored. */
-export function stepDone(p: Pipeline, id: string, output: unknown, out: PipeCommand[]): void {
-  const ref = parseActorId(id);
-  out.push({ do: 'stop', id });
-  const g = ref && p.guests[ref.vmid];
-  if (!ref || !g || g.attempt !== ref.attempt) return;
-  if (ref.step === 'start' && g.phase === 'starting') {
-    g.phase = 'checking';
-    emit(out, 'GUEST.STARTED', g, { attempt: g.attempt });
-    out.push({ do: 'spawn', step: 'check', id: actorId('check', g.vmid, g.attempt), guest: { ...g } });
-    return;
-  }
-  if (ref.step === 'check' && g.phase === 'checking') {
-    g.phase = 'healthy';
-    p.healthy.push(g.vmid);
-    const at = (output as { at?: unknown } | undefined)?.at;
-    if (typeof at === 'number') p.lastHealthyAt = Math.max(p.lastHealthyAt ?? at, at);
-    out.push({ do: 'disarm', id: timerId(g.vmid) });
-    emit(out, 'GUEST.HEALTHY', g, { attempt: g.attempt });
-    schedule(p, out);
-  }
+export function stepDone(p: Pipeline, id: string, output: unknown, out: PipeCommand[]): Pipeline {
+  return stepOn(p, out, (s) => {
+    const ref = parseActorId(id);
+    out.push({ do: 'stop', id });
+    const g = ref && s.get(ref.vmid);
+    if (!ref || !g || g.attempt !== ref.attempt) return;
+    if (ref.step === 'start' && g.phase === 'starting') {
+      const c = s.setPhase(g.vmid, 'checking');
+      s.emit('GUEST.STARTED', c, { attempt: c.attempt });
+      out.push({ do: 'spawn', step: 'check', id: actorId('check', c.vmid, c.attempt), guest: { ...c } });
+      return;
+    }
+    if (ref.step === 'check' && g.phase === 'checking') {
+      const h = s.setPhase(g.vmid, 'healthy');
+      const at = (output as { at?: unknown } | undefined)?.at;
+      if (typeof at === 'number') s.p.lastHealthyAt = Math.max(s.p.lastHealthyAt ?? at, at);
+      out.push({ do: 'disarm', id: timerId(h.vmid) });
+      s.emit('GUEST.HEALTHY', h, { attempt: h.attempt });
+      schedule(s);
+    }
+  });
 }
 
-export function stepFailed(p: Pipeline, id: string, error: unknown, out: PipeCommand[]): void {
-  const ref = parseActorId(id);
-  out.push({ do: 'stop', id });
-  if (ref) attemptFailed(p, ref.vmid, ref.attempt, `${ref.step === 'start' ? 'start' : 'health check'} failed: ${errorText(error)}`, out);
+export function stepFailed(p: Pipeline, id: string, error: unknown, out: PipeCommand[]): Pipeline {
+  return stepOn(p, out, (s) => {
+    const ref = parseActorId(id);
+    out.push({ do: 'stop', id });
+    if (ref) attemptFailed(s, ref.vmid, ref.attempt, `${ref.step === 'start' ? 'start' : 'health check'} failed: ${errorText(error)}`);
+  });
 }
 
-export function timedOut(p: Pipeline, vmid: number, attempt: number, out: PipeCommand[]): void {
-  const g = p.guests[vmid];
-  if (g) attemptFailed(p, vmid, attempt, `not healthy within ${g.timeoutMs} ms`, out);
+export function timedOut(p: Pipeline, vmid: number, attempt: number, out: PipeCommand[]): Pipeline {
+  return stepOn(p, out, (s) => {
+    const g = s.get(vmid);
+    if (g) attemptFailed(s, vmid, attempt, `not healthy within ${g.timeoutMs} ms`);
+  });
 }
 
-function attemptFailed(p: Pipeline, vmid: number, attempt: number, reason: string, out: PipeCommand[]): void {
-  const g = p.guests[vmid];
-  if (!g || g.attempt !== attempt || (g.phase !== 'starting' && g.phase !== 'checking')) return;
+function attemptFailed(s: Step, vmid: number, attempt: number, reason: string): void {
+  const g = s.get(vmid);
+  if (!g || g.attempt !== attempt || !isActive(g.phase)) return;
   // Cancel both steps of this attempt: whichever is running must not report late.
-  out.push({ do: 'stop', id: actorId('start', vmid, attempt) }, { do: 'stop', id: actorId('check', vmid, attempt) });
-  out.push({ do: 'disarm', id: timerId(vmid) });
-  if (g.attempt < p.retries) {
-    g.attempt += 1;
-    g.phase = 'pending';
-    emit(out, 'GUEST.RETRY', g, { attempt: g.attempt, reason });
+  s.out.push({ do: 'stop', id: actorId('start', vmid, attempt) }, { do: 'stop', id: actorId('check', vmid, attempt) });
+  s.out.push({ do: 'disarm', id: timerId(vmid) });
+  if (g.attempt < s.p.retries) {
+    s.edit(vmid).attempt += 1;
+    const r = s.setPhase(vmid, 'pending');
+    s.emit('GUEST.RETRY', r, { attempt: r.attempt, reason });
   } else {
-    g.phase = 'failed';
-    g.reason = reason;
-    emit(out, 'GUEST.FAILED', g, { attempts: g.attempt + 1, reason });
-    holdDependents(p, vmid, out);
+    const f = s.setPhase(vmid, 'failed');
+    f.reason = reason;
+    s.emit('GUEST.FAILED', f, { attempts: f.attempt + 1, reason });
+    holdDependents(s, vmid);
   }
-  schedule(p, out);
+  schedule(s);
 }
 
 /** Never start a guest over a broken dependency: hold everything downstream of `root`. */
-export function holdDependents(p: Pipeline, root: number, out: PipeCommand[]): void {
-  const idx = dependentsIndex(list(p));
-  const stack = [...(idx[root] ?? [])];
+function holdDependents(s: Step, root: number): void {
+  const stack = [...(s.p.dependents[root] ?? [])];
   while (stack.length) {
-    const g = p.guests[stack.pop()!];
-    if (!g || g.phase !== 'pending') continue;
-    g.phase = 'held';
+    const v = stack.pop()!;
+    if (s.get(v)?.phase !== 'pending') continue;
+    const g = s.setPhase(v, 'held');
     g.reason = `depends on ${root}, which is not up`;
-    emit(out, 'GUEST.HELD', g, { because: root, reason: g.reason });
-    stack.push(...(idx[g.vmid] ?? []));
+    s.emit('GUEST.HELD', g, { because: root, reason: g.reason });
+    stack.push(...(s.p.dependents[v] ?? []));
   }
 }
 
 /** After a restore: timers are not part of xstate's persisted snapshot, so arm them again. */
-export function rearm(p: Pipeline, out: PipeCommand[]): void {
-  for (const g of list(p)) {
-    if (g.phase === 'starting' || g.phase === 'checking') {
-      // Disarm first: xstate cannot cancel a timer whose id was scheduled twice.
-      out.push({ do: 'disarm', id: timerId(g.vmid) });
-      out.push({ do: 'arm', id: timerId(g.vmid), vmid: g.vmid, attempt: g.attempt, delayMs: g.timeoutMs });
+export function rearm(p: Pipeline, out: PipeCommand[]): Pipeline {
+  return stepOn(p, out, (s) => {
+    for (const g of allGuests(p)) {
+      if (isActive(g.phase)) {
+        // Disarm first: xstate cannot cancel a timer whose id was scheduled twice.
+        out.push({ do: 'disarm', id: timerId(g.vmid) });
+        out.push({ do: 'arm', id: timerId(g.vmid), vmid: g.vmid, attempt: g.attempt, delayMs: g.timeoutMs });
+      }
     }
-  }
-  schedule(p, out);
+    for (const node of Object.keys(p.ready)) s.dirty.add(node);
+    schedule(s);
+  });
 }
 
-function checkLayers(p: Pipeline, out: PipeCommand[]): void {
-  const layers = [...new Set(list(p).map((g) => g.layer))].sort((a, b) => a - b);
-  for (const layer of layers) {
+function closeLayers(s: Step): void {
+  const p = s.p;
+  for (const layer of [...s.closed].sort((a, b) => a - b)) {
     if (p.layersDone.includes(layer)) continue;
-    const gs = list(p).filter((g) => g.layer === layer);
-    if (gs.some((g) => g.phase === 'pending' || g.phase === 'starting' || g.phase === 'checking')) continue;
     p.layersDone.push(layer);
+    const gs = (p.layers[layer] ?? []).map((v) => s.get(v)!);
     const count = (ph: GuestPhase) => gs.filter((g) => g.phase === ph).map((g) => g.vmid);
-    out.push({ do: 'emit', progress: { event: 'LAYER.DONE', layer, detail: { healthy: count('healthy'), failed: count('failed'), held: count('held'), skipped: count('skipped') } } });
+    s.out.push({ do: 'emit', progress: { event: 'LAYER.DONE', layer, detail: { healthy: count('healthy'), failed: count('failed'), held: count('held'), skipped: count('skipped') } } });
   }
+  s.closed.clear();
 }
 
 export function isSettled(p: Pipeline): boolean {
-  return !list(p).some((g) => g.phase === 'pending' || g.phase === 'starting' || g.phase === 'checking');
+  return p.unsettled === 0;
 }
 
 export interface PipelineSummary {
@@ -235,8 +413,10 @@ export interface PipelineSummary {
 }
 
 export function summarize(p: Pipeline): PipelineSummary {
-  const sorted = (ph: GuestPhase) => list(p).filter((g) => g.phase === ph).map((g) => g.vmid).sort((a, b) => a - b);
+  const all = [...allGuests(p)];
+  const sorted = (ph: GuestPhase) => all.filter((g) => g.phase === ph).map((g) => g.vmid).sort((a, b) => a - b);
   const reasons: Record<string, string> = {};
-  for (const g of list(p)) if (g.reason && (g.phase === 'failed' || g.phase === 'held')) reasons[g.vmid] = g.reason;
-  return { healthy: sorted('healthy'), failed: sorted('failed'), held: sorted('held'), skipped: sorted('skipped'), reasons, started: [...p.started] };
+  for (const g of all) if (g.reason && (g.phase === 'failed' || g.phase === 'held')) reasons[g.vmid] = g.reason;
+  const started = all.filter((g) => g.startedSeq !== undefined).sort((a, b) => a.startedSeq! - b.startedSeq!).map((g) => g.vmid);
+  return { healthy: sorted('healthy'), failed: sorted('failed'), held: sorted('held'), skipped: sorted('skipped'), reasons, started };
 }

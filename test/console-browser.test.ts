@@ -21,7 +21,7 @@ describe.skipIf(!hasBrowser)('web console in Chromium', () => {
     // approvals wait long enough for a browser to click
     stack = await testStack({ source: 'console-test', services: { advisor: null }, policies: { approvalTimeoutMs: 60_000 } });
     consoleBus = await Bus.connect({ servers: stack.natsUrl, source: 'console' });
-    server = await startConsole({ bus: consoleBus, fleet: stack.fleet, log: createLogger('silent'), port: 0, identity: stack.keyring.get('operator') });
+    server = await startConsole({ bus: consoleBus, fleet: stack.fleet, log: createLogger('silent'), port: 0, signer: stack.keyring.get('operator').signer });
     browser = await launchBrowser();
     page = browser.pages()[0] ?? (await browser.newPage());
     page.on('pageerror', (e) => errors.push(e.message));

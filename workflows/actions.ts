@@ -101,6 +101,8 @@ export class ActionTracker {
    *  refused, failed or denied action rejects with ActionFailedError. */
   async execute(spec: ActionSpec, opts: { until: 'started' | 'terminal'; correlationId?: string; signal?: AbortSignal }): Promise<ActionState> {
     const wait = this.waitFor(spec.actionId, opts.until, opts.signal);
+    // an abort while proposing rejects `wait` before anyone awaits it: not an unhandled rejection
+    wait.promise.catch(() => undefined);
     if (!this.states.has(spec.actionId)) {
       try {
         await this.propose(spec, opts.correlationId ?? spec.workflowId, opts.signal);

@@ -36,13 +36,12 @@ export async function consoleMain(argv: string[]): Promise<number> {
   const config = loadConfig(process.env, { NATS_URL: natsUrlFor(values.nats), NATS_CREDS: values.creds });
   const port = parseIntFlag('port', values.port)!;
   const log = createLogger(config.LOG_LEVEL);
-  const identity = operatorIdentity(config);
   const signalled = waitForShutdownSignal();
   const server = await openConsole({
     natsUrl: config.NATS_URL, fleet: loadFleetForCli(values.fleet, config), log, port, host: values.host,
     token: values.token ?? (process.env.HOMEOSTAT_CONSOLE_TOKEN || undefined),
     // as the operator: NATS_CREDS / --creds, else the operator file of the local `up`
-    identity, auth: true, connect: { caFile: config.NATS_CA },
+    connect: { seed: operatorIdentity(config)?.seed, caFile: config.NATS_CA },
   });
   printJson({ ready: true, consoleUrl: server.url, natsUrl: config.NATS_URL });
   await signalled;

@@ -144,8 +144,9 @@ export async function upMain(argv: string[]): Promise<number> {
     });
     const consoleServer = consolePort === undefined ? undefined : await openConsole({
       natsUrl: stack.natsUrl, fleet, log: log.child({ agent: 'console' }), port: consolePort, host: values['console-host'], token: consoleToken,
-      // the console acts as the operator: it connects (with auth on) and signs approvals as the operator
-      identity: stack.keyring.get('operator'), auth: stack.natsCreds !== undefined, connect: { caFile: config.NATS_CA },
+      // the console acts as the operator: approvals and commands under the operator's identity
+      connect: { seed: stack.natsCreds ? stack.keyring.get('operator').seed : undefined, caFile: config.NATS_CA },
+      signer: stack.keyring.get('operator').signer,
     }).catch(async (e: unknown) => {
       await stack.stop();
       await metricsServer?.close();

@@ -1,7 +1,7 @@
 // What the page can ask and do, as the operator: the same fleet.cmd.* requests and chat the CLI
 // sends, so the decision agent's policy gate and the AUDIT stream see every click like a command.
 import { z } from 'zod';
-import { HomeostatError, isHomeostatError, signApproval, subjects, type Bus, type ChatAnswer, type Identity } from '../../bus/mod.ts';
+import { HomeostatError, isHomeostatError, signApproval, subjects, type Bus, type ChatAnswer, type Signer } from '../../bus/mod.ts';
 import type { Fleet } from '../../fleet/manifest.ts';
 import { fleetStatus, openIncidents, traceIncident, type FleetStatus } from '../../agents/operator/mod.ts';
 import { listExperiments, startWorkflow } from '../../workflows/mod.ts';
@@ -25,8 +25,8 @@ export function parseBody<T extends z.ZodType>(schema: T, body: unknown): z.infe
 }
 
 export class ConsoleApi {
-  /** `identity`: the operator's key, which signs approvals (the decision agent counts them by key). */
-  constructor(private readonly bus: Bus, private readonly fleet: Fleet, private readonly operator: string, private readonly identity?: Identity) {}
+  /** `signer`: the operator key approvals are signed with (the decision agent counts keys, not names). */
+  constructor(private readonly bus: Bus, private readonly fleet: Fleet, private readonly operator: string, private readonly signer?: Signer) {}
 
   /** The operator agent's answer when it runs; straight from KV otherwise (like `homeostat status`). */
   async status(): Promise<FleetStatus> {
@@ -48,10 +48,7 @@ export class ConsoleApi {
 
   decide(verb: 'approve' | 'deny', body: unknown) {
     const b = parseBody(Decide, body);
-    return this.cmd(verb, {
-      actionId: b.actionId, by: this.operator, ...(b.reason ? { reason: b.reason } : {}),
-      ...(this.identity ? { signed: signApproval(this.identity.signer, verb, b.actionId) } : {}),
-    });
+    return this.cmd(verb, { actionId: b.actionId, by: this.operator, ...(b.reason ? { reason: b.reason } : {}), ...(this.signer ? { signed: signApproval(this.signer, verb, b.actionId) } : {}) });
   }
 
   release(vmid: number) {

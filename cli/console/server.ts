@@ -12,7 +12,7 @@ import { createRequire } from 'node:module';
 import type { AddressInfo } from 'node:net';
 import { dirname, extname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { describeError, HomeostatError, isHomeostatError, type Bus, type Identity, type Logger } from '../../bus/mod.ts';
+import { describeError, HomeostatError, isHomeostatError, type Bus, type Logger, type Signer } from '../../bus/mod.ts';
 import type { Fleet } from '../../fleet/manifest.ts';
 import { closeServer, listen, urlHost } from '../metrics-server.ts';
 import { readBody } from '../../fleet/sim/http-util.ts';
@@ -50,8 +50,8 @@ export interface ConsoleOptions {
   token?: string;
   /** Who approvals and commands are recorded as. */
   operator?: string;
-  /** The operator identity: it signs approvals and denials given from the page. */
-  identity?: Identity;
+  /** The operator key that signs approvals and denials. */
+  signer?: Signer;
 }
 
 export interface ConsoleServer {
@@ -73,7 +73,7 @@ export function checkConsoleAccess(host: string, token: string | undefined): voi
 export async function startConsole(opts: ConsoleOptions): Promise<ConsoleServer> {
   const host = opts.host ?? '127.0.0.1';
   checkConsoleAccess(host, opts.token);
-  const api = new ConsoleApi(opts.bus, opts.fleet, opts.operator ?? 'operator:console', opts.identity);
+  const api = new ConsoleApi(opts.bus, opts.fleet, opts.operator ?? 'operator:console', opts.signer);
   const live = startLiveFeed({ bus: opts.bus, log: opts.log, snapshot: () => api.status() });
 
   // Files are read once: the page is small, and a console must not depend on the disk staying put.

@@ -26,7 +26,8 @@ function run(cmd: string, args: string[]): Promise<void> {
 
 /** Subject alternative names: always 127.0.0.1 and localhost, plus the host we listen on. */
 function altNames(host: string): string {
-  const names = new Set(['IP:127.0.0.1', 'DNS:localhost']);
+  // `sim`: the simulator's service name in compose, where the agents reach it as https://sim:8006
+  const names = new Set(['IP:127.0.0.1', 'DNS:localhost', 'DNS:sim']);
   if (host && host !== '0.0.0.0' && host !== '::') names.add(isIP(host) ? `IP:${host}` : `DNS:${host}`);
   return [...names].join(',');
 }
