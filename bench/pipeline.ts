@@ -1,9 +1,19 @@
-// Events/s through sensing → analysis with 1,000 and 5,000 simulated guests, against raw NATS
-// publish/subscribe of the same number of messages in the same run; p99 latency from a guest
-// event on the bus to the incident it opens (goal ≤ 5 ms); RSS of the agents' process (sensing +
-// analysis together, as `homeostat up` runs them; goal ≤ 150 MB at 5,000 guests).
-// Four processes, so none pays for another's CPU: nats-server, the simulator, the agents, and
-// this one, which only injects faults and timestamps what it sees on the bus.
+// Events/s through sensing → analysis with 1,000 and 5,000 simulated guests, against raw
+// JetStream publishing of the same events with acks, pipelined (256 in flight), in the same run
+// (goal ≥ 0.5×); p99 latency from a guest event on the bus to the incident it opens (goal ≤ 5 ms);
+// peak RSS of each agent process (goal ≤ 150 MB at 5,000 guests, default node flags).
+// Five processes, so none pays for another's CPU: nats-server, the simulator, sensing and analysis
+// as `homeostat agent <name>` on plain node (dist/, as shipped), and this one, which only injects
+// faults and timestamps what it sees on the bus.
+//
+// What profiling (--cpu-prof on the agents, 5,000 guests) showed, and what was done about it:
+// - Every JetStream publish and KV put is a request; with nats.js async traces on, each one built
+//   two Error objects with stack traces up front (~8 % of the busy agent's CPU): connections now
+//   run with noAsyncTraces. (nats.js still builds one Error per completed request in cancel().)
+// - Socket writes (writeBuffer) and GC dominate what is left; the health probes (one HTTP call per
+//   running guest per sense interval) are most of sensing's own work, not the event path.
+// - The TypeScript loader (tsx) cost ~40-60 MB of RSS per process before any work: agents now run
+//   compiled JavaScript, each in its own process, which is also what "every agent ≤ 150 MB" means.
 //
 // Phases per fleet size: (1) raw core NATS pub/sub of N messages of the same size as a guest event;
 // (2) waves: ten top-layer guests crash per wave through POST /sim/faults → latency samples, on
@@ -11,13 +21,14 @@
 // (3) burst: every other guest crashes at once (injected inside the simulator, so they land in
 // one round) → events/s from the first event on the bus to the last incident, split into
 // sensing's publishing time and analysis' tail, and the latency under that burst.
-import { fork, type ChildProcess } from 'node:child_process';
+import { fork, spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { StorageType } from '@nats-io/jetstream';
 import { Bus, encode, makeEnvelope, subjects, type Envelope, type Incident } from '../bus/mod.ts';
 import { createLogger } from '../core/mod.ts';
-import { loadConfig } from '../agents/mod.ts';
-import type { AnalysisHandle } from '../agents/analysis/mod.ts';
-import { startStack } from '../cli/stack.ts';
 import { buildFleet, type Fleet } from '../fleet/manifest.ts';
 import { generateFleet } from '../fleet/reference-fleet.ts';
 import { startSimulator } from '../fleet/sim/mod.ts';
@@ -25,23 +36,22 @@ import { benchNats, emit, round, stats, isMain } from './harness.ts';
 
 const SIZES = (process.env.BENCH_PIPELINE_SIZES ?? '1000,5000').split(',').map(Number);
 const SENSE_MS = Number(process.env.BENCH_PIPELINE_SENSE_MS ?? 1000);
-/** V8 flags for the agents' process (default: none, as shipped). */
+/** Node flags for the agent processes (default: none, as shipped). */
 const AGENT_NODE_FLAGS = (process.env.BENCH_PIPELINE_NODE_FLAGS ?? '').split(' ').filter(Boolean);
-/** Then the largest size once more with a capped heap: V8 otherwise lets garbage pile up to
- *  100+ MB before collecting, which is most of the RSS over the ~110 MB that node + tsx + the
- *  modules cost before any work. */
-const TUNED_FLAGS = ['--max-semi-space-size=2', '--max-old-space-size=96'];
 const WAVES = 10;
 const PER_WAVE = 10;
+const IN_FLIGHT = 256;
 const TOKEN_ID = 'bench@pve!pipeline';
 const TOKEN_SECRET = '00000000-0000-4000-8000-00000000b0b0';
+const BIN = fileURLToPath(new URL('../bin/homeostat.js', import.meta.url));
 
-type Lat = ReturnType<AnalysisHandle['latency']>;
-interface AgentsArgs { natsUrl: string; pveUrl: string; guests: number }
+function fleetManifest(guests: number) {
+  const f = generateFleet({ guests, layers: 4, nodes: 3, bootMs: () => 500 });
+  return { name: f.name, nodes: f.nodes, guests: f.guests, policies: { senseIntervalMs: SENSE_MS, probeConcurrency: 32, probeTimeoutMs: 2000 } };
+}
 
 function fleetFor(guests: number): Fleet {
-  const f = generateFleet({ guests, layers: 4, nodes: 3, bootMs: () => 500 });
-  return buildFleet({ name: f.name, nodes: f.nodes, guests: f.guests, policies: { senseIntervalMs: SENSE_MS, probeConcurrency: 32, probeTimeoutMs: 2000 } });
+  return buildFleet(fleetManifest(guests));
 }
 
 /** Child process: the simulator alone, so neither the agents nor the measuring side pay for its CPU. */
@@ -58,37 +68,42 @@ async function simMain(guests: number): Promise<void> {
   process.send!({ url: sim.url });
 }
 
-/** Child process: sensing + analysis only, as `homeostat agent …` would run them. */
-async function agentsMain(args: AgentsArgs): Promise<void> {
-  const config = loadConfig({}, { PVE_URL: args.pveUrl, PVE_TOKEN_ID: TOKEN_ID, PVE_TOKEN_SECRET: TOKEN_SECRET, LOG_LEVEL: 'warn' });
-  const stack = await startStack({ config, fleet: fleetFor(args.guests), log: createLogger('warn'), natsUrl: args.natsUrl, agents: ['analysis', 'sensing'], services: { pveTokenId: TOKEN_ID, pveTokenSecret: TOKEN_SECRET } });
-  const analysis = stack.agents.get('analysis') as AnalysisHandle;
-  process.on('message', (m: { rss?: boolean; exit?: boolean }) => {
-    if (m.rss) process.send!({ rss: process.memoryUsage().rss, heapUsed: process.memoryUsage().heapUsed, inAgent: analysis.latency() });
-    if (m.exit) void stack.stop().finally(() => process.exit(0));
+/** `homeostat agent <name>` on plain node, as compose and `up --replicas` run it. */
+async function startAgent(name: string, env: NodeJS.ProcessEnv, flags: string[]): Promise<ChildProcess> {
+  const child = spawn(process.execPath, [...flags, BIN, 'agent', name], { env, stdio: ['ignore', 'pipe', 'inherit'] });
+  await new Promise<void>((resolve, reject) => {
+    let out = '';
+    child.stdout!.on('data', (b: Buffer) => {
+      out += b.toString();
+      if (out.includes('"ready":true')) resolve();
+    });
+    child.once('exit', (code) => reject(new Error(`agent ${name} exited (${code}) before it was ready`)));
   });
-  process.send!({ ready: true });
+  return child;
 }
 
-async function rawCore(bus: Bus, n: number, bytes: Uint8Array): Promise<number> {
-  const subject = 'bench.pipeline.raw';
-  let got = 0;
-  let done!: () => void;
-  const all = new Promise<void>((r) => (done = r));
-  const sub = bus.nc.subscribe(subject, {
-    callback: () => {
-      if (++got === n) done();
-    },
-  });
-  await bus.nc.flush();
+/** Current and peak resident memory of a process, from /proc. */
+function rssOf(pid: number): { rssMb: number; peakMb: number } {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const kb = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+)`, 'm').exec(status)?.[1] ?? NaN);
+  return { rssMb: round(kb('VmRSS') / 1024, 1), peakMb: round(kb('VmHWM') / 1024, 1) };
+}
+
+/** The baseline: the same events' bytes published to a JetStream stream, acks awaited, IN_FLIGHT at once. */
+async function rawJetStream(bus: Bus, n: number, bytes: Uint8Array): Promise<number> {
+  const stream = 'BENCH_RAW';
+  await bus.jsm.streams.add({ name: stream, subjects: ['bench.raw.>'], storage: StorageType.File }).catch(() => undefined);
+  await bus.jsm.streams.purge(stream);
   const t0 = performance.now();
+  const inFlight = new Set<Promise<unknown>>();
   for (let i = 0; i < n; i++) {
-    bus.nc.publish(subject, bytes);
-    if (i % 1000 === 999) await bus.nc.flush();
+    const p = bus.js.publish(`bench.raw.${i % 1000}`, bytes).finally(() => inFlight.delete(p));
+    inFlight.add(p);
+    if (inFlight.size >= IN_FLIGHT) await Promise.race(inFlight);
   }
-  await all;
+  await Promise.all(inFlight);
   const perSec = n / ((performance.now() - t0) / 1000);
-  sub.unsubscribe();
+  await bus.jsm.streams.delete(stream);
   return perSec;
 }
 
@@ -132,16 +147,19 @@ async function one(n: number, flags: string[]): Promise<void> {
   const nats = await benchNats();
   const bus = await Bus.connect({ servers: nats.url, source: 'bench' });
   const fleet = fleetFor(n);
+  const dir = mkdtempSync(join(tmpdir(), 'homeostat-pipeline-'));
+  const fleetFile = join(dir, 'fleet.json');
+  writeFileSync(fleetFile, JSON.stringify(fleetManifest(n)));
   const here = fileURLToPath(import.meta.url);
   const simChild = fork(here, ['--sim', String(n)], { execArgv: ['--import', 'tsx'] });
   const sim = await new Promise<{ url: string }>((r) => simChild.once('message', (m) => r(m as { url: string })));
-  let child: ChildProcess | undefined;
+  const agents: ChildProcess[] = [];
   try {
     const sample = makeEnvelope('sensing', 'GuestStateChanged', { vmid: 1000, node: 'node-0', name: 'guest-1000', state: 'stopped', previousState: 'running', health: 'unknown', previousHealth: 'healthy', reason: 'running → stopped' });
     const bytes = encode(subjects.guestEvent('node-0', 1000), sample);
-    await rawCore(bus, n, bytes); // warm-up
-    const raw = await rawCore(bus, n, bytes);
-    emit({ bench: 'pipeline', guests: n, phase: 'raw-core', messages: n, bytes: bytes.length, msgsPerSec: Math.round(raw) });
+    await rawJetStream(bus, Math.min(n, 2000), bytes); // warm-up
+    const raw = await rawJetStream(bus, n, bytes);
+    emit({ bench: 'pipeline', guests: n, phase: 'raw-jetstream', messages: n, bytes: bytes.length, inFlight: IN_FLIGHT, msgsPerSec: Math.round(raw) });
 
     const eventAt = new Map<string, number>();
     const incidentAt = new Map<number, { t: number; cause?: string }>();
@@ -159,11 +177,13 @@ async function one(n: number, flags: string[]): Promise<void> {
         if (env.data.rootCause.vmid !== undefined) incidentAt.set(env.data.rootCause.vmid, { t: performance.now(), cause: env.causationId });
       },
     });
-    const args: AgentsArgs = { natsUrl: nats.url, pveUrl: sim.url, guests: n };
-    child = fork(here, ['--agents', JSON.stringify(args)], { execArgv: ['--import', 'tsx', ...flags] });
-    await new Promise<void>((r) => child!.once('message', () => r()));
-    await until(() => discovered >= n, 120_000, `GuestDiscovered for ${n} guests`);
-    const idle = await ask<{ rss: number }>(child, { rss: true }, 'rss');
+    const env = { ...process.env, NATS_URL: nats.url, PVE_URL: sim.url, PVE_TOKEN_ID: TOKEN_ID, PVE_TOKEN_SECRET: TOKEN_SECRET, HOMEOSTAT_FLEET: fleetFile, LOG_LEVEL: 'warn', NATS_CREDS: '' };
+    const analysis = await startAgent('analysis', env, flags);
+    agents.push(analysis);
+    const sensing = await startAgent('sensing', env, flags);
+    agents.push(sensing);
+    await until(() => discovered >= n, 180_000, `GuestDiscovered for ${n} guests`);
+    const idle = { sensing: rssOf(sensing.pid!), analysis: rssOf(analysis.pid!) };
 
     const latencies = (vmids: number[]) => vmids.map((v) => incidentAt.get(v)).filter((x) => x?.cause && eventAt.has(x.cause)).map((x) => x!.t - eventAt.get(x!.cause!)!);
     const top = fleet.guests.filter((g) => g.layer === 4).map((g) => g.vmid);
@@ -175,11 +195,7 @@ async function one(n: number, flags: string[]): Promise<void> {
       await until(() => wave.every((v) => incidentAt.has(v)), 30_000, `incidents of wave ${w}`);
     }
     const wave = stats(latencies(waveVmids));
-    const inWave = (await ask<{ inAgent: Lat }>(child, { rss: true }, 'rss')).inAgent;
-    emit({
-      bench: 'pipeline', guests: n, phase: 'waves', events: wave.n, perWave: PER_WAVE, p50Ms: wave.p50, p99Ms: wave.p99, maxMs: wave.max,
-      inAgentP50Ms: inWave.p50Ms, inAgentP99Ms: inWave.p99Ms, goalP99Ms: 5, pass: wave.p99 <= 5,
-    });
+    emit({ bench: 'pipeline', guests: n, phase: 'waves', events: wave.n, perWave: PER_WAVE, p50Ms: wave.p50, p99Ms: wave.p99, maxMs: wave.max, goalP99Ms: 5, pass: wave.p99 <= 5 });
 
     const waveSet = new Set(waveVmids);
     const burst = fleet.guests.map((g) => g.vmid).filter((v) => !waveSet.has(v));
@@ -193,32 +209,38 @@ async function one(n: number, flags: string[]): Promise<void> {
     const last = Math.max(...burst.map((v) => incidentAt.get(v)!.t));
     const perSec = burst.length / ((last - first) / 1000);
     const lat = stats(latencies(burst));
-    const loaded = await ask<{ rss: number; heapUsed: number; inAgent: Lat }>(child, { rss: true }, 'rss');
-    const rssMb = round(loaded.rss / 2 ** 20, 1);
+    const loaded = { sensing: rssOf(sensing.pid!), analysis: rssOf(analysis.pid!) };
+    const peak = Math.max(loaded.sensing.peakMb, loaded.analysis.peakMb);
     emit({
       bench: 'pipeline', guests: n, phase: 'burst', events: burst.length, injectMs: Math.round(injectedMs), eventsPerSec: Math.round(perSec),
       sensingPublishMs: Math.round(lastEvent - first), analysisTailMs: Math.round(last - lastEvent),
-      rawMsgsPerSec: Math.round(raw), ratioVsRaw: round(perSec / raw, 4), p50Ms: lat.p50, p99Ms: lat.p99, inAgentP99MsAll: loaded.inAgent.p99Ms,
-      agentsRssMb: rssMb, agentsIdleRssMb: round(idle.rss / 2 ** 20, 1), heapMb: round(loaded.heapUsed / 2 ** 20, 1),
-      nodeFlags: flags.join(' ') || 'none', goalRssMb: n >= 5000 ? 150 : undefined, passRss: n >= 5000 ? rssMb <= 150 : undefined,
+      rawJetStreamPerSec: Math.round(raw), ratioVsRaw: round(perSec / raw, 3), goalRatio: 0.5, passRatio: perSec / raw >= 0.5,
+      p50Ms: lat.p50, p99Ms: lat.p99,
+      sensingRssMb: loaded.sensing.rssMb, sensingPeakMb: loaded.sensing.peakMb, analysisRssMb: loaded.analysis.rssMb, analysisPeakMb: loaded.analysis.peakMb,
+      sensingIdleMb: idle.sensing.rssMb, analysisIdleMb: idle.analysis.rssMb,
+      nodeFlags: flags.join(' ') || 'none', goalRssMb: n >= 5000 ? 150 : undefined, passRss: n >= 5000 ? peak <= 150 : undefined,
     });
   } finally {
-    if (child && child.exitCode === null) {
-      child.send({ exit: true });
-      await new Promise((r) => child!.once('exit', r));
+    for (const a of agents) {
+      if (a.exitCode === null) {
+        a.kill('SIGTERM');
+        await new Promise((r) => a.once('exit', r));
+      }
     }
     simChild.send({ exit: true });
     await new Promise((r) => simChild.once('exit', r));
     await bus.stop();
     await nats.cleanup();
+    rmSync(dir, { recursive: true, force: true });
   }
 }
 
 export async function run(): Promise<void> {
+  // the agents run the shipped JavaScript: build it when a source is newer
+  const { build, isStale } = await import('../scripts/build.mjs');
+  if (isStale() && !build()) throw new Error('the build of dist/ failed');
   for (const n of SIZES) await one(n, AGENT_NODE_FLAGS);
-  if (!process.env.BENCH_PIPELINE_NODE_FLAGS) await one(Math.max(...SIZES), TUNED_FLAGS);
 }
 
-if (process.argv[2] === '--agents') await agentsMain(JSON.parse(process.argv[3]) as AgentsArgs);
-else if (process.argv[2] === '--sim') await simMain(Number(process.argv[3]));
+if (process.argv[2] === '--sim') await simMain(Number(process.argv[3]));
 else if (isMain(import.meta.url)) await run();

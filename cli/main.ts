@@ -32,6 +32,7 @@ export const COMMANDS: Record<string, CommandEntry> = {
   watch: { summary: 'follow a workflow until it ends', load: async () => (await import('./commands/operate.ts')).watchMain },
   cancel: { summary: 'cancel a running chaos experiment (its rollbacks run)', load: async () => (await import('./commands/operate.ts')).cancelMain },
   fault: { summary: 'inject a fault into the twin: fault <kind> <target>, fault list, fault clear [id]', load: async () => (await import('./commands/fault.ts')).faultMain },
+  fleet: { summary: 'fleet validate FILE: every problem of a manifest at once', load: async () => (await import('./commands/fleet.ts')).fleetMain },
   release: { summary: 'clear a flap hold-down on a guest', load: async () => (await import('./commands/approvals.ts')).releaseMain },
 };
 

@@ -5,7 +5,7 @@ import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { HomeostatError } from '../core/mod.ts';
 
-export const NodeSpec = z.object({
+export const NodeSpec = z.strictObject({
   name: z.string().regex(/^[a-zA-Z0-9][a-zA-Z0-9-]{0,62}$/, 'expected a PVE node name (letters, digits, dashes)'),
   role: z.string().max(200).default(''),
   cpus: z.number().int().min(1).default(16),
@@ -15,7 +15,7 @@ export const NodeSpec = z.object({
 });
 export type NodeSpec = z.infer<typeof NodeSpec>;
 
-export const GuestSpec = z.object({
+export const GuestSpec = z.strictObject({
   vmid: z.number().int().min(100).max(999_999_999),
   name: z.string().min(1).max(63),
   node: z.string().min(1),
@@ -38,11 +38,11 @@ export const GuestSpec = z.object({
 });
 export type GuestSpec = z.infer<typeof GuestSpec>;
 
-export const Policies = z.object({
+export const Policies = z.strictObject({
   /** Minimum time between two remediations of the same guest. */
   cooldownMs: z.number().int().min(0).default(15_000),
   /** Flap hold-down: this many remediations in the window → stop acting, open a "flapping" incident. */
-  flap: z.object({ maxRemediations: z.number().int().min(1).default(3), windowMs: z.number().int().min(1000).default(600_000) }).default({ maxRemediations: 3, windowMs: 600_000 }),
+  flap: z.strictObject({ maxRemediations: z.number().int().min(1).default(3), windowMs: z.number().int().min(1000).default(600_000) }).default({ maxRemediations: 3, windowMs: 600_000 }),
   /** Global action budget per minute across the fleet. */
   budgetPerMinute: z.number().int().min(1).default(20),
   approvalTimeoutMs: z.number().int().min(1000).default(300_000),
@@ -59,7 +59,7 @@ export const Policies = z.object({
   shutdownTimeoutSec: z.number().int().min(1).default(60),
   /** Whether shutdown may fall back to a hard `stop` after the graceful timeout. */
   allowHardStop: z.boolean().default(true),
-  alerts: z.object({
+  alerts: z.strictObject({
     nodeDownMs: z.number().int().min(0).default(60_000),
     diskFreePct: z.number().min(0).max(100).default(10),
     cpuPct: z.number().min(0).max(100).default(85),
@@ -72,7 +72,7 @@ export const Policies = z.object({
 });
 export type Policies = z.infer<typeof Policies>;
 
-export const FleetManifest = z.object({
+export const FleetManifest = z.strictObject({
   name: z.string().default('fleet'),
   nodes: z.array(NodeSpec).min(1),
   guests: z.array(GuestSpec),
@@ -95,28 +95,75 @@ function manifestError(msg: string): HomeostatError {
   return new HomeostatError('HOMEOSTAT_ERR_MANIFEST', msg);
 }
 
+/** The keys an object at `path` may have (for "did you mean"). */
+function keysAt(path: PropertyKey[]): string[] {
+  const named = path.filter((p) => typeof p === 'string');
+  const shape = named[0] === 'nodes' ? NodeSpec.shape : named[0] === 'guests' ? GuestSpec.shape
+    : named[0] === 'policies' ? (named[1] === 'flap' || named[1] === 'alerts' ? (Policies.shape[named[1]].unwrap() as z.ZodObject).shape : Policies.shape)
+      : FleetManifest.shape;
+  return Object.keys(shape);
+}
+
+function distance(a: string, b: string): number {
+  const d = Array.from({ length: a.length + 1 }, (_, i) => [i, ...Array<number>(b.length).fill(0)]);
+  for (let j = 1; j <= b.length; j++) d[0][j] = j;
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) d[i][j] = Math.min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+  }
+  return d[a.length][b.length];
+}
+
+/** The known key an unknown one was probably meant to be. */
+export function didYouMean(key: string, known: readonly string[]): string | undefined {
+  const k = key.toLowerCase().replace(/[-_]/g, '');
+  const scored = known.map((c) => ({ c, d: c.toLowerCase() === k ? 0 : distance(k, c.toLowerCase()) })).sort((a, b) => a.d - b.d);
+  const best = scored[0];
+  if (best && best.d <= Math.max(2, Math.floor(key.length / 3))) return best.c;
+  // a longer spelling of the same start (cpuPercent → cpuPct), when only one key shares it
+  const prefix = (c: string) => { let i = 0; while (i < c.length && i < k.length && c[i].toLowerCase() === k[i]) i++; return i; };
+  const long = known.filter((c) => prefix(c) >= 4);
+  return long.length === 1 ? long[0] : undefined;
+}
+
+/** Every problem of a manifest, each naming its path: `guests[3]: unknown key "protect" — did you mean "protected"?`. */
+export class ManifestError extends HomeostatError {
+  constructor(readonly problems: string[], prefix = '') {
+    super('HOMEOSTAT_ERR_MANIFEST', `${prefix}${problems.length > 1 ? `${problems.length} problems: ` : ''}${problems.join('; ')}`);
+  }
+}
+
+function describeIssue(i: z.core.$ZodIssue): string[] {
+  if (i.code === 'unrecognized_keys') {
+    const known = keysAt(i.path);
+    return i.keys.map((k) => {
+      const hint = didYouMean(k, known);
+      return `${formatPath(i.path)}: unknown key "${k}"${hint ? ` — did you mean "${hint}"?` : ` (known: ${known.join(', ')})`}`;
+    });
+  }
+  return [`${formatPath(i.path)}: ${i.message}`];
+}
+
 /** Validate a parsed manifest (object) and resolve the dependency graph. */
 export function buildFleet(input: unknown): Fleet {
   const r = FleetManifest.safeParse(input);
-  if (!r.success) {
-    const i = r.error.issues[0];
-    throw manifestError(`${formatPath(i.path)}: ${i.message}`);
-  }
+  if (!r.success) throw new ManifestError(r.error.issues.flatMap(describeIssue));
   const m = r.data;
+  const problems: string[] = [];
   const nodes = new Set<string>();
   m.nodes.forEach((n, i) => {
-    if (nodes.has(n.name)) throw manifestError(`nodes[${i}].name: duplicate node ${n.name}`);
+    if (nodes.has(n.name)) problems.push(`nodes[${i}].name: duplicate node ${n.name}`);
     nodes.add(n.name);
   });
   const byVmid = new Map<number, GuestSpec>();
   const names = new Set<string>();
   m.guests.forEach((g, i) => {
-    if (byVmid.has(g.vmid)) throw manifestError(`guests[${i}].vmid: duplicate vmid ${g.vmid}`);
-    if (names.has(g.name)) throw manifestError(`guests[${i}].name: duplicate name ${g.name}`);
-    if (!nodes.has(g.node)) throw manifestError(`guests[${i}].node: unknown node ${g.node}`);
+    if (byVmid.has(g.vmid)) problems.push(`guests[${i}].vmid: duplicate vmid ${g.vmid}`);
+    if (names.has(g.name)) problems.push(`guests[${i}].name: duplicate name ${g.name}`);
+    if (!nodes.has(g.node)) problems.push(`guests[${i}].node: unknown node ${g.node}`);
     byVmid.set(g.vmid, g);
     names.add(g.name);
   });
+  if (problems.length) throw new ManifestError(problems);
   const byLayer = new Map<number, number[]>();
   for (const g of m.guests) byLayer.set(g.layer, [...(byLayer.get(g.layer) ?? []), g.vmid]);
   const layersAsc = [...byLayer.keys()].sort((a, b) => a - b);
@@ -188,6 +235,7 @@ export function loadFleetFile(path: string): Fleet {
   try {
     return buildFleet(data);
   } catch (e) {
+    if (e instanceof ManifestError) throw new ManifestError(e.problems, `${path}: `);
     if (e instanceof HomeostatError) throw manifestError(`${path}: ${e.message}`);
     throw e;
   }

@@ -78,7 +78,9 @@ const flag = z
   .enum(['0', '1', 'true', 'false', 'yes', 'no'], { message: 'expected 1 or 0' })
   .transform((v) => v === '1' || v === 'true' || v === 'yes');
 
-const PveEnv = z.object({
+/** The PVE_* environment variables, one rule each: `pveClientOptionsFromEnv` and the agents'
+ *  config (agents/runtime/config.ts) both parse them with these. */
+export const PveEnv = z.object({
   PVE_URL: pveUrl,
   PVE_TOKEN_ID: PveConnection.shape.tokenId,
   PVE_TOKEN_SECRET: PveConnection.shape.tokenSecret,

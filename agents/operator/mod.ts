@@ -1,6 +1,7 @@
 // The operator agent: answers status/incidents/trace requests and chat, over request-reply.
+import { z } from 'zod';
 import { ChatRequest, subjects, type CommandRequest } from '../../bus/mod.ts';
-import { agentHandle, type AgentModule } from '../runtime/agent.ts';
+import { agentHandle, parseServices, type AgentModule } from '../runtime/agent.ts';
 import { OllamaPhraser } from '../../llm/mod.ts';
 import { answerChat, type Phraser } from './chat.ts';
 import { fleetStatus, openIncidents } from './queries.ts';
@@ -11,13 +12,20 @@ export { parseIntent, type Intent } from './intents.ts';
 export { fleetStatus, openIncidents, pendingApprovals, type FleetStatus, type GuestStatus } from './queries.ts';
 export { traceIncident, type Trace, type TraceEntry } from './trace.ts';
 
+const isPhraser = (v: unknown): v is Phraser => typeof v === 'object' && v !== null && typeof (v as { phrase?: unknown }).phrase === 'function';
+
+/** services.phraser: a Phraser, null = none (tests), absent = the local Ollama model from config. */
+const OperatorServices = z.object({
+  phraser: z.custom<Phraser>(isPhraser, 'expected a Phraser (an object with phrase())').nullable().optional(),
+}).passthrough();
+
 export const agent: AgentModule = {
   name: 'operator',
   async start(ctx) {
     const { bus, fleet } = ctx;
-    // services.phraser: a Phraser, null = none (tests), absent = the local Ollama model from config
-    const phraser = ctx.services.phraser === null ? undefined
-      : (ctx.services.phraser as Phraser | undefined) ?? new OllamaPhraser({ host: ctx.config.OLLAMA_HOST, model: ctx.config.OLLAMA_MODEL, timeoutMs: Math.min(ctx.config.OLLAMA_TIMEOUT_MS, 10_000) });
+    const { phraser: given } = parseServices(OperatorServices, ctx.services);
+    const phraser = given === null ? undefined
+      : given ?? new OllamaPhraser({ host: ctx.config.OLLAMA_HOST, model: ctx.config.OLLAMA_MODEL, timeoutMs: Math.min(ctx.config.OLLAMA_TIMEOUT_MS, 10_000) });
     const served = [
       bus.serve<CommandRequest>(subjects.cmd('status'), async () => fleetStatus(bus, fleet)),
       bus.serve<CommandRequest>(subjects.cmd('incidents'), async (env) => openIncidents(bus, env.data.args.all !== false)),

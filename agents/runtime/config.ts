@@ -2,6 +2,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { HomeostatError } from '../../core/mod.ts';
+import { PveEnv } from '../../fleet/pve-config.ts';
 
 const url = (protocols: string[], what: string) =>
   z.string().refine((v) => {
@@ -31,9 +32,10 @@ const keyList = z.string().transform((v) => v.split(',').map((k) => k.trim()).fi
 
 export const ConfigSchema = z.object({
   NATS_URL: urlList(['nats:', 'tls:', 'ws:', 'wss:'], 'a nats:// URL or a comma-separated list of them, e.g. nats://127.0.0.1:4222').default('nats://127.0.0.1:4222'),
-  PVE_URL: url(['http:', 'https:'], 'an http(s) URL of the PVE API, e.g. https://pve.lan:8006').optional(),
-  PVE_TOKEN_ID: z.string().regex(/^[^@\s]+@[^!\s]+![A-Za-z0-9._-]+$/, 'expected USER@REALM!TOKENID, e.g. homeostat@pve!agent').optional(),
-  PVE_TOKEN_SECRET: z.string().regex(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/, 'expected the token secret as the lowercase UUID pveum printed').optional(),
+  // the PVE rules are the adapter's own (fleet/pve-config.ts): one parser of each variable
+  PVE_URL: PveEnv.shape.PVE_URL.optional(),
+  PVE_TOKEN_ID: PveEnv.shape.PVE_TOKEN_ID.optional(),
+  PVE_TOKEN_SECRET: PveEnv.shape.PVE_TOKEN_SECRET.optional(),
   PVE_CA_FILE: z.string().refine((p) => existsSync(p), 'expected a readable PEM file').optional(),
   PVE_INSECURE: bool.default(false),
   /** How long one PVE API request may take (each retry of a read doubles it, up to 60 s). */
