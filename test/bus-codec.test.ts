@@ -13,6 +13,8 @@ const samples: [string, string, unknown][] = [
   [subjects.action('approved'), 'ActionApproved', { actionId: 'a1', verb: 'start', target: { vmid: 101, node: 'node-a' }, proposer: 'runbook', requestedBy: 'decision' }],
   [subjects.workflow('boot', 'wf1', 'GUEST.HEALTHY'), 'GUEST.HEALTHY', { workflowId: 'wf1', kind: 'boot', event: 'GUEST.HEALTHY', vmid: 101 }],
   [subjects.cmd('chaos.run'), 'Command', { args: { name: 'x' } }],
+  [subjects.propose('action'), 'ActionProposal', { action: { actionId: 'boot-1:101:start:0', verb: 'start', target: { vmid: 101, node: 'node-a' }, workflowId: 'boot-1' }, proposer: 'workflow' }],
+  [subjects.propose('fence'), 'FenceProposal', { workflowId: 'failover-1', node: 'node-b' }],
   [subjects.chat(), 'ChatQuestion', { question: 'what is down?' }],
   [subjects.dlq('fleet.events.guest.a.1'), 'DeadLetter', { subject: 'fleet.events.guest.a.1', reason: 'bad', raw: '{', size: 1, truncated: false, receivedBy: 'x' }],
 ];
