@@ -192,6 +192,19 @@ export function buildFleet(input: unknown): Fleet {
   return { ...m, byVmid, deps };
 }
 
+/** Every guest `vmid` depends on, directly or not (unordered). */
+export function ancestorsOf(deps: Map<number, number[]>, vmid: number): number[] {
+  const seen = new Set<number>();
+  const stack = [...(deps.get(vmid) ?? [])];
+  while (stack.length) {
+    const v = stack.pop()!;
+    if (seen.has(v)) continue;
+    seen.add(v);
+    stack.push(...(deps.get(v) ?? []));
+  }
+  return [...seen];
+}
+
 function findCycle(deps: Map<number, number[]>): number[] | undefined {
   const state = new Map<number, 1 | 2>();
   const stack: number[] = [];

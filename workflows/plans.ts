@@ -3,6 +3,7 @@
 import { HomeostatError } from '../core/mod.ts';
 import { DesiredState, kvGet, kvKeys, kvList, NodeRecord } from '../bus/mod.ts';
 import type { BootInput, FailoverInput, ShutdownInput } from '../state-machines/mod.ts';
+import { ancestorsOf } from '../fleet/manifest.ts';
 import { lockedByOther, type WorkflowDeps } from './deps.ts';
 import type { FleetView } from './observer.ts';
 
@@ -54,19 +55,6 @@ export async function bootPlan(d: WorkflowDeps, workflowId: string, args: { laye
   return { input, guests: guestLines(d, v, args.layer) };
 }
 
-/** Every guest `vmid` depends on, directly or not. */
-function ancestorsOf(d: WorkflowDeps, vmid: number): number[] {
-  const seen = new Set<number>();
-  const stack = [...(d.fleet.deps.get(vmid) ?? [])];
-  while (stack.length) {
-    const v = stack.pop()!;
-    if (seen.has(v)) continue;
-    seen.add(v);
-    stack.push(...(d.fleet.deps.get(v) ?? []));
-  }
-  return [...seen];
-}
-
 /** With `layer`, only that layer; a guest of it whose dependents elsewhere still run is held.
  *  Protected guests that run, and what they depend on, are left running unless `includeProtected`
  *  (their shutdown then goes through the policy gate and waits for an operator's approval). */
@@ -81,7 +69,7 @@ export async function shutdownPlan(d: WorkflowDeps, workflowId: string, args: { 
   const held: { vmid: number; because: number[] }[] = [];
   const kept = new Set<number>();
   if (!args.includeProtected) {
-    for (const g of d.fleet.guests) if (g.protected && running(g.vmid)) for (const v of [g.vmid, ...ancestorsOf(d, g.vmid)]) kept.add(v);
+    for (const g of d.fleet.guests) if (g.protected && running(g.vmid)) for (const v of [g.vmid, ...ancestorsOf(d.fleet.deps, g.vmid)]) kept.add(v);
   }
   const scope = d.fleet.guests.filter((g) => {
     if (kept.has(g.vmid)) return false;

@@ -2,7 +2,7 @@
 // desired state, and the dependency graph (transitive). `failureOf` is the one rule of what counts
 // as a failure: a divergence from the desired state that we can actually see.
 import type { DesiredState, GuestState, Health, NodeStatus } from '../../bus/mod.ts';
-import type { Fleet } from '../../fleet/manifest.ts';
+import { ancestorsOf, type Fleet } from '../../fleet/manifest.ts';
 
 export type Failure = 'crashed' | 'unhealthy';
 
@@ -81,16 +81,8 @@ export class FleetView {
   ancestors(vmid: number): number[] {
     const hit = this.ancestorCache.get(vmid);
     if (hit) return hit;
-    const seen = new Set<number>();
-    const stack = [...(this.fleet.deps.get(vmid) ?? [])];
-    while (stack.length) {
-      const d = stack.pop()!;
-      if (seen.has(d)) continue;
-      seen.add(d);
-      stack.push(...(this.fleet.deps.get(d) ?? []));
-    }
     const layer = (v: number) => this.fleet.byVmid.get(v)?.layer ?? 0;
-    const out = [...seen].sort((a, b) => layer(a) - layer(b) || a - b);
+    const out = ancestorsOf(this.fleet.deps, vmid).sort((a, b) => layer(a) - layer(b) || a - b);
     this.ancestorCache.set(vmid, out);
     return out;
   }
