@@ -1,6 +1,5 @@
 // The self-check of the loop: heartbeats, `homeostat doctor`, AgentStalled, and homeostat's own
 // incidents — on a real nats-server, a full stack on the twin, the CLI as the compiled binary.
-import { spawn } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { Bus, HeartbeatRecord, kvList, makeEnvelope, replayStored, type AgentEvent, type HeartbeatRecord as Beat, type Incident } from '../bus/mod.ts';
 import { createLogger } from '../core/mod.ts';
@@ -9,18 +8,10 @@ import { Analyzer, tuningFor } from '../agents/analysis/mod.ts';
 import { referenceFleet } from '../fleet/reference-fleet.ts';
 import { testStack, type TestStack } from './helpers/stack.ts';
 import { until } from './helpers/bus.ts';
+import { runCli } from './helpers/cli.ts';
 import type { SelfCheck } from '../cli/self-check.ts';
 
-const BIN = new URL('../bin/homeostat.js', import.meta.url).pathname;
-function cli(args: string[], natsUrl: string) {
-  const env = { ...process.env, NO_COLOR: '1', NATS_URL: natsUrl, LOG_LEVEL: 'warn', HOMEOSTAT_DATA_DIR: '/nonexistent' };
-  const p = spawn(process.execPath, [BIN, ...args], { env });
-  let out = '';
-  let err = '';
-  p.stdout.on('data', (d: Buffer) => (out += d.toString()));
-  p.stderr.on('data', (d: Buffer) => (err += d.toString()));
-  return new Promise<{ code: number; out: string; err: string }>((resolve) => p.on('close', (code) => resolve({ code: code ?? -1, out, err })));
-}
+const cli = (args: string[], natsUrl: string) => runCli(args, { NATS_URL: natsUrl, HOMEOSTAT_DATA_DIR: '/nonexistent' });
 
 describe('self rules (no I/O)', () => {
   it('an agent whose heartbeat stops is an incident after agentDownMs; back → resolved; AgentStalled/Recovered likewise', () => {
