@@ -21,6 +21,7 @@ export const BUCKETS = {
   workflows: 'workflows',
   /** Each agent instance's heartbeat (agents/runtime/heartbeat.ts); entries age out after a day. */
   agents: 'agents',
+  notify: 'notify',
 } as const;
 export type BucketName = (typeof BUCKETS)[keyof typeof BUCKETS];
 
@@ -30,6 +31,8 @@ export interface FleetKv {
   locks: KV;
   workflows: KV;
   agents: KV;
+  /** Notification groups, their outbox and the notifiers' health (the notify agent). */
+  notify: KV;
 }
 
 function fleetConfig(replicas: number): Partial<StreamConfig> & { name: string } {
@@ -118,11 +121,12 @@ export async function ensureJetStream(nc: NatsConnection, opts: { manage?: boole
     locks: await open(BUCKETS.locks),
     workflows: await open(BUCKETS.workflows, 5),
     agents: await open(BUCKETS.agents, 1, 24 * 3600 * 1000),
+    notify: await open(BUCKETS.notify),
   };
   return { jsm, kv };
 }
 
-/** Empty the current-state buckets (fleet-state, incidents, locks, workflows); the streams, i.e.
+/** Empty the current-state buckets (fleet-state, incidents, locks, workflows, notify); the streams, i.e.
  *  the history, are kept. `up --sim` does this because its twin starts fresh every time. */
 export async function clearCurrentState(jsm: JetStreamManager): Promise<void> {
   for (const bucket of Object.values(BUCKETS)) {

@@ -13,6 +13,7 @@ const CONSEQUENCE: Record<string, string> = {
   action: 'approved actions cannot run',
   workflows: 'boot, shutdown, failover and chaos cannot run',
   operator: 'status and chat answer from KV only',
+  notify: 'incidents that need a human reach nobody',
 };
 
 export class SelfRules {
@@ -47,7 +48,7 @@ export class SelfRules {
       const quiet = now - s.lastChange;
       if (!s.alive && !open && quiet >= this.downMs && now - this.startedAt >= this.downMs) {
         const title = `homeostat: ${agent} agent down (no heartbeat for ${Math.round(quiet / 1000)} s): ${CONSEQUENCE[agent] ?? 'its work is not done'}`;
-        this.book.create({ kind: 'self', severity: agent === 'operator' ? 'warning' : 'critical', title, rootCause: { name: `homeostat/${agent}`, reason: 'down', alert: 'HomeostatAgentDown' } }, now, title, `alert:${key}`);
+        this.book.create({ kind: 'self', severity: agent === 'operator' || agent === 'notify' ? 'warning' : 'critical', title, rootCause: { name: `homeostat/${agent}`, reason: 'down', alert: 'HomeostatAgentDown' } }, now, title, `alert:${key}`);
       } else if (s.alive && open) {
         this.book.resolve(open, now, `${agent} agent is back (heartbeat again)`);
       }
