@@ -78,6 +78,9 @@ export class Bus {
   private readonly stoppables = new Set<Stoppable>();
   private readonly dlqSeen = new Set<string>();
   dlqCount = 0;
+  /** The durables consumed on this connection and how many messages each acked (the agent's
+   *  progress counters, in its heartbeat). */
+  readonly durables = new Map<string, { stream: string; acked: number }>();
   private stopping = false;
   private retriesInterrupted = false;
   private onDeadLetter?: (family: string, reason: string) => void;
@@ -207,9 +210,16 @@ export class Bus {
   async ensureDurable(stream: string, cfg: Parameters<typeof ensureConsumer>[2]): Promise<Stoppable> {
     await ensureConsumer(this.jsm, stream, cfg, this.log);
     const durable = cfg.durable_name;
+    this.durables.set(durable, { stream, acked: this.durables.get(durable)?.acked ?? 0 });
     const watch = watchMaxDeliveries(this.nc, stream, durable, (x) =>
       this.deadLetterStored(stream, durable, x.streamSeq, `not acknowledged after ${x.deliveries} deliveries to ${durable} (handler hung or its process died)`), this.log);
     return this.track({ stop: async () => watch.stop() });
+  }
+
+  /** One more message of `durable` handled (for consumers that ack on their own). */
+  noteAck(durable: string): void {
+    const d = this.durables.get(durable);
+    if (d) d.acked++;
   }
 
   /** The message could not be decoded: one dead letter for this consumer, and the server drops it. */
@@ -263,6 +273,7 @@ export class Bus {
       try {
         await opts.handler(env, m);
         m.ack();
+        this.noteAck(opts.durable);
       } catch (e) {
         const attempt = m.info.deliveryCount;
         if (attempt >= maxDeliver) {
