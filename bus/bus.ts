@@ -5,6 +5,8 @@ import { jetstream, AckPolicy, DeliverPolicy, type JetStreamClient, type JetStre
 import type { z } from 'zod';
 import { decode, encode, encodeEnvelope, encodeJson, makeEnvelope, validate, type EnvelopeMeta } from './codec.ts';
 import { connectNats } from './connection.ts';
+import { AckedPublisher } from './publisher.ts';
+import type { KV } from '@nats-io/kv';
 import { backoffMs, HomeostatError, retry, silentLogger, type Logger } from '../core/mod.ts';
 import { deadLetterId, ensureConsumer, terminate, watchMaxDeliveries } from './consumers.ts';
 import { deadLetterKind, familyOf } from './families.ts';
@@ -58,6 +60,8 @@ export interface ConsumeOptions<T> {
   /** Handlers running at once (default 1: strictly one after the other). Above 1 the handler must
    *  keep its own per-key order (it is still called in delivery order). */
   concurrency?: number;
+  /** Already handled by other means (a core fast path, by its Nats-Msg-Id): ack it without decoding. */
+  skip?: (m: JsMsg) => boolean;
 }
 
 const RAW_LIMIT = 4096;
@@ -69,6 +73,8 @@ export class Bus {
   readonly kv: FleetKv;
   readonly source: string;
   readonly log: Logger;
+  /** Pipelined JetStream publishing with acks (events, KV puts on the hot paths). */
+  readonly publisher: AckedPublisher;
   private readonly stoppables = new Set<Stoppable>();
   private readonly dlqSeen = new Set<string>();
   dlqCount = 0;
@@ -86,6 +92,7 @@ export class Bus {
     this.kv = kv;
     this.source = source;
     this.log = log;
+    this.publisher = new AckedPublisher(nc);
   }
 
   static async connect(opts: BusOptions): Promise<Bus> {
@@ -122,7 +129,7 @@ export class Bus {
   private async persist(subject: string, bytes: Uint8Array, msgId: string, retryForMs: number, signal?: AbortSignal): Promise<PubAck> {
     const deadline = Date.now() + retryForMs;
     try {
-      return await retry(() => this.js.publish(subject, bytes, { msgID: msgId, timeout: 3000 }), {
+      return await retry(() => this.publisher.publish(subject, bytes, { msgId, timeoutMs: 3000 }), {
         baseMs: 50,
         maxMs: 2000,
         retryable: () => !this.stopping && !this.retriesInterrupted && !this.nc.isClosed() && Date.now() <= deadline,
@@ -131,6 +138,15 @@ export class Bus {
     } catch (e) {
       throw new HomeostatError('HOMEOSTAT_ERR_NATS_UNAVAILABLE', `publish to ${subject} failed: ${(e as Error).message}`, { cause: e });
     }
+  }
+
+  /** A KV put (last-value write) through the pipelined publisher: many may be in flight at once.
+   *  Resolves with the new revision once the server acked it. */
+  async kvPut(kv: KV, key: string, value: unknown): Promise<number> {
+    // the Bucket behind every KV handle knows its edit subject (API prefix, mirrors)
+    const subject = (kv as unknown as { subjectForKey(k: string, edit: boolean): string }).subjectForKey(key, true);
+    const ack = await this.publisher.publish(subject, Buffer.from(JSON.stringify(value), 'utf8'), { timeoutMs: 5000 });
+    return ack.seq;
   }
 
   /** Calls `fn` after every reconnect to NATS (level-triggered agents re-send or re-read their
@@ -273,6 +289,10 @@ export class Bus {
     const running = new Set<Promise<void>>();
     const done = (async () => {
       for await (const m of messages) {
+        if (opts.skip?.(m)) {
+          m.ack();
+          continue;
+        }
         const r = decode<T>(m.subject, m.data, opts.schema);
         if (!r.ok) {
           await this.rejectPoison(opts.durable, m, r.reason);
@@ -380,5 +400,6 @@ export class Bus {
     await Promise.allSettled([...this.stoppables].map((s) => s.stop()));
     this.stoppables.clear();
     if (!this.nc.isClosed()) await this.nc.drain().catch(() => this.nc.close());
+    this.publisher.close();
   }
 }
