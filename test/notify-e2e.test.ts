@@ -27,7 +27,7 @@ beforeAll(async () => {
     source: 'notify-e2e',
     policies: { approvalTimeoutMs: 8000 },
     env: { HOMEOSTAT_NOTIFY: `${hook.url}/homeostat?name=ops`, HOMEOSTAT_NOTIFY_GROUP_WAIT_MS: String(GROUP_WAIT_MS), HOMEOSTAT_NOTIFY_GROUP_INTERVAL_MS: '1500' },
-    services: { notifyTickMs: 100 },
+    options: { notify: { tickMs: 100 } },
   });
 }, 60_000);
 afterAll(async () => {

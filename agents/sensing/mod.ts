@@ -7,7 +7,7 @@ import { retry } from '../../core/mod.ts';
 import { agentHandle, every, type AgentHandle, type AgentModule, type AgentProgress } from '../runtime/agent.ts';
 import { startAlertReceiver, type AlertReceiver, type HookSink } from './alertmanager.ts';
 import { PveObserver } from './observe.ts';
-import { sensingOptions } from './options.ts';
+import { sensingOptions, type SensingAgentOptions } from './options.ts';
 import { Prober, type ProbeResult } from './probe.ts';
 import { loadRecords, publishEmissions } from './publish.ts';
 import { FleetTracker } from './tracker.ts';
@@ -15,6 +15,7 @@ import type { Fleet } from '../../fleet/manifest.ts';
 import type { Metrics } from '../runtime/metrics.ts';
 
 export { parseAlertPayload } from './alert-payloads.ts';
+export type { SensingAgentOptions } from './options.ts';
 
 export interface SensingHandle extends AgentHandle {
   /** Bound port of the Alertmanager receiver, when it listens. */
@@ -23,7 +24,7 @@ export interface SensingHandle extends AgentHandle {
   rounds(): number;
 }
 
-export const agent: AgentModule = {
+export const agent: AgentModule<SensingAgentOptions> = {
   name: 'sensing',
   async start(ctx): Promise<SensingHandle> {
     const opts = sensingOptions(ctx);
@@ -40,8 +41,8 @@ export const agent: AgentModule = {
         pollNow();
       },
     } : undefined;
-    if (opts.services.alertmanagerPort !== undefined) {
-      receiver = await startAlertReceiver({ bus: ctx.bus, fleet: ctx.fleet, log, port: opts.services.alertmanagerPort, host: opts.services.alertmanagerHost, hooks });
+    if (opts.alertmanagerPort !== undefined) {
+      receiver = await startAlertReceiver({ bus: ctx.bus, fleet: ctx.fleet, log, port: opts.alertmanagerPort, host: opts.alertmanagerHost, hooks });
     }
     let rounds = 0;
     if (!ctx.pve) {

@@ -55,7 +55,7 @@ export async function agentMain(argv: string[]): Promise<number> {
   const log = createLogger(config.LOG_LEVEL);
   const signalled = waitForShutdownSignal();
   const amPort = parseIntFlag('alertmanager-port', values['alertmanager-port']);
-  const services = amPort === undefined ? {} : { alertmanagerPort: amPort, ...(values['alertmanager-host'] ? { alertmanagerHost: values['alertmanager-host'] } : {}) };
+  const sensing = amPort === undefined ? {} : { alertmanagerPort: amPort, ...(values['alertmanager-host'] ? { alertmanagerHost: values['alertmanager-host'] } : {}) };
   const standalone = { identity: config.NATS_CREDS ? readIdentity(config.NATS_CREDS) : undefined };
   let lease: HeldLease | undefined;
   let leaseBus: Bus | undefined;
@@ -75,7 +75,7 @@ export async function agentMain(argv: string[]): Promise<number> {
   const metricsPort = parseIntFlag('metrics-port', values['metrics-port']);
   const metrics = createMetrics();
   const metricsServer = metricsPort === undefined ? undefined : await startMetricsServer({ registry: metrics.registry, port: metricsPort, host: values['metrics-host'] });
-  const stack = await startStack({ config, fleet, log, natsUrl: config.NATS_URL, agents: [name], services, metrics, standalone }).catch(async (e: unknown) => {
+  const stack = await startStack({ config, fleet, log, natsUrl: config.NATS_URL, agents: [name], options: { sensing }, metrics, standalone }).catch(async (e: unknown) => {
     await metricsServer?.close();
     throw e;
   });
