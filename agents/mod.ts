@@ -14,6 +14,7 @@ const loaders: Record<AgentName, () => Promise<{ agent: AgentModule }>> = {
   action: () => import('./action/mod.ts'),
   operator: () => import('./operator/mod.ts'),
   workflows: () => import('./workflows/mod.ts'),
+  notify: () => import('./notify/mod.ts'),
 };
 
 export function isAgentName(name: string): name is AgentName {

@@ -107,17 +107,18 @@ export async function run(): Promise<void> {
   if (pick.split(',').includes('machine')) {
     const scale = Number(process.env.BENCH_MACHINE_SCALE ?? 0.1);
     const runs = [];
+    await runBootMachine(generateFleet({ guests: 1000, layers: 10 }), 0.01); // warm-up: the JIT, not the machine
     for (const n of [1000, 5000]) {
       const r = await runBootMachine(generateFleet({ guests: n, layers: 10 }), scale);
       runs.push(r);
       emit({
         bench: 'boot', fleet: `machine-${n}x10`, guests: n, layers: 10, time_scale: scale, events: r.events,
         critical_path_ms: Math.round(r.criticalPathMs), layered_ms: Math.round(r.wallMs), ratio_vs_critical_path: round(r.wallMs / r.criticalPathMs),
-        machine_cpu_us_per_event: round(r.cpuUsPerEvent, 1), goal: '<= 1.1x critical path', pass: r.wallMs / r.criticalPathMs <= 1.1,
+        machine_us_per_event: round(r.machineUsPerEvent, 1), process_cpu_us_per_event: round(r.cpuUsPerEvent, 1), goal: '<= 1.1x critical path', pass: r.wallMs / r.criticalPathMs <= 1.1,
       });
     }
-    const growth = runs[1].cpuUsPerEvent / runs[0].cpuUsPerEvent;
-    emit({ bench: 'boot', metric: 'machine_cpu_per_event_5000_vs_1000', ratio: round(growth), goal: '<= 1.5 (a step costs what it changes)', pass: growth <= 1.5 });
+    const growth = runs[1].machineUsPerEvent / runs[0].machineUsPerEvent;
+    emit({ bench: 'boot', metric: 'machine_time_per_event_5000_vs_1000', ratio: round(growth), goal: '<= 1.5 (a step costs what it changes)', pass: growth <= 1.5 });
   }
 }
 

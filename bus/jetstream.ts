@@ -19,6 +19,7 @@ export const BUCKETS = {
   incidents: 'incidents',
   locks: 'locks',
   workflows: 'workflows',
+  notify: 'notify',
 } as const;
 export type BucketName = (typeof BUCKETS)[keyof typeof BUCKETS];
 
@@ -27,6 +28,8 @@ export interface FleetKv {
   incidents: KV;
   locks: KV;
   workflows: KV;
+  /** Notification groups, their outbox and the notifiers' health (the notify agent). */
+  notify: KV;
 }
 
 function fleetConfig(replicas: number): Partial<StreamConfig> & { name: string } {
@@ -114,11 +117,12 @@ export async function ensureJetStream(nc: NatsConnection, opts: { manage?: boole
     incidents: await open(BUCKETS.incidents, 5),
     locks: await open(BUCKETS.locks),
     workflows: await open(BUCKETS.workflows, 5),
+    notify: await open(BUCKETS.notify),
   };
   return { jsm, kv };
 }
 
-/** Empty the current-state buckets (fleet-state, incidents, locks, workflows); the streams, i.e.
+/** Empty the current-state buckets (fleet-state, incidents, locks, workflows, notify); the streams, i.e.
  *  the history, are kept. `up --sim` does this because its twin starts fresh every time. */
 export async function clearCurrentState(jsm: JetStreamManager): Promise<void> {
   for (const bucket of Object.values(BUCKETS)) {

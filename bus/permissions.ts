@@ -3,7 +3,7 @@
 // cli/nats-server.ts); docs/security.md shows the same for an existing NATS deployment.
 import { BUCKETS } from './jetstream.ts';
 
-export const IDENTITIES = ['sensing', 'analysis', 'decision', 'action', 'workflows', 'operator-agent', 'operator', 'admin'] as const;
+export const IDENTITIES = ['sensing', 'analysis', 'decision', 'action', 'workflows', 'notify', 'operator-agent', 'operator', 'admin'] as const;
 export type IdentityName = (typeof IDENTITIES)[number];
 
 export interface Permissions {
@@ -30,6 +30,8 @@ const OWN: Record<IdentityName, string[]> = {
   ],
   action: ['fleet.actions.started', 'fleet.actions.succeeded', 'fleet.actions.failed', 'fleet.actions.rejected', kv(BUCKETS.locks)],
   workflows: ['fleet.workflows.>', 'fleet.propose.>', 'fleet.cmd.hold.clear', kv(BUCKETS.workflows), kv(BUCKETS.fleetState)],
+  // notifications leave the bus over HTTP/SMTP; on it, the notify agent only keeps its own state
+  notify: [kv(BUCKETS.notify)],
   // the chat agent forwards confirmed chat commands to the decision and workflows agents
   'operator-agent': ['fleet.cmd.>'],
   operator: ['fleet.cmd.>', 'fleet.chat'],

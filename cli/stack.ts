@@ -73,7 +73,8 @@ export interface Stack {
   stop(): Promise<void>;
 }
 
-const AGENT_ORDER: readonly AgentName[] = ['action', 'decision', 'analysis', 'workflows', 'operator', 'sensing'];
+// notify before the agents whose events it tells people about
+const AGENT_ORDER: readonly AgentName[] = ['notify', 'action', 'decision', 'analysis', 'workflows', 'operator', 'sensing'];
 
 export async function startStack(opts: StackOptions): Promise<Stack> {
   const { config, fleet, log } = opts;

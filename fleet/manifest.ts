@@ -4,6 +4,7 @@ import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { HomeostatError } from '../core/mod.ts';
+import { NOTIFY_DEFAULTS, NotifySpec } from './notify-targets.ts';
 
 export const NodeSpec = z.strictObject({
   name: z.string().regex(/^[a-zA-Z0-9][a-zA-Z0-9-]{0,62}$/, 'expected a PVE node name (letters, digits, dashes)'),
@@ -77,6 +78,8 @@ export const FleetManifest = z.strictObject({
   nodes: z.array(NodeSpec).min(1),
   guests: z.array(GuestSpec),
   policies: Policies.default(Policies.parse({})),
+  /** Where incidents that need a human go (HOMEOSTAT_NOTIFY overrides the URLs). */
+  notify: NotifySpec.default({ urls: [], ...NOTIFY_DEFAULTS }),
 });
 export type FleetManifest = z.infer<typeof FleetManifest>;
 export type Fleet = FleetManifest & {
@@ -99,6 +102,7 @@ function manifestError(msg: string): HomeostatError {
 function keysAt(path: PropertyKey[]): string[] {
   const named = path.filter((p) => typeof p === 'string');
   const shape = named[0] === 'nodes' ? NodeSpec.shape : named[0] === 'guests' ? GuestSpec.shape
+    : named[0] === 'notify' ? NotifySpec.shape
     : named[0] === 'policies' ? (named[1] === 'flap' || named[1] === 'alerts' ? (Policies.shape[named[1]].unwrap() as z.ZodObject).shape : Policies.shape)
       : FleetManifest.shape;
   return Object.keys(shape);

@@ -3,9 +3,10 @@
 // within `perNodeConcurrency` guests booting per node; it is up only when `waitHealthy` says so.
 // A guest that keeps failing holds everything downstream of it; everything else still boots.
 //
-// Per guest and attempt the machine spawns two children, `start:<vmid>:<attempt>` (startGuest) and
-// `check:<vmid>:<attempt>` (waitHealthy), and arms a `GUEST.TIMEOUT` timer. Spawned children are
-// part of the persisted snapshot; timers are not, hence `RESUME` (see mod.ts).
+// Per guest and attempt the machine runs two steps through its one `guestSteps` driver (children.ts),
+// `start:<vmid>:<attempt>` (startGuest) and `check:<vmid>:<attempt>` (waitHealthy), and arms a
+// `GUEST.TIMEOUT` timer. Neither steps in flight nor timers are in the persisted snapshot, hence
+// `RESUME` (see mod.ts).
 import { setup, fromPromise } from 'xstate';
 import { planBootWaves, type BootPlan } from './graph.ts';
 import type { Progress } from './progress.ts';
@@ -13,7 +14,7 @@ import {
   begin, createPipeline, isSettled, rearm, stepDone, stepFailed, summarize, timedOut,
   type PipeCommand, type Pipeline, type PipelineSummary,
 } from './pipeline.ts';
-import { notBound, type ChildDoneEvent, type ChildErrorEvent } from './children.ts';
+import { guestSteps, notBound, STEPS_ID, type StepDoneEvent, type StepFailedEvent } from './children.ts';
 
 export interface BootGuestInput {
   vmid: number;
@@ -75,8 +76,8 @@ interface BootContext {
 export type BootEvent =
   | { type: 'RESUME' }
   | { type: 'GUEST.TIMEOUT'; vmid: number; attempt: number }
-  | ChildDoneEvent
-  | ChildErrorEvent;
+  | StepDoneEvent
+  | StepFailedEvent;
 
 export const startActionId = (workflowId: string, vmid: number, attempt: number) => `${workflowId}:${vmid}:start:${attempt}`;
 
@@ -85,6 +86,7 @@ const bootSetup = setup({
   actors: {
     startGuest: fromPromise<unknown, StartGuestInput>(notBound('startGuest')),
     waitHealthy: fromPromise<WaitHealthyOutput, WaitHealthyInput>(notBound('waitHealthy')),
+    guestSteps,
   },
   actions: {
     emitProgress: (_args, _progress: Progress<BootEventName>) => {},
@@ -103,15 +105,17 @@ const step = (fn: (run: Pipeline, event: BootEvent, out: PipeCommand[]) => Pipel
     enqueue.assign({ run });
     for (const c of out) {
       if (c.do === 'emit') enqueue({ type: 'emitProgress', params: c.progress as Progress<BootEventName> });
-      else if (c.do === 'stop') enqueue.stopChild(c.id);
+      else if (c.do === 'cancel') enqueue.sendTo(STEPS_ID, { type: 'STEP.CANCEL', id: c.id });
       else if (c.do === 'arm') enqueue.raise({ type: 'GUEST.TIMEOUT', vmid: c.vmid, attempt: c.attempt }, { id: c.id, delay: c.delayMs });
       else if (c.do === 'disarm') enqueue.cancel(c.id);
       else if (c.step === 'start') {
         const { vmid, node, attempt } = c.guest;
-        enqueue.spawnChild('startGuest', { id: c.id, input: { workflowId: context.workflowId, vmid, node, attempt, actionId: startActionId(context.workflowId, vmid, attempt) } });
+        const input: StartGuestInput = { workflowId: context.workflowId, vmid, node, attempt, actionId: startActionId(context.workflowId, vmid, attempt) };
+        enqueue.sendTo(STEPS_ID, { type: 'STEP.RUN', id: c.id, src: 'startGuest', input });
       } else {
         const { vmid, node, attempt, timeoutMs } = c.guest;
-        enqueue.spawnChild('waitHealthy', { id: c.id, input: { workflowId: context.workflowId, vmid, node, attempt, timeoutMs } });
+        const input: WaitHealthyInput = { workflowId: context.workflowId, vmid, node, attempt, timeoutMs };
+        enqueue.sendTo(STEPS_ID, { type: 'STEP.RUN', id: c.id, src: 'waitHealthy', input });
       }
     }
   });
@@ -154,11 +158,13 @@ export const LayeredBootMachine = bootSetup.createMachine({
       always: [{ guard: 'dryRun', target: 'done' }, { target: 'booting' }],
     },
     booting: {
+      // the driver never fails (a failing step comes back as STEP.FAILED), so no onError
+      invoke: { id: STEPS_ID, src: 'guestSteps' },
       entry: step((run, _e, out) => begin(run, out)),
       always: { guard: 'settled', target: 'done' },
       on: {
-        'xstate.done.actor.*': { actions: step((run, e, out) => stepDone(run, (e as ChildDoneEvent).actorId, (e as ChildDoneEvent).output, out)) },
-        'xstate.error.actor.*': { actions: step((run, e, out) => stepFailed(run, (e as ChildErrorEvent).actorId, (e as ChildErrorEvent).error, out)) },
+        'STEP.DONE': { actions: step((run, e, out) => (e.type === 'STEP.DONE' ? stepDone(run, e.id, e.output, out) : run)) },
+        'STEP.FAILED': { actions: step((run, e, out) => (e.type === 'STEP.FAILED' ? stepFailed(run, e.id, e.error, out) : run)) },
         'GUEST.TIMEOUT': { actions: step((run, e, out) => (e.type === 'GUEST.TIMEOUT' ? timedOut(run, e.vmid, e.attempt, out) : run)) },
         RESUME: { actions: step((run, _e, out) => rearm(run, out)) },
       },

@@ -9,7 +9,7 @@ import {
   begin, createPipeline, isSettled, rearm, stepDone, stepFailed, summarize, timedOut,
   type PipeCommand, type Pipeline,
 } from './pipeline.ts';
-import { notBound, type ChildDoneEvent, type ChildErrorEvent } from './children.ts';
+import { guestSteps, notBound, STEPS_ID, type StepDoneEvent, type StepFailedEvent } from './children.ts';
 import type { WaitHealthyInput, WaitHealthyOutput } from './boot.ts';
 
 export interface FailoverGuestInput {
@@ -117,8 +117,8 @@ export type FailoverEvent =
   | { type: 'NODE.REACHABLE' }
   | { type: 'RESUME' }
   | { type: 'GUEST.TIMEOUT'; vmid: number; attempt: number }
-  | ChildDoneEvent
-  | ChildErrorEvent;
+  | StepDoneEvent
+  | StepFailedEvent;
 
 export const fenceActionId = (workflowId: string, node: string) => `${workflowId}:${node}:fence`;
 export const recoverActionId = (workflowId: string, vmid: number, attempt: number) => `${workflowId}:${vmid}:recover:${attempt}`;
@@ -131,6 +131,7 @@ const failoverSetup = setup({
     recoverGuest: fromPromise<unknown, RecoverGuestInput>(notBound('recoverGuest')),
     waitHealthy: fromPromise<WaitHealthyOutput, WaitHealthyInput>(notBound('waitHealthy')),
     verifyRecovery: fromPromise<VerifyRecoveryOutput, VerifyRecoveryInput>(notBound('verifyRecovery')),
+    guestSteps,
   },
   actions: { emitProgress: (_args, _progress: Progress<FailoverEventName>) => {} },
   guards: {
@@ -148,15 +149,17 @@ const step = (fn: (run: Pipeline, event: FailoverEvent, out: PipeCommand[]) => P
     const { workflowId, node: from } = context;
     for (const c of out) {
       if (c.do === 'emit') enqueue({ type: 'emitProgress', params: c.progress as Progress<FailoverEventName> });
-      else if (c.do === 'stop') enqueue.stopChild(c.id);
+      else if (c.do === 'cancel') enqueue.sendTo(STEPS_ID, { type: 'STEP.CANCEL', id: c.id });
       else if (c.do === 'arm') enqueue.raise({ type: 'GUEST.TIMEOUT', vmid: c.vmid, attempt: c.attempt }, { id: c.id, delay: c.delayMs });
       else if (c.do === 'disarm') enqueue.cancel(c.id);
       else if (c.step === 'start') {
         const { vmid, node: to, attempt } = c.guest;
-        enqueue.spawnChild('recoverGuest', { id: c.id, input: { workflowId, vmid, from, to, attempt, actionId: recoverActionId(workflowId, vmid, attempt) } });
+        const input: RecoverGuestInput = { workflowId, vmid, from, to, attempt, actionId: recoverActionId(workflowId, vmid, attempt) };
+        enqueue.sendTo(STEPS_ID, { type: 'STEP.RUN', id: c.id, src: 'recoverGuest', input });
       } else {
         const { vmid, node, attempt, timeoutMs } = c.guest;
-        enqueue.spawnChild('waitHealthy', { id: c.id, input: { workflowId, vmid, node, attempt, timeoutMs } });
+        const input: WaitHealthyInput = { workflowId, vmid, node, attempt, timeoutMs };
+        enqueue.sendTo(STEPS_ID, { type: 'STEP.RUN', id: c.id, src: 'waitHealthy', input });
       }
     }
   });
@@ -241,6 +244,8 @@ export const NodeFailoverMachine = failoverSetup.createMachine({
       },
     },
     recovering: {
+      // the driver never fails (a failing step comes back as STEP.FAILED), so no onError
+      invoke: { id: STEPS_ID, src: 'guestSteps' },
       entry: [
         failoverSetup.enqueueActions(({ context, enqueue }) => {
           for (const p of context.placement.placed) enqueue({ type: 'emitProgress', params: { event: 'GUEST.PLACED', vmid: p.vmid, node: p.to, detail: { from: context.node, to: p.to } } });
@@ -251,8 +256,8 @@ export const NodeFailoverMachine = failoverSetup.createMachine({
       ],
       always: { guard: 'settled', target: 'verifying' },
       on: {
-        'xstate.done.actor.*': { actions: step((run, e, out) => stepDone(run, (e as ChildDoneEvent).actorId, (e as ChildDoneEvent).output, out)) },
-        'xstate.error.actor.*': { actions: step((run, e, out) => stepFailed(run, (e as ChildErrorEvent).actorId, (e as ChildErrorEvent).error, out)) },
+        'STEP.DONE': { actions: step((run, e, out) => (e.type === 'STEP.DONE' ? stepDone(run, e.id, e.output, out) : run)) },
+        'STEP.FAILED': { actions: step((run, e, out) => (e.type === 'STEP.FAILED' ? stepFailed(run, e.id, e.error, out) : run)) },
         'GUEST.TIMEOUT': { actions: step((run, e, out) => (e.type === 'GUEST.TIMEOUT' ? timedOut(run, e.vmid, e.attempt, out) : run)) },
         RESUME: { actions: step((run, _e, out) => rearm(run, out)) },
       },

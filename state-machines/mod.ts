@@ -13,8 +13,10 @@
 //   persist pending timers (delayed events, `after`), so RESUME re-arms them (boot, shutdown and
 //   failover re-arm per-guest timeouts / the fence delay with their full budget) and moves a
 //   chaos experiment caught in `running` straight to `rollingBack`.
-// - Restoring re-invokes every in-flight promise actor with the same input, so I/O actors must be
-//   idempotent: their inputs carry a stable `actionId` (`<workflowId>:<vmid>:start:<attempt>`,
+// - Per-guest steps (boot, shutdown, failover recovery) run through one `guestSteps` driver per run
+//   (children.ts), not a spawned child each: RESUME also runs every step that was in flight again.
+//   Restoring re-invokes the other in-flight promise actors. Either way the same input comes back,
+//   so I/O actors must be idempotent: their inputs carry a stable `actionId` (`<workflowId>:<vmid>:start:<attempt>`,
 //   `…:shutdown`, `…:stop`, `…:recover:<attempt>`, `<workflowId>:<node>:fence`,
 //   `<workflowId>:fault:<index>`, `<workflowId>:rollback`) to use as the JetStream dedup id.
 // - Stopping the actor stops its children; promise actors see their `signal` aborted.

@@ -51,8 +51,8 @@ describe('NATS cluster and agent replicas', () => {
     const ready = JSON.parse(line) as Ready;
     expect(ready.natsServers).toHaveLength(3);
     expect(ready.natsUrl.split(',')).toEqual(ready.natsServers.map((s) => s.url));
-    expect(ready.processes).toHaveLength(12);
-    for (const agent of ['sensing', 'analysis', 'decision', 'action', 'operator', 'workflows']) {
+    expect(ready.processes).toHaveLength(14);
+    for (const agent of ['sensing', 'analysis', 'decision', 'action', 'operator', 'workflows', 'notify']) {
       expect(ready.processes.filter((p) => p.agent === agent)).toHaveLength(2);
     }
 

@@ -80,6 +80,10 @@ const RULES: [IdentityName, string, boolean][] = [
   ['operator', '$KV.fleet-state.desired.100', false],
   ['operator', '$JS.API.STREAM.DELETE.AUDIT', false],
   ['operator-agent', 'fleet.actions.approved', false],
+  ['notify', '$KV.notify.group.incident_1', true],
+  ['notify', 'fleet.actions.approved', false],
+  ['notify', 'fleet.incidents.inc-1.opened', false],
+  ['notify', '$KV.incidents.inc-1', false],
   ['sensing', '$JS.API.STREAM.PURGE.AUDIT', false],
 ];
 
@@ -100,7 +104,7 @@ describe('identities on the bus', () => {
   });
 
   it('every agent identity opens the streams and buckets `up` created, and reads them', async () => {
-    for (const name of ['sensing', 'analysis', 'decision', 'action', 'workflows', 'operator-agent', 'operator'] as const) {
+    for (const name of ['sensing', 'analysis', 'decision', 'action', 'workflows', 'notify', 'operator-agent', 'operator'] as const) {
       const bus = await Bus.connect({ servers: server.url, source: name, seed: ring.get(name).seed, connectTimeoutMs: 5000 });
       expect(await bus.kv.fleetState.get('nothing-here'), name).toBeNull();
       await bus.stop();

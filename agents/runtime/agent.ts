@@ -7,7 +7,7 @@ import type { PveApi } from '../../fleet/pve-types.ts';
 import type { Config } from './config.ts';
 import type { Metrics } from './metrics.ts';
 
-export const AGENT_NAMES = ['sensing', 'analysis', 'decision', 'action', 'operator', 'workflows'] as const;
+export const AGENT_NAMES = ['sensing', 'analysis', 'decision', 'action', 'operator', 'workflows', 'notify'] as const;
 export type AgentName = (typeof AGENT_NAMES)[number];
 
 export interface AgentContext {

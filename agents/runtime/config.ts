@@ -3,6 +3,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { HomeostatError } from '../../core/mod.ts';
 import { PveEnv } from '../../fleet/pve-config.ts';
+import { parseNotifierList, splitNotifierList } from '../../fleet/notify-targets.ts';
 
 const url = (protocols: string[], what: string) =>
   z.string().refine((v) => {
@@ -56,6 +57,15 @@ export const ConfigSchema = z.object({
   HOMEOSTAT_DECISION_KEYS: keyList.optional(),
   /** Public keys (comma-separated) of the operators whose signed approvals the decision agent accepts. */
   HOMEOSTAT_OPERATOR_KEYS: keyList.optional(),
+  /** Notifier URLs, comma-separated (agents/notify); replaces the manifest's notify.urls. */
+  HOMEOSTAT_NOTIFY: z.string().transform(splitNotifierList).superRefine((urls, ctx) => {
+    const r = parseNotifierList(urls);
+    if ('error' in r) ctx.addIssue({ code: 'custom', message: r.error });
+  }).optional(),
+  /** Grouping of notifications (override the manifest's notify section). */
+  HOMEOSTAT_NOTIFY_GROUP_WAIT_MS: z.coerce.number({ message: 'expected milliseconds' }).int().min(0).max(3_600_000).optional(),
+  HOMEOSTAT_NOTIFY_GROUP_INTERVAL_MS: z.coerce.number({ message: 'expected milliseconds' }).int().min(0).max(86_400_000).optional(),
+  HOMEOSTAT_NOTIFY_REPEAT_INTERVAL_MS: z.coerce.number({ message: 'expected milliseconds' }).int().min(1000).max(7 * 86_400_000).optional(),
 });
 
 export type Config = Readonly<z.infer<typeof ConfigSchema>> & { readonly pveCaPem?: string };
@@ -73,7 +83,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
   if (!r.success) {
     const i = r.error.issues[0];
     const name = String(i.path[0] ?? 'config');
-    const got = input[name] !== undefined && !/SECRET/.test(name) ? ` (got ${JSON.stringify(input[name].slice(0, 80))})` : '';
+    // notifier URLs carry passwords and tokens: the issue names the notifier, redacted
+    const got = input[name] !== undefined && !/SECRET|NOTIFY$/.test(name) ? ` (got ${JSON.stringify(input[name].slice(0, 80))})` : '';
     throw new HomeostatError('HOMEOSTAT_ERR_CONFIG', `${name}: ${i.message}${got}`);
   }
   const c = r.data;

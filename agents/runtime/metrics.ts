@@ -29,6 +29,7 @@ function build(r: Registry) {
     pveLatency: new Histogram({ name: 'homeostat_pve_request_seconds', help: 'PVE API request latency (each attempt) by method', labelNames: ['method'] as const, buckets: FAST_BUCKETS, registers }),
     workflows: new Counter({ name: 'homeostat_workflows_total', help: 'Workflows that ended, by kind (boot|shutdown|failover|chaos) and result', labelNames: ['kind', 'result'] as const, registers }),
     approvalsPending: new Gauge({ name: 'homeostat_approvals_pending', help: 'Actions waiting for an operator approval', registers }),
+    notifications: new Counter({ name: 'homeostat_notifications_total', help: 'Notification delivery attempts by notifier kind (webhook|ntfy|slack|smtp) and outcome (sent|failed|gave_up)', labelNames: ['notifier', 'outcome'] as const, registers }),
     flapHolds: new Counter({ name: 'homeostat_flap_holds_total', help: 'Flap hold-downs placed (a guest restarted too often: homeostat stopped acting on it)', registers }),
   };
 }

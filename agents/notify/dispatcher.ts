@@ -1,0 +1,148 @@
+// Turns group operations into KV writes, and due groups into notifications and deliveries. A
+// delivery runs in the background (never holding up the scan or the consumers), is claimed in KV
+// first (so one replica sends it), and on failure waits a backoff before the next attempt; after
+// the last one it is given up, with an error naming the notifier (its name, never its URL).
+import type { Logger } from '../../core/mod.ts';
+import type { Metrics } from '../runtime/metrics.ts';
+import { applyOp, claimDelivery, dueDeliveries, planFlush, settleDelivery, type Notification, type NotifyGroup, type Op, type RetryPolicy, type Timing } from './model.ts';
+import type { Sender } from './senders.ts';
+import { groupKvKey, type GroupStore } from './store.ts';
+
+export interface DispatcherOptions {
+  store: GroupStore;
+  senders: readonly Sender[];
+  timing: Timing;
+  retry: RetryPolicy;
+  fleet: string;
+  log: Logger;
+  metrics?: Metrics;
+  /** How long a claimed attempt keeps others off it (longer than a sender's timeout). */
+  claimMs?: number;
+}
+
+export interface NotifierHealth {
+  name: string;
+  kind: string;
+  ok: boolean | null;
+  lastOkAt?: string;
+  lastError?: string;
+  lastErrorAt?: string;
+}
+
+export class Dispatcher {
+  private readonly inflight = new Map<string, Promise<void>>();
+  private readonly senders: Map<string, Sender>;
+  private readonly health = new Map<string, NotifierHealth>();
+  private stopped = false;
+
+  constructor(private readonly o: DispatcherOptions) {
+    this.senders = new Map(o.senders.map((s) => [s.name, s]));
+    for (const s of o.senders) this.health.set(s.name, { name: s.name, kind: s.kind, ok: null });
+  }
+
+  /** Apply what a message means (consumer side). */
+  async apply(ops: readonly Op[], now = Date.now()): Promise<void> {
+    for (const op of ops) {
+      const key = groupKvKey(op.group);
+      // resolving what was never notified (most approvals end this way): no read at all
+      if (op.op === 'resolve' && !this.o.store.get(key)) continue;
+      const written = await this.o.store.mutate(key, (g) => applyOp(g, op, now));
+      if (written) this.o.log.debug({ group: op.group, op: op.op }, 'notification group changed');
+    }
+  }
+
+  /** One scan: plan what is due, start deliveries that are due. */
+  async tick(now = Date.now()): Promise<void> {
+    const names = [...this.senders.keys()];
+    for (const [key, cached] of this.o.store.groups()) {
+      if (this.stopped) return;
+      let g: NotifyGroup | undefined = cached;
+      if (planFlush(cached, now, this.o.timing, names, this.o.fleet)) {
+        let sent: Notification | undefined;
+        const r = await this.o.store.mutate(key, (cur) => {
+          sent = undefined;
+          if (!cur) return undefined;
+          const plan = planFlush(cur, now, this.o.timing, names, this.o.fleet);
+          sent = plan?.sent;
+          return plan?.group;
+        });
+        g = r ?? undefined;
+        if (sent && r) this.o.log.info({ group: sent.groupKey, status: sent.status, repeat: sent.repeat, items: sent.items.length, notifiers: names }, 'notification planned');
+      }
+      if (g) for (const d of dueDeliveries(g, now)) this.deliver(key, d.id, d.notifier);
+    }
+  }
+
+  private deliver(key: string, id: string, notifier: string): void {
+    const flight = `${id}|${notifier}`;
+    if (this.inflight.has(flight) || this.stopped) return;
+    const p = this.attempt(key, id, notifier)
+      .catch((e: unknown) => this.o.log.error({ notifier, err: (e as Error).message }, 'notification delivery bookkeeping failed'))
+      .finally(() => this.inflight.delete(flight));
+    this.inflight.set(flight, p);
+  }
+
+  private async attempt(key: string, id: string, notifier: string): Promise<void> {
+    const sender = this.senders.get(notifier);
+    const claimMs = this.o.claimMs ?? 60_000;
+    let notification: Notification | undefined;
+    let attempt = 0;
+    const claimed = await this.o.store.mutate(key, (g) => {
+      notification = undefined;
+      if (!g) return undefined;
+      const next = claimDelivery(g, id, notifier, Date.now(), claimMs);
+      if (next) {
+        notification = next.outbox.find((o) => o.notification.id === id)?.notification;
+        attempt = next.outbox.find((o) => o.notification.id === id)?.pending.find((p) => p.notifier === notifier)?.attempts ?? 0;
+      }
+      return next;
+    });
+    if (!claimed || !notification) return;
+    let error: string | undefined;
+    if (!sender) error = 'no such notifier in this process\'s configuration';
+    else {
+      try {
+        await sender.send(notification);
+      } catch (e) {
+        error = (e as Error).message;
+      }
+    }
+    this.record(notifier, error);
+    let gaveUp = false;
+    await this.o.store.mutate(key, (g) => {
+      if (!g) return undefined;
+      const r = settleDelivery(g, id, notifier, Date.now(), error, this.o.retry);
+      gaveUp = r.gaveUp;
+      return r.group;
+    });
+    const kind = sender?.kind ?? 'unknown';
+    if (error === undefined) {
+      this.o.metrics?.notifications.inc({ notifier: kind, outcome: 'sent' });
+      this.o.log.info({ notifier, group: notification.groupKey, status: notification.status, attempt }, 'notification sent');
+    } else if (gaveUp) {
+      this.o.metrics?.notifications.inc({ notifier: kind, outcome: 'gave_up' });
+      this.o.log.error({ notifier, group: notification.groupKey, attempt, err: error }, 'notification given up after its last attempt');
+    } else {
+      this.o.metrics?.notifications.inc({ notifier: kind, outcome: 'failed' });
+      this.o.log.warn({ notifier, group: notification.groupKey, attempt, err: error }, 'notification delivery failed; will retry');
+    }
+  }
+
+  private record(name: string, error: string | undefined): void {
+    const h = this.health.get(name);
+    if (!h) return;
+    const at = new Date().toISOString();
+    this.health.set(name, error === undefined ? { ...h, ok: true, lastOkAt: at } : { ...h, ok: false, lastError: error.slice(0, 300), lastErrorAt: at });
+  }
+
+  /** Each notifier: ok (last delivery went through), failing, or not used yet (null). */
+  notifiers(): NotifierHealth[] {
+    return [...this.health.values()];
+  }
+
+  /** Let deliveries in flight finish (each is bounded by its sender's timeout). */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    await Promise.allSettled([...this.inflight.values()]);
+  }
+}

@@ -1,0 +1,153 @@
+// Grouping in the spirit of Alertmanager (pure model), and the dispatcher on the real KV bucket:
+// two replicas and a restart never send one notification twice; a failed delivery is retried
+// with backoff and logged with the notifier's name.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Bus } from '../bus/mod.ts';
+import { applyOp, planFlush, type NotifyGroup, type Op, type Timing } from '../agents/notify/mod.ts';
+import { Dispatcher } from '../agents/notify/dispatcher.ts';
+import { GroupStore } from '../agents/notify/store.ts';
+import { createSender } from '../agents/notify/senders.ts';
+import { parseNotifierUrl } from '../fleet/notify-targets.ts';
+import { silentLogger, type Logger } from '../core/mod.ts';
+import { testBus, until } from './helpers/bus.ts';
+import { startHttpReceiver, type HttpReceiver } from './helpers/http-receiver.ts';
+
+const T: Timing = { groupWaitMs: 10_000, groupIntervalMs: 60_000, repeatIntervalMs: 3_600_000, sendResolved: true };
+const at = (ms: number) => new Date(ms).toISOString();
+const approval = (group: string, id: string, ts = 0): Op => ({
+  op: 'upsert', group, item: { key: `approval:${id}`, kind: 'approval', status: 'firing', severity: 'warning', title: `Approval waiting: ${id}`, text: 'start it?', at: at(ts) },
+});
+const resolve = (group: string, key?: string, ts = 0): Op => ({ op: 'resolve', group, key, resolution: 'approved by ops', at: at(ts) });
+
+/** Apply ops in order at `now`. */
+function fold(ops: Op[], now = 0, g?: NotifyGroup): NotifyGroup | undefined {
+  for (const op of ops) g = applyOp(g, op, now) ?? g;
+  return g;
+}
+
+describe('grouping (pure)', () => {
+  it('a new group waits group_wait, then one notification carries everything that arrived meanwhile', () => {
+    const g = fold([approval('incident:a', 'x1'), approval('incident:a', 'x2', 3000)])!;
+    expect(planFlush(g, 9_999, T, ['hook'], 'f')).toBeUndefined();
+    const f = planFlush(g, 10_000, T, ['hook'], 'f')!;
+    expect(f.sent?.items.map((i) => i.key)).toEqual(['approval:x1', 'approval:x2']);
+    expect(f.sent).toMatchObject({ status: 'firing', title: 'Approval waiting: x1 (+1 more)', repeat: false });
+    expect(f.group?.outbox[0].pending).toEqual([{ notifier: 'hook', attempts: 0, nextAt: 10_000 }]);
+    // nothing new: nothing more until the repeat interval
+    expect(planFlush(f.group!, 20_000, T, ['hook'], 'f')).toBeUndefined();
+    const again = planFlush({ ...f.group!, outbox: [] }, 10_000 + T.repeatIntervalMs, T, ['hook'], 'f')!;
+    expect(again.sent).toMatchObject({ repeat: true, status: 'firing' });
+  });
+
+  it('the same event twice changes nothing (no write, no second notification)', () => {
+    const g = fold([approval('incident:a', 'x1')])!;
+    expect(applyOp(g, approval('incident:a', 'x1'), 5)).toBeUndefined();
+  });
+
+  it('a change in a notified group waits group_interval; the resolution is told once, then the group goes', () => {
+    const first = planFlush(fold([approval('incident:a', 'x1')])!, 10_000, T, ['hook'], 'f')!.group!;
+    const done = { ...first, outbox: [] };
+    const resolved = applyOp(done, resolve('incident:a', undefined, 12_000), 12_000)!;
+    expect(planFlush(resolved, 69_999, T, ['hook'], 'f')).toBeUndefined();
+    const f = planFlush(resolved, 70_000, T, ['hook'], 'f')!;
+    expect(f.sent).toMatchObject({ status: 'resolved', title: 'Approval waiting: x1' });
+    expect(f.sent!.items[0]).toMatchObject({ status: 'resolved', resolution: 'approved by ops' });
+    expect(planFlush({ ...f.group!, outbox: [] }, 70_001, T, ['hook'], 'f')).toEqual({ group: null });
+  });
+
+  it('resolved before anyone was told: dropped quietly; sendResolved false: no resolved notification', () => {
+    const quiet = fold([approval('incident:b', 'y1'), resolve('incident:b', 'approval:y1', 1000)])!;
+    expect(planFlush(quiet, 10_000, T, ['hook'], 'f')).toEqual({ group: null });
+    const mixed = fold([approval('incident:c', 'z1'), approval('incident:c', 'z2'), resolve('incident:c', 'approval:z2', 1000)])!;
+    expect(planFlush(mixed, 10_000, T, ['hook'], 'f')!.sent!.items.map((i) => i.key)).toEqual(['approval:z1']);
+    const told = { ...planFlush(fold([approval('incident:d', 'w1')])!, 10_000, T, ['hook'], 'f')!.group!, outbox: [] };
+    const r = planFlush(applyOp(told, resolve('incident:d'), 11_000)!, 80_000, { ...T, sendResolved: false }, ['hook'], 'f')!;
+    expect(r.sent).toBeUndefined();
+    expect(r.group?.items).toEqual([]);
+  });
+
+  it('a one-shot item (a workflow result) is told once: no repeat, no resolved', () => {
+    const g = fold([{ op: 'upsert', group: 'workflow:w', item: { key: 'workflow:w', kind: 'workflow', status: 'firing', oneShot: true, severity: 'info', title: 'Failover of node-b done', text: '4 recovered', at: at(0) } }])!;
+    const f = planFlush(g, 10_000, T, ['hook'], 'f')!;
+    expect(f.sent?.title).toBe('Failover of node-b done');
+    expect(f.group?.items).toEqual([]);
+    expect(planFlush({ ...f.group!, outbox: [] }, 10_000 + T.repeatIntervalMs, T, ['hook'], 'f')).toEqual({ group: null });
+  });
+});
+
+describe('dispatcher on the real KV bucket', () => {
+  let http: HttpReceiver;
+  const buses: Bus[] = [];
+  const open: { store: GroupStore; dispatcher: Dispatcher }[] = [];
+  beforeAll(async () => {
+    http = await startHttpReceiver();
+  });
+  afterAll(async () => {
+    for (const o of open) {
+      await o.dispatcher.stop();
+      await o.store.stop();
+    }
+    await Promise.all(buses.map((b) => b.stop()));
+    await http.close();
+  });
+
+  const hook = () => {
+    const r = parseNotifierUrl(`${http.url}/hook?name=hook`);
+    if ('error' in r) throw new Error(r.error);
+    return createSender(r.target);
+  };
+  const replica = async (timing: Timing, log: Logger = silentLogger) => {
+    const bus = await testBus('notify-test');
+    buses.push(bus);
+    const store = new GroupStore(bus.kv.notify, log);
+    await store.start();
+    const dispatcher = new Dispatcher({ store, senders: [hook()], timing, retry: { baseMs: 100, maxMs: 400, attempts: 5 }, fleet: 'test', log, claimMs: 5000 });
+    open.push({ store, dispatcher });
+    return dispatcher;
+  };
+  const forGroup = (g: string) => http.requests.filter((r) => (JSON.parse(r.body) as { groupKey: string }).groupKey === g);
+
+  it('two replicas, both told every event and both scanning: one notification; a restart does not repeat it', async () => {
+    const timing = { ...T, groupWaitMs: 300, groupIntervalMs: 300 };
+    const [a, b] = [await replica(timing), await replica(timing)];
+    const group = `incident:replicas-${Date.now()}`;
+    const ops = [approval(group, 'r1'), approval(group, 'r2')];
+    await Promise.all([a.apply(ops), b.apply(ops)]);
+    const scan = setInterval(() => void Promise.all([a.tick(), b.tick()]), 50);
+    try {
+      await until(() => forGroup(group).length >= 1, 5000);
+      await new Promise((r) => setTimeout(r, 800));
+      const c = await replica(timing);
+      await c.tick();
+      await new Promise((r) => setTimeout(r, 300));
+      await c.tick();
+    } finally {
+      clearInterval(scan);
+    }
+    expect(forGroup(group)).toHaveLength(1);
+    const body = JSON.parse(forGroup(group)[0].body) as { items: { key: string }[] };
+    expect(body.items.map((i) => i.key)).toEqual(['approval:r1', 'approval:r2']);
+  }, 20_000);
+
+  it('a failed delivery is retried with backoff and logged with the notifier name, never its URL', async () => {
+    const lines: { obj: Record<string, unknown>; msg?: string }[] = [];
+    const log: Logger = { ...silentLogger, warn: (obj, msg) => lines.push({ obj: obj as Record<string, unknown>, msg }), info: () => undefined, child: () => log };
+    const d = await replica({ ...T, groupWaitMs: 0 }, log);
+    const group = `incident:retry-${Date.now()}`;
+    http.status = 503;
+    await d.apply([approval(group, 'f1')]);
+    const scan = setInterval(() => void d.tick(), 50);
+    try {
+      await until(() => lines.some((l) => l.msg === 'notification delivery failed; will retry'), 5000);
+      http.status = 200;
+      await until(() => http.requests.some((r) => r.body.includes(group) && forGroup(group).length > 1), 5000);
+    } finally {
+      clearInterval(scan);
+      http.status = 200;
+    }
+    const failed = lines.find((l) => l.msg === 'notification delivery failed; will retry')!;
+    expect(failed.obj).toMatchObject({ notifier: 'hook', err: expect.stringMatching(/^HTTP 503/) as unknown });
+    expect(JSON.stringify(lines)).not.toContain(http.url);
+    expect(d.notifiers()).toEqual([expect.objectContaining({ name: 'hook', kind: 'webhook', ok: true })]);
+  }, 20_000);
+});
