@@ -6,6 +6,7 @@ export * from './runtime/agent.ts';
 export * from './runtime/config.ts';
 export { createLogger, REDACT_PATHS, type AppLogger } from '../core/mod.ts';
 export * from './runtime/metrics.ts';
+export * from './runtime/heartbeat.ts';
 
 const loaders: Record<AgentName, () => Promise<{ agent: AgentModule }>> = {
   sensing: () => import('./sensing/mod.ts'),

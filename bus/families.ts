@@ -14,6 +14,7 @@ export interface Family {
 export const FAMILIES: readonly Family[] = [
   { name: 'guest-event', pattern: 'fleet.events.guest.*.*', schema: S.GuestEvent, types: ['GuestStateChanged', 'GuestProbe', 'GuestDiscovered', 'GuestResources'] },
   { name: 'node-event', pattern: 'fleet.events.node.*', schema: S.NodeEvent, types: ['NodeUp', 'NodeDown', 'NodeUnreachable', 'NodeReachable', 'NodePressure', 'NodeDiscovered'] },
+  { name: 'agent-event', pattern: 'fleet.events.agent.*', schema: S.AgentEvent, types: ['AgentStalled', 'AgentRecovered'] },
   { name: 'api-event', pattern: 'fleet.events.api', schema: S.ApiEvent, types: ['PveUnavailable', 'PveAvailable'] },
   { name: 'metrics', pattern: 'fleet.metrics.*.*', schema: S.MetricSample, types: ['MetricSample'] },
   { name: 'alert', pattern: 'fleet.alerts.*', schema: S.Alert, types: ['AlertFired', 'AlertResolved'] },

@@ -19,6 +19,8 @@ export const BUCKETS = {
   incidents: 'incidents',
   locks: 'locks',
   workflows: 'workflows',
+  /** Each agent instance's heartbeat (agents/runtime/heartbeat.ts); entries age out after a day. */
+  agents: 'agents',
   notify: 'notify',
 } as const;
 export type BucketName = (typeof BUCKETS)[keyof typeof BUCKETS];
@@ -28,6 +30,7 @@ export interface FleetKv {
   incidents: KV;
   locks: KV;
   workflows: KV;
+  agents: KV;
   /** Notification groups, their outbox and the notifiers' health (the notify agent). */
   notify: KV;
 }
@@ -108,15 +111,16 @@ export async function ensureJetStream(nc: NatsConnection, opts: { manage?: boole
     if (opts.manage || !(await withRetry(() => exists(jsm, cfg.name), attempts))) await withRetry(() => ensureStream(jsm, cfg), attempts);
   }
   const kvm = new Kvm(nc);
-  const open = async (bucket: string, history = 1) => {
+  const open = async (bucket: string, history = 1, ttl?: number) => {
     if (!opts.manage && (await withRetry(() => exists(jsm, `KV_${bucket}`), attempts))) return kvm.open(bucket);
-    return withRetry(() => kvm.create(bucket, { history, storage: StorageType.File, replicas }), attempts);
+    return withRetry(() => kvm.create(bucket, { history, storage: StorageType.File, replicas, ...(ttl ? { ttl } : {}) }), attempts);
   };
   const kv: FleetKv = {
     fleetState: await open(BUCKETS.fleetState),
     incidents: await open(BUCKETS.incidents, 5),
     locks: await open(BUCKETS.locks),
     workflows: await open(BUCKETS.workflows, 5),
+    agents: await open(BUCKETS.agents, 1, 24 * 3600 * 1000),
     notify: await open(BUCKETS.notify),
   };
   return { jsm, kv };

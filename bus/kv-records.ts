@@ -14,6 +14,8 @@ export const kvKeys = {
   lock: (vmid: number) => `guest.${vmid}`,
   incident: (id: string) => token(id),
   workflow: (id: string) => token(id),
+  /** agents bucket: one key per agent instance. */
+  heartbeat: (agent: string, instance: string) => `${token(agent)}.${token(instance)}`,
 } as const;
 
 export const GuestRecord = z.object({
@@ -95,3 +97,25 @@ export const WorkflowRecord = z.object({
 export type WorkflowRecord = z.infer<typeof WorkflowRecord>;
 
 export { Incident as IncidentRecord };
+
+/** agents bucket: what an agent instance says about itself every heartbeat interval. `at` is the
+ *  agent's clock; the KV entry's own timestamp is the server's, so the two give the clock skew. */
+export const HeartbeatRecord = z.object({
+  agent: z.string(),
+  /** The fleet (manifest name) this agent works for: several fleets may share one NATS. */
+  fleet: z.string().default(''),
+  instance: z.string(),
+  pid: z.number().int(),
+  host: z.string(),
+  status: z.enum(['running', 'stopped']),
+  startedAt: z.string(),
+  at: z.string(),
+  intervalMs: z.number().int().positive(),
+  /** Progress counters (messages handled, polling rounds, …): they move while the agent works. */
+  counters: z.record(z.string(), z.number()).default({}),
+  /** Agent-specific facts for the self-check (sensing: lastRoundAt, pveFailingSince, …). */
+  detail: z.record(z.string(), z.unknown()).default({}),
+  consumers: z.array(z.object({ stream: z.string(), durable: z.string(), pending: z.number(), ackPending: z.number() })).default([]),
+  stalled: z.object({ kind: z.enum(['consumer', 'stuck', 'pve']), reason: z.string(), since: z.string() }).optional(),
+});
+export type HeartbeatRecord = z.infer<typeof HeartbeatRecord>;

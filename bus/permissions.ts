@@ -20,20 +20,22 @@ const JS_CLIENT = [
   '$JS.API.STREAM.MSG.GET.*', '$JS.API.DIRECT.GET.>', '$JS.API.CONSUMER.>', '$JS.ACK.>', '$JS.FC.>',
 ];
 const COMMON = [...JS_CLIENT, 'fleet.dlq.>'];
+/** An agent's heartbeat (its own keys in the agents bucket) and its AgentStalled/AgentRecovered events. */
+const self = (agent: string) => [`$KV.${BUCKETS.agents}.${agent}.>`, `fleet.events.agent.${agent}`];
 
 const OWN: Record<IdentityName, string[]> = {
-  sensing: ['fleet.events.>', 'fleet.metrics.>', 'fleet.alerts.>', kv(BUCKETS.fleetState)],
-  analysis: ['fleet.alerts.>', 'fleet.incidents.>', kv(BUCKETS.incidents), kv(BUCKETS.fleetState)],
-  decision: [
+  sensing: ['fleet.events.>', 'fleet.metrics.>', 'fleet.alerts.>', kv(BUCKETS.fleetState), ...self('sensing')],
+  analysis: ['fleet.alerts.>', 'fleet.incidents.>', kv(BUCKETS.incidents), kv(BUCKETS.fleetState), ...self('analysis')],
+  decision: [...self('decision'),
     'fleet.decisions.>', 'fleet.actions.approved', 'fleet.actions.requested', 'fleet.actions.denied',
     'fleet.incidents.>', 'fleet.cmd.failover', kv(BUCKETS.fleetState), kv(BUCKETS.incidents),
   ],
-  action: ['fleet.actions.started', 'fleet.actions.succeeded', 'fleet.actions.failed', 'fleet.actions.rejected', kv(BUCKETS.locks)],
-  workflows: ['fleet.workflows.>', 'fleet.propose.>', 'fleet.cmd.hold.clear', kv(BUCKETS.workflows), kv(BUCKETS.fleetState)],
+  action: [...self('action'), 'fleet.actions.started', 'fleet.actions.succeeded', 'fleet.actions.failed', 'fleet.actions.rejected', kv(BUCKETS.locks)],
+  workflows: [...self('workflows'), 'fleet.workflows.>', 'fleet.propose.>', 'fleet.cmd.hold.clear', kv(BUCKETS.workflows), kv(BUCKETS.fleetState)],
   // notifications leave the bus over HTTP/SMTP; on it, the notify agent only keeps its own state
-  notify: [kv(BUCKETS.notify)],
+  notify: [kv(BUCKETS.notify), ...self('notify')],
   // the chat agent forwards confirmed chat commands to the decision and workflows agents
-  'operator-agent': ['fleet.cmd.>'],
+  'operator-agent': ['fleet.cmd.>', ...self('operator')],
   operator: ['fleet.cmd.>', 'fleet.chat'],
   admin: ['$JS.API.>'],
 };

@@ -60,6 +60,18 @@ export const ApiEvent = z.object({
 });
 export type ApiEvent = z.infer<typeof ApiEvent>;
 
+/** fleet.events.agent.<agent> — types: AgentStalled, AgentRecovered. An agent that stops making
+ *  progress says so (`consumer`: a durable has messages waiting and does not move; `stuck`: its own
+ *  loop did not complete; `pve`: sensing's polls keep failing). */
+export const AgentEvent = z.object({
+  agent: z.string().min(1).max(40),
+  instance: z.string().min(1).max(120),
+  kind: z.enum(['consumer', 'stuck', 'pve']),
+  reason: Text,
+  since: Iso,
+});
+export type AgentEvent = z.infer<typeof AgentEvent>;
+
 /** fleet.metrics.<node>.<vmid|node> — core NATS only */
 export const MetricSample = z.object({
   node: NodeName,
@@ -94,7 +106,8 @@ export const Alert = z.object({
 });
 export type Alert = z.infer<typeof Alert>;
 
-export const IncidentKind = z.enum(['guest', 'node', 'flapping', 'resource', 'external', 'api']);
+/** `self`: homeostat itself cannot do its job (an agent down or stalled). */
+export const IncidentKind = z.enum(['guest', 'node', 'flapping', 'resource', 'external', 'api', 'self']);
 export const TimelineEntry = z.object({
   ts: Iso,
   what: Text,

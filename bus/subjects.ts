@@ -17,6 +17,8 @@ export const subjects = {
   nodeEvent: (node: string) => `${ROOT}.events.node.${token(node)}`,
   /** The PVE API as a whole (PveUnavailable / PveAvailable). */
   apiEvent: () => `${ROOT}.events.api`,
+  /** An agent about itself (AgentStalled / AgentRecovered). */
+  agentEvent: (agent: string) => `${ROOT}.events.agent.${token(agent)}`,
   metrics: (node: string, vmid: number | 'node') => `${ROOT}.metrics.${token(node)}.${token(vmid)}`,
   alert: (name: string) => `${ROOT}.alerts.${token(name)}`,
   incident: (id: string, phase: IncidentPhase) => `${ROOT}.incidents.${token(id)}.${phase}`,
@@ -39,6 +41,7 @@ export const patterns = {
   events: `${ROOT}.events.>`,
   guestEvents: `${ROOT}.events.guest.>`,
   nodeEvents: `${ROOT}.events.node.>`,
+  agentEvents: `${ROOT}.events.agent.>`,
   metrics: `${ROOT}.metrics.>`,
   alerts: `${ROOT}.alerts.>`,
   incidents: `${ROOT}.incidents.>`,

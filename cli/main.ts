@@ -13,6 +13,7 @@ export const COMMANDS: Record<string, CommandEntry> = {
   sim: { summary: 'run the PVE-API simulator alone', load: async () => (await import('./commands/sim.ts')).simMain },
   agent: { summary: 'run one agent: sensing|analysis|decision|action|operator|workflows', load: async () => (await import('./commands/agent.ts')).agentMain },
   status: { summary: 'nodes, guests by layer, incidents, pending approvals', load: async () => (await import('./commands/status.ts')).statusMain },
+  doctor: { summary: 'self-check: agents alive, last poll, consumer lag, dead letters, PVE and advisor reachability, clock skew', load: async () => (await import('./commands/doctor.ts')).doctorMain },
   events: { summary: 'subscribe to fleet events (--since replays history)', load: async () => (await import('./commands/events.ts')).eventsMain },
   incidents: { summary: 'list incidents (open first)', load: async () => (await import('./commands/incidents.ts')).incidentsMain },
   trace: { summary: 'the causal chain of an incident: event → alert → incident → decision → action → task', load: async () => (await import('./commands/trace.ts')).traceMain },

@@ -4,7 +4,7 @@ import { existsSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { HomeostatError, type AppLogger } from '../core/mod.ts';
 import { Bus, clearCurrentState, identityOfAgent, type Identity } from '../bus/mod.ts';
-import { AGENT_NAMES, createMetrics, loadAgent, type AgentHandle, type AgentName, type Config, type Metrics } from '../agents/mod.ts';
+import { AGENT_NAMES, createMetrics, loadAgent, startHeartbeat, type Heartbeat, type AgentHandle, type AgentName, type Config, type Metrics } from '../agents/mod.ts';
 import type { Fleet } from '../fleet/manifest.ts';
 import type { PveApi } from '../fleet/pve-types.ts';
 import { startNatsServer, type NatsServerHandle } from './nats-server.ts';
@@ -163,6 +163,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
 
     const agents = new Map<AgentName, AgentHandle>();
     const buses = new Map<AgentName, Bus>();
+    const beats = new Map<AgentName, Heartbeat>();
     const startAgent = async (name: AgentName) => {
       const mod = await loadAgent(name);
       const alog = log.child({ agent: name });
@@ -177,7 +178,10 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       const handle = await mod.start({ name, config, log: alog, bus, fleet, pve, pveUrl, services, identity, metrics });
       agents.set(name, handle);
       buses.set(name, bus);
-      void handle.stopped.then((r) => {
+      const beat = startHeartbeat({ bus, agent: name, fleet: fleet.name, log: alog, services: opts.services, progress: handle.progress?.bind(handle) });
+      beats.set(name, beat);
+      void handle.stopped.then(async (r) => {
+        await beat.stop();
         if (r instanceof Error) log.error({ agent: name, err: r.message }, 'agent stopped with an error');
       });
     };
@@ -186,6 +190,8 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       agents.delete(name);
       buses.get(name)?.interruptRetries();
       await h?.stop();
+      await beats.get(name)?.stop();
+      beats.delete(name);
       await buses.get(name)?.stop();
       buses.delete(name);
     };

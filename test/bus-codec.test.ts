@@ -6,6 +6,7 @@ const samples: [string, string, unknown][] = [
   [subjects.guestEvent('node-a', 101), 'GuestStateChanged', { vmid: 101, node: 'node-a', state: 'stopped', previousState: 'running', health: 'unhealthy', reason: 'crash' }],
   [subjects.nodeEvent('node-b'), 'NodeUnreachable', { node: 'node-b', status: 'unknown', reachable: false }],
   [subjects.apiEvent(), 'PveUnavailable', { available: false, code: 'HOMEOSTAT_ERR_PVE_UNAVAILABLE' }],
+  [subjects.agentEvent('decision'), 'AgentStalled', { agent: 'decision', instance: 'h-1-ab', kind: 'consumer', reason: 'consumer decision-incidents: 3 message(s) waiting', since: now }],
   [subjects.metrics('node-a', 101), 'MetricSample', { node: 'node-a', vmid: 101, cpu: 0.2, mem: 1, maxmem: 2, disk: 1, maxdisk: 2 }],
   [subjects.alert('GuestDown'), 'AlertFired', { name: 'GuestDown', status: 'firing', severity: 'critical', fingerprint: 'g101', vmid: 101, summary: 'down', startsAt: now, origin: 'analysis' }],
   [subjects.incident('inc1', 'opened'), 'IncidentOpened', { id: 'inc1', kind: 'guest', status: 'open', severity: 'critical', title: 't', rootCause: { vmid: 101, reason: 'crashed' }, openedAt: now, updatedAt: now }],

@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DesiredState, kvGet, kvKeys, replayStored } from '../bus/mod.ts';
 import { testStack, type TestStack } from './helpers/stack.ts';
 import { until } from './helpers/bus.ts';
+import { BIN, runCli } from './helpers/cli.ts';
 
 let stack: TestStack;
 let creds: string;
@@ -23,16 +24,7 @@ afterAll(async () => {
   await stack?.stop();
 });
 
-const BIN = new URL('../bin/homeostat.js', import.meta.url).pathname;
-function cli(args: string[]) {
-  const env = { ...process.env, NO_COLOR: '1', NATS_URL: stack.natsUrl, LOG_LEVEL: 'warn', PVE_URL: stack.pveUrl!, PVE_TOKEN_ID: stack.pveTokenId!, PVE_TOKEN_SECRET: stack.pveTokenSecret!, HOMEOSTAT_DATA_DIR: '/nonexistent', NATS_CREDS: creds };
-  const p = spawn(process.execPath, [BIN, ...args], { env });
-  let out = '';
-  let err = '';
-  p.stdout.on('data', (d: Buffer) => (out += d.toString()));
-  p.stderr.on('data', (d: Buffer) => (err += d.toString()));
-  return new Promise<{ code: number; out: string; err: string }>((resolve) => p.on('close', (code) => resolve({ code: code ?? -1, out, err })));
-}
+const cli = (args: string[]) => runCli(args, { NATS_URL: stack.natsUrl, PVE_URL: stack.pveUrl!, PVE_TOKEN_ID: stack.pveTokenId!, PVE_TOKEN_SECRET: stack.pveTokenSecret!, HOMEOSTAT_DATA_DIR: '/nonexistent', NATS_CREDS: creds });
 const healthy = async (vmid: number) => (await stack.api.fleet()).guests.find((g) => g.vmid === vmid)?.healthy === true;
 
 describe('operator verbs', () => {

@@ -47,8 +47,10 @@ export async function consumeConcurrently<T>(bus: Bus, o: ConcurrentConsumerOpti
       await before;
       if (stopping.signal.aborted) return m.nak();
       const r = await o.handler(env, stopping.signal);
-      if (r === 'ack') m.ack();
-      else if (r === 'interrupted') m.nak();
+      if (r === 'ack') {
+        m.ack();
+        bus.noteAck(o.durable);
+      } else if (r === 'interrupted') m.nak();
       else m.nak(Math.min(500 * 2 ** m.info.deliveryCount, 10_000));
     } catch (e) {
       if (stopping.signal.aborted) return m.nak();

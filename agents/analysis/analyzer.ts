@@ -3,7 +3,7 @@
 // *symptom* of that dependency's incident; a node that stops answering is one incident with its
 // guests suppressed under it; a symptom noticed before its cause is folded into the cause's
 // incident within the grouping window. Only a divergence from the desired state is a failure.
-import type { Action, ActionPhase, Alert, ApiEvent, DesiredState, Envelope, GuestEvent, Incident, MetricSample, NodeEvent } from '../../bus/mod.ts';
+import type { Action, ActionPhase, AgentEvent, Alert, ApiEvent, HeartbeatRecord, DesiredState, Envelope, GuestEvent, Incident, MetricSample, NodeEvent } from '../../bus/mod.ts';
 import type { Fleet } from '../../fleet/manifest.ts';
 import { AlertBook, type AlertOutput } from './alerts.ts';
 import { IncidentBook, type IncidentOutput } from './incidents.ts';
@@ -11,6 +11,7 @@ import { FleetView, type Failure } from './model.ts';
 import type { Tuning } from './options.ts';
 import { ResourceRules } from './resources.ts';
 import { OwnActions } from './own-actions.ts';
+import { SelfRules } from './self.ts';
 
 export type Output = (AlertOutput | IncidentOutput) & { causationId?: string; correlationId?: string };
 const GUEST_ALERT = { crashed: 'GuestDown', unhealthy: 'HealthCheckFailed' } as const;
@@ -28,6 +29,8 @@ export class Analyzer {
   private readonly awaitingEvidence = new Map<number, number>();
   /** homeostat's own actions in flight: the state changes they cause are not failures. */
   readonly own: OwnActions;
+  /** homeostat's own agents: down or stalled is an incident too. */
+  readonly self: SelfRules;
   private lastTick = 0;
   private out: AlertOutput[] = [];
   now = 0;
@@ -37,6 +40,7 @@ export class Analyzer {
     this.alerts = new AlertBook(fleet.name);
     this.resources = new ResourceRules(this.view, this.alerts, this.book, tuning, fleet.name);
     this.own = new OwnActions({ stoppedMs: tuning.evidenceGraceMs, unhealthyMs: tuning.bootGraceMs });
+    this.self = new SelfRules(this.book, fleet.name, 'analysis', tuning.agentDownMs, clock());
   }
 
   /** Run one step: mutations happen synchronously, then the step's messages are returned. */
@@ -89,6 +93,16 @@ export class Analyzer {
     if (env.ts < this.view.apiTs) return [];
     this.view.apiTs = env.ts;
     return this.step(env.id, () => this.applyApi(d.available, d.code, d.reason));
+  }
+
+  /** fleet.events.agent.<agent>: an agent stalled or recovered. */
+  onAgentEvent(env: Envelope<AgentEvent>): Output[] {
+    return this.step(env.id, () => this.self.onAgentEvent(env.type, env.data, this.now));
+  }
+
+  /** The agents bucket, read periodically. */
+  onHeartbeats(records: Iterable<[string, HeartbeatRecord]>): Output[] {
+    return this.step(undefined, () => this.self.onHeartbeats(records, this.now));
   }
 
   onDesired(vmid: number, desired: DesiredState | undefined): Output[] {
@@ -349,7 +363,8 @@ export class Analyzer {
     this.alerts.set('PveUnavailable', 'api', !available, { summary }, this.now, this.out);
     const open = this.book.get(this.book.byKey.get(key));
     if (!available && !open) {
-      this.book.create({ kind: 'api', severity: 'critical', title: summary, rootCause: { name: this.fleet.name, reason: 'unavailable', alert: 'PveUnavailable' } }, this.now, summary, `alert:${key}`);
+      const title = `homeostat: sensing cannot reach the PVE API${code ? ` (${code})` : ''}${reason ? `: ${reason}` : ''}`;
+      this.book.create({ kind: 'api', severity: 'critical', title, rootCause: { name: this.fleet.name, reason: 'unavailable', alert: 'PveUnavailable' } }, this.now, summary, `alert:${key}`);
     } else if (available && open) {
       this.book.resolve(open, this.now, summary);
     }

@@ -148,7 +148,7 @@ export class IncidentBook {
 
   /** Resource/api/external incidents carry their alert fingerprint as the first timeline ref. */
   static keyOf(inc: Incident): string | undefined {
-    if (inc.kind !== 'resource' && inc.kind !== 'external' && inc.kind !== 'api') return undefined;
+    if (inc.kind !== 'resource' && inc.kind !== 'external' && inc.kind !== 'api' && inc.kind !== 'self') return undefined;
     const ref = inc.timeline[0]?.ref;
     return ref?.startsWith('alert:') ? ref.slice(6) : undefined;
   }

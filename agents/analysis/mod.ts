@@ -2,7 +2,7 @@
 // consumer), metric samples (core subscription) and desired-state changes (KV watch) go into the
 // Analyzer; alerts and incidents come out through one ordered outbox. After a restart its memory
 // is rebuilt from the fleet-state and incidents KV before the consumers resume.
-import { decode, DesiredState, patterns, type Action, type ActionPhase, type Alert, type ApiEvent, type Envelope, type GuestEvent, type MetricSample, type NodeEvent, type Stoppable } from '../../bus/mod.ts';
+import { decode, DesiredState, HeartbeatRecord, kvList, patterns, type Action, type ActionPhase, type AgentEvent, type Alert, type ApiEvent, type Envelope, type GuestEvent, type MetricSample, type NodeEvent, type Stoppable } from '../../bus/mod.ts';
 import { backoffMs, retry, sleep } from '../../core/mod.ts';
 import { agentHandle, every, type AgentHandle, type AgentModule } from '../runtime/agent.ts';
 import { Analyzer } from './analyzer.ts';
@@ -25,6 +25,8 @@ export interface AnalysisHandle extends AgentHandle {
 }
 
 const enc = new TextDecoder();
+/** Event ids remembered from the fast path (a burst of a 5,000-guest fleet, with room). */
+const APPLIED_MAX = 20_000;
 
 export const agent: AgentModule = {
   name: 'analysis',
@@ -88,13 +90,16 @@ export const agent: AgentModule = {
       }
     })().catch(() => undefined); // only the stop's abort ends it
 
-    const onEvent = (env: Envelope<GuestEvent | NodeEvent | ApiEvent>, subject: string) => {
+    type AnyEvent = GuestEvent | NodeEvent | ApiEvent | AgentEvent;
+    const onEvent = (env: Envelope<AnyEvent>, subject: string) => {
       const t0 = performance.now();
       const out = subject.startsWith('fleet.events.guest.')
         ? analyzer.onGuestEvent(env as Envelope<GuestEvent>)
         : subject.startsWith('fleet.events.node.')
           ? analyzer.onNodeEvent(env as Envelope<NodeEvent>)
-          : analyzer.onApiEvent(env as Envelope<ApiEvent>);
+          : subject.startsWith('fleet.events.agent.')
+            ? analyzer.onAgentEvent(env as Envelope<AgentEvent>)
+            : analyzer.onApiEvent(env as Envelope<ApiEvent>);
       const written = outbox.send(out, Date.parse(env.ts));
       if (out.some((o) => o.kind === 'incident')) void written.then(() => latency.record(performance.now() - t0));
       return outbox.pending > OUTBOX_HIGH_WATER ? written : undefined;
@@ -103,17 +108,29 @@ export const agent: AgentModule = {
     // durable consumer the sure one (restarts, gaps). The analyzer is idempotent on a report it
     // already applied and ignores older ones, so whichever copy comes second changes nothing.
     // Invalid messages are skipped here; the consumer dead-letters them.
+    // Ids the fast path applied: the consumer acks those without decoding them again (half of
+    // analysis' decoding under a burst went to the second copy). Bounded: the oldest go first.
+    const applied = new Set<string>();
     const fast = bus.nc.subscribe(patterns.events, {
       callback: (_e, m) => {
-        const r = decode<GuestEvent | NodeEvent | ApiEvent>(m.subject, m.data);
-        if (r.ok) void onEvent(r.env, m.subject);
+        const r = decode<AnyEvent>(m.subject, m.data);
+        if (!r.ok) return;
+        void onEvent(r.env, m.subject);
+        const id = m.headers?.get('Nats-Msg-Id');
+        if (id !== r.env.id) return; // published without its envelope id as dedup id: decode it again
+        applied.add(id);
+        if (applied.size > APPLIED_MAX) applied.delete(applied.values().next().value!);
       },
     });
     stoppables.push({ stop: async () => fast.unsubscribe() });
     const durables = [`${durablePrefix}-events`, `${durablePrefix}-alerts`];
-    stoppables.push(await bus.consume<GuestEvent | NodeEvent | ApiEvent>({
+    stoppables.push(await bus.consume<AnyEvent>({
       durable: durables[0],
       filter: patterns.events,
+      skip: (m) => {
+        const id = m.headers?.get('Nats-Msg-Id');
+        return id !== undefined && applied.delete(id);
+      },
       handler: async (env, msg) => {
         await onEvent(env, msg.subject);
       },
@@ -138,6 +155,10 @@ export const agent: AgentModule = {
       if (++samples % 50 === 0) await new Promise<void>((r) => setImmediate(r));
     }));
     const ticker = every(tuning.tickMs, () => outbox.send(analyzer.tick()), log);
+    // the other agents' heartbeats: one gone quiet is an incident of homeostat itself
+    const selfWatch = every(tuning.heartbeatCheckMs, async () => {
+      await outbox.offer(analyzer.onHeartbeats(await kvList(bus.kv.agents, '', HeartbeatRecord)));
+    }, log);
     const reconcile = async () => outbox.offer(await reconcileWithKv(bus, analyzer));
     const reconciler = every(tuning.reconcileMs, reconcile, log);
     stoppables.push(bus.onReconnect(() => {
@@ -147,6 +168,7 @@ export const agent: AgentModule = {
 
     const h = agentHandle(async () => {
       await ticker.stop();
+      await selfWatch.stop();
       await reconciler.stop();
       unwatched.abort();
       watch.stop();

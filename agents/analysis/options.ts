@@ -21,6 +21,10 @@ export interface Tuning {
   evidenceGraceMs: number;
   /** How often the fleet-state KV is compared with what the analyzer holds (also after a reconnect). */
   reconcileMs: number;
+  /** An agent without a heartbeat this long is down: a `self` incident. */
+  agentDownMs: number;
+  /** How often the agents bucket is read. */
+  heartbeatCheckMs: number;
 }
 
 const Overrides = z.object({
@@ -31,6 +35,8 @@ const Overrides = z.object({
   tickMs: z.number().int().min(10).optional(),
   evidenceGraceMs: z.number().int().min(0).optional(),
   reconcileMs: z.number().int().min(100).optional(),
+  agentDownMs: z.number().int().min(0).optional(),
+  heartbeatCheckMs: z.number().int().min(50).optional(),
   /** Prefix of the durable consumer names (default analysis-<fleet name>). */
   durablePrefix: z.string().regex(/^[A-Za-z0-9_-]{1,100}$/).optional(),
 }).strict();
@@ -47,6 +53,8 @@ export function tuningFor(fleet: Fleet, overrides: z.infer<typeof Overrides> = {
     tickMs: overrides.tickMs ?? 250,
     evidenceGraceMs: overrides.evidenceGraceMs ?? Math.max(1000, 3 * sense + p.probeTimeoutMs),
     reconcileMs: overrides.reconcileMs ?? Math.max(10_000, 10 * sense),
+    agentDownMs: overrides.agentDownMs ?? 30_000,
+    heartbeatCheckMs: overrides.heartbeatCheckMs ?? 5000,
   };
 }
 

@@ -23,6 +23,8 @@ function belongs(a: Analyzer, inc: Incident): boolean {
       return nodeOk;
     case 'api':
       return rc.name === a.fleet.name;
+    case 'self':
+      return rc.name?.startsWith('homeostat/') ?? false;
     case 'resource':
       return rc.vmid !== undefined ? vmidOk : nodeOk;
     case 'external':

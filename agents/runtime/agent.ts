@@ -28,10 +28,20 @@ export interface AgentContext {
   metrics?: Metrics;
 }
 
+/** What an agent reports about its own progress (AgentHandle.progress, in its heartbeat). */
+export interface AgentProgress {
+  counters?: Record<string, number>;
+  detail?: Record<string, unknown>;
+  /** The agent knows it cannot do its job (sensing: no round completes, or PVE keeps failing). */
+  stalled?: { kind: 'stuck' | 'pve'; reason: string };
+}
+
 export interface AgentHandle {
   /** Resolves when the agent has stopped: undefined on a clean stop, the Error when it died. */
   stopped: Promise<void | Error>;
   stop(): Promise<void>;
+  /** What the agent has done and whether it knows itself stuck (in its heartbeat). */
+  progress?(now: number, stallMs: number): AgentProgress;
 }
 
 export interface AgentModule {

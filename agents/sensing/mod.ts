@@ -4,7 +4,7 @@
 // Optionally listens for Alertmanager webhooks and PVE hookscript reports (services.alertmanagerPort):
 // a hook report starts a round at once (push), polling stays the fallback.
 import { retry } from '../../core/mod.ts';
-import { agentHandle, every, type AgentHandle, type AgentModule } from '../runtime/agent.ts';
+import { agentHandle, every, type AgentHandle, type AgentModule, type AgentProgress } from '../runtime/agent.ts';
 import { startAlertReceiver, type AlertReceiver, type HookSink } from './alertmanager.ts';
 import { PveObserver } from './observe.ts';
 import { sensingOptions } from './options.ts';
@@ -61,6 +61,10 @@ export const agent: AgentModule = {
     tracker.seed(seeded.guests, seeded.nodes, seeded.api);
 
     let apiDown = false;
+    const startedAt = Date.now();
+    let lastRoundAt: number | undefined;
+    let pveFailingSince: number | undefined;
+    let pveError: string | undefined;
     let lastProbes = new Map<number, ProbeResult>();
     let lastFullProbe = 0;
     const round = async () => {
@@ -68,6 +72,11 @@ export const agent: AgentModule = {
       const hooked = new Map(hints);
       hints.clear();
       const obs = await observer.observe();
+      if (obs.api.ok) pveFailingSince = pveError = undefined;
+      else {
+        pveFailingSince ??= Date.now();
+        pveError = `${obs.api.code}: ${obs.api.reason}`.slice(0, 500);
+      }
       if (!obs.api.ok !== apiDown) {
         apiDown = !obs.api.ok;
         if (apiDown) log.warn({ code: !obs.api.ok ? obs.api.code : undefined }, 'PVE API unavailable; sensing keeps polling');
@@ -91,6 +100,7 @@ export const agent: AgentModule = {
       ctx.metrics?.pveUp.set(obs.api.ok ? 1 : 0);
       if (ctx.metrics && obs.api.ok) countGuests(ctx.metrics, tracker, ctx.fleet);
       rounds++;
+      lastRoundAt = Date.now();
     };
     // what changed while NATS was away may never have been stored: report the whole fleet again
     const reconnects = ctx.bus.onReconnect(() => {
@@ -107,7 +117,18 @@ export const agent: AgentModule = {
       await receiver?.close();
       await prober.close();
     });
-    return Object.assign(h, { alertmanagerPort: receiver?.port, rounds: () => rounds });
+    const progress = (now: number, stallMs: number): AgentProgress => {
+      const quietFor = now - (lastRoundAt ?? startedAt);
+      const detail = { intervalMs: opts.intervalMs, lastRoundAt: lastRoundAt && new Date(lastRoundAt).toISOString(), pveOk: pveFailingSince === undefined, pveFailingSince: pveFailingSince && new Date(pveFailingSince).toISOString(), pveError };
+      const stuckAfter = Math.max(stallMs, 10 * opts.intervalMs);
+      const stalled: AgentProgress['stalled'] = quietFor >= stuckAfter
+        ? { kind: 'stuck', reason: `no polling round completed for ${Math.round(quietFor / 1000)} s` }
+        : pveFailingSince !== undefined && now - pveFailingSince >= stallMs
+          ? { kind: 'pve', reason: `sensing cannot reach the PVE API for ${Math.round((now - pveFailingSince) / 1000)} s: ${pveError ?? ''}` }
+          : undefined;
+      return { counters: { rounds }, detail, stalled };
+    };
+    return Object.assign(h, { alertmanagerPort: receiver?.port, rounds: () => rounds, progress });
   },
 };
 

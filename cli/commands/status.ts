@@ -4,6 +4,7 @@ import { fleetStatus, type FleetStatus } from '../../agents/operator/mod.ts';
 import { COMMON_OPTIONS, parseCommand } from '../args.ts';
 import { command, loadFleetForCli, withBus } from '../client.ts';
 import { paint, printJson, println, table } from '../output.ts';
+import { selfCheck, selfCheckLine, type SelfCheck } from '../self-check.ts';
 
 const HELP = `Usage: homeostat status [--json] [--nats URL] [--fleet FILE]
 
@@ -11,9 +12,10 @@ Nodes, guests by layer (state, health, desired state), open incidents, pending a
 whether the LLM advisor is available. Answered by the operator agent; read straight from the
 KV buckets when it is not running.`;
 
-export function renderStatus(s: FleetStatus): string {
+export function renderStatus(s: FleetStatus, self?: SelfCheck): string {
   const out: string[] = [];
   out.push(paint(`fleet ${s.fleet}: ${s.summary.ok}/${s.summary.guests} guests as desired, ${s.summary.openIncidents} open incident(s), ${s.summary.pendingApprovals} pending approval(s)`, 'bold'));
+  if (self) out.push(paint(selfCheckLine(self), self.ok ? 'green' : 'red'));
   if (s.api && !s.api.available) out.push(paint(`PVE API unavailable since ${s.api.since}: ${s.api.reason ?? ''}`, 'red'));
   out.push('');
   out.push(table([['NODE', 'STATUS', 'REACHABLE'], ...s.nodes.map((n) => [n.node, n.status === 'online' ? paint('online', 'green') : paint(n.status, 'red'), n.reachable ? 'yes' : paint(`no${'fenced' in n && n.fenced ? ' (fenced)' : ''}`, 'red')])]));
@@ -47,15 +49,16 @@ export async function statusMain(argv: string[]): Promise<number> {
     println(HELP);
     return 0;
   }
-  const s = await withBus(values, async (bus, config) => {
+  const [s, self] = await withBus(values, async (bus, config) => {
+    const check = selfCheck(bus).catch(() => undefined);
     try {
-      return await command<FleetStatus>(bus, 'status', {}, 5000);
+      return [await command<FleetStatus>(bus, 'status', {}, 5000), await check] as const;
     } catch (e) {
       if (!isHomeostatError(e, 'HOMEOSTAT_ERR_TIMEOUT')) throw e;
-      return fleetStatus(bus, loadFleetForCli(values.fleet, config));
+      return [await fleetStatus(bus, loadFleetForCli(values.fleet, config)), await check] as const;
     }
   });
-  if (values.json) printJson(s);
-  else println(renderStatus(s));
+  if (values.json) printJson({ ...s, selfCheck: self });
+  else println(renderStatus(s, self));
   return s.summary.down > 0 || s.summary.openIncidents > 0 ? 0 : 0;
 }
