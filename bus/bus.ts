@@ -78,6 +78,8 @@ export class Bus {
   private readonly stoppables = new Set<Stoppable>();
   private readonly dlqSeen = new Set<string>();
   dlqCount = 0;
+  /** Invalid stored messages a core subscription skipped (their durables dead-letter them). */
+  skippedInvalid = 0;
   /** The durables consumed on this connection and how many messages each acked (the agent's
    *  progress counters, in its heartbeat). */
   readonly durables = new Map<string, { stream: string; acked: number }>();
@@ -199,6 +201,15 @@ export class Bus {
     }
   }
 
+  /** A stored message a core subscriber could not decode: counted, logged once per subject family. */
+  private skipInvalid(subject: string, reason: string): void {
+    this.skippedInvalid++;
+    const kind = `skip|${subject.split('.').slice(0, 3).join('.')}`;
+    if (this.dlqSeen.has(kind)) return;
+    this.dlqSeen.add(kind);
+    this.log.warn({ subject, reason, skipped: this.skippedInvalid }, 'invalid message skipped by a core subscriber (its durable consumers dead-letter it)');
+  }
+
   /** Dead-letter the stored message a durable gave up on (its max-deliveries advisory). */
   async deadLetterStored(stream: string, durable: string, streamSeq: number, reason: string): Promise<void> {
     const m = await this.jsm.streams.getMessage(stream, { seq: streamSeq }).catch(() => null);
@@ -228,14 +239,18 @@ export class Bus {
     terminate(m);
   }
 
-  /** Core subscription with validation; bad messages go to the DLQ and the loop goes on. */
+  /** Core subscription with validation; the loop goes on past bad messages. A bad message on a
+   *  subject that is not stored goes to the DLQ (nothing else will see it); one on a stored subject
+   *  is only counted (`skippedInvalid`): the durable consumers of that subject dead-letter it, one
+   *  letter per consumer, and a core subscriber has no stable id to add a letter of its own. */
   subscribe<T>(pattern: string, handler: Handler<T>, opts: { queue?: string; schema?: z.ZodType } = {}): Stoppable {
     const sub: Subscription = this.nc.subscribe(pattern, { queue: opts.queue });
     const done = (async () => {
       for await (const m of sub) {
         const r = decode<T>(m.subject, m.data, opts.schema);
         if (!r.ok) {
-          await this.deadLetter(m.subject, m.data, r.reason);
+          if (coveredByFleetStream(m.subject)) this.skipInvalid(m.subject, r.reason);
+          else await this.deadLetter(m.subject, m.data, r.reason);
           continue;
         }
         try {

@@ -7,8 +7,9 @@ import type { Fleet } from '../../fleet/manifest.ts';
 import type { Op } from './model.ts';
 
 /** Incident kinds the loop remediates itself: a human hears of them through a decision (notify
- *  verdict, approval), not through the incident. Every other kind goes to people directly. */
-const HEALED_KINDS = new Set(['guest', 'node', 'resource', 'external', 'api']);
+ *  verdict, approval), not through the incident. Every other kind goes to people directly: a
+ *  flapping hold-down, the PVE API out of reach, the loop's own ("self") incidents, new kinds. */
+const HEALED_KINDS = new Set(['guest', 'node', 'resource', 'external']);
 
 /** The durable consumers the agent runs: filters the server can apply (no multi-filter on 2.9). */
 export const NOTIFY_SOURCES = [

@@ -9,6 +9,9 @@ export interface SensingAgentOptions {
   alertmanagerHost?: string;
   /** Bearer token PVE hookscripts must send to /pve/hook on the same receiver; falls back to HOMEOSTAT_HOOK_TOKEN. */
   hookToken?: string;
+  /** Replicated (`up --replicas`): this replica's name; the nodes are divided between the live
+   *  replicas through leases in KV (partition.ts). Absent: this process polls every node. */
+  partitionHolder?: string;
 }
 
 export interface SensingOptions {
@@ -24,6 +27,7 @@ export interface SensingOptions {
   kvRefreshMs: number;
   alertmanagerPort?: number;
   alertmanagerHost: string;
+  partitionHolder?: string;
   pveUrl?: string;
   tokenId?: string;
   tokenSecret?: string;
@@ -46,6 +50,7 @@ export function sensingOptions(ctx: AgentContext<SensingAgentOptions>): SensingO
     kvRefreshMs: Math.max(10 * p.senseIntervalMs, 5000),
     alertmanagerPort: o.alertmanagerPort,
     alertmanagerHost: o.alertmanagerHost ?? '127.0.0.1',
+    partitionHolder: o.partitionHolder,
     pveUrl: a?.url,
     tokenId: a?.tokenId,
     tokenSecret: a?.tokenSecret,
