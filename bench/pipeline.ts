@@ -14,6 +14,29 @@
 //   running guest per sense interval) are most of sensing's own work, not the event path.
 // - The TypeScript loader (tsx) cost ~40-60 MB of RSS per process before any work: agents now run
 //   compiled JavaScript, each in its own process, which is also what "every agent ≤ 150 MB" means.
+// Second round (issue 16: the burst at 5,000 guests had fallen to 79 events/s):
+// - The regression was analysis, not sensing: after every incident message it recounted the
+//   open-incidents gauge from scratch (prom-client label hashing per open incident), n² for a
+//   burst of n incidents (~12 M gauge updates for 4,900). The gauge is now recounted once per
+//   50 ms. 5,000 guests: 79 → ~900 events/s on a loaded host.
+// - Sensing already had 256 acked publishes in flight; what each cost was nats.js' request per
+//   publish (a timer, a resolver, an Error for the stack, a mux lookup): half of the publisher's
+//   CPU. bus/publisher.ts pipelines publishes under one wildcard reply inbox with one timeout
+//   sweep; a micro-benchmark of 20,000 acked publishes, 256 in flight: 11-14k/s (js.publish) vs
+//   19-32k/s. Events and KV puts (sensing's records, analysis' incidents) go through it, and
+//   nothing counts as published before its ack.
+// - analysis decoded every event twice (core fast path and durable consumer, zod each time): the
+//   consumer now acks, without decoding, what the fast path applied (by Nats-Msg-Id).
+// - analysis' outbox chained each message behind a resolved promise, so each left in its own
+//   socket write (writeBuffer was the top self-time): a key with nothing in flight is written at
+//   once, so one step's messages share a write; at most 256 messages are in flight (unbounded, a
+//   burst held every encoded message and timer at once).
+// - sensing's per-node listing asked, per guest, whether any listing held it (a scan of the
+//   listing): quadratic, 230 ms a round at 5,000 guests; now one pass.
+// - What is left at 5,000 guests is analysis' per-incident work: zod validation of its own
+//   outgoing incidents (~10 %), three acked writes per crashed guest (alert, incident, incident
+//   KV), structuredClone of each incident, and GC (~25 %). On the shared 2-core host these were
+//   measured on (load average 8-11 from other work), the figures move by 3x between runs.
 //
 // Phases per fleet size: (1) raw core NATS pub/sub of N messages of the same size as a guest event;
 // (2) waves: ten top-layer guests crash per wave through POST /sim/faults → latency samples, on

@@ -10,7 +10,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createLogger, sleep } from '../core/mod.ts';
-import { loadAgent, loadConfig } from '../agents/mod.ts';
+import { AGENT_NAMES, loadAgent, loadConfig } from '../agents/mod.ts';
 import { Bus, FLEET_STREAM, IncidentRecord, kvList, sealAction, subjects, type Action } from '../bus/mod.ts';
 import { startNatsServer, type NatsServerHandle } from '../cli/nats-server.ts';
 import { startStack, type Stack } from '../cli/stack.ts';
@@ -22,7 +22,7 @@ import { emit, isMain, round } from './harness.ts';
 const FULL = process.env.TORTURE === 'full';
 /** A rejection nobody handled would end `homeostat up`; here it is counted and reported. */
 const unhandled: string[] = [];
-process.on('unhandledRejection', (e) => void unhandled.push((e as Error)?.stack?.split('\n').slice(0, 3).join(' | ') ?? String(e)));
+process.on('unhandledRejection', (e) => void unhandled.push(`${(e as { code?: string })?.code ?? ''} ${(e as Error)?.stack?.split('\n').slice(0, Number(process.env.TORTURE_STACK_LINES ?? 3)).join(' | ') ?? String(e)}`));
 const log = createLogger(process.env.LOG_LEVEL ?? 'silent');
 
 interface Rig {
@@ -92,7 +92,18 @@ async function flood(): Promise<void> {
   const r = await rig();
   try {
     const n = FULL ? 10_000 : 1000;
-    const targets = [subjects.action('approved'), subjects.guestEvent('node-a', 124), subjects.nodeEvent('node-b'), subjects.incident('inc-x', 'opened'), subjects.alert('GuestDown'), subjects.action('succeeded')];
+    // each with the number of durable consumers that read it (core subscribers write no letter;
+    // notify has no consumers without a notifier configured)
+    const consumers: [string, number][] = [
+      [subjects.action('approved'), 2], // action-approved, decision-actions
+      [subjects.guestEvent('node-a', 124), 1], // analysis-…-events
+      [subjects.nodeEvent('node-b'), 1], // analysis-…-events
+      [subjects.incident('inc-x', 'opened'), 1], // decision-incidents
+      [subjects.alert('GuestDown'), 1], // analysis-…-alerts
+      [subjects.action('succeeded'), 1], // decision-actions
+    ];
+    const targets = consumers.map(([s]) => s);
+    const expected = Array.from({ length: n }, (_, i) => consumers[i % consumers.length][1]).reduce((a, b) => a + b, 0);
     const rssBefore = rssMb();
     const enc = new TextEncoder();
     for (let i = 0; i < n; i++) await r.bus.js.publish(targets[i % targets.length], enc.encode(i % 2 ? `{"broken ${i}` : JSON.stringify({ id: `x${i}`, data: { junk: i } })));
@@ -107,8 +118,8 @@ async function flood(): Promise<void> {
     const crashed = [...r.stack.agents.keys()].length;
     const healMs = await crashAndHeal(r, 159);
     const lettersAfter = Object.values((await r.bus.jsm.streams.info(FLEET_STREAM, { subjects_filter: 'fleet.dlq.>' })).state.subjects ?? {}).reduce((a, b) => a + b, 0);
-    const pass = healMs !== undefined && lettersAfter === letters && crashed === 6;
-    emit({ bench: 'torture', scenario: 'flood', bad_messages: n, subjects: targets.length, dead_letters: letters, dead_letters_after_heal: lettersAfter, agents_running: crashed, heal_after_ms: healMs ?? null, rss_before_mb: rssBefore, rss_after_mb: rssMb(), goal: 'crashes 0, one dead letter per bad message per consumer (none repeated), heals after', pass });
+    const pass = healMs !== undefined && letters === expected && lettersAfter === letters && crashed === AGENT_NAMES.length;
+    emit({ bench: 'torture', scenario: 'flood', bad_messages: n, subjects: targets.length, dead_letters: letters, expected_dead_letters: expected, dead_letters_after_heal: lettersAfter, agents_running: crashed, heal_after_ms: healMs ?? null, rss_before_mb: rssBefore, rss_after_mb: rssMb(), goal: 'crashes 0, one dead letter per bad message per consumer (none repeated), heals after', pass });
   } finally {
     await r.close();
   }

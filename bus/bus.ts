@@ -5,6 +5,8 @@ import { jetstream, AckPolicy, DeliverPolicy, type JetStreamClient, type JetStre
 import type { z } from 'zod';
 import { decode, encode, encodeEnvelope, encodeJson, makeEnvelope, validate, type EnvelopeMeta } from './codec.ts';
 import { connectNats } from './connection.ts';
+import { AckedPublisher } from './publisher.ts';
+import type { KV } from '@nats-io/kv';
 import { backoffMs, HomeostatError, retry, silentLogger, type Logger } from '../core/mod.ts';
 import { deadLetterId, ensureConsumer, terminate, watchMaxDeliveries } from './consumers.ts';
 import { deadLetterKind, familyOf } from './families.ts';
@@ -58,6 +60,8 @@ export interface ConsumeOptions<T> {
   /** Handlers running at once (default 1: strictly one after the other). Above 1 the handler must
    *  keep its own per-key order (it is still called in delivery order). */
   concurrency?: number;
+  /** Already handled by other means (a core fast path, by its Nats-Msg-Id): ack it without decoding. */
+  skip?: (m: JsMsg) => boolean;
 }
 
 const RAW_LIMIT = 4096;
@@ -69,9 +73,13 @@ export class Bus {
   readonly kv: FleetKv;
   readonly source: string;
   readonly log: Logger;
+  /** Pipelined JetStream publishing with acks (events, KV puts on the hot paths). */
+  readonly publisher: AckedPublisher;
   private readonly stoppables = new Set<Stoppable>();
   private readonly dlqSeen = new Set<string>();
   dlqCount = 0;
+  /** Invalid stored messages a core subscription skipped (their durables dead-letter them). */
+  skippedInvalid = 0;
   /** The durables consumed on this connection and how many messages each acked (the agent's
    *  progress counters, in its heartbeat). */
   readonly durables = new Map<string, { stream: string; acked: number }>();
@@ -86,6 +94,7 @@ export class Bus {
     this.kv = kv;
     this.source = source;
     this.log = log;
+    this.publisher = new AckedPublisher(nc);
   }
 
   static async connect(opts: BusOptions): Promise<Bus> {
@@ -122,7 +131,7 @@ export class Bus {
   private async persist(subject: string, bytes: Uint8Array, msgId: string, retryForMs: number, signal?: AbortSignal): Promise<PubAck> {
     const deadline = Date.now() + retryForMs;
     try {
-      return await retry(() => this.js.publish(subject, bytes, { msgID: msgId, timeout: 3000 }), {
+      return await retry(() => this.publisher.publish(subject, bytes, { msgId, timeoutMs: 3000 }), {
         baseMs: 50,
         maxMs: 2000,
         retryable: () => !this.stopping && !this.retriesInterrupted && !this.nc.isClosed() && Date.now() <= deadline,
@@ -131,6 +140,15 @@ export class Bus {
     } catch (e) {
       throw new HomeostatError('HOMEOSTAT_ERR_NATS_UNAVAILABLE', `publish to ${subject} failed: ${(e as Error).message}`, { cause: e });
     }
+  }
+
+  /** A KV put (last-value write) through the pipelined publisher: many may be in flight at once.
+   *  Resolves with the new revision once the server acked it. */
+  async kvPut(kv: KV, key: string, value: unknown): Promise<number> {
+    // the Bucket behind every KV handle knows its edit subject (API prefix, mirrors)
+    const subject = (kv as unknown as { subjectForKey(k: string, edit: boolean): string }).subjectForKey(key, true);
+    const ack = await this.publisher.publish(subject, Buffer.from(JSON.stringify(value), 'utf8'), { timeoutMs: 5000 });
+    return ack.seq;
   }
 
   /** Calls `fn` after every reconnect to NATS (level-triggered agents re-send or re-read their
@@ -183,6 +201,15 @@ export class Bus {
     }
   }
 
+  /** A stored message a core subscriber could not decode: counted, logged once per subject family. */
+  private skipInvalid(subject: string, reason: string): void {
+    this.skippedInvalid++;
+    const kind = `skip|${subject.split('.').slice(0, 3).join('.')}`;
+    if (this.dlqSeen.has(kind)) return;
+    this.dlqSeen.add(kind);
+    this.log.warn({ subject, reason, skipped: this.skippedInvalid }, 'invalid message skipped by a core subscriber (its durable consumers dead-letter it)');
+  }
+
   /** Dead-letter the stored message a durable gave up on (its max-deliveries advisory). */
   async deadLetterStored(stream: string, durable: string, streamSeq: number, reason: string): Promise<void> {
     const m = await this.jsm.streams.getMessage(stream, { seq: streamSeq }).catch(() => null);
@@ -212,14 +239,18 @@ export class Bus {
     terminate(m);
   }
 
-  /** Core subscription with validation; bad messages go to the DLQ and the loop goes on. */
+  /** Core subscription with validation; the loop goes on past bad messages. A bad message on a
+   *  subject that is not stored goes to the DLQ (nothing else will see it); one on a stored subject
+   *  is only counted (`skippedInvalid`): the durable consumers of that subject dead-letter it, one
+   *  letter per consumer, and a core subscriber has no stable id to add a letter of its own. */
   subscribe<T>(pattern: string, handler: Handler<T>, opts: { queue?: string; schema?: z.ZodType } = {}): Stoppable {
     const sub: Subscription = this.nc.subscribe(pattern, { queue: opts.queue });
     const done = (async () => {
       for await (const m of sub) {
         const r = decode<T>(m.subject, m.data, opts.schema);
         if (!r.ok) {
-          await this.deadLetter(m.subject, m.data, r.reason);
+          if (coveredByFleetStream(m.subject)) this.skipInvalid(m.subject, r.reason);
+          else await this.deadLetter(m.subject, m.data, r.reason);
           continue;
         }
         try {
@@ -273,6 +304,10 @@ export class Bus {
     const running = new Set<Promise<void>>();
     const done = (async () => {
       for await (const m of messages) {
+        if (opts.skip?.(m)) {
+          m.ack();
+          continue;
+        }
         const r = decode<T>(m.subject, m.data, opts.schema);
         if (!r.ok) {
           await this.rejectPoison(opts.durable, m, r.reason);
@@ -380,5 +415,6 @@ export class Bus {
     await Promise.allSettled([...this.stoppables].map((s) => s.stop()));
     this.stoppables.clear();
     if (!this.nc.isClosed()) await this.nc.drain().catch(() => this.nc.close());
+    this.publisher.close();
   }
 }

@@ -70,6 +70,6 @@ export function watchMaxDeliveries(nc: NatsConnection, stream: string, durable: 
         log.error({ stream, durable, err: (e as Error).message }, 'could not dead-letter an exhausted message');
       }
     }
-  })();
+  })().catch((e: unknown) => log.error({ stream, durable, err: (e as Error).message }, 'max-deliveries advisory subscription ended'));
   return { stop: () => sub.unsubscribe() };
 }

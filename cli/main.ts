@@ -84,11 +84,28 @@ export async function main(argv: string[]): Promise<number> {
   }
   try {
     const run = await entry.load();
-    return await run(rest);
+    const code = await run(rest);
+    if (SERVERS.has(name)) exitIfLingering(name, code);
+    return code;
   } catch (e) {
     process.stderr.write(`homeostat ${name}: ${describeError(e)}\n`);
     return exitCodeFor(e);
   }
+}
+
+/** Commands that run until stopped (SIGTERM): once stopped, nothing may keep the process alive. */
+const SERVERS = new Set(['up', 'agent', 'sim', 'console']);
+const LINGER_MS = 1500;
+
+/** Everything was stopped; a handle a library left open (a socket, a timer) must not keep a
+ *  stopped process alive, or a supervisor waits for it and then kills it. The timer is unref'd:
+ *  it only fires when something else still holds the event loop. */
+function exitIfLingering(name: string, code: number): void {
+  setTimeout(() => {
+    const open = process.getActiveResourcesInfo().filter((r) => r !== 'TTYWrap');
+    process.stderr.write(`homeostat ${name}: stopped, but ${open.join(', ') || 'a handle'} still open after ${LINGER_MS} ms; exiting\n`);
+    process.exit(code);
+  }, LINGER_MS).unref();
 }
 
 export function exitCodeFor(e: unknown): number {

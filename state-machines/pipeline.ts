@@ -5,6 +5,7 @@
 // Keeping it out of the machine config keeps the machine files readable and this logic testable.
 import { dependentsIndex, downstreamRank } from './graph.ts';
 import { errorText, type Progress } from './progress.ts';
+import { bucketsOf, lookup, readyQueues, rows, TableDraft, type Buckets, type PhaseCounters, type PhaseRules } from './table.ts';
 
 export type GuestPhase = 'pending' | 'starting' | 'checking' | 'healthy' | 'failed' | 'held' | 'skipped';
 
@@ -31,16 +32,13 @@ export interface PipeGuest extends PipeGuestInput {
   startedSeq?: number;
 }
 
-/** Guests live in this many buckets (by vmid): a step copies the buckets it touches, not the fleet. */
-const BUCKETS = 256;
-
 /**
  * The run's state. Immutable between steps (the machine stays pure and its snapshots stay valid),
  * but a step costs what it changes: it copies the guests and buckets it touches, the small per-node
  * and per-layer counters, and nothing else. The indexes (`dependents`, `layers`) are built once.
  */
-export interface Pipeline {
-  buckets: Record<string, PipeGuest>[];
+export interface Pipeline extends PhaseCounters {
+  buckets: Buckets<PipeGuest>;
   /** For each guest in the run, the guests in the run that depend on it. */
   dependents: Record<string, number[]>;
   /** Layer → its guests. */
@@ -49,15 +47,8 @@ export interface Pipeline {
   satisfied: number[];
   perNodeConcurrency: number;
   retries: number;
-  /** Starting or checking, per node. */
-  active: Record<string, number>;
   /** Pending guests whose dependencies are all up, per node, best first (longest chain first). */
   ready: Record<string, number[]>;
-  /** Guests not settled yet (pending, starting, checking), per layer and in all. */
-  open: Record<string, number>;
-  unsettled: number;
-  running: number;
-  pending: number;
   startedCount: number;
   layersDone: number[];
   lastHealthyAt?: number;
@@ -79,24 +70,18 @@ export function parseStepId(id: string): { step: PipeStep; vmid: number; attempt
   return m ? { step: m[1] as PipeStep, vmid: Number(m[2]), attempt: Number(m[3]) } : undefined;
 }
 
-const bucketOf = (vmid: number) => ((vmid % BUCKETS) + BUCKETS) % BUCKETS;
-/** Not the bare vmid: a bucket keyed by sparse integers (5, 261, 517, …) is a dictionary-mode
- *  elements store in V8, and copying one costs ~20x more than copying string keys (measured:
- *  62 µs against 3 µs for 20 guests), which made copying buckets the top cost of a step. */
-const keyOf = (vmid: number) => `g${vmid}`;
 const isActive = (ph: GuestPhase) => ph === 'starting' || ph === 'checking';
 const isOpen = (ph: GuestPhase) => ph === 'pending' || isActive(ph);
 const isUp = (ph: GuestPhase) => ph === 'healthy' || ph === 'skipped';
 /** Ready order: longest remaining chain first, then lower layer, then vmid. */
 const before = (a: PipeGuest, b: PipeGuest) => b.rank - a.rank || a.layer - b.layer || a.vmid - b.vmid;
+/** A guest waits `pending` for its dependencies; one that comes up lets its dependents go. */
+const rules = (p: Pipeline): PhaseRules<PipeGuest, GuestPhase> => ({
+  queued: 'pending', inFlight: isActive, releases: isUp, unblocks: (g) => p.dependents[g.vmid] ?? [],
+});
 
-function guestOf(p: Pipeline, vmid: number): PipeGuest | undefined {
-  return p.buckets[bucketOf(vmid)][keyOf(vmid)];
-}
-
-function* allGuests(p: Pipeline): Generator<PipeGuest> {
-  for (const b of p.buckets) yield* Object.values(b);
-}
+const guestOf = (p: Pipeline, vmid: number) => lookup(p.buckets, vmid);
+const allGuests = (p: Pipeline) => rows(p.buckets);
 
 export function createPipeline(
   guests: readonly PipeGuestInput[],
@@ -105,19 +90,20 @@ export function createPipeline(
   const byVmid = new Map(guests.map((g) => [g.vmid, g]));
   const ranks = downstreamRank(guests, (v) => byVmid.get(v)?.expectedMs ?? 1);
   const skipped = new Set(opts.skipped);
+  const table: PipeGuest[] = [];
   const p: Pipeline = {
-    buckets: Array.from({ length: BUCKETS }, () => ({})),
+    buckets: [],
     dependents: dependentsIndex(guests),
     layers: {},
     satisfied: [...new Set(opts.satisfied)],
     perNodeConcurrency: Math.max(1, opts.perNodeConcurrency),
     retries: Math.max(0, opts.retries),
-    active: {},
+    busy: {},
     ready: {},
     open: {},
     unsettled: 0,
-    running: 0,
-    pending: 0,
+    inFlight: 0,
+    queued: 0,
     startedCount: 0,
     layersDone: [],
   };
@@ -126,117 +112,53 @@ export function createPipeline(
     const phase: GuestPhase = skipped.has(g.vmid) ? 'skipped' : 'pending';
     // a dependency outside the run that is not healthy never comes up: `begin` holds the guest
     const waiting = g.dependsOn.filter((d) => (byVmid.has(d) ? !skipped.has(d) : !satisfied.has(d))).length;
-    p.buckets[bucketOf(g.vmid)][keyOf(g.vmid)] = { ...g, dependsOn: [...g.dependsOn], rank: ranks[g.vmid] ?? 0, phase, attempt: 0, waiting };
+    table.push({ ...g, dependsOn: [...g.dependsOn], rank: ranks[g.vmid] ?? 0, phase, attempt: 0, waiting });
     (p.layers[g.layer] ??= []).push(g.vmid);
     p.open[g.layer] ??= 0;
     if (phase === 'pending') {
       p.open[g.layer]++;
       p.unsettled++;
-      p.pending++;
-      p.active[g.node] ??= 0;
+      p.queued++;
+      p.busy[g.node] ??= 0;
     }
   }
-  for (const g of allGuests(p)) if (g.phase === 'pending' && g.waiting === 0) (p.ready[g.node] ??= []).push(g.vmid);
-  for (const node of Object.keys(p.ready)) p.ready[node].sort((a, b) => before(guestOf(p, a)!, guestOf(p, b)!));
+  p.buckets = bucketsOf(table);
+  p.ready = readyQueues(table.filter((g) => g.phase === 'pending' && g.waiting === 0), before);
   return p;
 }
 
 /** One step on a pipeline: copy-on-write of what it touches, and the commands it produces. */
 class Step {
   readonly p: Pipeline;
-  private readonly copiedBuckets = new Set<number>();
-  private readonly copiedGuests = new Set<number>();
-  private readonly copiedReady = new Set<string>();
-  /** Nodes whose queue grew or whose slots freed: where `schedule` looks. */
-  readonly dirty = new Set<string>();
-  /** Layers that settled in this step (LAYER.DONE goes out at the end of `schedule`). */
-  readonly closed = new Set<number>();
-
+  private readonly t: TableDraft<PipeGuest>;
   constructor(old: Pipeline, readonly out: PipeCommand[]) {
-    this.p = { ...old, buckets: [...old.buckets], active: { ...old.active }, ready: { ...old.ready }, open: { ...old.open }, layersDone: [...old.layersDone] };
+    this.t = new TableDraft(old.buckets, old.ready, before, rules(old));
+    this.p = { ...old, buckets: this.t.buckets, ready: this.t.ready, busy: { ...old.busy }, open: { ...old.open }, layersDone: [...old.layersDone] };
+  }
+
+  get dirty(): Set<string> {
+    return this.t.dirty;
+  }
+
+  /** Layers that settled in this step (LAYER.DONE goes out at the end of `schedule`). */
+  get closed(): Set<number> {
+    return this.t.closed;
   }
 
   get(vmid: number): PipeGuest | undefined {
-    return guestOf(this.p, vmid);
+    return this.t.get(vmid);
   }
 
-  /** A writable copy of the guest, made once per step. */
   edit(vmid: number): PipeGuest {
-    const b = bucketOf(vmid);
-    if (!this.copiedBuckets.has(b)) {
-      this.p.buckets[b] = { ...this.p.buckets[b] };
-      this.copiedBuckets.add(b);
-    }
-    if (!this.copiedGuests.has(vmid)) {
-      this.p.buckets[b][keyOf(vmid)] = { ...this.p.buckets[b][keyOf(vmid)] };
-      this.copiedGuests.add(vmid);
-    }
-    return this.p.buckets[b][keyOf(vmid)];
+    return this.t.edit(vmid);
   }
 
-  private queue(node: string): number[] {
-    if (!this.copiedReady.has(node)) {
-      this.p.ready[node] = [...(this.p.ready[node] ?? [])];
-      this.copiedReady.add(node);
-    }
-    return this.p.ready[node];
+  picks(): PipeGuest[] {
+    return this.t.picks((node) => this.p.perNodeConcurrency - (this.p.busy[node] ?? 0));
   }
 
-  private enqueue(g: PipeGuest): void {
-    const q = this.queue(g.node);
-    let lo = 0;
-    let hi = q.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >> 1;
-      if (before(this.get(q[mid])!, g) < 0) lo = mid + 1;
-      else hi = mid;
-    }
-    q.splice(lo, 0, g.vmid);
-    this.dirty.add(g.node);
-  }
-
-  private dequeue(g: PipeGuest): void {
-    const q = this.p.ready[g.node];
-    const i = q ? q.indexOf(g.vmid) : -1;
-    if (i >= 0) this.queue(g.node).splice(i, 1);
-  }
-
-  /** Every phase change goes through here, so the counters and queues stay in step. */
   setPhase(vmid: number, phase: GuestPhase): PipeGuest {
-    const g = this.edit(vmid);
-    const from = g.phase;
-    if (from === phase) return g;
-    const p = this.p;
-    if (from === 'pending') {
-      p.pending--;
-      if (g.waiting === 0) this.dequeue(g);
-    }
-    if (isActive(from)) {
-      p.active[g.node]--;
-      p.running--;
-      this.dirty.add(g.node);
-    }
-    g.phase = phase;
-    if (phase === 'pending') {
-      p.pending++;
-      if (g.waiting === 0) this.enqueue(g);
-    }
-    if (isActive(phase)) {
-      p.active[g.node] = (p.active[g.node] ?? 0) + 1;
-      p.running++;
-    }
-    if (isOpen(from) && !isOpen(phase)) {
-      p.unsettled--;
-      if (--p.open[g.layer] === 0) this.closed.add(g.layer);
-    }
-    if (isUp(phase)) {
-      for (const d of p.dependents[vmid] ?? []) {
-        const dep = this.edit(d);
-        dep.waiting--;
-        if (dep.phase === 'pending' && dep.waiting === 0) this.enqueue(dep);
-      }
-    }
-    return g;
+    return this.t.setPhase(this.p, vmid, phase);
   }
 
   emit(event: string, g: PipeGuest, detail?: Record<string, unknown>): void {
@@ -276,14 +198,7 @@ export function begin(p: Pipeline, out: PipeCommand[]): Pipeline {
 /** Start the best ready guests on every node with a free slot (in global priority order). */
 function schedule(s: Step): void {
   const p = s.p;
-  const picks: PipeGuest[] = [];
-  for (const node of s.dirty) {
-    const free = p.perNodeConcurrency - (p.active[node] ?? 0);
-    for (const v of (p.ready[node] ?? []).slice(0, Math.max(0, free))) picks.push(s.get(v)!);
-  }
-  s.dirty.clear();
-  picks.sort(before);
-  for (const pick of picks) {
+  for (const pick of s.picks()) {
     const first = pick.attempt === 0;
     const g = s.setPhase(pick.vmid, 'starting');
     if (first) g.startedSeq = p.startedCount++;
@@ -292,7 +207,7 @@ function schedule(s: Step): void {
     s.out.push({ do: 'arm', id: timerId(g.vmid), vmid: g.vmid, attempt: g.attempt, delayMs: g.timeoutMs });
   }
   // Nothing running and nothing startable: what is left waits on a cycle. Hold it so the run ends.
-  if (p.running === 0 && p.pending > 0) {
+  if (p.inFlight === 0 && p.queued > 0) {
     for (const g0 of allGuests(p)) {
       if (g0.phase !== 'pending') continue;
       const g = s.setPhase(g0.vmid, 'held');

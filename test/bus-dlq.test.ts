@@ -15,18 +15,18 @@ afterAll(async () => {
 });
 
 describe('dead-letter path', () => {
-  it('core subscription: malformed JSON, wrong schema, oversize → fleet.dlq.<subject>, and the consumer keeps going', async () => {
+  it('core subscription of a subject that is not stored: malformed JSON, wrong schema, oversize → fleet.dlq.<subject>, and the consumer keeps going', async () => {
     const got: number[] = [];
-    const sub = bus.subscribe<{ vmid: number }>('fleet.events.guest.dlqnode.*', (env) => {
-      got.push(env.data.vmid);
+    const sub = bus.subscribe<{ vmid?: number }>('fleet.metrics.dlqnode.*', (env) => {
+      got.push(env.data.vmid ?? 0);
     });
-    const dlq = collect<DeadLetter>(publisher, 'fleet.dlq.fleet.events.guest.dlqnode.>', 3);
+    const dlq = collect<DeadLetter>(publisher, 'fleet.dlq.fleet.metrics.dlqnode.>', 3);
     await sleep(50);
     const enc = new TextEncoder();
-    publisher.nc.publish('fleet.events.guest.dlqnode.101', enc.encode('{"not json'));
-    publisher.nc.publish('fleet.events.guest.dlqnode.102', enc.encode(JSON.stringify({ id: 'x', ts: new Date().toISOString(), source: 's', type: 'GuestProbe', correlationId: 'x', data: { vmid: 'nope' } })));
-    publisher.nc.publish('fleet.events.guest.dlqnode.103', new Uint8Array(MAX_PAYLOAD_BYTES + 10).fill(65));
-    await publisher.publish(subjects.guestEvent('dlqnode', 104), 'GuestProbe', { vmid: 104, node: 'dlqnode', state: 'running', health: 'healthy' });
+    publisher.nc.publish('fleet.metrics.dlqnode.101', enc.encode('{"not json'));
+    publisher.nc.publish('fleet.metrics.dlqnode.102', enc.encode(JSON.stringify({ id: 'x', ts: new Date().toISOString(), source: 's', type: 'MetricSample', correlationId: 'x', data: { node: 'dlqnode', vmid: 'nope', cpu: 0, mem: 0, maxmem: 0, disk: 0, maxdisk: 0 } })));
+    publisher.nc.publish('fleet.metrics.dlqnode.103', new Uint8Array(MAX_PAYLOAD_BYTES + 10).fill(65));
+    await publisher.publish(subjects.metrics('dlqnode', 104), 'MetricSample', { node: 'dlqnode', vmid: 104, cpu: 0.1, mem: 1, maxmem: 2, disk: 1, maxdisk: 2 });
     const letters = await dlq;
     expect(letters.map((l) => l.env.data.reason)).toEqual([
       expect.stringMatching(/malformed JSON/),
@@ -40,6 +40,25 @@ describe('dead-letter path', () => {
     expect(letters[0].env.data.receivedBy).toBe('dlq-test');
     await until(() => got.includes(104));
     expect(bus.dlqCount).toBeGreaterThanOrEqual(3);
+    await sub.stop();
+  });
+
+  it('core subscription of a stored subject: a bad message is skipped and counted, not dead-lettered (its durable consumers do that, once each)', async () => {
+    const got: number[] = [];
+    const sub = bus.subscribe<{ vmid: number }>('fleet.events.guest.dlqnode.*', (env) => {
+      got.push(env.data.vmid);
+    });
+    const letters: unknown[] = [];
+    const watch = publisher.nc.subscribe('fleet.dlq.fleet.events.guest.dlqnode.>', { callback: (_e, m) => void letters.push(m.subject) });
+    await sleep(50);
+    const skipped = bus.skippedInvalid;
+    publisher.nc.publish('fleet.events.guest.dlqnode.101', new TextEncoder().encode('{"not json'));
+    await publisher.publish(subjects.guestEvent('dlqnode', 104), 'GuestProbe', { vmid: 104, node: 'dlqnode', state: 'running', health: 'healthy' });
+    await until(() => got.includes(104));
+    await publisher.nc.flush();
+    expect(bus.skippedInvalid).toBe(skipped + 1);
+    expect(letters).toEqual([]);
+    watch.unsubscribe();
     await sub.stop();
   });
 

@@ -1,10 +1,11 @@
 // Notifier configuration: the URL grammar (each form, every mistake named with the URL redacted),
 // HOMEOSTAT_NOTIFY and its timing overrides, and the manifest's strict `notify:` section.
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { parse as parseYaml } from 'yaml';
 import { loadConfig } from '../agents/mod.ts';
 import { notifySettings } from '../agents/notify/mod.ts';
 import { isHomeostatError } from '../core/mod.ts';
@@ -83,6 +84,15 @@ describe('HOMEOSTAT_NOTIFY and the manifest', () => {
     expect(bad({ url: ['https://a.example'] })).toMatch(/notify: unknown key "url" — did you mean "urls"\?/);
     expect(bad({ groupWait: 1000 })).toMatch(/did you mean "groupWaitMs"\?/);
     expect(bad({ urls: ['https://a.example', 'gopher://x'] })).toMatch(/notify\.urls\[1\]: gopher:\/\/x: unsupported scheme/);
+  });
+
+  it('fleet.example.yaml\'s commented notify section, uncommented, is valid and names every key', () => {
+    const text = readFileSync('fleet.example.yaml', 'utf8');
+    const block = text.slice(text.indexOf('# notify:')).split('\n').map((l) => l.replace(/^# ?/, '')).join('\n');
+    const notify = (parseYaml(block) as { notify: Record<string, unknown> }).notify;
+    expect(Object.keys(notify).sort()).toEqual(['groupIntervalMs', 'groupWaitMs', 'repeatIntervalMs', 'sendResolved', 'urls']);
+    const fleet = buildFleet({ ...structuredClone(REFERENCE_MANIFEST), notify });
+    expect(notifySettings(loadConfig({}), fleet).targets.map((t) => t.kind)).toEqual(['webhook', 'ntfy', 'slack', 'smtp']);
   });
 
   it('CLI: a bad notifier URL stops start-up with one line naming it, exit 2', () => {

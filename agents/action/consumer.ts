@@ -77,7 +77,8 @@ export async function consumeConcurrently<T>(bus: Bus, o: ConcurrentConsumerOpti
       const entry = { seq: m.seq, run };
       byKey.set(key, entry);
       inFlight.add(run);
-      void run.then(() => {
+      // work() handles its own errors; a nak on a closed connection is all that can still throw
+      void run.catch(() => undefined).then(() => {
         inFlight.delete(run);
         if (byKey.get(key) === entry) byKey.delete(key);
       });

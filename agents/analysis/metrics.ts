@@ -8,8 +8,12 @@ import type { Output } from './analyzer.ts';
 
 export class IncidentMetrics {
   private readonly seenAt = new Map<string, number>();
+  private dirty = false;
 
-  constructor(private readonly m: Metrics | undefined, private readonly open: () => Iterable<Incident>) {}
+  constructor(private readonly m: Metrics | undefined, private readonly open: () => Iterable<Incident>) {
+    // prom-client calls a gauge's `collect` before every read (scrape)
+    if (m) Object.assign(m.incidentsOpen, { collect: () => void (this.dirty && this.gauge()) });
+  }
 
   record(outputs: readonly Output[], seenAt?: number): void {
     const m = this.m;
@@ -31,11 +35,14 @@ export class IncidentMetrics {
         m.remediation.observe({ kind }, Math.max(0, now - seen) / 1000);
       }
     }
-    if (touched) this.gauge();
+    // recounting the open incidents on every change made a burst of n incidents cost n² gauge
+    // updates (the 5,000-guest burst spent seconds there): recount when the gauge is read
+    if (touched) this.dirty = true;
   }
 
   /** Recount the open incidents (also after a rebuild from KV). */
   gauge(): void {
+    this.dirty = false;
     if (!this.m) return;
     this.m.incidentsOpen.reset();
     for (const i of this.open()) this.m.incidentsOpen.inc({ kind: i.kind, severity: i.severity });

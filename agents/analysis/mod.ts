@@ -3,7 +3,7 @@
 // Analyzer; alerts and incidents come out through one ordered outbox. After a restart its memory
 // is rebuilt from the fleet-state and incidents KV before the consumers resume.
 import { decode, DesiredState, HeartbeatRecord, kvList, patterns, type Action, type ActionPhase, type AgentEvent, type Alert, type ApiEvent, type Envelope, type GuestEvent, type MetricSample, type NodeEvent, type Stoppable } from '../../bus/mod.ts';
-import { retry } from '../../core/mod.ts';
+import { backoffMs, retry, sleep } from '../../core/mod.ts';
 import { agentHandle, every, type AgentHandle, type AgentModule } from '../runtime/agent.ts';
 import { Analyzer } from './analyzer.ts';
 import { analysisOptions } from './options.ts';
@@ -26,6 +26,8 @@ export interface AnalysisHandle extends AgentHandle {
 }
 
 const enc = new TextDecoder();
+/** Event ids remembered from the fast path (a burst of a 5,000-guest fleet, with room). */
+const APPLIED_MAX = 20_000;
 
 export const agent: AgentModule = {
   name: 'analysis',
@@ -49,23 +51,45 @@ export const agent: AgentModule = {
     await outbox.send(analyzer.reconcile());
 
     const stoppables: Stoppable[] = [];
-    const watch = await bus.kv.fleetState.watch({ key: `${DESIRED_PREFIX}>`, include: 'updates' });
+    // nats.js ends a KV watch by itself when it cannot re-create its consumer (a long NATS outage):
+    // watch again, with backoff; the periodic reconcile covers what changed in between
+    const watchDesired = () => bus.kv.fleetState.watch({ key: `${DESIRED_PREFIX}>`, include: 'updates' });
+    let watch = await watchDesired();
+    const unwatched = new AbortController();
     const watching = (async () => {
-      for await (const e of watch) {
-        const vmid = vmidOfDesiredKey(e.key);
-        if (vmid === undefined) continue;
-        let desired: DesiredState | undefined;
-        if (e.operation === 'PUT') {
-          const parsed = DesiredState.safeParse(safeJson(enc.decode(e.value)));
-          if (!parsed.success) {
-            log.warn({ key: e.key }, 'invalid desired state in KV ignored');
-            continue;
+      for (let failures = 0; ; ) {
+        try {
+          for await (const e of watch) {
+            failures = 0;
+            const vmid = vmidOfDesiredKey(e.key);
+            if (vmid === undefined) continue;
+            let desired: DesiredState | undefined;
+            if (e.operation === 'PUT') {
+              const parsed = DesiredState.safeParse(safeJson(enc.decode(e.value)));
+              if (!parsed.success) {
+                log.warn({ key: e.key }, 'invalid desired state in KV ignored');
+                continue;
+              }
+              desired = parsed.data;
+            }
+            await outbox.offer(analyzer.onDesired(vmid, desired));
           }
-          desired = parsed.data;
+        } catch (e) {
+          log.warn({ err: (e as Error).message }, 'desired-state watch failed');
         }
-        await outbox.offer(analyzer.onDesired(vmid, desired));
+        if (unwatched.signal.aborted) return;
+        log.warn('desired-state watch ended; watching again');
+        for (;;) {
+          await sleep(backoffMs(++failures, { baseMs: 500, maxMs: 5000 }), unwatched.signal);
+          try {
+            watch = await watchDesired();
+            break;
+          } catch (e) {
+            log.warn({ err: (e as Error).message, failures }, 'could not watch desired state; retrying');
+          }
+        }
       }
-    })();
+    })().catch(() => undefined); // only the stop's abort ends it
 
     type AnyEvent = GuestEvent | NodeEvent | ApiEvent | AgentEvent;
     const onEvent = (env: Envelope<AnyEvent>, subject: string) => {
@@ -85,10 +109,18 @@ export const agent: AgentModule = {
     // durable consumer the sure one (restarts, gaps). The analyzer is idempotent on a report it
     // already applied and ignores older ones, so whichever copy comes second changes nothing.
     // Invalid messages are skipped here; the consumer dead-letters them.
+    // Ids the fast path applied: the consumer acks those without decoding them again (half of
+    // analysis' decoding under a burst went to the second copy). Bounded: the oldest go first.
+    const applied = new Set<string>();
     const fast = bus.nc.subscribe(patterns.events, {
       callback: (_e, m) => {
         const r = decode<AnyEvent>(m.subject, m.data);
-        if (r.ok) void onEvent(r.env, m.subject);
+        if (!r.ok) return;
+        void onEvent(r.env, m.subject);
+        const id = m.headers?.get('Nats-Msg-Id');
+        if (id !== r.env.id) return; // published without its envelope id as dedup id: decode it again
+        applied.add(id);
+        if (applied.size > APPLIED_MAX) applied.delete(applied.values().next().value!);
       },
     });
     stoppables.push({ stop: async () => fast.unsubscribe() });
@@ -96,6 +128,10 @@ export const agent: AgentModule = {
     stoppables.push(await bus.consume<AnyEvent>({
       durable: durables[0],
       filter: patterns.events,
+      skip: (m) => {
+        const id = m.headers?.get('Nats-Msg-Id');
+        return id !== undefined && applied.delete(id);
+      },
       handler: async (env, msg) => {
         await onEvent(env, msg.subject);
       },
@@ -136,9 +172,10 @@ export const agent: AgentModule = {
       await ticker.stop();
       await selfWatch.stop();
       await reconciler.stop();
+      unwatched.abort();
       watch.stop();
       await Promise.allSettled(stoppables.map((s) => s.stop()));
-      await watching.catch(() => undefined);
+      await watching;
       outbox.abandon();
       await outbox.idle();
     });

@@ -33,6 +33,8 @@ export class Dispatcher {
   private readonly inflight = new Map<string, Promise<void>>();
   private readonly senders: Map<string, Sender>;
   private readonly health = new Map<string, NotifierHealth>();
+  /** Delivery attempts by outcome, for the heartbeat. */
+  readonly counts = { sent: 0, failed: 0, gaveUp: 0 };
   private stopped = false;
 
   constructor(private readonly o: DispatcherOptions) {
@@ -116,6 +118,7 @@ export class Dispatcher {
       return r.group;
     });
     const kind = sender?.kind ?? 'unknown';
+    this.counts[error === undefined ? 'sent' : gaveUp ? 'gaveUp' : 'failed']++;
     if (error === undefined) {
       this.o.metrics?.notifications.inc({ notifier: kind, outcome: 'sent' });
       this.o.log.info({ notifier, group: notification.groupKey, status: notification.status, attempt }, 'notification sent');

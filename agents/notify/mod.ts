@@ -70,7 +70,7 @@ export const agent: AgentModule = {
     const settings = notifySettings(ctx.config, fleet);
     if (!settings.targets.length) {
       log.info('no notifiers configured (HOMEOSTAT_NOTIFY or the manifest\'s notify.urls): nothing to send');
-      return Object.assign(agentHandle(async () => undefined), { notifiers: () => [] });
+      return Object.assign(agentHandle(async () => undefined), { notifiers: () => [], progress: () => ({ detail: { notifiers: [] } }) });
     }
     const store = new GroupStore(bus.kv.notify, log);
     await store.start();
@@ -108,6 +108,10 @@ export const agent: AgentModule = {
       await dispatcher.stop();
       await store.stop();
     });
-    return Object.assign(handle, { notifiers: () => dispatcher.notifiers() });
+    return Object.assign(handle, {
+      notifiers: () => dispatcher.notifiers(),
+      // in the heartbeat: `homeostat doctor` and `status` show each notifier's health from it
+      progress: () => ({ counters: { ...dispatcher.counts }, detail: { notifiers: dispatcher.notifiers() } }),
+    });
   },
 };

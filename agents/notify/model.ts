@@ -106,6 +106,8 @@ export function applyOp(g: NotifyGroup | undefined, op: Op, now: number): Notify
     return changed ? { ...g, items } : undefined;
   }
   const item = NotifyItem.parse(op.item);
+  // the incident itself is in the group already: the decision's "needs a human" says nothing more
+  if (item.kind === 'decision' && item.incidentId && g?.items.some((i) => i.key === `incident:${item.incidentId}`)) return undefined;
   if (!g) return { key: op.group, createdAt: now, items: [item], sends: 0, outbox: [] };
   const cur = g.items.find((i) => i.key === item.key);
   if (cur) {

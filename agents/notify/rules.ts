@@ -7,8 +7,9 @@ import type { Fleet } from '../../fleet/manifest.ts';
 import type { Op } from './model.ts';
 
 /** Incident kinds the loop remediates itself: a human hears of them through a decision (notify
- *  verdict, approval), not through the incident. Every other kind goes to people directly. */
-const HEALED_KINDS = new Set(['guest', 'node', 'resource', 'external', 'api']);
+ *  verdict, approval), not through the incident. Every other kind goes to people directly: a
+ *  flapping hold-down, the PVE API out of reach, the loop's own ("self") incidents, new kinds. */
+const HEALED_KINDS = new Set(['guest', 'node', 'resource', 'external']);
 
 /** The durable consumers the agent runs: filters the server can apply (no multi-filter on 2.9). */
 export const NOTIFY_SOURCES = [
@@ -62,7 +63,21 @@ function fromAction(type: string, a: Action, ts: string, fleet: Fleet): Op[] {
   if (type === 'ActionApproved' || type === 'ActionDenied') {
     const by = a.approval?.by ?? 'policy';
     const how = type === 'ActionApproved' ? `approved by ${by}` : `denied by ${by}${a.approval?.reason ? `: ${a.approval.reason}` : ''}`;
-    return [{ op: 'resolve', group, key, resolution: how, at: ts }];
+    const ops: Op[] = [{ op: 'resolve', group, key, resolution: how, at: ts }];
+    // nobody approved in time (or the gate refused it then): the fix did not happen, and the
+    // loop leaves the guest to people, so they hear of it (until the incident closes)
+    if (type === 'ActionDenied' && by.startsWith('policy:')) {
+      ops.push({
+        op: 'upsert', group, item: {
+          key: `denied:${a.actionId}`, kind: 'decision', status: 'firing', oneShot: !a.incidentId, severity: 'warning',
+          title: `Not done: ${a.verb} ${guestLabel(fleet, a.target.vmid)}`,
+          text: `${a.approval?.reason ?? 'denied by the policy gate'}; homeostat leaves ${guestLabel(fleet, a.target.vmid)} as it is: operator action needed`,
+          hint: a.incidentId ? `homeostat trace ${a.incidentId}` : undefined,
+          actionId: a.actionId, incidentId: a.incidentId, workflowId: a.workflowId, vmid: a.target.vmid, node: a.target.node, at: ts,
+        },
+      });
+    }
+    return ops;
   }
   return [];
 }

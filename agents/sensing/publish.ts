@@ -1,7 +1,7 @@
 // Writes one round's emissions: the API event first, then node events (a node going unreachable
 // must be known before its guests turn "unknown"), then guest events in parallel (each guest has
 // at most one per round, so order across guests does not matter), then KV, then metrics.
-import { ApiRecord, GuestRecord, kvGet, kvKeys, kvList, kvPut, NodeRecord, type Bus } from '../../bus/mod.ts';
+import { ApiRecord, GuestRecord, kvGet, kvKeys, kvList, NodeRecord, type Bus } from '../../bus/mod.ts';
 import { mapLimit } from './probe.ts';
 import type { Emission, Emissions } from './tracker.ts';
 
@@ -33,7 +33,7 @@ async function writeRecord(bus: Bus, key: string, value: GuestRecord | NodeRecor
     const cur = await kvGet(kv, key, NodeRecord);
     if (cur) (value as NodeRecord).fenced = cur.value.fenced;
   }
-  await kvPut(kv, key, value);
+  await bus.kvPut(kv, key, value);
 }
 
 /** What KV held before this process started. */

@@ -8,6 +8,7 @@ import { referenceFleet } from '../../fleet/reference-fleet.ts';
 import { parseCommand, parseIntFlag } from '../args.ts';
 import { println, printJson } from '../output.ts';
 import { waitForShutdownSignal } from '../signals.ts';
+import { guardProcess } from '../crash-guard.ts';
 import { startStack } from '../stack.ts';
 import { startMetricsServer } from '../metrics-server.ts';
 import { isAgentName } from '../../agents/mod.ts';
@@ -54,6 +55,8 @@ export async function agentMain(argv: string[]): Promise<number> {
   const fleet = fleetFile ? loadFleetFile(fleetFile) : referenceFleet();
   const log = createLogger(config.LOG_LEVEL);
   const signalled = waitForShutdownSignal();
+  // a rejection nobody handled (a library's timer during a NATS outage) is one log line, not the end
+  const guard = guardProcess(log);
   const amPort = parseIntFlag('alertmanager-port', values['alertmanager-port']);
   const services = amPort === undefined ? {} : { alertmanagerPort: amPort, ...(values['alertmanager-host'] ? { alertmanagerHost: values['alertmanager-host'] } : {}) };
   const standalone = { identity: config.NATS_CREDS ? readIdentity(config.NATS_CREDS) : undefined };
@@ -83,6 +86,7 @@ export async function agentMain(argv: string[]): Promise<number> {
   const handle = stack.agents.get(name)!;
   const outcome = await Promise.race([
     signalled.then(() => 'signal' as const),
+    guard.fatal,
     handle.stopped.then((r) => r),
     ...(lease ? [lease.lost.then(() => 'lost' as const)] : []),
   ]);
@@ -91,6 +95,7 @@ export async function agentMain(argv: string[]): Promise<number> {
   await lease?.release();
   await leaseBus?.stop();
   await metricsServer?.close();
+  guard.dispose();
   return outcome instanceof Error || outcome === 'lost' ? 1 : 0;
 }
 

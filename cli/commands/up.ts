@@ -10,6 +10,7 @@ import { startStack } from '../stack.ts';
 import { startMetricsServer } from '../metrics-server.ts';
 import { checkConsoleAccess, openConsole } from '../console/mod.ts';
 import { waitForShutdownSignal } from '../signals.ts';
+import { guardProcess } from '../crash-guard.ts';
 import { checkPorts, claimDataDir, DEFAULT_DATA_DIR } from '../data-dir.ts';
 
 const HELP = `Usage: homeostat up [--sim] [--fleet FILE] [--nats URL] [--data-dir DIR] [--nats-port N] [--sim-port N] [--http] [--agents LIST] [--alertmanager-port N|off] [--metrics-port N|off] [--console-port N|off] [--console-host H] [--console-token T] [--keep-state]
@@ -119,6 +120,8 @@ export async function upMain(argv: string[]): Promise<number> {
   async function runStack(): Promise<number> {
     // listen before start-up: a Ctrl-C during start must still stop what was started
     const signalled = waitForShutdownSignal();
+    // a rejection nobody handled (a library's timer during a NATS outage) is one log line, not the end
+    const guard = guardProcess(log);
     const metrics = createMetrics();
     const metricsServer = metricsPort === undefined ? undefined : await startMetricsServer({ registry: metrics.registry, port: metricsPort });
 
@@ -173,11 +176,12 @@ export async function upMain(argv: string[]): Promise<number> {
     // the file (mode 600) also keeps the simulator's CA, so `homeostat fault` can verify it
     dataDir.writeReady({ ...ready, ...(stack.sim?.caPem ? { pveCaPem: stack.sim.caPem } : {}) });
     printJson(ready);
-    const signal = await signalled;
-    log.info({ signal }, 'stopping');
+    const reason = await Promise.race([signalled, guard.fatal]);
+    log.info({ signal: reason instanceof Error ? 'fatal error' : reason }, 'stopping');
     await consoleServer?.close();
     await stack.stop();
     await metricsServer?.close();
-    return 0;
+    guard.dispose();
+    return reason instanceof Error ? 1 : 0;
   }
 }

@@ -1,0 +1,84 @@
+// SIGTERM stops everything `up` started: the process exits 0 and its nats-server child is gone.
+// Also through `npm run demo`, where npm passes the signal to its shell: the shell must have
+// become `up` (exec), or `up` is orphaned and keeps running after npm exits.
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { afterAll, describe, expect, it } from 'vitest';
+import { until } from './helpers/bus.ts';
+
+const ROOT = new URL('..', import.meta.url).pathname;
+const BIN = join(ROOT, 'bin/homeostat.js');
+const root = mkdtempSync(join(tmpdir(), 'homeostat-shutdown-'));
+const pids: number[] = [];
+afterAll(() => {
+  for (const pid of pids) if (alive(pid)) process.kill(pid, 'SIGKILL');
+  rmSync(root, { recursive: true, force: true });
+});
+
+const ARGS = ['--nats-port', '0', '--sim-port', '0', '--alertmanager-port', '0', '--metrics-port', '0', '--console-port', '0', '--http'];
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** The pids of `pid`'s children (Linux `ps`). */
+function childrenOf(pid: number): { pid: number; cmd: string }[] {
+  const r = spawnSync('ps', ['-o', 'pid=,comm=', '--ppid', String(pid)], { encoding: 'utf8' });
+  return r.stdout.trim().split('\n').filter(Boolean).map((l) => {
+    const [p, cmd] = l.trim().split(/\s+/, 2);
+    return { pid: Number(p), cmd };
+  });
+}
+
+function start(cmd: string, args: string[]) {
+  const child = spawn(cmd, args, { cwd: ROOT, env: { ...process.env, LOG_LEVEL: 'warn', NATS_URL: '' }, stdio: ['ignore', 'pipe', 'pipe'] });
+  pids.push(child.pid!);
+  let stderr = '';
+  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  const exit = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  const ready = new Promise<Record<string, unknown>>((resolve, reject) => {
+    createInterface({ input: child.stdout! }).on('line', (l) => {
+      if (l.startsWith('{"ready":true')) resolve(JSON.parse(l) as Record<string, unknown>);
+    });
+    child.once('exit', (code) => reject(new Error(`exited (${code}) before a ready line: ${stderr}`)));
+  });
+  ready.catch(() => undefined);
+  return { child, exit, ready, stderr: () => stderr };
+}
+
+describe('SIGTERM', () => {
+  it('homeostat up --sim exits 0 and its nats-server child is gone', async () => {
+    const dir = join(root, 'up');
+    const up = start(process.execPath, [BIN, 'up', '--sim', '--data-dir', dir, ...ARGS]);
+    await up.ready;
+    const nats = childrenOf(up.child.pid!).filter((c) => c.cmd === 'nats-server');
+    expect(nats).toHaveLength(1);
+    pids.push(nats[0].pid);
+    up.child.kill('SIGTERM');
+    expect(await up.exit).toBe(0);
+    await until(() => !alive(nats[0].pid), 10_000, 50);
+    expect(up.stderr()).not.toMatch(/still open after/); // stopped by itself, not by the backstop
+  }, 90_000);
+
+  it('npm run demo: the signal npm passes on reaches up; up and its nats-server are gone', async () => {
+    const dir = join(root, 'demo');
+    const npm = start('npm', ['run', '--silent', 'demo', '--', '--data-dir', dir, ...ARGS]);
+    await npm.ready;
+    const upPid = (JSON.parse(readFileSync(join(dir, 'ready.json'), 'utf8')) as { pid: number }).pid;
+    pids.push(upPid);
+    const nats = childrenOf(upPid).filter((c) => c.cmd === 'nats-server');
+    expect(nats).toHaveLength(1);
+    pids.push(nats[0].pid);
+    npm.child.kill('SIGTERM');
+    await npm.exit;
+    await until(() => !alive(upPid) && !alive(nats[0].pid), 10_000, 50);
+  }, 180_000);
+});
