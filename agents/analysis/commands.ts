@@ -3,6 +3,7 @@
 //   fleet.cmd.incident.resolve {incidentId, reason, by?} → {incidentId, resolved, by}
 // Both answer only once the incident message is stored, so the CLI's next read sees it.
 import { z } from 'zod';
+import { parseCommandArgs } from '../runtime/agent.ts';
 import { HomeostatError } from '../../core/mod.ts';
 import { IncidentRecord, kvGet, kvKeys, subjects, type Bus, type CommandRequest, type Envelope, type Stoppable } from '../../bus/mod.ts';
 import type { Analyzer, Output } from './analyzer.ts';
@@ -11,14 +12,7 @@ import type { Outbox } from './outbox.ts';
 const AckArgs = z.object({ incidentId: z.string().min(1).max(80), by: z.string().min(1).max(120).optional(), note: z.string().max(500).optional() });
 const ResolveArgs = z.object({ incidentId: z.string().min(1).max(80), by: z.string().min(1).max(120).optional(), reason: z.string().min(1, 'a reason is required').max(500) });
 
-function parse<T>(schema: z.ZodType<T>, env: Envelope<CommandRequest>, verb: string): T {
-  const r = schema.safeParse(env.data.args);
-  if (!r.success) {
-    const i = r.error.issues[0];
-    throw new HomeostatError('HOMEOSTAT_ERR_USAGE', `${verb}: args.${i.path.join('.') || '(root)'}: ${i.message}`);
-  }
-  return r.data;
-}
+const parse = <T>(schema: z.ZodType<T>, env: Envelope<CommandRequest>, verb: string): T => parseCommandArgs(schema, env.data.args, verb);
 
 export function serveIncidentCommands(bus: Bus, analyzer: Analyzer, outbox: Outbox): Stoppable[] {
   const notOpen = async (id: string): Promise<never> => {

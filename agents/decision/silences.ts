@@ -5,6 +5,7 @@
 //   fleet.cmd.silence.list  {}                                       → SilenceRecord[] (active)
 //   fleet.cmd.silence.clear {id, by?}                                → {id, cleared}
 import { z } from 'zod';
+import { parseCommandArgs } from '../runtime/agent.ts';
 import { HomeostatError, newId } from '../../core/mod.ts';
 import { activeSilences, kvKeys, kvList, kvPut, SilenceRecord, subjects, type Bus, type CommandRequest, type Envelope, type Stoppable } from '../../bus/mod.ts';
 import type { Fleet } from '../../fleet/manifest.ts';
@@ -20,14 +21,7 @@ const AddArgs = z.object({
 }).refine((a) => (a.vmid === undefined) !== (a.node === undefined), 'expected a vmid or a node');
 const ClearArgs = z.object({ id: z.string().min(1).max(80) });
 
-function parse<T>(schema: z.ZodType<T>, env: Envelope<CommandRequest>, verb: string): T {
-  const r = schema.safeParse(env.data.args);
-  if (!r.success) {
-    const i = r.error.issues[0];
-    throw new HomeostatError('HOMEOSTAT_ERR_USAGE', `${verb}: ${i.path.length ? `args.${i.path.join('.')}: ` : ''}${i.message}`);
-  }
-  return r.data;
-}
+const parse = <T>(schema: z.ZodType<T>, env: Envelope<CommandRequest>, verb: string): T => parseCommandArgs(schema, env.data.args, verb);
 
 export function serveSilences(bus: Bus, fleet: Fleet): Stoppable[] {
   return [
