@@ -4,7 +4,7 @@
 // bucket, so restarts and replicas neither lose nor repeat a notification. Without notifiers
 // (HOMEOSTAT_NOTIFY or the manifest's notify.urls) it stays idle: no consumers at all.
 import { z } from 'zod';
-import type { Stoppable } from '../../bus/mod.ts';
+import { IncidentRecord, kvGet, kvKeys, type Stoppable } from '../../bus/mod.ts';
 import { HomeostatError } from '../../core/mod.ts';
 import type { Fleet } from '../../fleet/manifest.ts';
 import { parseNotifierList, type NotifierTarget } from '../../fleet/notify-targets.ts';
@@ -52,6 +52,7 @@ const NotifyServices = z.object({
   notifyTickMs: z.number().int().min(10).max(60_000).optional(),
   notifyRetry: z.object({ baseMs: z.number().int().min(1), maxMs: z.number().int().min(1), attempts: z.number().int().min(1) }).optional(),
   notifyClaimMs: z.number().int().min(100).optional(),
+  notifyReconcileMs: z.number().int().min(100).optional(),
 }).passthrough();
 
 /** Delivery retries: 2 s doubling up to 5 min, 10 attempts (about 20 minutes in all). */
@@ -82,6 +83,11 @@ export const agent: AgentModule = {
     const t = settings.timing;
     const tickMs = services.notifyTickMs ?? Math.min(1000, Math.max(50, Math.floor(Math.min(t.groupWaitMs || 1000, t.groupIntervalMs || 1000) / 4)));
     const ticker = every(tickMs, () => dispatcher.tick(), log);
+    const reconciler = every(services.notifyReconcileMs ?? 60_000, () => dispatcher.reconcile(async (id) => {
+      // no record: not an incident of analysis' (a workflow's or an operator's case): leave it
+      const inc = await kvGet(bus.kv.incidents, kvKeys.incident(id), IncidentRecord);
+      return !inc || inc.value.status === 'open';
+    }), log);
     const consumers: Stoppable[] = [];
     try {
       for (const src of NOTIFY_SOURCES) {
@@ -98,6 +104,7 @@ export const agent: AgentModule = {
     } catch (e) {
       await Promise.allSettled(consumers.map((c) => c.stop()));
       await ticker.stop();
+      await reconciler.stop();
       await store.stop();
       throw e;
     }
@@ -105,6 +112,7 @@ export const agent: AgentModule = {
     const handle = agentHandle(async () => {
       await Promise.allSettled(consumers.map((c) => c.stop()));
       await ticker.stop();
+      await reconciler.stop();
       await dispatcher.stop();
       await store.stop();
     });
