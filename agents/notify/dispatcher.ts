@@ -47,7 +47,7 @@ export class Dispatcher {
     for (const op of ops) {
       const key = groupKvKey(op.group);
       // resolving what was never notified (most approvals end this way): no read at all
-      if (op.op === 'resolve' && !this.o.store.get(key)) continue;
+      if ((op.op === 'resolve' || op.op === 'ack') && !this.o.store.get(key)) continue;
       const written = await this.o.store.mutate(key, (g) => applyOp(g, op, now));
       if (written) this.o.log.debug({ group: op.group, op: op.op }, 'notification group changed');
     }

@@ -15,6 +15,7 @@ import type { RetryPolicy, Timing } from './model.ts';
 import { NOTIFY_SOURCES, opsFor } from './rules.ts';
 import { createSender } from './senders.ts';
 import { GroupStore } from './store.ts';
+import { SilenceFilter } from './silences.ts';
 
 export { opsFor, NOTIFY_SOURCES } from './rules.ts';
 export { applyOp, planFlush, type Notification, type NotifyGroup, type Op, type Timing } from './model.ts';
@@ -78,6 +79,7 @@ export const agent: AgentModule = {
       store, senders: settings.targets.map((t) => createSender(t)), timing: settings.timing, retry: services.notifyRetry ?? RETRY,
       fleet: fleet.name, log, metrics: ctx.metrics, claimMs: services.notifyClaimMs,
     });
+    const silences = new SilenceFilter(bus, log);
     const t = settings.timing;
     const tickMs = services.notifyTickMs ?? Math.min(1000, Math.max(50, Math.floor(Math.min(t.groupWaitMs || 1000, t.groupIntervalMs || 1000) / 4)));
     const ticker = every(tickMs, () => dispatcher.tick(), log);
@@ -92,7 +94,7 @@ export const agent: AgentModule = {
         consumers.push(await bus.consume({
           durable: src.durable, filter: src.filter, deliver: 'new',
           handler: async (env) => {
-            const ops = opsFor(env, fleet);
+            const ops = await silences.filter(opsFor(env, fleet));
             if (!ops.length) return;
             await dispatcher.apply(ops);
             ticker.now();
