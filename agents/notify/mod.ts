@@ -3,7 +3,7 @@
 // decisions, actions, incidents and workflow ends; groups and deliveries live in the `notify` KV
 // bucket, so restarts and replicas neither lose nor repeat a notification. Without notifiers
 // (HOMEOSTAT_NOTIFY or the manifest's notify.urls) it stays idle: no consumers at all.
-import type { Stoppable } from '../../bus/mod.ts';
+import { IncidentRecord, kvGet, kvKeys, type Stoppable } from '../../bus/mod.ts';
 import { HomeostatError } from '../../core/mod.ts';
 import type { Fleet } from '../../fleet/manifest.ts';
 import { parseNotifierList, type NotifierTarget } from '../../fleet/notify-targets.ts';
@@ -14,6 +14,7 @@ import type { RetryPolicy, Timing } from './model.ts';
 import { NOTIFY_SOURCES, opsFor } from './rules.ts';
 import { createSender } from './senders.ts';
 import { GroupStore } from './store.ts';
+import { SilenceFilter } from './silences.ts';
 
 export { opsFor, NOTIFY_SOURCES } from './rules.ts';
 export { applyOp, planFlush, type Notification, type NotifyGroup, type Op, type Timing } from './model.ts';
@@ -51,6 +52,8 @@ export interface NotifyOptions {
   tickMs?: number;
   retry?: RetryPolicy;
   claimMs?: number;
+  /** How often open groups are compared with the incidents in KV (default 1 min). */
+  reconcileMs?: number;
 }
 
 /** Delivery retries: 2 s doubling up to 5 min, 10 attempts (about 20 minutes in all). */
@@ -77,16 +80,22 @@ export const agent: AgentModule<NotifyOptions> = {
       store, senders: settings.targets.map((t) => createSender(t)), timing: settings.timing, retry: o.retry ?? RETRY,
       fleet: fleet.name, log, metrics: ctx.metrics, claimMs: o.claimMs,
     });
+    const silences = new SilenceFilter(bus, log);
     const t = settings.timing;
     const tickMs = o.tickMs ?? Math.min(1000, Math.max(50, Math.floor(Math.min(t.groupWaitMs || 1000, t.groupIntervalMs || 1000) / 4)));
     const ticker = every(tickMs, () => dispatcher.tick(), log);
+    const reconciler = every(Math.max(100, o.reconcileMs ?? 60_000), () => dispatcher.reconcile(async (id) => {
+      // no record: not an incident of analysis' (a workflow's or an operator's case): leave it
+      const inc = await kvGet(bus.kv.incidents, kvKeys.incident(id), IncidentRecord);
+      return !inc || inc.value.status === 'open';
+    }), log);
     const consumers: Stoppable[] = [];
     try {
       for (const src of NOTIFY_SOURCES) {
         consumers.push(await bus.consume({
           durable: src.durable, filter: src.filter, deliver: 'new',
           handler: async (env) => {
-            const ops = opsFor(env, fleet);
+            const ops = await silences.filter(opsFor(env, fleet));
             if (!ops.length) return;
             await dispatcher.apply(ops);
             ticker.now();
@@ -96,6 +105,7 @@ export const agent: AgentModule<NotifyOptions> = {
     } catch (e) {
       await Promise.allSettled(consumers.map((c) => c.stop()));
       await ticker.stop();
+      await reconciler.stop();
       await store.stop();
       throw e;
     }
@@ -103,6 +113,7 @@ export const agent: AgentModule<NotifyOptions> = {
     const handle = agentHandle(async () => {
       await Promise.allSettled(consumers.map((c) => c.stop()));
       await ticker.stop();
+      await reconciler.stop();
       await dispatcher.stop();
       await store.stop();
     });

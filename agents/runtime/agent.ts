@@ -1,5 +1,6 @@
 // The agent runtime: `start(ctx) -> { stopped, stop() }`. Dependencies come in through ctx.
-import type { AppLogger } from '../../core/mod.ts';
+import type { z } from 'zod';
+import { HomeostatError, type AppLogger } from '../../core/mod.ts';
 import { type Bus, type Identity } from '../../bus/mod.ts';
 import type { Fleet } from '../../fleet/manifest.ts';
 import type { PveApi } from '../../fleet/pve-types.ts';
@@ -113,4 +114,14 @@ export function every(intervalMs: number, tick: () => Promise<void>, log: AppLog
       await running;
     },
   };
+}
+
+/** The `args` of a `fleet.cmd.<verb>` request, checked; a bad one is a usage error naming the field. */
+export function parseCommandArgs<T>(schema: z.ZodType<T>, args: unknown, verb: string): T {
+  const r = schema.safeParse(args);
+  if (!r.success) {
+    const i = r.error.issues[0];
+    throw new HomeostatError('HOMEOSTAT_ERR_USAGE', `${verb}: ${i.path.length ? `args.${i.path.join('.')}: ` : ''}${i.message}`);
+  }
+  return r.data;
 }
