@@ -136,12 +136,27 @@ export async function selfCheck(bus: Bus): Promise<SelfCheck> {
       : /no advisor configured/.test(adv.reason ?? '')
         ? { name: 'advisor', status: 'ok', summary: 'advisor: none configured (healing by runbooks)', data: adv }
         : { name: 'advisor', status: 'warn', summary: `advisor (Ollama) unreachable: ${adv.reason ?? 'unknown'} (checked ${adv.checkedAt}); healing by runbooks`, data: adv });
+  checks.push(notifierCheck(beats));
   checks.push(clockCheck(beats, dlq));
   const own = [...incidents.values()].filter((i) => i.status === 'open' && (i.kind === 'self' || i.kind === 'api'));
   checks.push(own.length
     ? { name: 'own incidents', status: 'fail', summary: `open incidents of homeostat itself: ${own.map((i) => `${i.id} ${i.title}`).join('; ')}`, data: own.map((i) => ({ id: i.id, title: i.title })) }
     : { name: 'own incidents', status: 'ok', summary: 'no open incident of homeostat itself' });
   return { ok: checks.every((c) => c.status !== 'fail'), at: new Date().toISOString(), checks };
+}
+
+/** The notifiers' health, as the notify agent's heartbeat reports it (names only, never URLs). */
+function notifierCheck(beats: Beat[]): Check {
+  const b = beats.filter((x) => x.rec.agent === 'notify' && x.rec.status === 'running').sort((x, y) => y.serverAt - x.serverAt)[0];
+  const list = (b?.rec.detail as { notifiers?: { name: string; ok: boolean | null; lastError?: string; lastErrorAt?: string; lastOkAt?: string }[] } | undefined)?.notifiers;
+  if (!b || !list) return { name: 'notifiers', status: 'warn', summary: 'notifiers: unknown (the notify agent is not running)' };
+  if (!list.length) return { name: 'notifiers', status: 'ok', summary: 'notifiers: none configured (HOMEOSTAT_NOTIFY or the manifest\'s notify.urls): nobody is told of incidents that need a human', data: list };
+  const failing = list.filter((n) => n.ok === false);
+  if (failing.length) {
+    return { name: 'notifiers', status: 'warn', summary: `notifiers: ${failing.map((n) => `${n.name} failing (${n.lastError ?? '?'}, at ${n.lastErrorAt ?? '?'})`).join('; ')}`, data: list };
+  }
+  const used = list.filter((n) => n.ok === true).length;
+  return { name: 'notifiers', status: 'ok', summary: `notifiers: ${list.map((n) => n.name).join(', ')} — ${used ? `${used} delivered their last notification` : 'none used yet'}`, data: list };
 }
 
 function clockCheck(beats: Beat[], server?: { skewMs: number; uncertaintyMs: number }): Check {

@@ -1,17 +1,22 @@
 // `up --nats-cluster 3 --replicas 2` end to end, on a small fleet: every stream and bucket has 3
-// replicas; with one nats-server and one replica of every agent SIGKILLed, a crashed guest is
-// still healed, by exactly one action, from one incident.
+// replicas; the sensing replicas divide the nodes; with one nats-server, the sensing replica
+// holding a node and one replica of every other agent SIGKILLed, the dead replica's nodes are
+// taken over, and a guest crashed on each node meanwhile is healed, by exactly one action, from
+// one incident (nothing lost, nothing doubled).
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { afterAll, describe, expect, it } from 'vitest';
-import { AUDIT_STREAM, Bus, FLEET_STREAM, readIdentity, replayStored, type Action, type Incident } from '../bus/mod.ts';
+import { AUDIT_STREAM, Bus, FLEET_STREAM, kvGet, LeaseRecord, readIdentity, replayStored, type Action, type Incident } from '../bus/mod.ts';
+import { nodeLeaseKey } from '../agents/sensing/partition.ts';
 
 const BIN = new URL('../bin/homeostat.js', import.meta.url).pathname;
 const dir = mkdtempSync(join(tmpdir(), 'homeostat-cluster-'));
-const VICTIM = 159;
+/** One guest on each node of the reference fleet (no one depends on another): every sensing share. */
+const VICTIMS = [243, 159, 102];
+const NODES = ['node-a', 'node-b', 'node-c'];
 let upChild: ReturnType<typeof spawn> | undefined;
 let bus: Bus | undefined;
 
@@ -26,13 +31,13 @@ afterAll(async () => {
 
 interface Ready { natsUrl: string; natsCreds: string; pveUrl: string; pveTokenId: string; pveTokenSecret: string; natsServers: { url: string; pid: number }[]; processes: { agent: string; pid: number }[] }
 
-async function until<T>(what: string, ms: number, fn: () => Promise<T | undefined>): Promise<T> {
+async function until<T>(what: string, ms: number, fn: () => Promise<T | undefined>, stepMs = 500): Promise<T> {
   const end = Date.now() + ms;
   for (;;) {
     const v = await fn().catch(() => undefined);
     if (v !== undefined) return v;
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 500));
+    await new Promise((r) => setTimeout(r, stepMs));
   }
 }
 
@@ -63,29 +68,64 @@ describe('NATS cluster and agent replicas', () => {
     }
     const since = new Date();
     const auth = { authorization: `PVEAPIToken=${ready.pveTokenId}=${ready.pveTokenSecret}`, 'content-type': 'application/json' };
-    const guestState = async () => {
+    const states = async () => {
       const r = await fetch(`${ready.pveUrl}/sim/fleet`, { headers: auth });
       const f = (await r.json()) as { guests: { vmid: number; state: string }[] };
-      return f.guests.find((g) => g.vmid === VICTIM)?.state;
+      return new Map(f.guests.map((g) => [g.vmid, g.state]));
     };
-    await until('the victim running and known to sensing', 60_000, async () => ((await guestState()) === 'running' && (await bus!.kv.fleetState.get(`guest.${VICTIM}`)) ? true : undefined));
+    await until('the victims running and known to sensing', 60_000, async () => {
+      const s = await states();
+      for (const v of VICTIMS) if (s.get(v) !== 'running' || !(await bus!.kv.fleetState.get(`guest.${v}`))) return undefined;
+      return true;
+    });
 
-    // one server of three, and the first replica of every agent (the active one or the standby)
+    // the sensing replicas divide the nodes: who holds which node now
+    const leases = async () => {
+      const held = new Map<string, string>();
+      for (const n of NODES) {
+        const l = await kvGet(bus!.kv.fleetState, nodeLeaseKey(n), LeaseRecord);
+        if (l && l.value.expiresAt > Date.now()) held.set(n, l.value.holder);
+      }
+      return held;
+    };
+    const sensingPids = ready.processes.filter((p) => p.agent === 'sensing').map((p) => p.pid);
+    const before = await until('every node held by a sensing replica', 30_000, async () => {
+      const held = await leases();
+      return held.size === NODES.length ? held : undefined;
+    });
+    const pidOf = (holder: string) => Number(holder.split(':').pop());
+    for (const h of before.values()) expect(sensingPids).toContain(pidOf(h));
+
+    // one server of three, the sensing replica holding node-b, and the first replica of every
+    // other agent (the active one or the standby)
+    const sensingVictim = pidOf(before.get('node-b')!);
+    const hisNodes = NODES.filter((n) => pidOf(before.get(n)!) === sensingVictim);
     process.kill(ready.natsServers[0].pid, 'SIGKILL');
-    const seen = new Set<string>();
+    process.kill(sensingVictim, 'SIGKILL');
+    const seen = new Set<string>(['sensing']);
     for (const p of ready.processes) {
       if (seen.has(p.agent)) continue;
       seen.add(p.agent);
       process.kill(p.pid, 'SIGKILL');
     }
-    const res = await fetch(`${ready.pveUrl}/sim/faults`, { method: 'POST', headers: auth, body: JSON.stringify({ kind: 'crash', target: String(VICTIM) }) });
-    expect(res.status).toBe(201);
-    await until('the victim stopped', 10_000, async () => ((await guestState()) === 'stopped' ? true : undefined));
+    // crashes on every node while its holder is dead and its leases have not run out yet
+    for (const v of VICTIMS) {
+      const res = await fetch(`${ready.pveUrl}/sim/faults`, { method: 'POST', headers: auth, body: JSON.stringify({ kind: 'crash', target: String(v) }) });
+      expect(res.status).toBe(201);
+    }
+    const killedAt = Date.now();
+    // takeover: each node the dead replica held is held by another (the survivor, or the restarted replica)
+    const after = await until('the dead sensing replica\'s nodes taken over', 60_000, async () => {
+      const held = await leases();
+      return hisNodes.every((n) => held.has(n) && pidOf(held.get(n)!) !== sensingVictim) ? held : undefined;
+    }, 250);
+    console.log(`sensing takeover of ${hisNodes.join(', ')} observed ${Date.now() - killedAt} ms after the SIGKILL: ${JSON.stringify(Object.fromEntries(after))}`);
 
-    const succeeded = (actions: { env: { type: string; data: unknown } }[]) => actions.filter((a) => a.env.type === 'ActionSucceeded' && (a.env.data as Action).target.vmid === VICTIM);
-    await until('the victim healed by an action', 150_000, async () => {
+    const succeeded = (actions: { env: { type: string; data: unknown } }[], v: number) => actions.filter((a) => a.env.type === 'ActionSucceeded' && (a.env.data as Action).target.vmid === v);
+    await until('every victim healed by an action', 150_000, async () => {
       const actions = await replayStored(bus!, 'fleet.actions.>', since);
-      return succeeded(actions).length && (await guestState()) === 'running' ? true : undefined;
+      const s = await states();
+      return VICTIMS.every((v) => succeeded(actions, v).length && s.get(v) === 'running') ? true : undefined;
     }).catch(async (e: unknown) => {
       const chain = await replayStored(bus!, 'fleet.>', since).catch(() => []);
       const told = chain.filter((ev) => !ev.env.type.endsWith('Probe')).map((ev) => `${ev.env.ts} ${ev.env.type} ${ev.subject}`);
@@ -96,10 +136,11 @@ describe('NATS cluster and agent replicas', () => {
     // a JetStream API call may time out while the cluster moves a stream leader: ask again
     const replay = (subject: string) => until(`a replay of ${subject}`, 30_000, () => replayStored(bus!, subject, since));
     const actions = await replay('fleet.actions.>');
-    const started = actions.filter((a) => a.env.type === 'ActionStarted' && (a.env.data as Action).target.vmid === VICTIM);
-    expect(succeeded(actions)).toHaveLength(1);
-    expect(started).toHaveLength(1);
-    const incidents = (await replay('fleet.incidents.*.opened')).filter((e) => (e.env.data as Incident).rootCause.vmid === VICTIM);
-    expect(incidents).toHaveLength(1);
+    const incidents = await replay('fleet.incidents.*.opened');
+    for (const v of VICTIMS) {
+      expect(succeeded(actions, v), `vmid ${v}`).toHaveLength(1);
+      expect(actions.filter((a) => a.env.type === 'ActionStarted' && (a.env.data as Action).target.vmid === v), `vmid ${v}`).toHaveLength(1);
+      expect(incidents.filter((e) => (e.env.data as Incident).rootCause.vmid === v), `vmid ${v}`).toHaveLength(1);
+    }
   }, 300_000);
 });

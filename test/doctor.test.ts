@@ -99,6 +99,7 @@ describe('homeostat doctor on a stack', () => {
     expect(check(r.report, 'dead letters').summary).toMatch(/^\d+ dead letter\(s\) in the last hour/);
     expect(check(r.report, 'consumer lag').data).toEqual(expect.arrayContaining([expect.objectContaining({ durable: expect.stringMatching(/^analysis-/) })]));
     expect(check(r.report, 'clock skew').status).toBe('ok');
+    expect(check(r.report, 'notifiers').summary).toMatch(/^notifiers: none configured/);
     const human = await cli(['doctor'], stack.natsUrl);
     expect(human.out).toMatch(/✓ action: alive/);
     expect(human.out).toMatch(/all good/);

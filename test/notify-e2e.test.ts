@@ -8,6 +8,8 @@ import { sleep } from '../core/mod.ts';
 import { testStack, type TestStack } from './helpers/stack.ts';
 import { until } from './helpers/bus.ts';
 import { startHttpReceiver, type HttpReceiver } from './helpers/http-receiver.ts';
+import { runCli } from './helpers/cli.ts';
+import type { SelfCheck } from '../cli/self-check.ts';
 
 interface Posted {
   status: string;
@@ -27,7 +29,7 @@ beforeAll(async () => {
     source: 'notify-e2e',
     policies: { approvalTimeoutMs: 8000 },
     env: { HOMEOSTAT_NOTIFY: `${hook.url}/homeostat?name=ops`, HOMEOSTAT_NOTIFY_GROUP_WAIT_MS: String(GROUP_WAIT_MS), HOMEOSTAT_NOTIFY_GROUP_INTERVAL_MS: '1500' },
-    services: { notifyTickMs: 100 },
+    services: { notifyTickMs: 100, heartbeatMs: 300 },
   });
 }, 60_000);
 afterAll(async () => {
@@ -70,5 +72,14 @@ describe('notifications end to end', () => {
     expect(second.status).toBe('firing');
     expect(second.items.map((i) => [i.key, i.status])).toEqual([[`denied:${requested.actionId}`, 'firing'], [`approval:${requested.actionId}`, 'resolved']]);
     expect(second.items[1].resolution).toMatch(/^denied by policy:approval-timeout/);
+
+    // doctor shows the notifier's health (by its name) from the notify agent's heartbeat
+    const check = await until(async () => {
+      const r = await runCli(['doctor', '--json'], { NATS_URL: stack.natsUrl, HOMEOSTAT_DATA_DIR: '/nonexistent' });
+      const c = (JSON.parse(r.out) as SelfCheck).checks.find((x) => x.name === 'notifiers');
+      return c?.status === 'ok' && /delivered/.test(c.summary) ? c : undefined;
+    }, 15_000, 300, 'the notifier in doctor');
+    expect(check.summary).toBe('notifiers: ops — 1 delivered their last notification');
+    expect(JSON.stringify(check.data)).not.toContain(hook.url);
   }, 90_000);
 });

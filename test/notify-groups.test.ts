@@ -3,7 +3,9 @@
 // with backoff and logged with the notifier's name.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Bus } from '../bus/mod.ts';
-import { applyOp, planFlush, type NotifyGroup, type Op, type Timing } from '../agents/notify/mod.ts';
+import { applyOp, opsFor, planFlush, type NotifyGroup, type Op, type Timing } from '../agents/notify/mod.ts';
+import { makeEnvelope, type Incident } from '../bus/mod.ts';
+import { referenceFleet } from '../fleet/reference-fleet.ts';
 import { Dispatcher } from '../agents/notify/dispatcher.ts';
 import { GroupStore } from '../agents/notify/store.ts';
 import { createSender } from '../agents/notify/senders.ts';
@@ -75,6 +77,39 @@ describe('grouping (pure)', () => {
   });
 });
 
+describe('which messages need a human (rules)', () => {
+  const fleet = referenceFleet();
+  const ts = '2026-11-30T23:00:00.000Z';
+  const incident = (kind: Incident['kind'], id = `i-${kind}`): Incident => ({
+    id, kind, status: 'open', severity: 'critical', title: `${kind} incident`, rootCause: { name: 'homeostat/decision', reason: 'down' },
+    symptoms: [], suppressed: [], openedAt: ts, updatedAt: ts, timeline: [],
+  });
+  const ops = (type: string, data: unknown) => opsFor(makeEnvelope('test', type, data), fleet);
+
+  it('the loop\'s own incident, a flapping guest and the PVE API out of reach go out directly; guest incidents through their decision', () => {
+    for (const kind of ['self', 'flapping', 'api'] as const) expect(ops('IncidentOpened', incident(kind)), kind).toEqual([expect.objectContaining({ op: 'upsert', group: `incident:i-${kind}` })]);
+    for (const kind of ['guest', 'node'] as const) expect(ops('IncidentOpened', incident(kind)), kind).toEqual([]);
+    expect(ops('IncidentResolved', { ...incident('guest'), status: 'resolved' })).toEqual([expect.objectContaining({ op: 'resolve', group: 'incident:i-guest' })]);
+    // a notify verdict for an incident already in its group adds nothing
+    const g = fold(ops('IncidentOpened', incident('self')));
+    const decision = ops('DecisionMade', { incidentId: 'i-self', verb: 'notify', target: {}, proposer: 'runbook', rationale: 'self incident: operator attention needed', verdict: 'notify', reasons: [] });
+    expect(decision).toHaveLength(1);
+    expect(applyOp(g, decision[0], 1)).toBeUndefined();
+    // an allowed action (no approval) means nothing here
+    expect(ops('ActionApproved', { actionId: 'a', verb: 'start', target: { vmid: 159, node: 'node-b' }, proposer: 'runbook', requestedBy: 'decision', needsApproval: false, params: {} })).toEqual([]);
+  });
+
+  it('a failover\'s end and a chaos result are told once; a boot that went well is not', () => {
+    const ended = (kind: string, status: string, output: unknown) => ops('WorkflowEvent', { workflowId: `w-${kind}`, kind, event: 'WORKFLOW.ENDED', detail: { status, output } });
+    const [failover] = ended('failover', 'done', { node: 'node-b', aborted: false, recovered: [{ vmid: 159, to: 'node-a' }], failed: [], unplaced: [104], held: [], reasons: {} });
+    expect(failover).toMatchObject({ op: 'upsert', group: 'workflow:w-failover', item: { title: 'Failover of node-b done', severity: 'warning', oneShot: true, text: expect.stringMatching(/^1 guests recovered elsewhere, 0 failed, 1 without room/) as unknown } });
+    const [chaos] = ended('chaos', 'done', { experiment: 'kill-layer1', passed: true, dryRun: false, faults: [{ kind: 'crash', target: 101, mttrMs: 4200, withinSlo: true }] });
+    expect(chaos).toMatchObject({ item: { title: 'Chaos experiment kill-layer1 passed', severity: 'info', text: 'crash on 101: MTTR 4.2 s' } });
+    expect(ended('boot', 'done', {})).toEqual([]);
+    expect(ended('shutdown', 'failed', {})).toHaveLength(1);
+  });
+});
+
 describe('dispatcher on the real KV bucket', () => {
   let http: HttpReceiver;
   const buses: Bus[] = [];
@@ -128,6 +163,17 @@ describe('dispatcher on the real KV bucket', () => {
     const body = JSON.parse(forGroup(group)[0].body) as { items: { key: string }[] };
     expect(body.items.map((i) => i.key)).toEqual(['approval:r1', 'approval:r2']);
   }, 20_000);
+
+  it('level-triggered: a group whose incident closed without its IncidentResolved being seen is resolved', async () => {
+    const d = await replica({ ...T, groupWaitMs: 60_000 });
+    const store = open.at(-1)!.store;
+    const id = `missed-${Date.now()}`;
+    await d.apply([approval(`incident:${id}`, 'm1'), approval(`incident:still-open-${id}`, 'm2')]);
+    await d.reconcile(async (incident) => incident.startsWith('still-open'));
+    const items = (key: string) => store.groups().find(([, g]) => g.key === key)?.[1].items.map((i) => [i.key, i.status, i.resolution]);
+    expect(items(`incident:${id}`)).toEqual([['approval:m1', 'resolved', `incident ${id} resolved`]]);
+    expect(items(`incident:still-open-${id}`)).toEqual([['approval:m2', 'firing', undefined]]);
+  });
 
   it('a failed delivery is retried with backoff and logged with the notifier name, never its URL', async () => {
     const lines: { obj: Record<string, unknown>; msg?: string }[] = [];

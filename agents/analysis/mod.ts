@@ -10,6 +10,7 @@ import { analysisOptions } from './options.ts';
 import { LatencyLog } from './latency.ts';
 import { IncidentMetrics } from './metrics.ts';
 import { Outbox, OUTBOX_HIGH_WATER } from './outbox.ts';
+import { serveIncidentCommands } from './commands.ts';
 import { DESIRED_PREFIX, rebuild, reconcileWithKv, vmidOfDesiredKey } from './rebuild.ts';
 
 export { Analyzer, type Output } from './analyzer.ts';
@@ -154,6 +155,7 @@ export const agent: AgentModule = {
       await outbox.offer(analyzer.onMetric(env.data));
       if (++samples % 50 === 0) await new Promise<void>((r) => setImmediate(r));
     }));
+    stoppables.push(...serveIncidentCommands(bus, analyzer, outbox));
     const ticker = every(tuning.tickMs, () => outbox.send(analyzer.tick()), log);
     // the other agents' heartbeats: one gone quiet is an incident of homeostat itself
     const selfWatch = every(tuning.heartbeatCheckMs, async () => {

@@ -6,6 +6,7 @@ import { z } from 'zod';
 import { DEDUP_WINDOW_MS, HomeostatError, patterns, type Action, type Incident, type Stoppable } from '../../bus/mod.ts';
 import { agentHandle, every, parseServices, type AgentModule } from '../runtime/agent.ts';
 import { AdvisorSeam } from './advisor.ts';
+import { serveSilences, sweepSilences } from './silences.ts';
 import { serveCommands } from './commands.ts';
 import { DecisionEngine } from './engine.ts';
 import { DecisionStore } from './store.ts';
@@ -58,6 +59,8 @@ export const agent: AgentModule = {
     try {
       await advisor.init();
       stoppables.push(...serveCommands(ctx.bus, engine, store, new Set(operatorKeys)));
+      stoppables.push(...serveSilences(ctx.bus, ctx.fleet));
+      stoppables.push(every(60_000, () => sweepSilences(ctx.bus), log));
       await engine.start();
       stoppables.push(await ctx.bus.consume<Action>({
         durable: `decision-actions${services.durableSuffix}`,

@@ -4,7 +4,7 @@
 // bucket, so restarts and replicas neither lose nor repeat a notification. Without notifiers
 // (HOMEOSTAT_NOTIFY or the manifest's notify.urls) it stays idle: no consumers at all.
 import { z } from 'zod';
-import type { Stoppable } from '../../bus/mod.ts';
+import { IncidentRecord, kvGet, kvKeys, type Stoppable } from '../../bus/mod.ts';
 import { HomeostatError } from '../../core/mod.ts';
 import type { Fleet } from '../../fleet/manifest.ts';
 import { parseNotifierList, type NotifierTarget } from '../../fleet/notify-targets.ts';
@@ -15,6 +15,7 @@ import type { RetryPolicy, Timing } from './model.ts';
 import { NOTIFY_SOURCES, opsFor } from './rules.ts';
 import { createSender } from './senders.ts';
 import { GroupStore } from './store.ts';
+import { SilenceFilter } from './silences.ts';
 
 export { opsFor, NOTIFY_SOURCES } from './rules.ts';
 export { applyOp, planFlush, type Notification, type NotifyGroup, type Op, type Timing } from './model.ts';
@@ -51,6 +52,7 @@ const NotifyServices = z.object({
   notifyTickMs: z.number().int().min(10).max(60_000).optional(),
   notifyRetry: z.object({ baseMs: z.number().int().min(1), maxMs: z.number().int().min(1), attempts: z.number().int().min(1) }).optional(),
   notifyClaimMs: z.number().int().min(100).optional(),
+  notifyReconcileMs: z.number().int().min(100).optional(),
 }).passthrough();
 
 /** Delivery retries: 2 s doubling up to 5 min, 10 attempts (about 20 minutes in all). */
@@ -69,7 +71,7 @@ export const agent: AgentModule = {
     const settings = notifySettings(ctx.config, fleet);
     if (!settings.targets.length) {
       log.info('no notifiers configured (HOMEOSTAT_NOTIFY or the manifest\'s notify.urls): nothing to send');
-      return Object.assign(agentHandle(async () => undefined), { notifiers: () => [] });
+      return Object.assign(agentHandle(async () => undefined), { notifiers: () => [], progress: () => ({ detail: { notifiers: [] } }) });
     }
     const store = new GroupStore(bus.kv.notify, log);
     await store.start();
@@ -77,16 +79,22 @@ export const agent: AgentModule = {
       store, senders: settings.targets.map((t) => createSender(t)), timing: settings.timing, retry: services.notifyRetry ?? RETRY,
       fleet: fleet.name, log, metrics: ctx.metrics, claimMs: services.notifyClaimMs,
     });
+    const silences = new SilenceFilter(bus, log);
     const t = settings.timing;
     const tickMs = services.notifyTickMs ?? Math.min(1000, Math.max(50, Math.floor(Math.min(t.groupWaitMs || 1000, t.groupIntervalMs || 1000) / 4)));
     const ticker = every(tickMs, () => dispatcher.tick(), log);
+    const reconciler = every(services.notifyReconcileMs ?? 60_000, () => dispatcher.reconcile(async (id) => {
+      // no record: not an incident of analysis' (a workflow's or an operator's case): leave it
+      const inc = await kvGet(bus.kv.incidents, kvKeys.incident(id), IncidentRecord);
+      return !inc || inc.value.status === 'open';
+    }), log);
     const consumers: Stoppable[] = [];
     try {
       for (const src of NOTIFY_SOURCES) {
         consumers.push(await bus.consume({
           durable: src.durable, filter: src.filter, deliver: 'new',
           handler: async (env) => {
-            const ops = opsFor(env, fleet);
+            const ops = await silences.filter(opsFor(env, fleet));
             if (!ops.length) return;
             await dispatcher.apply(ops);
             ticker.now();
@@ -96,6 +104,7 @@ export const agent: AgentModule = {
     } catch (e) {
       await Promise.allSettled(consumers.map((c) => c.stop()));
       await ticker.stop();
+      await reconciler.stop();
       await store.stop();
       throw e;
     }
@@ -103,9 +112,14 @@ export const agent: AgentModule = {
     const handle = agentHandle(async () => {
       await Promise.allSettled(consumers.map((c) => c.stop()));
       await ticker.stop();
+      await reconciler.stop();
       await dispatcher.stop();
       await store.stop();
     });
-    return Object.assign(handle, { notifiers: () => dispatcher.notifiers() });
+    return Object.assign(handle, {
+      notifiers: () => dispatcher.notifiers(),
+      // in the heartbeat: `homeostat doctor` and `status` show each notifier's health from it
+      progress: () => ({ counters: { ...dispatcher.counts }, detail: { notifiers: dispatcher.notifiers() } }),
+    });
   },
 };

@@ -7,8 +7,9 @@ import type { Fleet } from '../../fleet/manifest.ts';
 import type { Op } from './model.ts';
 
 /** Incident kinds the loop remediates itself: a human hears of them through a decision (notify
- *  verdict, approval), not through the incident. Every other kind goes to people directly. */
-const HEALED_KINDS = new Set(['guest', 'node', 'resource', 'external', 'api']);
+ *  verdict, approval), not through the incident. Every other kind goes to people directly: a
+ *  flapping hold-down, the PVE API out of reach, the loop's own ("self") incidents, new kinds. */
+const HEALED_KINDS = new Set(['guest', 'node', 'resource', 'external']);
 
 /** The durable consumers the agent runs: filters the server can apply (no multi-filter on 2.9). */
 export const NOTIFY_SOURCES = [
@@ -83,6 +84,7 @@ function fromAction(type: string, a: Action, ts: string, fleet: Fleet): Op[] {
 
 function fromIncident(type: string, i: Incident, ts: string, fleet: Fleet): Op[] {
   if (type === 'IncidentResolved') return [{ op: 'resolve', group: incidentGroup(i.id), resolution: `incident ${i.id} resolved`, at: ts }];
+  if (type === 'IncidentAcknowledged') return [{ op: 'ack', group: incidentGroup(i.id), by: i.acknowledged?.by ?? 'an operator', at: i.acknowledged?.at ?? ts }];
   if (HEALED_KINDS.has(i.kind) || i.status !== 'open') return [];
   const last = i.timeline.at(-1)?.what;
   return [{

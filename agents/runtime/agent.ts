@@ -106,6 +106,16 @@ export function every(intervalMs: number, tick: () => Promise<void>, log: AppLog
   };
 }
 
+/** The `args` of a `fleet.cmd.<verb>` request, checked; a bad one is a usage error naming the field. */
+export function parseCommandArgs<T>(schema: z.ZodType<T>, args: unknown, verb: string): T {
+  const r = schema.safeParse(args);
+  if (!r.success) {
+    const i = r.error.issues[0];
+    throw new HomeostatError('HOMEOSTAT_ERR_USAGE', `${verb}: ${i.path.length ? `args.${i.path.join('.')}: ` : ''}${i.message}`);
+  }
+  return r.data;
+}
+
 /** Parse what an agent reads from `ctx.services` once, at start; a bad value stops it with one line
  *  naming the key (`services.alertmanagerPort: …`). */
 export function parseServices<T extends z.ZodType>(schema: T, services: unknown, path = 'services'): z.infer<T> {

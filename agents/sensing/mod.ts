@@ -10,7 +10,8 @@ import { PveObserver } from './observe.ts';
 import { sensingOptions } from './options.ts';
 import { Prober, type ProbeResult } from './probe.ts';
 import { loadRecords, publishEmissions } from './publish.ts';
-import { FleetTracker } from './tracker.ts';
+import { FleetTracker, type Scope } from './tracker.ts';
+import { NodePartition } from './partition.ts';
 import type { Fleet } from '../../fleet/manifest.ts';
 import type { Metrics } from '../runtime/metrics.ts';
 
@@ -59,6 +60,26 @@ export const agent: AgentModule = {
       return { guests: [], nodes: [], api: undefined };
     });
     tracker.seed(seeded.guests, seeded.nodes, seeded.api);
+    // replicated: only the nodes whose leases this replica holds; a node gained from another
+    // replica is judged against what that one last stored
+    const gained = new Set<string>();
+    const partition = opts.services.partitionHolder === undefined ? undefined : new NodePartition({
+      kv: ctx.bus.kv.fleetState,
+      holder: opts.services.partitionHolder,
+      nodes: ctx.fleet.nodes.map((n) => n.name),
+      log,
+      onGained: (nodes) => {
+        for (const n of nodes) gained.add(n);
+      },
+    });
+    await partition?.start();
+    const reseed = async () => {
+      if (!gained.size) return;
+      const nodes = new Set(gained);
+      gained.clear();
+      const r = await loadRecords(ctx.bus);
+      tracker.reseed(r.guests.filter((g) => nodes.has(g.node)), r.nodes.filter((n) => nodes.has(n.node)));
+    };
 
     let apiDown = false;
     const startedAt = Date.now();
@@ -82,7 +103,9 @@ export const agent: AgentModule = {
         if (apiDown) log.warn({ code: !obs.api.ok ? obs.api.code : undefined }, 'PVE API unavailable; sensing keeps polling');
         else log.info('PVE API available again');
       }
-      const running = obs.api.ok ? [...obs.guests.values()].filter((g) => g.reachable && g.state === 'running').map((g) => g.vmid) : [];
+      await reseed();
+      const scope = partition ? { owns: (node: string) => partition.owns(node), reportsApi: partition.owned().length > 0 } : undefined;
+      const running = obs.api.ok ? [...obs.guests.values()].filter((g) => g.reachable && g.state === 'running' && (!scope || scope.owns(g.node))).map((g) => g.vmid) : [];
       // a round a hook brought forward probes only the hooked guests (the others' probes are
       // younger than one interval); every other round probes everything
       const partial = hooked.size > 0 && Date.now() - lastFullProbe < opts.intervalMs;
@@ -91,14 +114,14 @@ export const agent: AgentModule = {
       if (!partial) lastFullProbe = Date.now();
       lastProbes = probes;
       try {
-        await publishEmissions(ctx.bus, tracker.apply(obs, probes, undefined, hooked));
+        await publishEmissions(ctx.bus, tracker.apply(obs, probes, undefined, hooked, scope));
       } catch (e) {
         // not all of it was stored: the next round reports everything again
         tracker.resync();
         throw e;
       }
       ctx.metrics?.pveUp.set(obs.api.ok ? 1 : 0);
-      if (ctx.metrics && obs.api.ok) countGuests(ctx.metrics, tracker, ctx.fleet);
+      if (ctx.metrics && obs.api.ok) countGuests(ctx.metrics, tracker, ctx.fleet, scope);
       rounds++;
       lastRoundAt = Date.now();
     };
@@ -114,6 +137,7 @@ export const agent: AgentModule = {
     const h = agentHandle(async () => {
       await reconnects.stop();
       await loop.stop();
+      await partition?.stop();
       await receiver?.close();
       await prober.close();
     });
@@ -133,9 +157,10 @@ export const agent: AgentModule = {
 };
 
 /** homeostat_guests{state,health,layer}: recounted each round from what sensing holds. */
-function countGuests(m: Metrics, tracker: FleetTracker, fleet: Fleet): void {
+function countGuests(m: Metrics, tracker: FleetTracker, fleet: Fleet, scope?: Scope): void {
   const counts = new Map<string, { state: string; health: string; layer: string; n: number }>();
   for (const g of tracker.guests.values()) {
+    if (scope && !scope.owns(g.node)) continue; // another replica counts it
     const layer = String(fleet.byVmid.get(g.vmid)?.layer ?? 'unknown');
     const key = `${g.state}|${g.health}|${layer}`;
     const c = counts.get(key) ?? { state: g.state, health: g.health, layer, n: 0 };

@@ -16,6 +16,9 @@ export const SensingServices = z.object({
   alertmanagerHost: z.string().min(1).default('127.0.0.1'),
   /** Bearer token PVE hookscripts must send to /pve/hook on the same receiver; falls back to HOMEOSTAT_HOOK_TOKEN. */
   hookToken: z.string().min(16).optional(),
+  /** Replicated (`up --replicas`): this replica's name; the nodes are divided between the live
+   *  replicas through leases in KV (partition.ts). Absent: this process polls every node. */
+  partitionHolder: z.string().min(1).max(200).optional(),
 }).passthrough();
 export type SensingServices = z.infer<typeof SensingServices>;
 

@@ -11,6 +11,13 @@ export type Emission =
   | { kind: 'metric'; subject: string; data: MetricSample }
   | { kind: 'kv'; key: string; value: GuestRecord | NodeRecord | ApiRecord };
 
+/** The share of the fleet one sensing replica reports (see partition.ts). */
+export interface Scope {
+  owns(node: string): boolean;
+  /** Report the PVE API's availability (a replica that holds at least one node). */
+  reportsApi: boolean;
+}
+
 export interface Emissions {
   ts: string;
   api: Emission[];
@@ -56,15 +63,31 @@ export class FleetTracker {
     this.api = api;
   }
 
-  /** `hooks`: hookscript phases reported since the last round, per vmid (named in the events' reasons). */
-  apply(obs: Observation, probes: Map<number, ProbeResult>, now = Date.now(), hooks?: ReadonlyMap<number, string>): Emissions {
+  /** `hooks`: hookscript phases reported since the last round, per vmid (named in the events' reasons).
+   *  `scope` (replicated sensing): only the nodes this replica holds, and the guests on them, are
+   *  judged and reported; the others are left as they were (their holder reports them). */
+  apply(obs: Observation, probes: Map<number, ProbeResult>, now = Date.now(), hooks?: ReadonlyMap<number, string>, scope?: Scope): Emissions {
     const ts = new Date(now).toISOString();
     const out: Emissions = { ts, api: [], nodes: [], guests: [], metrics: [], kv: [] };
-    this.applyApi(obs, ts, out);
+    if (!scope || scope.reportsApi) this.applyApi(obs, ts, out);
     if (!obs.api.ok) return out;
-    for (const n of obs.nodes.values()) if (!n.stale) this.applyNode(n, ts, now, out);
-    for (const g of obs.guests.values()) this.applyGuest(g, probes.get(g.vmid), ts, now, out, hooks?.get(g.vmid));
+    for (const n of obs.nodes.values()) if (!n.stale && (!scope || scope.owns(n.node))) this.applyNode(n, ts, now, out);
+    for (const g of obs.guests.values()) if (!scope || scope.owns(g.node)) this.applyGuest(g, probes.get(g.vmid), ts, now, out, hooks?.get(g.vmid));
     return out;
+  }
+
+  /** What the previous holder of some nodes last stored: the "previous" side of this replica's
+   *  first reports about them (a change it missed while another replica held them is reported). */
+  reseed(guests: Iterable<GuestRecord>, nodes: Iterable<NodeRecord>): void {
+    for (const g of guests) {
+      if (!this.fleet.byVmid.has(g.vmid)) continue;
+      this.guests.set(g.vmid, g);
+      this.kvWrittenAt.delete(kvKeys.guest(g.vmid));
+    }
+    for (const n of nodes) {
+      this.nodes.set(n.node, n);
+      this.kvWrittenAt.delete(kvKeys.node(n.node));
+    }
   }
 
   private applyApi(obs: Observation, ts: string, out: Emissions): void {

@@ -22,11 +22,12 @@ HOMEOSTAT_OPERATOR_KEYS, or both from HOMEOSTAT_TRUST_FILE (\`homeostat init\` w
 see docs/security.md).
 Prints {"ready":true,"agent":...} on stdout; SIGINT/SIGTERM drain and exit 0.
 
-Replicated (HOMEOSTAT_REPLICA set, as \`up --replicas N\` does): sensing, analysis and workflows are
-singletons with a lease in KV: one replica is active, the others wait (ready line "role":"standby")
-and take over within ~5 s (lease 4 s) when the active one dies; a replica that loses its lease exits (1) and
-is started again as a standby. Decision, action and operator replicas share their durable
-consumers and request queues.
+Replicated (HOMEOSTAT_REPLICA set, as \`up --replicas N\` does): sensing replicas divide the PVE nodes
+between them (a lease per node in KV; a dead replica's nodes are taken over within ~5 s, lease
+4 s). Analysis and workflows are singletons with a lease in KV: one replica is active, the others
+wait (ready line "role":"standby") and take over within ~5 s when the active one dies; a replica
+that loses its lease exits (1) and is started again as a standby. Decision, action and operator
+replicas share their durable consumers and request queues.
 
   --metrics-port N        serve this agent's Prometheus metrics on http://H:N/metrics (0 = a free port)
   --metrics-host H        the address for metrics (default 127.0.0.1; 0.0.0.0 in containers)
@@ -59,11 +60,14 @@ export async function agentMain(argv: string[]): Promise<number> {
   // a rejection nobody handled (a library's timer during a NATS outage) is one log line, not the end
   const guard = guardProcess(log);
   const amPort = parseIntFlag('alertmanager-port', values['alertmanager-port']);
-  const services = amPort === undefined ? {} : { alertmanagerPort: amPort, ...(values['alertmanager-host'] ? { alertmanagerHost: values['alertmanager-host'] } : {}) };
+  const replicated = process.env.HOMEOSTAT_REPLICA !== undefined;
+  const services: Record<string, unknown> = amPort === undefined ? {} : { alertmanagerPort: amPort, ...(values['alertmanager-host'] ? { alertmanagerHost: values['alertmanager-host'] } : {}) };
+  // replicated sensing divides the nodes between the live replicas (agents/sensing/partition.ts)
+  if (replicated && name === 'sensing') services.partitionHolder = `${hostname()}:${process.pid}`;
   const standalone = { identity: config.NATS_CREDS ? readIdentity(config.NATS_CREDS) : undefined };
   let lease: HeldLease | undefined;
   let leaseBus: Bus | undefined;
-  if (process.env.HOMEOSTAT_REPLICA !== undefined && SINGLETONS.has(name)) {
+  if (replicated && SINGLETONS.has(name)) {
     leaseBus = await Bus.connect({ servers: config.NATS_URL, source: `${name}-lease`, log, seed: standalone.identity?.seed, caFile: config.NATS_CA });
     printJson({ ready: true, agent: name, natsUrl: config.NATS_URL, role: 'standby' });
     const abort = new AbortController();
@@ -100,9 +104,10 @@ export async function agentMain(argv: string[]): Promise<number> {
   return outcome instanceof Error || outcome === 'lost' ? 1 : 0;
 }
 
-/** One active replica at a time: a fleet model (analysis), one poller per PVE API (sensing), one
- *  runner of persisted workflows (workflows). */
-const SINGLETONS = new Set<string>(['sensing', 'analysis', 'workflows']);
+/** One active replica at a time: the fleet model (analysis: root causes span guests, nodes and
+ *  layers, so one replica holds all of it; the standby rebuilds it from KV when it takes over) and
+ *  the runner of persisted workflows (workflows). Sensing is not one: its replicas divide the nodes. */
+const SINGLETONS = new Set<string>(['analysis', 'workflows']);
 /** Takeover after a SIGKILL: the lease's expiry (4 s) + the waiting replica's next look (≤ 0.5 s)
  *  + its start. The holder steps down after 3.5 s without a renewal: a busy start-up on a loaded
  *  host stalls the event loop for seconds, and a shorter lease flapped there. */
