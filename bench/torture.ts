@@ -175,8 +175,8 @@ async function replicas(): Promise<void> {
   const mod = await loadAgent('action');
   const bus2 = await Bus.connect({ servers: r.nats.url, source: 'action' });
   const second = await mod.start({
-    name: 'action', config: loadConfig({ LOG_LEVEL: 'silent' }), log, bus: bus2, fleet: r.fleet, pve: r.stack.pve, pveUrl: r.stack.pveUrl,
-    services: { pveTokenId: r.stack.pveTokenId, pveTokenSecret: r.stack.pveTokenSecret, durableSuffix: '-second', decisionKeys: [r.stack.keyring.get('decision').publicKey] },
+    name: 'action', config: loadConfig({ LOG_LEVEL: 'silent' }), log, bus: bus2, fleet: r.fleet, pve: r.stack.pve, pveAccess: r.stack.pveAccess,
+    options: { durableSuffix: '-second', decisionKeys: [r.stack.keyring.get('decision').publicKey] },
   });
   try {
     const guests = r.fleet.guests.filter((g) => !g.protected).slice(0, 4);

@@ -18,7 +18,7 @@ export const FAMILIES: readonly Family[] = [
   { name: 'api-event', pattern: 'fleet.events.api', schema: S.ApiEvent, types: ['PveUnavailable', 'PveAvailable'] },
   { name: 'metrics', pattern: 'fleet.metrics.*.*', schema: S.MetricSample, types: ['MetricSample'] },
   { name: 'alert', pattern: 'fleet.alerts.*', schema: S.Alert, types: ['AlertFired', 'AlertResolved'] },
-  { name: 'incident', pattern: 'fleet.incidents.*.*', schema: S.Incident, types: ['IncidentOpened', 'IncidentUpdated', 'IncidentResolved'] },
+  { name: 'incident', pattern: 'fleet.incidents.*.*', schema: S.Incident, types: ['IncidentOpened', 'IncidentUpdated', 'IncidentAcknowledged', 'IncidentResolved'] },
   { name: 'decision', pattern: 'fleet.decisions.*', schema: S.Decision, types: ['DecisionMade'] },
   { name: 'action', pattern: 'fleet.actions.*', schema: S.Action, types: ['ActionRequested', 'ActionApproved', 'ActionDenied', 'ActionStarted', 'ActionSucceeded', 'ActionFailed', 'ActionRejected'] },
   { name: 'workflow', pattern: 'fleet.workflows.>', schema: S.WorkflowEvent, types: [] },

@@ -4,6 +4,8 @@
 import { z } from 'zod';
 import { GuestState, Health, NodeStatus, Resources, Incident } from './schemas.ts';
 import { token } from './subjects.ts';
+import type { KV } from '@nats-io/kv';
+import { kvList } from './kv.ts';
 
 export const kvKeys = {
   guest: (vmid: number) => `guest.${vmid}`,
@@ -16,6 +18,7 @@ export const kvKeys = {
   workflow: (id: string) => token(id),
   /** agents bucket: one key per agent instance. */
   heartbeat: (agent: string, instance: string) => `${token(agent)}.${token(instance)}`,
+  silence: (id: string) => `silence.${token(id)}`,
 } as const;
 
 export const GuestRecord = z.object({
@@ -119,3 +122,32 @@ export const HeartbeatRecord = z.object({
   stalled: z.object({ kind: z.enum(['consumer', 'stuck', 'pve']), reason: z.string(), since: z.string() }).optional(),
 });
 export type HeartbeatRecord = z.infer<typeof HeartbeatRecord>;
+
+/** fleet-state `silence.<id>` (`homeostat silence`): no notification about this guest or node
+ *  (every guest on it) until `until`. Written by the decision agent; expired ones are ignored and
+ *  swept. */
+export const SilenceRecord = z.object({
+  id: z.string().min(1).max(80),
+  vmid: z.number().int().optional(),
+  node: z.string().max(64).optional(),
+  until: z.string(),
+  by: z.string().max(120),
+  reason: z.string().max(500).default(''),
+  at: z.string(),
+});
+export type SilenceRecord = z.infer<typeof SilenceRecord>;
+
+/** The silences in force at `now` (fleet-state), soonest to end first. */
+export async function activeSilences(fleetState: KV, now = Date.now()): Promise<SilenceRecord[]> {
+  const all = await kvList(fleetState, 'silence.', SilenceRecord);
+  return [...all.values()].filter((s) => Date.parse(s.until) > now).sort((a, b) => a.until.localeCompare(b.until));
+}
+
+/** The silence covering a guest (by vmid or its node) or a node, if one is active at `now`. */
+export function silenceFor(silences: Iterable<SilenceRecord>, target: { vmid?: number; node?: string }, now = Date.now()): SilenceRecord | undefined {
+  for (const s of silences) {
+    if (Date.parse(s.until) <= now) continue;
+    if ((s.vmid !== undefined && s.vmid === target.vmid) || (s.node !== undefined && s.node === target.node)) return s;
+  }
+  return undefined;
+}

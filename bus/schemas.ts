@@ -135,6 +135,8 @@ export const Incident = z.object({
   updatedAt: Iso,
   resolvedAt: Iso.optional(),
   timeline: z.array(TimelineEntry).max(500).default([]),
+  /** `homeostat ack`: a person has it; notifications about it are not repeated. */
+  acknowledged: z.object({ by: z.string().max(120), at: Iso, note: Text.optional() }).optional(),
 });
 export type Incident = z.infer<typeof Incident>;
 

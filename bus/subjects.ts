@@ -10,7 +10,7 @@ export function token(value: string | number): string {
 }
 
 export type ActionPhase = 'requested' | 'approved' | 'denied' | 'started' | 'succeeded' | 'failed' | 'rejected';
-export type IncidentPhase = 'opened' | 'updated' | 'resolved';
+export type IncidentPhase = 'opened' | 'updated' | 'acknowledged' | 'resolved';
 
 export const subjects = {
   guestEvent: (node: string, vmid: number) => `${ROOT}.events.guest.${token(node)}.${token(vmid)}`,

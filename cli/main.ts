@@ -34,6 +34,9 @@ export const COMMANDS: Record<string, CommandEntry> = {
   cancel: { summary: 'cancel a running chaos experiment (its rollbacks run)', load: async () => (await import('./commands/operate.ts')).cancelMain },
   fault: { summary: 'inject a fault into the twin: fault <kind> <target>, fault list, fault clear [id]', load: async () => (await import('./commands/fault.ts')).faultMain },
   fleet: { summary: 'fleet validate FILE: every problem of a manifest at once', load: async () => (await import('./commands/fleet.ts')).fleetMain },
+  ack: { summary: 'acknowledge an incident: you have it, notifications about it stop repeating', load: async () => (await import('./commands/respond.ts')).ackMain },
+  resolve: { summary: 'close an incident by hand: resolve <id> --reason TEXT', load: async () => (await import('./commands/respond.ts')).resolveMain },
+  silence: { summary: 'no notifications about a guest or node for a while: silence <vmid|node> <duration>, silence list, silence clear <id>', load: async () => (await import('./commands/respond.ts')).silenceMain },
   release: { summary: 'clear a flap hold-down on a guest', load: async () => (await import('./commands/approvals.ts')).releaseMain },
 };
 

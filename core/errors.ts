@@ -22,6 +22,7 @@ export const ErrorCodes = {
   HOMEOSTAT_ERR_ACTION_REJECTED: 'the action agent refused an action that was not signed by the decision agent (see fleet.dlq.>); only the decision agent may approve actions',
   HOMEOSTAT_ERR_AUTH: 'NATS refused the credentials: set NATS_CREDS (or --creds) to an identity file from <data-dir>/creds/',
   HOMEOSTAT_ERR_NOT_FOUND: 'no such id; list them with `homeostat incidents` or `homeostat status`',
+  HOMEOSTAT_ERR_ALREADY_RESOLVED: 'it is closed already: nothing to do (homeostat trace <id> shows how it ended)',
   HOMEOSTAT_ERR_LLM_UNAVAILABLE: 'the Ollama advisor is not reachable; homeostat keeps healing by runbooks',
   HOMEOSTAT_ERR_LLM_INVALID: 'the model output was discarded; the runbook floor applies',
   HOMEOSTAT_ERR_WORKFLOW: 'the workflow failed; see `homeostat events --subject fleet.workflows.>`',

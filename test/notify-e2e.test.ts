@@ -29,7 +29,7 @@ beforeAll(async () => {
     source: 'notify-e2e',
     policies: { approvalTimeoutMs: 8000 },
     env: { HOMEOSTAT_NOTIFY: `${hook.url}/homeostat?name=ops`, HOMEOSTAT_NOTIFY_GROUP_WAIT_MS: String(GROUP_WAIT_MS), HOMEOSTAT_NOTIFY_GROUP_INTERVAL_MS: '1500' },
-    services: { notifyTickMs: 100, heartbeatMs: 300 },
+    options: { notify: { tickMs: 100 }, heartbeat: { heartbeatMs: 300 } },
   });
 }, 60_000);
 afterAll(async () => {

@@ -164,6 +164,17 @@ describe('dispatcher on the real KV bucket', () => {
     expect(body.items.map((i) => i.key)).toEqual(['approval:r1', 'approval:r2']);
   }, 20_000);
 
+  it('level-triggered: a group whose incident closed without its IncidentResolved being seen is resolved', async () => {
+    const d = await replica({ ...T, groupWaitMs: 60_000 });
+    const store = open.at(-1)!.store;
+    const id = `missed-${Date.now()}`;
+    await d.apply([approval(`incident:${id}`, 'm1'), approval(`incident:still-open-${id}`, 'm2')]);
+    await d.reconcile(async (incident) => incident.startsWith('still-open'));
+    const items = (key: string) => store.groups().find(([, g]) => g.key === key)?.[1].items.map((i) => [i.key, i.status, i.resolution]);
+    expect(items(`incident:${id}`)).toEqual([['approval:m1', 'resolved', `incident ${id} resolved`]]);
+    expect(items(`incident:still-open-${id}`)).toEqual([['approval:m2', 'firing', undefined]]);
+  });
+
   it('a failed delivery is retried with backoff and logged with the notifier name, never its URL', async () => {
     const lines: { obj: Record<string, unknown>; msg?: string }[] = [];
     const log: Logger = { ...silentLogger, warn: (obj, msg) => lines.push({ obj: obj as Record<string, unknown>, msg }), info: () => undefined, child: () => log };

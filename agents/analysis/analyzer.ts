@@ -105,6 +105,24 @@ export class Analyzer {
     return this.step(undefined, () => this.self.onHeartbeats(records, this.now));
   }
 
+  /** `homeostat ack`: undefined when no open incident has this id. */
+  acknowledge(id: string, by: string, note?: string): Output[] | undefined {
+    const inc = this.book.get(id);
+    if (!inc) return undefined;
+    return this.step(undefined, () => this.book.acknowledge(inc, this.now, by, note));
+  }
+
+  /** `homeostat resolve`: closed by hand, the reason in its timeline. A guest still failing is
+   *  judged again only when its failure changes (the operator has taken it). */
+  resolveByHand(id: string, by: string, reason: string): Output[] | undefined {
+    const inc = this.book.get(id);
+    if (!inc) return undefined;
+    return this.step(undefined, () => {
+      this.pendingRelease.delete(id);
+      this.book.resolve(inc, this.now, `resolved by ${by}: ${reason}`, 'operator:resolve');
+    });
+  }
+
   onDesired(vmid: number, desired: DesiredState | undefined): Output[] {
     if (!this.view.has(vmid)) return [];
     return this.step(undefined, () => {

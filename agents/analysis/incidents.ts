@@ -97,6 +97,13 @@ export class IncidentBook {
     for (const r of refs) if (!have.has(r.vmid) && inc.suppressed.length < LIST_MAX) inc.suppressed.push(r);
   }
 
+  /** A person has it (`homeostat ack`): recorded on the incident, announced as `acknowledged`. */
+  acknowledge(inc: Incident, now: number, by: string, note?: string): void {
+    inc.acknowledged = { by: by.slice(0, 120), at: new Date(now).toISOString(), ...(note ? { note: note.slice(0, 2000) } : {}) };
+    this.note(inc, now, `acknowledged by ${by}${note ? `: ${note}` : ''}`, 'operator:ack');
+    if (this.touched.get(inc.id) === 'updated') this.touched.set(inc.id, 'acknowledged');
+  }
+
   resolve(inc: Incident, now: number, what: string, ref?: string): void {
     if (inc.status === 'resolved') return;
     this.note(inc, now, what, ref);

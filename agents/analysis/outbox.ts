@@ -12,7 +12,7 @@ import { type Logger } from '../../core/mod.ts';
 import { kvKeys, subjects, type Bus, type IncidentPhase } from '../../bus/mod.ts';
 import type { Output } from './analyzer.ts';
 
-const INCIDENT_TYPE: Record<IncidentPhase, string> = { opened: 'IncidentOpened', updated: 'IncidentUpdated', resolved: 'IncidentResolved' };
+const INCIDENT_TYPE: Record<IncidentPhase, string> = { opened: 'IncidentOpened', updated: 'IncidentUpdated', acknowledged: 'IncidentAcknowledged', resolved: 'IncidentResolved' };
 /** Above this many unwritten messages, producers wait (backpressure when NATS is slow). */
 export const OUTBOX_HIGH_WATER = 2000;
 /** Messages being written at once (each: a stream publish and a KV put, acks awaited). Unbounded,

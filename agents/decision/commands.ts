@@ -8,6 +8,7 @@
 //   fleet.propose.action ActionProposal            → ProposalVerdict (the workflows agent only)
 //   fleet.propose.fence  FenceProposal             → ProposalVerdict (the workflows agent only)
 import { z } from 'zod';
+import { parseCommandArgs } from '../runtime/agent.ts';
 import { HomeostatError } from '../../core/mod.ts';
 import { ActionProposal, FenceProposal, checkApproval, subjects, type Bus, type CommandRequest, type Envelope, type Stoppable } from '../../bus/mod.ts';
 import type { DecisionEngine } from './engine.ts';
@@ -20,14 +21,7 @@ const DenyArgs = ApproveArgs.extend({ reason: z.string().max(500).optional() });
 const ActionArgs = z.object({ verb: z.string().min(1).max(40), vmid: z.coerce.number().int(), by: By });
 const HoldArgs = z.object({ vmid: z.coerce.number().int(), by: By });
 
-function parse<T>(schema: z.ZodType<T>, env: Envelope<CommandRequest>, verb: string): T {
-  const r = schema.safeParse(env.data.args);
-  if (!r.success) {
-    const i = r.error.issues[0];
-    throw new HomeostatError('HOMEOSTAT_ERR_USAGE', `${verb}: args.${i.path.join('.') || '(root)'}: ${i.message}`);
-  }
-  return r.data;
-}
+const parse = <T>(schema: z.ZodType<T>, env: Envelope<CommandRequest>, verb: string): T => parseCommandArgs(schema, env.data.args, verb);
 
 export function serveCommands(bus: Bus, engine: DecisionEngine, store: DecisionStore, operatorKeys: ReadonlySet<string>): Stoppable[] {
   const who = (env: Envelope<CommandRequest>, by?: string) => by ?? env.data.requestedBy;

@@ -47,7 +47,7 @@ export class Dispatcher {
     for (const op of ops) {
       const key = groupKvKey(op.group);
       // resolving what was never notified (most approvals end this way): no read at all
-      if (op.op === 'resolve' && !this.o.store.get(key)) continue;
+      if ((op.op === 'resolve' || op.op === 'ack') && !this.o.store.get(key)) continue;
       const written = await this.o.store.mutate(key, (g) => applyOp(g, op, now));
       if (written) this.o.log.debug({ group: op.group, op: op.op }, 'notification group changed');
     }
@@ -113,7 +113,8 @@ export class Dispatcher {
     let gaveUp = false;
     await this.o.store.mutate(key, (g) => {
       if (!g) return undefined;
-      const r = settleDelivery(g, id, notifier, Date.now(), error, this.o.retry);
+      // a notifier no longer configured is not retried: it would fail the same way every time
+      const r = settleDelivery(g, id, notifier, Date.now(), error, sender ? this.o.retry : { ...this.o.retry, attempts: 0 });
       gaveUp = r.gaveUp;
       return r.group;
     });
@@ -143,9 +144,23 @@ export class Dispatcher {
     return [...this.health.values()];
   }
 
-  /** Let deliveries in flight finish (each is bounded by its sender's timeout). */
-  async stop(): Promise<void> {
+  /** Let deliveries in flight finish, for a moment: one cut short is claimed in KV and tried
+   *  again after its claim time by whichever replica runs then. */
+  async stop(graceMs = 2000): Promise<void> {
     this.stopped = true;
-    await Promise.allSettled([...this.inflight.values()]);
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([Promise.allSettled([...this.inflight.values()]), new Promise((r) => (timer = setTimeout(r, graceMs)))]);
+    clearTimeout(timer);
+  }
+
+  /** Level-triggered: a group whose incident is closed (its IncidentResolved missed while no
+   *  replica ran, or lost) is resolved, so it does not repeat forever. */
+  async reconcile(isOpen: (incidentId: string) => Promise<boolean>): Promise<void> {
+    for (const [, g] of this.o.store.groups()) {
+      if (this.stopped) return;
+      const id = /^incident:(.+)$/.exec(g.key)?.[1];
+      if (!id || !g.items.some((i) => i.status === 'firing') || (await isOpen(id))) continue;
+      await this.apply([{ op: 'resolve', group: g.key, resolution: `incident ${id} resolved`, at: new Date().toISOString() }]);
+    }
   }
 }

@@ -69,13 +69,17 @@ export const NotifyGroup = z.object({
   sentDigest: z.string().optional(),
   sends: z.number().int().min(0).default(0),
   outbox: z.array(z.object({ notification: Notification, pending: z.array(Pending) })).default([]),
+  /** `homeostat ack` on its incident: what changes is still told, nothing is repeated. */
+  acknowledged: z.object({ by: z.string(), at: z.string() }).optional(),
 });
 export type NotifyGroup = z.infer<typeof NotifyGroup>;
 
 export type Op =
   | { op: 'upsert'; group: string; item: NotifyItemInput }
   /** Resolve one item (`key`) or every item of the group. */
-  | { op: 'resolve'; group: string; key?: string; resolution: string; at: string };
+  | { op: 'resolve'; group: string; key?: string; resolution: string; at: string }
+  /** A person has it: no repeats for this group. */
+  | { op: 'ack'; group: string; by: string; at: string };
 
 export interface Timing {
   groupWaitMs: number;
@@ -90,6 +94,7 @@ const MAX_PER_NOTIFICATION = 50;
 
 /** The group after `op`, or undefined when it changes nothing (no write). */
 export function applyOp(g: NotifyGroup | undefined, op: Op, now: number): NotifyGroup | undefined {
+  if (op.op === 'ack') return g && !g.acknowledged ? { ...g, acknowledged: { by: op.by, at: op.at } } : undefined;
   if (op.op === 'resolve') {
     if (!g) return undefined;
     let changed = false;
@@ -147,7 +152,7 @@ export function planFlush(g: NotifyGroup, now: number, t: Timing, notifiers: rea
   } else if (digest(visible) !== g.sentDigest) {
     if (now < g.lastSentAt + t.groupIntervalMs) return undefined;
     if (!firing.length && !t.sendResolved) return { group: { ...g, items: [], sentDigest: digest([]) } };
-  } else if (firing.some((i) => !i.oneShot) && now >= g.lastSentAt + t.repeatIntervalMs) {
+  } else if (!g.acknowledged && firing.some((i) => !i.oneShot) && now >= g.lastSentAt + t.repeatIntervalMs) {
     repeat = true;
   } else {
     return !visible.length && !g.outbox.length ? { group: null } : undefined;

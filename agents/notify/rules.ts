@@ -84,6 +84,7 @@ function fromAction(type: string, a: Action, ts: string, fleet: Fleet): Op[] {
 
 function fromIncident(type: string, i: Incident, ts: string, fleet: Fleet): Op[] {
   if (type === 'IncidentResolved') return [{ op: 'resolve', group: incidentGroup(i.id), resolution: `incident ${i.id} resolved`, at: ts }];
+  if (type === 'IncidentAcknowledged') return [{ op: 'ack', group: incidentGroup(i.id), by: i.acknowledged?.by ?? 'an operator', at: i.acknowledged?.at ?? ts }];
   if (HEALED_KINDS.has(i.kind) || i.status !== 'open') return [];
   const last = i.timeline.at(-1)?.what;
   return [{

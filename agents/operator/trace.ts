@@ -49,7 +49,12 @@ export function summarizeEntry(subject: string, env: Envelope): string {
     case 'alert':
       return `${d.name} ${d.status}: ${d.summary ?? ''}`;
     case 'incident':
-      return `${d.id} ${d.status} — ${d.title ?? ''} (root cause ${d.rootCause?.vmid ?? d.rootCause?.node ?? '?'}: ${d.rootCause?.reason ?? ''}${d.symptoms?.length ? `; ${d.symptoms.length} symptom(s)` : ''})`;
+    {
+      // how it ended or who has it: the last timeline entry (a hand-resolve carries its reason there)
+      const last = Array.isArray(d.timeline) ? d.timeline.at(-1)?.what : undefined;
+      const how = (env.type === 'IncidentResolved' || env.type === 'IncidentAcknowledged') && last ? ` — ${last}` : '';
+      return `${d.id} ${env.type === 'IncidentAcknowledged' ? 'acknowledged' : d.status} — ${d.title ?? ''} (root cause ${d.rootCause?.vmid ?? d.rootCause?.node ?? '?'}: ${d.rootCause?.reason ?? ''}${d.symptoms?.length ? `; ${d.symptoms.length} symptom(s)` : ''})${how}`;
+    }
     case 'decision':
       return `${d.proposer} proposes ${d.verb}${d.target?.vmid ? ` ${d.target.vmid}` : d.target?.node ? ` ${d.target.node}` : ''} → ${d.verdict}${d.reasons?.length ? ` (${d.reasons.join('; ')})` : ''}`;
     case 'task':

@@ -1,7 +1,7 @@
 // `homeostat agent <name>`: one agent in its own process (compose runs one per service).
 import { hostname } from 'node:os';
 import { createLogger, HomeostatError } from '../../core/mod.ts';
-import { AGENT_NAMES, createMetrics, loadConfig } from '../../agents/mod.ts';
+import { AGENT_NAMES, createMetrics, loadConfig, type SensingAgentOptions } from '../../agents/mod.ts';
 import { acquireLease, Bus, readIdentity, type HeldLease } from '../../bus/mod.ts';
 import { loadFleetFile } from '../../fleet/manifest.ts';
 import { referenceFleet } from '../../fleet/reference-fleet.ts';
@@ -60,9 +60,9 @@ export async function agentMain(argv: string[]): Promise<number> {
   const guard = guardProcess(log);
   const amPort = parseIntFlag('alertmanager-port', values['alertmanager-port']);
   const replicated = process.env.HOMEOSTAT_REPLICA !== undefined;
-  const services: Record<string, unknown> = amPort === undefined ? {} : { alertmanagerPort: amPort, ...(values['alertmanager-host'] ? { alertmanagerHost: values['alertmanager-host'] } : {}) };
+  const sensing: SensingAgentOptions = amPort === undefined ? {} : { alertmanagerPort: amPort, ...(values['alertmanager-host'] ? { alertmanagerHost: values['alertmanager-host'] } : {}) };
   // replicated sensing divides the nodes between the live replicas (agents/sensing/partition.ts)
-  if (replicated && name === 'sensing') services.partitionHolder = `${hostname()}:${process.pid}`;
+  if (replicated && name === 'sensing') sensing.partitionHolder = `${hostname()}:${process.pid}`;
   const standalone = { identity: config.NATS_CREDS ? readIdentity(config.NATS_CREDS) : undefined };
   // before the lease: a standby's process is scraped too (`up --replicas` merges every process's metrics)
   const metricsPort = parseIntFlag('metrics-port', values['metrics-port']);
@@ -85,7 +85,7 @@ export async function agentMain(argv: string[]): Promise<number> {
     }
     log.info({ agent: name }, 'lease acquired: this replica is active');
   }
-  const stack = await startStack({ config, fleet, log, natsUrl: config.NATS_URL, agents: [name], services, metrics, standalone }).catch(async (e: unknown) => {
+  const stack = await startStack({ config, fleet, log, natsUrl: config.NATS_URL, agents: [name], options: { sensing }, metrics, standalone }).catch(async (e: unknown) => {
     await metricsServer?.close();
     throw e;
   });

@@ -1,7 +1,7 @@
 // `homeostat fault <kind> <target>`: fault injection into the twin without curl or secrets. The
 // simulator's URL, token and CA come from the ready file of the `up --sim` on the data directory
 // (or PVE_URL / PVE_TOKEN_ID / PVE_TOKEN_SECRET for a `homeostat sim` of your own).
-import { HomeostatError } from '../../core/mod.ts';
+import { HomeostatError, parseDurationMs } from '../../core/mod.ts';
 import { FAULT_KINDS } from '../../fleet/sim/mod.ts';
 import { simClient } from '../../workflows/mod.ts';
 import { parseCommand } from '../args.ts';
@@ -30,9 +30,9 @@ function endpoint(dataDir: string | undefined) {
 
 function durationMs(v: string | undefined): number | undefined {
   if (v === undefined) return undefined;
-  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/.exec(v.trim());
-  if (!m) throw new HomeostatError('HOMEOSTAT_ERR_USAGE', `--for: expected a duration like 30s or 5m, got ${JSON.stringify(v)}`);
-  return Math.round(Number(m[1]) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] as 'ms']);
+  const ms = parseDurationMs(v);
+  if (ms === undefined) throw new HomeostatError('HOMEOSTAT_ERR_USAGE', `--for: expected a duration like 30s or 5m, got ${JSON.stringify(v)}`);
+  return ms;
 }
 
 export async function faultMain(argv: string[]): Promise<number> {

@@ -145,7 +145,7 @@ export async function upMain(argv: string[]): Promise<number> {
       ...(fleetFile ? { fleetFile } : {}),
       sim: values.sim ? { port: simPort, http: values.http, timeScale, keepState: values['keep-state'], hooks: alertmanagerPort !== undefined } : undefined,
       agents: agents as AgentName[] | undefined,
-      services: alertmanagerPort === undefined ? {} : { alertmanagerPort },
+      options: { sensing: alertmanagerPort === undefined ? {} : { alertmanagerPort } },
     }).catch(async (e: unknown) => {
       await metricsServer?.close();
       throw e;
