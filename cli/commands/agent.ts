@@ -18,7 +18,8 @@ const HELP = `Usage: homeostat agent <${AGENT_NAMES.join('|')}> [--nats URL] [--
 Runs one agent against an existing NATS server (NATS_URL or --nats); PVE from PVE_URL etc.
 Its identity comes from NATS_CREDS (an nkey seed file); the action agent trusts the decision
 agent's key from HOMEOSTAT_DECISION_KEYS, the decision agent the operators' keys from
-HOMEOSTAT_OPERATOR_KEYS (see docs/security.md).
+HOMEOSTAT_OPERATOR_KEYS, or both from HOMEOSTAT_TRUST_FILE (\`homeostat init\` writes all of them;
+see docs/security.md).
 Prints {"ready":true,"agent":...} on stdout; SIGINT/SIGTERM drain and exit 0.
 
 Replicated (HOMEOSTAT_REPLICA set, as \`up --replicas N\` does): sensing replicas divide the PVE nodes
