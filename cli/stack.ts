@@ -225,7 +225,8 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
         const creds = auth ? ring.file(identityOfAgent(agent)) : undefined;
         return creds ? { ...env, NATS_CREDS: creds } : env;
       };
-      processes = await startAgentProcesses({ agents: AGENT_ORDER.filter((a) => wanted.includes(a)), replicas: opts.replicas, env: envFor, log, argsFor: opts.agentArgs });
+      // each serves its metrics on a free loopback port: `up` merges them into its own /metrics
+      processes = await startAgentProcesses({ agents: AGENT_ORDER.filter((a) => wanted.includes(a)), replicas: opts.replicas, env: envFor, log, argsFor: opts.agentArgs, metrics: true });
       cleanups.push(() => processes!.stop());
     } else {
       for (const name of AGENT_ORDER) if (wanted.includes(name)) await startAgent(name);

@@ -65,29 +65,32 @@ export async function agentMain(argv: string[]): Promise<number> {
   // replicated sensing divides the nodes between the live replicas (agents/sensing/partition.ts)
   if (replicated && name === 'sensing') sensing.partitionHolder = `${hostname()}:${process.pid}`;
   const standalone = { identity: config.NATS_CREDS ? readIdentity(config.NATS_CREDS) : undefined };
+  // before the lease: a standby's process is scraped too (`up --replicas` merges every process's metrics)
+  const metricsPort = parseIntFlag('metrics-port', values['metrics-port']);
+  const metrics = createMetrics();
+  const metricsServer = metricsPort === undefined ? undefined : await startMetricsServer({ registry: metrics.registry, port: metricsPort, host: values['metrics-host'] });
+  const metricsAt = metricsServer ? { metricsUrl: metricsServer.url } : {};
   let lease: HeldLease | undefined;
   let leaseBus: Bus | undefined;
   if (replicated && SINGLETONS.has(name)) {
     leaseBus = await Bus.connect({ servers: config.NATS_URL, source: `${name}-lease`, log, seed: standalone.identity?.seed, caFile: config.NATS_CA });
-    printJson({ ready: true, agent: name, natsUrl: config.NATS_URL, role: 'standby' });
+    printJson({ ready: true, agent: name, natsUrl: config.NATS_URL, role: 'standby', ...metricsAt });
     const abort = new AbortController();
     void signalled.then(() => abort.abort());
     // in fleet-state: the one bucket every singleton may write (bus/permissions.ts)
     lease = await acquireLease({ kv: leaseBus.kv.fleetState, name, holder: `${hostname()}:${process.pid}:${name}`, ttlMs: LEASE_TTL_MS, intervalMs: LEASE_RENEW_MS }, abort.signal);
     if (!lease) {
       await leaseBus.stop();
+      await metricsServer?.close();
       return 0;
     }
     log.info({ agent: name }, 'lease acquired: this replica is active');
   }
-  const metricsPort = parseIntFlag('metrics-port', values['metrics-port']);
-  const metrics = createMetrics();
-  const metricsServer = metricsPort === undefined ? undefined : await startMetricsServer({ registry: metrics.registry, port: metricsPort, host: values['metrics-host'] });
   const stack = await startStack({ config, fleet, log, natsUrl: config.NATS_URL, agents: [name], options: { sensing }, metrics, standalone }).catch(async (e: unknown) => {
     await metricsServer?.close();
     throw e;
   });
-  if (!lease) printJson({ ready: true, agent: name, natsUrl: config.NATS_URL, ...(metricsServer ? { metricsUrl: metricsServer.url } : {}) });
+  if (!lease) printJson({ ready: true, agent: name, natsUrl: config.NATS_URL, ...metricsAt });
   const handle = stack.agents.get(name)!;
   const outcome = await Promise.race([
     signalled.then(() => 'signal' as const),
