@@ -35,7 +35,7 @@ async function measure(mode: 'poll' | 'push'): Promise<void> {
   manifest.policies = { senseIntervalMs: 1000, cooldownMs: 0 };
   const fleet = buildFleet(manifest);
   const log = createLogger(process.env.LOG_LEVEL ?? 'warn');
-  const stack = await startStack({ config: loadConfig({ LOG_LEVEL: 'warn' }), fleet, log, natsUrl: nats.url, sim: { port: 0, http: true, hooks: mode === 'push' }, services: mode === 'push' ? { alertmanagerPort: 0 } : {} });
+  const stack = await startStack({ config: loadConfig({ LOG_LEVEL: 'warn' }), fleet, log, natsUrl: nats.url, sim: { port: 0, http: true, hooks: mode === 'push' }, options: { sensing: mode === 'push' ? { alertmanagerPort: 0 } : {} } });
   const bus = await Bus.connect({ servers: nats.url, source: 'bench' });
   const sim = simApi({ url: stack.pveUrl!, tokenId: stack.pveTokenId!, tokenSecret: stack.pveTokenSecret! });
   try {

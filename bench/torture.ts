@@ -1,17 +1,21 @@
 // `npm run torture`: an operator's worst day against the full stack on the twin and a real
 // nats-server, one JSON line per scenario. TORTURE=short (default; what CI-sized machines run)
-// or full (10k flood, outages of 5 s / 45 s / 5 min); TORTURE_ONLY=flood,outage,slow-pve,replicas
+// or full (10k flood, outages of 5 s / 45 s / 5 min, kill9 ×5); TORTURE_ONLY=flood,outage,slow-pve,replicas,kill9
 // and OUTAGES=45,300 pick.
 //   flood      malformed messages over every consumed subject; then a crash must still heal
 //   outage-N   nats-server stopped N s, a guest crashed during it: healed after, no stale incident
 //   slow-pve   PVE answering slower than the client timeout: PVE tasks per decision
 //   replicas   two action agents, every action delivered to both and replayed: doubled actions
-import { mkdtempSync, rmSync } from 'node:fs';
+//   kill9      `up --replicas 1` (every agent its own process): a guest crashes and each agent in
+//              turn is SIGKILLed at its step of the remediation (×1 short, ×5 full): lost, doubled
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createInterface } from 'node:readline';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createLogger, sleep } from '../core/mod.ts';
 import { AGENT_NAMES, loadAgent, loadConfig } from '../agents/mod.ts';
-import { Bus, FLEET_STREAM, IncidentRecord, kvList, sealAction, subjects, type Action } from '../bus/mod.ts';
+import { Bus, decode, FLEET_STREAM, IncidentRecord, kvList, readIdentity, sealAction, subjects, type Action, type Incident } from '../bus/mod.ts';
 import { startNatsServer, type NatsServerHandle } from '../cli/nats-server.ts';
 import { startStack, type Stack } from '../cli/stack.ts';
 import { buildFleet, type Fleet } from '../fleet/manifest.ts';
@@ -175,8 +179,8 @@ async function replicas(): Promise<void> {
   const mod = await loadAgent('action');
   const bus2 = await Bus.connect({ servers: r.nats.url, source: 'action' });
   const second = await mod.start({
-    name: 'action', config: loadConfig({ LOG_LEVEL: 'silent' }), log, bus: bus2, fleet: r.fleet, pve: r.stack.pve, pveUrl: r.stack.pveUrl,
-    services: { pveTokenId: r.stack.pveTokenId, pveTokenSecret: r.stack.pveTokenSecret, durableSuffix: '-second', decisionKeys: [r.stack.keyring.get('decision').publicKey] },
+    name: 'action', config: loadConfig({ LOG_LEVEL: 'silent' }), log, bus: bus2, fleet: r.fleet, pve: r.stack.pve, pveAccess: r.stack.pveAccess,
+    options: { durableSuffix: '-second', decisionKeys: [r.stack.keyring.get('decision').publicKey] },
   });
   try {
     const guests = r.fleet.guests.filter((g) => !g.protected).slice(0, 4);
@@ -205,6 +209,118 @@ async function replicas(): Promise<void> {
   }
 }
 
+/** The pid of `up`'s process for `agent` (`homeostat agent <name>`), as it is now (restarts change it). */
+function agentPid(upPid: number, agent: string): number | undefined {
+  const out = spawnSync('ps', ['-o', 'pid=', '--ppid', String(upPid)], { encoding: 'utf8' }).stdout;
+  for (const pid of out.split('\n').map((l) => Number(l.trim())).filter(Boolean)) {
+    const argv = (() => {
+      try {
+        return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+      } catch {
+        return [];
+      }
+    })();
+    const i = argv.indexOf('agent');
+    if (i >= 0 && argv[i + 1] === agent) return pid;
+  }
+  return undefined;
+}
+
+/** Where in a remediation each agent is killed: when its input for the victim has appeared. */
+const KILL_AT: Record<string, 'fault' | 'event' | 'incident' | 'approved'> = {
+  sensing: 'fault', analysis: 'event', decision: 'incident', action: 'approved', workflows: 'fault', operator: 'fault', notify: 'fault',
+};
+
+async function kill9(): Promise<void> {
+  const rounds = FULL ? 5 : 1;
+  const dir = mkdtempSync(join(tmpdir(), 'homeostat-torture-kill9-'));
+  const manifest = structuredClone(REFERENCE_MANIFEST) as typeof REFERENCE_MANIFEST & { policies: Record<string, unknown> };
+  // many remediations of few guests: no flap hold-down or budget in the way
+  manifest.policies = { senseIntervalMs: 250, probeTimeoutMs: 500, cooldownMs: 0, guestBootTimeoutMs: 15_000, approvalTimeoutMs: 600_000, budgetPerMinute: 1000, flap: { maxRemediations: 1000, windowMs: 600_000 } };
+  const fleetFile = join(dir, 'fleet.json');
+  writeFileSync(fleetFile, JSON.stringify(manifest));
+  const up = spawn(process.execPath, [new URL('../bin/homeostat.js', import.meta.url).pathname, 'up', '--sim', '--http', '--replicas', '1', '--fleet', fleetFile, '--time-scale', '0.05',
+    '--data-dir', join(dir, 'data'), '--nats-port', '0', '--sim-port', '0', '--alertmanager-port', 'off', '--metrics-port', 'off', '--console-port', 'off'], {
+    env: { ...process.env, LOG_LEVEL: process.env.LOG_LEVEL ?? 'silent', NATS_URL: '' },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  let bus: Bus | undefined;
+  try {
+    const ready = JSON.parse(await new Promise<string>((resolve, reject) => {
+      createInterface({ input: up.stdout! }).once('line', resolve);
+      up.once('exit', (code) => reject(new Error(`up exited (${code}) before its ready line`)));
+    })) as { natsUrl: string; natsCreds: string; pveUrl: string; pveTokenId: string; pveTokenSecret: string };
+    bus = await Bus.connect({ servers: ready.natsUrl, source: 'torture', seed: readIdentity(ready.natsCreds).seed });
+    const sim = simApi({ url: ready.pveUrl, tokenId: ready.pveTokenId, tokenSecret: ready.pveTokenSecret });
+    const fleet = buildFleet(manifest);
+    await until(async () => (await sim.fleet()).guests.every((g) => g.healthy), 60_000, 250);
+    await sleep(1500);
+    // leaves of the dependency graph: a crash of one stays one incident
+    const victims = fleet.guests.filter((g) => !g.protected && !fleet.guests.some((o) => (o.dependsOn ?? []).includes(g.vmid)));
+    const starts = async (vmid: number) => {
+      const g = fleet.guests.find((x) => x.vmid === vmid)!;
+      const res = await fetch(`${ready.pveUrl}/api2/json/nodes/${g.node}/tasks?source=all&vmid=${vmid}&typefilter=${g.type === 'qemu' ? 'qmstart' : 'vzstart'}&limit=500`, {
+        headers: { Authorization: `PVEAPIToken=${ready.pveTokenId}=${ready.pveTokenSecret}` },
+      });
+      return ((await res.json()) as { data: unknown[] }).data.length;
+    };
+    // the step each kill waits for, per victim
+    const reached = new Map<number, Set<string>>();
+    const mark = (vmid: number | undefined, step: string) => vmid !== undefined && reached.get(vmid)?.add(step);
+    const sub = bus.nc.subscribe('fleet.>', {
+      callback: (_e, m) => {
+        const r = decode(m.subject, m.data);
+        if (!r.ok) return;
+        const d = r.env.data as Partial<Action & Incident> & { vmid?: number; state?: string };
+        if (m.subject.startsWith('fleet.events.guest.') && d.state !== undefined && d.state !== 'running') mark(d.vmid, 'event');
+        else if (m.subject.endsWith('.opened')) mark(d.rootCause?.vmid, 'incident');
+        else if (m.subject === subjects.action('approved')) mark(d.target?.vmid, 'approved');
+      },
+    });
+    const agents = AGENT_NAMES.filter((a) => KILL_AT[a]);
+    let kills = 0;
+    let lost = 0;
+    let doubled = 0;
+    const missedStep: string[] = [];
+    const healMs: number[] = [];
+    for (let n = 0; n < rounds; n++) {
+      for (const [i, agent] of agents.entries()) {
+        const g = victims[(n * agents.length + i) % victims.length];
+        const before = await starts(g.vmid);
+        reached.set(g.vmid, new Set());
+        const t0 = performance.now();
+        await sim.fault('crash', g.vmid);
+        const step = KILL_AT[agent];
+        if (step !== 'fault') await until(async () => reached.get(g.vmid)!.has(step), 20_000, 5).catch(() => void missedStep.push(`${agent}@${step}`));
+        const pid = agentPid(up.pid!, agent);
+        if (pid) {
+          process.kill(pid, 'SIGKILL');
+          kills++;
+        }
+        let healed = false;
+        await until(async () => (healed = (await sim.fleet()).guests.find((x) => x.vmid === g.vmid)?.healthy === true), 90_000, 100).catch(() => undefined);
+        if (healed) healMs.push(performance.now() - t0);
+        else lost++;
+        // the restarted agent is up again before the next round (what it would double shows by then)
+        await until(async () => agentPid(up.pid!, agent) !== undefined && agentPid(up.pid!, agent) !== pid, 30_000, 200).catch(() => undefined);
+        await sleep(3000);
+        doubled += Math.max(0, (await starts(g.vmid)) - before - 1);
+      }
+    }
+    sub.unsubscribe();
+    await sim.close();
+    const sorted = healMs.sort((a, b) => a - b);
+    emit({ bench: 'torture', scenario: 'kill9', agents: agents.length, rounds, kills, crashes: rounds * agents.length, killed_without_seeing_its_step: missedStep, lost, doubled, heal_p50_ms: round(sorted[Math.floor(sorted.length / 2)] ?? NaN, 0), heal_max_ms: round(sorted[sorted.length - 1] ?? NaN, 0), goal: 'doubled 0, lost 0', pass: lost === 0 && doubled === 0 && kills === rounds * agents.length });
+  } finally {
+    await bus?.stop();
+    if (up.exitCode === null) {
+      up.kill('SIGTERM');
+      await new Promise((r) => up.once('exit', r));
+    }
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 export async function run(): Promise<void> {
   const only = process.env.TORTURE_ONLY?.split(',');
   const want = (s: string) => !only || only.includes(s);
@@ -213,6 +329,7 @@ export async function run(): Promise<void> {
   for (const s of outages) if (want('outage')) await outage(s);
   if (want('slow-pve')) await slowPve();
   if (want('replicas')) await replicas();
+  if (want('kill9')) await kill9();
 }
 
 if (isMain(import.meta.url)) await run();

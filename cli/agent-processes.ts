@@ -11,6 +11,8 @@ export interface AgentProcess {
   agent: AgentName;
   replica: number;
   pid: number;
+  /** Its own Prometheus endpoint (with `metrics`), from its ready line. */
+  metricsUrl?: string;
 }
 
 export interface AgentProcesses {
@@ -26,6 +28,8 @@ export interface AgentProcessOptions {
   /** Extra arguments for one replica (the Alertmanager receiver belongs to sensing's first). */
   argsFor?: (agent: AgentName, replica: number) => string[];
   restartDelayMs?: number;
+  /** Each process serves its metrics on a free loopback port (`up` merges them). */
+  metrics?: boolean;
 }
 
 /** bin/homeostat.js from dist/cli/ or from cli/ (tests run the sources). */
@@ -35,25 +39,32 @@ export function binPath(): string {
 }
 
 export async function startAgentProcesses(opts: AgentProcessOptions): Promise<AgentProcesses> {
-  const slots = new Map<string, { agent: AgentName; replica: number; child?: ChildProcess }>();
+  const slots = new Map<string, { agent: AgentName; replica: number; child?: ChildProcess; metricsUrl?: string }>();
   let stopping = false;
   const restartDelay = opts.restartDelayMs ?? 1000;
 
   const launch = (agent: AgentName, replica: number): Promise<void> => {
     const key = `${agent}#${replica}`;
-    const child = spawn(process.execPath, [binPath(), 'agent', agent, ...(opts.argsFor?.(agent, replica) ?? [])], {
+    const child = spawn(process.execPath, [binPath(), 'agent', agent, ...(opts.metrics ? ['--metrics-port', '0'] : []), ...(opts.argsFor?.(agent, replica) ?? [])], {
       env: { ...opts.env(agent), HOMEOSTAT_REPLICA: String(replica) },
       stdio: ['ignore', 'pipe', 'inherit'],
     });
-    slots.set(key, { agent, replica, child });
+    const slot: { agent: AgentName; replica: number; child?: ChildProcess; metricsUrl?: string } = { agent, replica, child };
+    slots.set(key, slot);
     return new Promise<void>((resolve, reject) => {
       let out = '';
       let ready = false;
       child.stdout!.on('data', (b: Buffer) => {
         if (ready) return;
         out += b.toString();
-        if (out.includes('"ready":true')) {
+        const line = out.split('\n').find((l) => l.includes('"ready":true'));
+        if (line !== undefined && (out.indexOf(line) + line.length < out.length)) {
           ready = true;
+          try {
+            slot.metricsUrl = (JSON.parse(line) as { metricsUrl?: string }).metricsUrl;
+          } catch {
+            // a ready line we cannot read: the process runs, its metrics are not merged
+          }
           resolve();
         }
       });
@@ -104,7 +115,7 @@ export async function startAgentProcesses(opts: AgentProcessOptions): Promise<Ag
     throw e;
   }
   return {
-    list: () => [...slots.values()].filter((s) => s.child?.pid).map((s) => ({ agent: s.agent, replica: s.replica, pid: s.child!.pid! })),
+    list: () => [...slots.values()].filter((s) => s.child?.pid).map((s) => ({ agent: s.agent, replica: s.replica, pid: s.child!.pid!, ...(s.metricsUrl ? { metricsUrl: s.metricsUrl } : {}) })),
     stop,
   };
 }

@@ -37,3 +37,10 @@ export function ephemeralKeyring(): Keyring {
   const ids = new Map<IdentityName, Identity>(IDENTITIES.map((n) => [n, identityFromSeed(newSigner().seed)]));
   return { get: (n) => ids.get(n)!, file: () => undefined };
 }
+
+/** The public keys separate agent processes trust (HOMEOSTAT_TRUST_FILE): the decision agent's
+ *  signatures on actions, the operators' on approvals (the CLI/console's and chat's relay). */
+export function writeTrustFile(keyring: Keyring, path: string): void {
+  const trust = { decision: [keyring.get('decision').publicKey], operators: [keyring.get('operator').publicKey, keyring.get('operator-agent').publicKey] };
+  writeFileSync(path, `${JSON.stringify(trust, null, 2)}\n`, { mode: 0o644 });
+}

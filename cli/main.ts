@@ -10,6 +10,7 @@ interface CommandEntry {
 
 export const COMMANDS: Record<string, CommandEntry> = {
   up: { summary: 'run nats-server (embedded), the simulator (--sim) and all agents', load: async () => (await import('./commands/up.ts')).upMain },
+  init: { summary: 'write identities, trusted keys and nats-server auth for separate processes; with --nats, create the streams', load: async () => (await import('./commands/init.ts')).initMain },
   sim: { summary: 'run the PVE-API simulator alone', load: async () => (await import('./commands/sim.ts')).simMain },
   agent: { summary: 'run one agent: sensing|analysis|decision|action|operator|workflows', load: async () => (await import('./commands/agent.ts')).agentMain },
   status: { summary: 'nodes, guests by layer, incidents, pending approvals', load: async () => (await import('./commands/status.ts')).statusMain },

@@ -1,8 +1,13 @@
-// GET /metrics for Prometheus: the process's one registry (every agent it runs registered there).
+// GET /metrics for Prometheus: the process's one registry (every agent it runs registered there),
+// or, for `up --replicas`, every agent process's metrics merged (cli/metrics-merge.ts).
+// GET /metrics.json: the same as prom-client's JSON, which the merge reads from each agent process.
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
 import { HomeostatError } from '../core/mod.ts';
+
+/** What the server reads: a registry, or anything that answers like one (a merge of several). */
+export type MetricsSource = Pick<Registry, 'metrics' | 'getMetricsAsJSON' | 'contentType'>;
 
 export interface MetricsServer {
   url: string;
@@ -10,11 +15,18 @@ export interface MetricsServer {
   close(): Promise<void>;
 }
 
-export async function startMetricsServer(opts: { registry: Registry; port: number; host?: string }): Promise<MetricsServer> {
+export async function startMetricsServer(opts: { registry: MetricsSource; port: number; host?: string }): Promise<MetricsServer> {
   const server = createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0];
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       res.writeHead(405, { Allow: 'GET, HEAD' }).end();
+      return;
+    }
+    if (path === '/metrics.json') {
+      opts.registry.getMetricsAsJSON().then(
+        (json) => res.writeHead(200, { 'Content-Type': 'application/json' }).end(req.method === 'HEAD' ? undefined : JSON.stringify(json)),
+        (e: unknown) => res.writeHead(500, { 'Content-Type': 'text/plain' }).end(`${(e as Error).message}\n`),
+      );
       return;
     }
     if (path !== '/metrics') {

@@ -64,14 +64,19 @@ export function natsServerConfig(c: NatsServerConfig): string {
     `listen: ${JSON.stringify(`${c.host}:${c.port}`)}`,
     `jetstream { store_dir: ${JSON.stringify(c.storeDir)} }`,
   ];
-  if (c.users) {
-    lines.push('authorization {', '  users = [');
-    for (const u of c.users) {
-      lines.push(`    { nkey: ${JSON.stringify(u.nkey)}, permissions: { publish: { allow: ${list(u.permissions.publish)} }, subscribe: { allow: ${list(u.permissions.subscribe)} }, allow_responses: true } }`);
-    }
-    lines.push('  ]', '}');
-  }
+  if (c.users) lines.push(natsAuthorization(c.users).trimEnd());
   if (c.extra) lines.push(c.extra);
+  return `${lines.join('\n')}\n`;
+}
+
+/** The `authorization` block alone: every identity's nkey and permissions (also what `homeostat
+ *  init` writes for servers it does not start, e.g. compose's: `nats-server -c <file> …`). */
+export function natsAuthorization(users: NatsUser[]): string {
+  const lines = ['authorization {', '  users = ['];
+  for (const u of users) {
+    lines.push(`    { nkey: ${JSON.stringify(u.nkey)}, permissions: { publish: { allow: ${list(u.permissions.publish)} }, subscribe: { allow: ${list(u.permissions.subscribe)} }, allow_responses: true } }`);
+  }
+  lines.push('  ]', '}');
   return `${lines.join('\n')}\n`;
 }
 

@@ -4,7 +4,7 @@ import { existsSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { HomeostatError, type AppLogger } from '../core/mod.ts';
 import { Bus, clearCurrentState, identityOfAgent, type Identity } from '../bus/mod.ts';
-import { AGENT_NAMES, createMetrics, loadAgent, startHeartbeat, type Heartbeat, type AgentHandle, type AgentName, type Config, type Metrics } from '../agents/mod.ts';
+import { AGENT_NAMES, createMetrics, loadAgent, startHeartbeat, type Heartbeat, type AgentHandle, type AgentName, type AgentOptions, type Config, type Metrics, type PveAccess } from '../agents/mod.ts';
 import type { Fleet } from '../fleet/manifest.ts';
 import type { PveApi } from '../fleet/pve-types.ts';
 import { startNatsServer, type NatsServerHandle } from './nats-server.ts';
@@ -30,10 +30,11 @@ export interface StackOptions {
   agentArgs?: (agent: AgentName, replica: number) => string[];
   /** The fleet manifest's file, for agent processes (default: the reference fleet). */
   fleetFile?: string;
-  /** `hooks`: every guest runs deploy/pve/homeostat-hook, reporting to sensing's receiver (needs services.alertmanagerPort). */
+  /** `hooks`: every guest runs deploy/pve/homeostat-hook, reporting to sensing's receiver (needs options.sensing.alertmanagerPort). */
   sim?: { port?: number; http?: boolean; timeScale?: number; tokenId?: string; tokenSecret?: string; keepState?: boolean; hooks?: boolean };
   agents?: readonly AgentName[];
-  services?: Record<string, unknown>;
+  /** Each agent's own options (typed per agent), and the heartbeat's. */
+  options?: AgentOptions;
   /** The deployment's identities. Default: `<dataDir>/creds/` with the embedded nats-server (which
    *  then runs with authentication on), else fresh keys in memory (used for signing only). */
   keyring?: Keyring;
@@ -62,6 +63,8 @@ export interface Stack {
   fingerprint?: string;
   sim?: SimulatorHandle;
   pve?: PveApi;
+  /** What the agents got as `ctx.pveAccess` (an extra agent a test starts next to the stack needs it too). */
+  pveAccess?: PveAccess;
   agents: Map<AgentName, AgentHandle>;
   /** Where the twin's hookscripts report (sim.hooks with a sensing receiver). */
   hookUrl?: string;
@@ -164,21 +167,24 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     const agents = new Map<AgentName, AgentHandle>();
     const buses = new Map<AgentName, Bus>();
     const beats = new Map<AgentName, Heartbeat>();
-    const startAgent = async (name: AgentName) => {
+    const pveAccess: PveAccess | undefined = pve && pveUrl ? { url: pveUrl, tokenId, tokenSecret, caPem, insecure: config.PVE_INSECURE } : undefined;
+    const given = opts.options ?? {};
+    // the keys this deployment trusts, unless the caller (or, standalone, the environment) says
+    const trust: AgentOptions = opts.standalone ? {} : {
+      action: { decisionKeys: [ring.get('decision').publicKey] },
+      decision: { operatorKeys: [ring.get('operator').publicKey, ring.get('operator-agent').publicKey] },
+    };
+    const optionsOf = <N extends AgentName>(name: N): NonNullable<AgentOptions[N]> => ({ ...trust[name], ...given[name] }) as NonNullable<AgentOptions[N]>;
+    const startAgent = async <N extends AgentName>(name: N) => {
       const mod = await loadAgent(name);
       const alog = log.child({ agent: name });
       const solo = opts.standalone;
       const identity = solo ? solo.identity : ring.get(identityOfAgent(name));
       const bus = await Bus.connect({ servers: natsUrl!, source: name, log: alog, onDeadLetter: (family, reason) => metrics.deadLetters.inc({ family, reason }), seed: solo ? solo.identity?.seed : seedOf(identityOfAgent(name)), caFile: config.NATS_CA });
-      const services = {
-        pveCaPem: caPem, pveInsecure: config.PVE_INSECURE, pveTokenId: tokenId, pveTokenSecret: tokenSecret,
-        ...(solo ? {} : { decisionKeys: [ring.get('decision').publicKey], operatorKeys: [ring.get('operator').publicKey, ring.get('operator-agent').publicKey] }),
-        ...(opts.services ?? {}),
-      };
-      const handle = await mod.start({ name, config, log: alog, bus, fleet, pve, pveUrl, services, identity, metrics });
+      const handle = await mod.start({ name, config, log: alog, bus, fleet, pve, pveAccess, options: optionsOf(name), identity, metrics });
       agents.set(name, handle);
       buses.set(name, bus);
-      const beat = startHeartbeat({ bus, agent: name, fleet: fleet.name, log: alog, services: opts.services, progress: handle.progress?.bind(handle) });
+      const beat = startHeartbeat({ bus, agent: name, fleet: fleet.name, log: alog, ...given.heartbeat, progress: handle.progress?.bind(handle) });
       beats.set(name, beat);
       void handle.stopped.then(async (r) => {
         await beat.stop();
@@ -219,7 +225,8 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
         const creds = auth ? ring.file(identityOfAgent(agent)) : undefined;
         return creds ? { ...env, NATS_CREDS: creds } : env;
       };
-      processes = await startAgentProcesses({ agents: AGENT_ORDER.filter((a) => wanted.includes(a)), replicas: opts.replicas, env: envFor, log, argsFor: opts.agentArgs });
+      // each serves its metrics on a free loopback port: `up` merges them into its own /metrics
+      processes = await startAgentProcesses({ agents: AGENT_ORDER.filter((a) => wanted.includes(a)), replicas: opts.replicas, env: envFor, log, argsFor: opts.agentArgs, metrics: true });
       cleanups.push(() => processes!.stop());
     } else {
       for (const name of AGENT_ORDER) if (wanted.includes(name)) await startAgent(name);
@@ -230,7 +237,8 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
 
     // the twin's hookscripts report to sensing's receiver, as a PVE node's would
     // (with replicas, sensing's first replica listens on the port it was given)
-    const givenPort = opts.replicas && typeof opts.services?.alertmanagerPort === 'number' && opts.services.alertmanagerPort > 0 ? opts.services.alertmanagerPort : undefined;
+    const amPort = given.sensing?.alertmanagerPort;
+    const givenPort = opts.replicas && amPort !== undefined && amPort > 0 ? amPort : undefined;
     const receiverPort = (agents.get('sensing') as { alertmanagerPort?: number } | undefined)?.alertmanagerPort ?? givenPort;
     const hookUrl = sim && opts.sim?.hooks && receiverPort !== undefined ? `http://127.0.0.1:${receiverPort}/pve/hook` : undefined;
     if (sim && hookUrl) {
@@ -251,6 +259,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       sim,
       hookUrl,
       pve,
+      pveAccess,
       agents,
       metrics,
       stopAgent,

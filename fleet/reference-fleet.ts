@@ -41,7 +41,7 @@ export function referenceFleet(): Fleet {
 
 /** A synthetic fleet for benchmarks: `guests` guests in `layers` layers over `nodes` nodes; each guest
  *  depends on up to two guests of the layer below. Boot times 1–8 s unless `bootMs` is given. */
-export function generateFleet(opts: { guests: number; layers: number; nodes?: number; bootMs?: (i: number) => number; seed?: number }): Fleet {
+export function generateFleet(opts: { guests: number; layers: number; nodes?: number; bootMs?: (i: number) => number; seed?: number; policies?: Record<string, unknown> }): Fleet {
   const nodeCount = opts.nodes ?? 3;
   let seed = opts.seed ?? 42;
   const rand = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
@@ -67,5 +67,6 @@ export function generateFleet(opts: { guests: number; layers: number; nodes?: nu
     name: `generated-${opts.guests}`,
     nodes: Array.from({ length: nodeCount }, (_, i) => ({ name: `node-${i}`, capacity: opts.guests })),
     guests: gs,
+    ...(opts.policies ? { policies: opts.policies } : {}),
   });
 }

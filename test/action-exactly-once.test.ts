@@ -34,7 +34,7 @@ beforeAll(async () => {
     agents: ['action'],
     timeScale: 0.5,
     policies: { guestRetries: 2, guestBootTimeoutMs: 15_000 },
-    services: { actionRetryBaseMs: 100, actionAckWaitMs: 3000, actionLeaseMs: 3000 },
+    options: { action: { retryBaseMs: 100, ackWaitMs: 3000, leaseMs: 3000 } },
   });
   bus = await Bus.connect({ servers: stack.natsUrl, source: 'test' });
   bus.nc.subscribe('fleet.actions.>', {

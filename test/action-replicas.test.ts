@@ -3,7 +3,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Bus, sealAction, subjects, type Action, type Envelope } from '../bus/mod.ts';
 import { createLogger, sleep } from '../core/mod.ts';
-import { loadAgent, loadConfig, type AgentHandle } from '../agents/mod.ts';
+import { loadAgent, loadConfig, type ActionOptions, type AgentHandle } from '../agents/mod.ts';
 import { testStack, type TestStack } from './helpers/stack.ts';
 import { until } from './helpers/bus.ts';
 
@@ -11,7 +11,7 @@ let stack: TestStack;
 let second: { bus: Bus; handle: AgentHandle } | undefined;
 const seen: Envelope<Action>[] = [];
 
-const services = { actionRetryBaseMs: 100, actionAckWaitMs: 3000, actionLeaseMs: 3000 };
+const action: ActionOptions = { retryBaseMs: 100, ackWaitMs: 3000, leaseMs: 3000 };
 
 /** A second action agent on its own connection and its own durable: it sees every approved action too. */
 async function startSecondAgent(): Promise<{ bus: Bus; handle: AgentHandle }> {
@@ -19,8 +19,8 @@ async function startSecondAgent(): Promise<{ bus: Bus; handle: AgentHandle }> {
   const log = createLogger(process.env.TEST_LOG_LEVEL ?? 'silent').child({ agent: 'action-2' });
   const bus = await Bus.connect({ servers: stack.natsUrl, source: 'action', log });
   const handle = await mod.start({
-    name: 'action', config: loadConfig({ LOG_LEVEL: 'silent' }), log, bus, fleet: stack.fleet, pve: stack.pve, pveUrl: stack.pveUrl,
-    services: { pveTokenId: stack.pveTokenId, pveTokenSecret: stack.pveTokenSecret, ...services, durableSuffix: '-second', decisionKeys: [stack.keyring.get('decision').publicKey] },
+    name: 'action', config: loadConfig({ LOG_LEVEL: 'silent' }), log, bus, fleet: stack.fleet, pve: stack.pve, pveAccess: stack.pveAccess,
+    options: { ...action, durableSuffix: '-second', decisionKeys: [stack.keyring.get('decision').publicKey] },
   });
   return { bus, handle };
 }
@@ -33,7 +33,7 @@ async function tasks(node: string, vmid: number, type: string): Promise<unknown[
 }
 
 beforeAll(async () => {
-  stack = await testStack({ agents: ['action'], timeScale: 0.2, policies: { guestRetries: 1 }, services });
+  stack = await testStack({ agents: ['action'], timeScale: 0.2, policies: { guestRetries: 1 }, options: { action } });
   second = await startSecondAgent();
   stack.bus.nc.subscribe('fleet.actions.>', { callback: (_e, m) => void seen.push(JSON.parse(new TextDecoder().decode(m.data)) as Envelope<Action>) });
 }, 60_000);

@@ -18,7 +18,7 @@ async function tasks(node: string, vmid: number, type: string): Promise<unknown[
 
 beforeAll(async () => {
   // the client gives up on an answer after 400 ms; PVE will take 700 ms for every call
-  stack = await testStack({ agents: ['action'], timeScale: 0.2, env: { PVE_TIMEOUT_MS: '400' }, policies: { guestRetries: 2 }, services: { actionRetryBaseMs: 100 } });
+  stack = await testStack({ agents: ['action'], timeScale: 0.2, env: { PVE_TIMEOUT_MS: '400' }, policies: { guestRetries: 2 }, options: { action: { retryBaseMs: 100 } } });
   stack.bus.nc.subscribe('fleet.actions.>', { callback: (_e, m) => void seen.push(JSON.parse(new TextDecoder().decode(m.data)) as Envelope<Action>) });
 }, 60_000);
 afterAll(async () => {

@@ -32,7 +32,7 @@ const dead: Envelope<DeadLetter>[] = [];
 
 async function startAnalysis(): Promise<void> {
   agentBus = await Bus.connect({ servers: inject('natsUrl'), source: 'analysis' });
-  handle = (await analysis.start({ name: 'analysis', config: loadConfig({}), log: createLogger('silent'), bus: agentBus, fleet, services: { analysis: { tickMs: 50 } } })) as AnalysisHandle;
+  handle = (await analysis.start({ name: 'analysis', config: loadConfig({}), log: createLogger('silent'), bus: agentBus, fleet, options: { tickMs: 50 } })) as AnalysisHandle;
 }
 
 async function stopAnalysis(): Promise<void> {

@@ -63,7 +63,7 @@ async function twin(bootMs: Record<number, number> = {}): Promise<Twin> {
     natsUrl: inject('natsUrl'),
     sim: { port: 0, http: true, timeScale: 0.05, tokenId: TOKEN_ID, tokenSecret: TOKEN_SECRET },
     agents: ['analysis', 'sensing'],
-    services: { pveTokenId: TOKEN_ID, pveTokenSecret: TOKEN_SECRET, analysis: { tickMs: 50 } },
+    options: { analysis: { tickMs: 50 } },
   });
   apiTag = `:${new URL(stack.pveUrl!).port}`;
   const auth = { authorization: `PVEAPIToken=${TOKEN_ID}=${TOKEN_SECRET}` };

@@ -29,7 +29,7 @@ afterAll(async () => {
   rmSync(dir, { recursive: true, force: true });
 }, 60_000);
 
-interface Ready { natsUrl: string; natsCreds: string; pveUrl: string; pveTokenId: string; pveTokenSecret: string; natsServers: { url: string; pid: number }[]; processes: { agent: string; pid: number }[] }
+interface Ready { metricsUrl: string; guests: number; natsUrl: string; natsCreds: string; pveUrl: string; pveTokenId: string; pveTokenSecret: string; natsServers: { url: string; pid: number }[]; processes: { agent: string; pid: number }[] }
 
 async function until<T>(what: string, ms: number, fn: () => Promise<T | undefined>, stepMs = 500): Promise<T> {
   const end = Date.now() + ms;
@@ -43,7 +43,7 @@ async function until<T>(what: string, ms: number, fn: () => Promise<T | undefine
 
 describe('NATS cluster and agent replicas', () => {
   it('loses nothing and doubles nothing when a nats-server and a replica of every agent are SIGKILLed', async () => {
-    upChild = spawn(process.execPath, [BIN, 'up', '--sim', '--http', '--nats-cluster', '3', '--replicas', '2', '--data-dir', dir, '--nats-port', '0', '--sim-port', '0', '--alertmanager-port', 'off', '--metrics-port', 'off', '--console-port', 'off'], {
+    upChild = spawn(process.execPath, [BIN, 'up', '--sim', '--http', '--nats-cluster', '3', '--replicas', '2', '--data-dir', dir, '--nats-port', '0', '--sim-port', '0', '--alertmanager-port', 'off', '--metrics-port', '0', '--console-port', 'off'], {
       env: { ...process.env, LOG_LEVEL: 'warn', NATS_URL: '' },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
@@ -78,6 +78,20 @@ describe('NATS cluster and agent replicas', () => {
       for (const v of VICTIMS) if (s.get(v) !== 'running' || !(await bus!.kv.fleetState.get(`guest.${v}`))) return undefined;
       return true;
     });
+
+    // up's /metrics merges every agent process's own: all of them answer, sensing's replicas
+    // count the guests of their nodes (together: the fleet), PVE reachable is the max, not a sum
+    const sample = (text: string, name: string, labels = '') => text.split('\n')
+      .filter((l) => l.startsWith(`${name}{`) || l.startsWith(`${name} `))
+      .filter((l) => l.includes(labels))
+      .reduce((sum, l) => sum + Number(l.slice(l.lastIndexOf(' ') + 1)), 0);
+    const merged = await until('the merged metrics counting every guest once', 60_000, async () => {
+      const text = await (await fetch(ready.metricsUrl)).text();
+      return sample(text, 'homeostat_guests') === ready.guests ? text : undefined;
+    });
+    expect(sample(merged, 'homeostat_metrics_sources', 'state="answered"')).toBe(ready.processes.length);
+    expect(sample(merged, 'homeostat_pve_up')).toBe(1);
+    expect(sample(merged, 'process_resident_memory_bytes')).toBeGreaterThan(ready.processes.length * 20e6);
 
     // the sensing replicas divide the nodes: who holds which node now
     const leases = async () => {

@@ -19,7 +19,7 @@ const errors: string[] = [];
 describe.skipIf(!hasBrowser)('web console in Chromium', () => {
   beforeAll(async () => {
     // approvals wait long enough for a browser to click
-    stack = await testStack({ source: 'console-test', services: { advisor: null }, policies: { approvalTimeoutMs: 60_000 } });
+    stack = await testStack({ source: 'console-test', options: { decision: { advisor: null } }, policies: { approvalTimeoutMs: 60_000 } });
     consoleBus = await Bus.connect({ servers: stack.natsUrl, source: 'console' });
     server = await startConsole({ bus: consoleBus, fleet: stack.fleet, log: createLogger('silent'), port: 0, signer: stack.keyring.get('operator').signer });
     browser = await launchBrowser();

@@ -22,7 +22,7 @@ const ended = new Set<string>();
 beforeAll(async () => {
   process.on('unhandledRejection', onRejection);
   // every periodic task runs several times during the outage; the approval expires during it
-  stack = await testStack({ source: 'crash-safety', policies: { approvalTimeoutMs: 4000 }, services: { decisionReconcileMs: 300, reconcileMs: 300 } });
+  stack = await testStack({ source: 'crash-safety', policies: { approvalTimeoutMs: 4000 }, options: { decision: { reconcileMs: 300 }, analysis: { reconcileMs: 300 } } });
   for (const [name, h] of stack.agents) void h.stopped.then(() => ended.add(name));
 }, 60_000);
 afterAll(async () => {

@@ -65,7 +65,7 @@ beforeAll(async () => {
   stack = await testStack({
     agents: ['action', 'decision'],
     policies: { approvalTimeoutMs: 1500, flap: { maxRemediations: 2, windowMs: 600_000 }, guestBootTimeoutMs: 2000, cooldownMs: 0 },
-    services: { advisor: fakeAdvisor, failoverTimeoutMs: 500, actionRetryBaseMs: 100 },
+    options: { decision: { advisor: fakeAdvisor, failoverTimeoutMs: 500 }, action: { retryBaseMs: 100 } },
   });
   bus = await Bus.connect({ servers: stack.natsUrl, source: 'test' });
   rec = new Recorder(bus);
@@ -273,7 +273,7 @@ describe('decision agent in dry-run', () => {
   let dry: TestStack;
   let dbus: Bus;
   beforeAll(async () => {
-    dry = await testStack({ agents: ['action', 'decision'], policies: { dryRun: true }, services: { advisor: null } });
+    dry = await testStack({ agents: ['action', 'decision'], policies: { dryRun: true }, options: { decision: { advisor: null } } });
     dbus = await Bus.connect({ servers: dry.natsUrl, source: 'test' });
   }, 60_000);
   afterAll(async () => {

@@ -50,7 +50,7 @@ describe('a consumer that stops making progress', () => {
     const stalledSeen: AgentEvent[] = [];
     const sub = bus.subscribe<AgentEvent>('fleet.events.agent.stalltest', (env) => void stalledSeen.push({ ...env.data, reason: `${env.type}: ${env.data.reason}` }));
     const consumer = await bus.consume({ durable, filter: 'fleet.events.node.stall-node', handler: () => gate });
-    const hb = startHeartbeat({ bus, agent: 'stalltest', fleet: 'stall', log: createLogger('silent'), services: { heartbeatMs: 100, stallMs: 600 } });
+    const hb = startHeartbeat({ bus, agent: 'stalltest', fleet: 'stall', log: createLogger('silent'), heartbeatMs: 100, stallMs: 600 });
     try {
       for (let i = 0; i < 3; i++) await bus.publish('fleet.events.node.stall-node', 'NodeUp', { node: 'stall-node', status: 'online', reachable: true });
       const stalled = await until(() => stalledSeen.find((e) => e.reason.startsWith('AgentStalled')), 10_000);
@@ -76,7 +76,7 @@ describe('a consumer that stops making progress', () => {
 describe('homeostat doctor on a stack', () => {
   let stack: TestStack;
   beforeAll(async () => {
-    stack = await testStack({ source: 'doctor', services: { heartbeatMs: 300, stallMs: 3000, analysis: { agentDownMs: 2000, heartbeatCheckMs: 200 } } });
+    stack = await testStack({ source: 'doctor', options: { heartbeat: { heartbeatMs: 300, stallMs: 3000 }, analysis: { agentDownMs: 2000, heartbeatCheckMs: 200 } } });
   }, 60_000);
   afterAll(async () => {
     await stack?.stop();

@@ -15,7 +15,7 @@ import { parseExposition, sample, type Sample } from './helpers/prom.ts';
 let stack: TestStack;
 let server: MetricsServer;
 beforeAll(async () => {
-  stack = await testStack({ source: 'metrics-test', services: { advisor: null } });
+  stack = await testStack({ source: 'metrics-test', options: { decision: { advisor: null } } });
   server = await startMetricsServer({ registry: stack.metrics.registry, port: 0 });
 }, 60_000);
 afterAll(async () => {

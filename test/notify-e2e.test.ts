@@ -27,9 +27,9 @@ beforeAll(async () => {
   hook = await startHttpReceiver();
   stack = await testStack({
     source: 'notify-e2e',
-    policies: { approvalTimeoutMs: 8000 },
+    policies: { approvalTimeoutMs: 12_000 },
     env: { HOMEOSTAT_NOTIFY: `${hook.url}/homeostat?name=ops`, HOMEOSTAT_NOTIFY_GROUP_WAIT_MS: String(GROUP_WAIT_MS), HOMEOSTAT_NOTIFY_GROUP_INTERVAL_MS: '1500' },
-    services: { notifyTickMs: 100, heartbeatMs: 300 },
+    options: { notify: { tickMs: 100 }, heartbeat: { heartbeatMs: 300 } },
   });
 }, 60_000);
 afterAll(async () => {
@@ -43,17 +43,19 @@ describe('notifications end to end', () => {
   it('a protected guest crashes: one approval-waiting notification for the incident, then its timeout', async () => {
     const t0 = new Date();
     await stack.api.fault('crash', PROTECTED);
-    const requested = await until(async () => {
+    const requestedEnv = await until(async () => {
       const evs = await replayStored(stack.bus, 'fleet.actions.requested', t0);
-      return evs.map((e) => e.env.data as Action).find((a) => a.target.vmid === PROTECTED && a.needsApproval);
+      return evs.find((e) => (e.env.data as Action).target.vmid === PROTECTED && (e.env.data as Action).needsApproval)?.env;
     }, 15_000, 100, 'an approval request for the protected guest');
-    expect(hook.requests).toHaveLength(0); // the group waits for more of the same incident
+    const requested = requestedEnv.data as Action;
 
     await until(() => hook.requests.length > 0, 10_000, 50, 'the first notification');
     const first = posted()[0];
     expect(first).toMatchObject({ status: 'firing', groupKey: `incident:${requested.incidentId}` });
     expect(first.items).toEqual([expect.objectContaining({ key: `approval:${requested.actionId}`, kind: 'approval', status: 'firing', vmid: PROTECTED, hint: `homeostat approve ${requested.actionId}  (or: homeostat deny ${requested.actionId})` })]);
     expect(first.title).toMatch(/^Approval waiting: start homeassistant \(200\)/);
+    // the group waited for more of the same incident before telling anyone
+    expect(Date.parse((first as Posted & { sentAt: string }).sentAt) - Date.parse(requestedEnv.ts)).toBeGreaterThanOrEqual(GROUP_WAIT_MS);
     // the incident sent several messages the agent reads (incident, decision, approval request) in the window
     const seen = (await replayStored(stack.bus, 'fleet.>', t0)).filter((e) => /^fleet\.(incidents|decisions|actions)\./.test(e.subject) && JSON.stringify(e.env.data).includes(requested.incidentId!));
     expect(seen.length).toBeGreaterThanOrEqual(3);

@@ -17,7 +17,7 @@ const seen: Envelope<Alert>[] = [];
 
 beforeAll(async () => {
   bus = await Bus.connect({ servers: inject('natsUrl'), source: 'sensing' });
-  handle = await sensing.start({ name: 'sensing', config: loadConfig({}), log: createLogger('silent'), bus, fleet, services: { alertmanagerPort: 0 } }) as SensingHandle;
+  handle = await sensing.start({ name: 'sensing', config: loadConfig({}), log: createLogger('silent'), bus, fleet, options: { alertmanagerPort: 0 } }) as SensingHandle;
   base = `http://127.0.0.1:${handle.alertmanagerPort}`;
   const sub = bus.nc.subscribe(patterns.alerts);
   void (async () => {

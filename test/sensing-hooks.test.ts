@@ -27,7 +27,7 @@ beforeAll(async () => {
   if (!haveClient) return;
   stack = await testStack({
     hooks: true, agents: ['sensing'], policies: { senseIntervalMs: 30_000 },
-    services: { alertmanagerPort: 0, hookToken: TOKEN },
+    options: { sensing: { alertmanagerPort: 0, hookToken: TOKEN } },
   });
   // the embedded twin reports with the stack's token; here sensing wants TOKEN
   stack.sim.state.hooks.env.HOMEOSTAT_HOOK_TOKEN = TOKEN;

@@ -76,7 +76,6 @@ beforeAll(async () => {
     natsUrl: inject('natsUrl'),
     sim: { port: 0, http: true, timeScale: 0.05, tokenId: TOKEN_ID, tokenSecret: TOKEN_SECRET },
     agents: ['sensing'],
-    services: { pveTokenId: TOKEN_ID, pveTokenSecret: TOKEN_SECRET },
   });
   port.v = Number(new URL(stack.pveUrl!).port);
 });
@@ -157,7 +156,7 @@ describe('sensing against the simulator', () => {
 });
 
 describe('sensing against the simulator over HTTPS', () => {
-  it('trusts the self-signed certificate through services.pveCaPem and probes /sim/health over TLS', async () => {
+  it('trusts the self-signed certificate through ctx.pveAccess and probes /sim/health over TLS', async () => {
     const name = `${NAME}s`;
     const m = structuredClone(REFERENCE_MANIFEST);
     const off = OFF + 5000;
@@ -172,7 +171,7 @@ describe('sensing against the simulator over HTTPS', () => {
     void (async () => {
       for await (const msg of sub) got.push(JSON.parse(msg.string()) as Envelope<GuestEvent>);
     })();
-    // the stack hands the simulator's certificate and token to the agents as services
+    // the stack hands the simulator's certificate and token to the agents (ctx.pveAccess)
     const tls = await startStack({ config: loadConfig({}), fleet: tlsFleet, log: createLogger('silent'), natsUrl: inject('natsUrl'), sim: { port: 0, timeScale: 0.05 }, agents: ['sensing'] });
     try {
       expect(tls.pveUrl).toMatch(/^https:/);

@@ -26,7 +26,7 @@ async function tasks(node: string, vmid: number): Promise<unknown[]> {
 }
 
 beforeAll(async () => {
-  stack = await testStack({ agents: ['action'], services: { actionAckWaitMs: 3000, actionLeaseMs: 3000 } });
+  stack = await testStack({ agents: ['action'], options: { action: { ackWaitMs: 3000, leaseMs: 3000 } } });
   stack.bus.nc.subscribe('fleet.>', { callback: (_e, m) => void seen.push({ subject: m.subject, env: JSON.parse(new TextDecoder().decode(m.data)) as Envelope<unknown> }) });
   await stack.bus.nc.flush();
 }, 60_000);

@@ -42,7 +42,7 @@ beforeAll(async () => {
   stack = await testStack({
     agents: ['action', 'decision'],
     policies: { approvalTimeoutMs: 60_000, cooldownMs: 0 },
-    services: { advisor: new OllamaAdvisor({ host: double.url, model: 'qwen2.5:7b-instruct', timeoutMs: 2000 }) },
+    options: { decision: { advisor: new OllamaAdvisor({ host: double.url, model: 'qwen2.5:7b-instruct', timeoutMs: 2000 }) } },
   });
   for (const p of ['fleet.actions.>', 'fleet.decisions.>']) {
     stack.bus.nc.subscribe(p, { callback: (_e, m) => void seen.push({ subject: m.subject, env: JSON.parse(new TextDecoder().decode(m.data)) }) });

@@ -17,7 +17,7 @@ describe('dry-run failover', () => {
   let stack: TestStack;
   let seen: ReturnType<typeof record>;
   beforeAll(async () => {
-    stack = await testStack({ policies: { dryRun: true }, services: { advisor: null } });
+    stack = await testStack({ policies: { dryRun: true }, options: { decision: { advisor: null } } });
     seen = record(stack);
   }, 60_000);
   afterAll(async () => {
@@ -52,7 +52,7 @@ describe('chaos against a protected guest', () => {
   let stack: TestStack;
   let seen: ReturnType<typeof record>;
   beforeAll(async () => {
-    stack = await testStack({ agents: ['action', 'decision'], policies: { approvalTimeoutMs: 60_000 }, services: { advisor: null } });
+    stack = await testStack({ agents: ['action', 'decision'], policies: { approvalTimeoutMs: 60_000 }, options: { decision: { advisor: null } } });
     seen = record(stack);
   }, 60_000);
   afterAll(async () => {

@@ -6,7 +6,7 @@ import { decode, DesiredState, HeartbeatRecord, kvList, patterns, type Action, t
 import { backoffMs, retry, sleep } from '../../core/mod.ts';
 import { agentHandle, every, type AgentHandle, type AgentModule } from '../runtime/agent.ts';
 import { Analyzer } from './analyzer.ts';
-import { analysisOptions } from './options.ts';
+import { analysisOptions, type AnalysisOptions } from './options.ts';
 import { LatencyLog } from './latency.ts';
 import { IncidentMetrics } from './metrics.ts';
 import { Outbox, OUTBOX_HIGH_WATER } from './outbox.ts';
@@ -14,7 +14,7 @@ import { serveIncidentCommands } from './commands.ts';
 import { DESIRED_PREFIX, rebuild, reconcileWithKv, vmidOfDesiredKey } from './rebuild.ts';
 
 export { Analyzer, type Output } from './analyzer.ts';
-export { tuningFor, type Tuning } from './options.ts';
+export { tuningFor, type AnalysisOptions, type Tuning } from './options.ts';
 
 export interface AnalysisHandle extends AgentHandle {
   /** The live analyzer (read-only use: tests and status). */
@@ -29,7 +29,7 @@ const enc = new TextDecoder();
 /** Event ids remembered from the fast path (a burst of a 5,000-guest fleet, with room). */
 const APPLIED_MAX = 20_000;
 
-export const agent: AgentModule = {
+export const agent: AgentModule<AnalysisOptions> = {
   name: 'analysis',
   async start(ctx): Promise<AnalysisHandle> {
     const { tuning, durablePrefix } = analysisOptions(ctx);

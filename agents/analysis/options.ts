@@ -1,10 +1,9 @@
 // Analysis tuning: the thresholds are the manifest's `policies.alerts`; the grouping windows are
 // derived from the sense interval (what the loop can actually see) and may be overridden through
-// services.analysis for tests.
-import { z } from 'zod';
+// the agent's options (tests).
 import { token } from '../../bus/mod.ts';
 import type { Fleet, Policies } from '../../fleet/manifest.ts';
-import { parseServices, type AgentContext } from '../runtime/agent.ts';
+import type { AgentContext } from '../runtime/agent.ts';
 
 export interface Tuning {
   alerts: Policies['alerts'];
@@ -27,21 +26,13 @@ export interface Tuning {
   heartbeatCheckMs: number;
 }
 
-const Overrides = z.object({
-  groupWindowMs: z.number().int().min(0).optional(),
-  symptomGraceMs: z.number().int().min(0).optional(),
-  bootGraceMs: z.number().int().min(0).optional(),
-  staleMetricsMs: z.number().int().min(0).optional(),
-  tickMs: z.number().int().min(10).optional(),
-  evidenceGraceMs: z.number().int().min(0).optional(),
-  reconcileMs: z.number().int().min(100).optional(),
-  agentDownMs: z.number().int().min(0).optional(),
-  heartbeatCheckMs: z.number().int().min(50).optional(),
+/** The agent's options: any tuning value, and the durable consumers' prefix. */
+export interface AnalysisOptions extends Partial<Omit<Tuning, 'alerts'>> {
   /** Prefix of the durable consumer names (default analysis-<fleet name>). */
-  durablePrefix: z.string().regex(/^[A-Za-z0-9_-]{1,100}$/).optional(),
-}).strict();
+  durablePrefix?: string;
+}
 
-export function tuningFor(fleet: Fleet, overrides: z.infer<typeof Overrides> = {}): Tuning {
+export function tuningFor(fleet: Fleet, overrides: AnalysisOptions = {}): Tuning {
   const p = fleet.policies;
   const sense = p.senseIntervalMs;
   return {
@@ -58,7 +49,7 @@ export function tuningFor(fleet: Fleet, overrides: z.infer<typeof Overrides> = {
   };
 }
 
-export function analysisOptions(ctx: AgentContext): { tuning: Tuning; durablePrefix: string } {
-  const o = parseServices(Overrides, ctx.services?.analysis, 'services.analysis');
+export function analysisOptions(ctx: AgentContext<AnalysisOptions>): { tuning: Tuning; durablePrefix: string } {
+  const o = ctx.options;
   return { tuning: tuningFor(ctx.fleet, o), durablePrefix: o.durablePrefix ?? `analysis-${token(ctx.fleet.name)}` };
 }

@@ -14,10 +14,6 @@ export type Consultation =
   | { used: true; proposal: Proposal; confidence: number; discarded?: string }
   | { used: false; discarded: string };
 
-function isAdvisor(x: unknown): x is Advisor {
-  return typeof x === 'object' && x !== null && typeof (x as Advisor).propose === 'function' && typeof (x as Advisor).available === 'function';
-}
-
 export interface AdvisorSettings {
   host: string;
   model: string;
@@ -30,10 +26,10 @@ export class AdvisorSeam {
   private lastAvailable: boolean | undefined;
   private readonly ctl = new AbortController();
 
-  /** `service`: an Advisor; null = none; undefined = an OllamaAdvisor from the config. */
-  constructor(service: unknown, settings: AdvisorSettings, private readonly bus: Bus, private readonly fleet: Fleet, private readonly log: Logger, private readonly timeoutMs: number, private readonly metrics?: Metrics) {
-    if (service === undefined) this.advisor = new OllamaAdvisor({ host: settings.host, model: settings.model, timeoutMs: settings.timeoutMs });
-    else if (isAdvisor(service)) this.advisor = service;
+  /** `given`: an Advisor; null = none; undefined = an OllamaAdvisor from the config. */
+  constructor(given: Advisor | null | undefined, settings: AdvisorSettings, private readonly bus: Bus, private readonly fleet: Fleet, private readonly log: Logger, private readonly timeoutMs: number, private readonly metrics?: Metrics) {
+    if (given === undefined) this.advisor = new OllamaAdvisor({ host: settings.host, model: settings.model, timeoutMs: settings.timeoutMs });
+    else if (given) this.advisor = given;
   }
 
   get configured(): boolean {

@@ -2,10 +2,9 @@
 // runbook is unsure, and the policy gate (policy.ts) as the last word on every proposal.
 // Consumes fleet.incidents.> and fleet.actions.> (durable), serves approve/deny/approvals/action/
 // hold.clear/holds on fleet.cmd.*, keeps its state in fleet-state (store.ts) so a restart resumes.
-import { z } from 'zod';
 import { DEDUP_WINDOW_MS, HomeostatError, patterns, type Action, type Incident, type Stoppable } from '../../bus/mod.ts';
-import { agentHandle, every, parseServices, type AgentModule } from '../runtime/agent.ts';
-import { AdvisorSeam } from './advisor.ts';
+import { agentHandle, every, type AgentModule } from '../runtime/agent.ts';
+import { AdvisorSeam, type Advisor } from './advisor.ts';
 import { serveSilences, sweepSilences } from './silences.ts';
 import { serveCommands } from './commands.ts';
 import { DecisionEngine } from './engine.ts';
@@ -20,33 +19,34 @@ export { DecisionEngine } from './engine.ts';
 /** A KV record younger than this may still have its event on the way: not reconciled yet. */
 const RECONCILE_SETTLED_MS = 5000;
 
-const DecisionServices = z.object({
+export interface DecisionOptions {
   /** An Advisor (llm/); null = none; absent = an OllamaAdvisor from OLLAMA_HOST / OLLAMA_MODEL. */
-  advisor: z.unknown().optional(),
-  /** How long a failover request waits for the workflows agent before it becomes an operator notice. */
-  failoverTimeoutMs: z.number().int().min(100).default(5000),
+  advisor?: Advisor | null;
+  /** How long a failover request waits for the workflows agent before it becomes an operator notice (default 5 s). */
+  failoverTimeoutMs?: number;
   /** Durable consumer names get this suffix (several stacks on one NATS server in tests). */
-  durableSuffix: z.string().regex(/^[A-Za-z0-9_-]*$/).default(''),
-  /** How often open/resolved incidents in KV are compared with the cases held (also after a reconnect). */
-  decisionReconcileMs: z.number().int().min(100).default(30_000),
+  durableSuffix?: string;
+  /** How often open/resolved incidents in KV are compared with the cases held, also after a reconnect (default 30 s). */
+  reconcileMs?: number;
   /** Operators whose signed approvals count (public keys); default HOMEOSTAT_OPERATOR_KEYS. */
-  operatorKeys: z.array(z.string()).optional(),
-  /** How long a sealed action may wait for the action agent before it expires. */
-  actionTtlMs: z.number().int().min(1000).default(DEDUP_WINDOW_MS),
-}).passthrough();
+  operatorKeys?: string[];
+  /** How long a sealed action may wait for the action agent before it expires (default the dedup window). */
+  actionTtlMs?: number;
+}
 
-export const agent: AgentModule = {
+export const agent: AgentModule<DecisionOptions> = {
   name: 'decision',
   async start(ctx) {
-    const services = parseServices(DecisionServices, ctx.services);
+    const o = ctx.options;
+    const failoverTimeoutMs = Math.max(100, o.failoverTimeoutMs ?? 5000);
     const log = ctx.log;
     const store = new DecisionStore(ctx.bus.kv.fleetState);
     const settings = { host: ctx.config.OLLAMA_HOST, model: ctx.config.OLLAMA_MODEL, timeoutMs: ctx.config.OLLAMA_TIMEOUT_MS };
-    const advisor = new AdvisorSeam(services.advisor, settings, ctx.bus, ctx.fleet, log, ctx.config.OLLAMA_TIMEOUT_MS + 1000, ctx.metrics);
+    const advisor = new AdvisorSeam(o.advisor, settings, ctx.bus, ctx.fleet, log, ctx.config.OLLAMA_TIMEOUT_MS + 1000, ctx.metrics);
     const dryRun = ctx.config.HOMEOSTAT_DRY_RUN || ctx.fleet.policies.dryRun;
     if (!ctx.identity) throw new HomeostatError('HOMEOSTAT_ERR_CONFIG', 'NATS_CREDS: the decision agent signs what it approves with its identity; expected its nkey seed file (<data-dir>/creds/decision.nk)');
-    const operatorKeys = services.operatorKeys ?? ctx.config.HOMEOSTAT_OPERATOR_KEYS ?? [];
-    const engine = new DecisionEngine({ bus: ctx.bus, log, fleet: ctx.fleet, store, advisor, dryRun, failoverTimeoutMs: services.failoverTimeoutMs, signer: ctx.identity.signer, actionTtlMs: services.actionTtlMs, metrics: ctx.metrics });
+    const operatorKeys = o.operatorKeys ?? ctx.config.HOMEOSTAT_OPERATOR_KEYS ?? [];
+    const engine = new DecisionEngine({ bus: ctx.bus, log, fleet: ctx.fleet, store, advisor, dryRun, failoverTimeoutMs, signer: ctx.identity.signer, actionTtlMs: Math.max(1000, o.actionTtlMs ?? DEDUP_WINDOW_MS), metrics: ctx.metrics });
     const stoppables: Stoppable[] = [];
     let stopping = false;
     const stop = async () => {
@@ -63,14 +63,14 @@ export const agent: AgentModule = {
       stoppables.push(every(60_000, () => sweepSilences(ctx.bus), log));
       await engine.start();
       stoppables.push(await ctx.bus.consume<Action>({
-        durable: `decision-actions${services.durableSuffix}`,
+        durable: `decision-actions${o.durableSuffix ?? ''}`,
         filter: patterns.actions,
         handler: (env, msg) => engine.onAction(env, msg.subject),
       }));
       stoppables.push(await ctx.bus.consume<Incident>({
-        durable: `decision-incidents${services.durableSuffix}`,
+        durable: `decision-incidents${o.durableSuffix ?? ''}`,
         filter: patterns.incidents,
-        ackWaitMs: ctx.config.OLLAMA_TIMEOUT_MS + services.failoverTimeoutMs + 30_000,
+        ackWaitMs: ctx.config.OLLAMA_TIMEOUT_MS + failoverTimeoutMs + 30_000,
         // cases are serial each (engine.serial); a slow advisor on one must not hold up a crash elsewhere
         concurrency: 16,
         handler: (env, msg) => engine.onIncident(env, msg.subject),
@@ -79,7 +79,7 @@ export const agent: AgentModule = {
         const n = await engine.reconcile(RECONCILE_SETTLED_MS);
         if (n) log.info({ incidents: n }, 'incidents reconciled from KV (their events were missed)');
       };
-      stoppables.push(every(services.decisionReconcileMs, reconcile, log));
+      stoppables.push(every(Math.max(100, o.reconcileMs ?? 30_000), reconcile, log));
       stoppables.push(ctx.bus.onReconnect(() => {
         // events of the outage still arrive from the stream first; then compare with KV
         setTimeout(() => void (stopping ? Promise.resolve() : reconcile()).catch((e: unknown) => log.warn({ err: (e as Error).message }, 'reconcile after reconnect failed')), RECONCILE_SETTLED_MS);

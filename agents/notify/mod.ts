@@ -3,12 +3,11 @@
 // decisions, actions, incidents and workflow ends; groups and deliveries live in the `notify` KV
 // bucket, so restarts and replicas neither lose nor repeat a notification. Without notifiers
 // (HOMEOSTAT_NOTIFY or the manifest's notify.urls) it stays idle: no consumers at all.
-import { z } from 'zod';
 import { IncidentRecord, kvGet, kvKeys, type Stoppable } from '../../bus/mod.ts';
 import { HomeostatError } from '../../core/mod.ts';
 import type { Fleet } from '../../fleet/manifest.ts';
 import { parseNotifierList, type NotifierTarget } from '../../fleet/notify-targets.ts';
-import { agentHandle, every, parseServices, type AgentHandle, type AgentModule } from '../runtime/agent.ts';
+import { agentHandle, every, type AgentHandle, type AgentModule } from '../runtime/agent.ts';
 import type { Config } from '../runtime/config.ts';
 import { Dispatcher, type NotifierHealth } from './dispatcher.ts';
 import type { RetryPolicy, Timing } from './model.ts';
@@ -48,12 +47,14 @@ export function notifySettings(config: Config, fleet: Fleet): NotifySettings {
 }
 
 /** Tests shorten the scan and the retries; production keeps the defaults. */
-const NotifyServices = z.object({
-  notifyTickMs: z.number().int().min(10).max(60_000).optional(),
-  notifyRetry: z.object({ baseMs: z.number().int().min(1), maxMs: z.number().int().min(1), attempts: z.number().int().min(1) }).optional(),
-  notifyClaimMs: z.number().int().min(100).optional(),
-  notifyReconcileMs: z.number().int().min(100).optional(),
-}).passthrough();
+export interface NotifyOptions {
+  /** How often due groups are looked at (default from the grouping timings, 50 ms to 1 s). */
+  tickMs?: number;
+  retry?: RetryPolicy;
+  claimMs?: number;
+  /** How often open groups are compared with the incidents in KV (default 1 min). */
+  reconcileMs?: number;
+}
 
 /** Delivery retries: 2 s doubling up to 5 min, 10 attempts (about 20 minutes in all). */
 const RETRY: RetryPolicy = { baseMs: 2000, maxMs: 300_000, attempts: 10 };
@@ -63,11 +64,11 @@ export interface NotifyHandle extends AgentHandle {
   notifiers(): NotifierHealth[];
 }
 
-export const agent: AgentModule = {
+export const agent: AgentModule<NotifyOptions> = {
   name: 'notify',
   async start(ctx): Promise<NotifyHandle> {
     const { bus, fleet, log } = ctx;
-    const services = parseServices(NotifyServices, ctx.services);
+    const o = ctx.options;
     const settings = notifySettings(ctx.config, fleet);
     if (!settings.targets.length) {
       log.info('no notifiers configured (HOMEOSTAT_NOTIFY or the manifest\'s notify.urls): nothing to send');
@@ -76,14 +77,14 @@ export const agent: AgentModule = {
     const store = new GroupStore(bus.kv.notify, log);
     await store.start();
     const dispatcher = new Dispatcher({
-      store, senders: settings.targets.map((t) => createSender(t)), timing: settings.timing, retry: services.notifyRetry ?? RETRY,
-      fleet: fleet.name, log, metrics: ctx.metrics, claimMs: services.notifyClaimMs,
+      store, senders: settings.targets.map((t) => createSender(t)), timing: settings.timing, retry: o.retry ?? RETRY,
+      fleet: fleet.name, log, metrics: ctx.metrics, claimMs: o.claimMs,
     });
     const silences = new SilenceFilter(bus, log);
     const t = settings.timing;
-    const tickMs = services.notifyTickMs ?? Math.min(1000, Math.max(50, Math.floor(Math.min(t.groupWaitMs || 1000, t.groupIntervalMs || 1000) / 4)));
+    const tickMs = o.tickMs ?? Math.min(1000, Math.max(50, Math.floor(Math.min(t.groupWaitMs || 1000, t.groupIntervalMs || 1000) / 4)));
     const ticker = every(tickMs, () => dispatcher.tick(), log);
-    const reconciler = every(services.notifyReconcileMs ?? 60_000, () => dispatcher.reconcile(async (id) => {
+    const reconciler = every(Math.max(100, o.reconcileMs ?? 60_000), () => dispatcher.reconcile(async (id) => {
       // no record: not an incident of analysis' (a workflow's or an operator's case): leave it
       const inc = await kvGet(bus.kv.incidents, kvKeys.incident(id), IncidentRecord);
       return !inc || inc.value.status === 'open';

@@ -1,7 +1,6 @@
 // The operator agent: answers status/incidents/trace requests and chat, over request-reply.
-import { z } from 'zod';
 import { ChatRequest, subjects, type CommandRequest } from '../../bus/mod.ts';
-import { agentHandle, parseServices, type AgentModule } from '../runtime/agent.ts';
+import { agentHandle, type AgentModule } from '../runtime/agent.ts';
 import { OllamaPhraser } from '../../llm/mod.ts';
 import { answerChat, type Phraser } from './chat.ts';
 import { fleetStatus, openIncidents } from './queries.ts';
@@ -12,18 +11,16 @@ export { parseIntent, type Intent } from './intents.ts';
 export { fleetStatus, openIncidents, pendingApprovals, type FleetStatus, type GuestStatus } from './queries.ts';
 export { traceIncident, type Trace, type TraceEntry } from './trace.ts';
 
-const isPhraser = (v: unknown): v is Phraser => typeof v === 'object' && v !== null && typeof (v as { phrase?: unknown }).phrase === 'function';
+export interface OperatorOptions {
+  /** A Phraser, null = none (tests), absent = the local Ollama model from config. */
+  phraser?: Phraser | null;
+}
 
-/** services.phraser: a Phraser, null = none (tests), absent = the local Ollama model from config. */
-const OperatorServices = z.object({
-  phraser: z.custom<Phraser>(isPhraser, 'expected a Phraser (an object with phrase())').nullable().optional(),
-}).passthrough();
-
-export const agent: AgentModule = {
+export const agent: AgentModule<OperatorOptions> = {
   name: 'operator',
   async start(ctx) {
     const { bus, fleet } = ctx;
-    const { phraser: given } = parseServices(OperatorServices, ctx.services);
+    const given = ctx.options.phraser;
     const phraser = given === null ? undefined
       : given ?? new OllamaPhraser({ host: ctx.config.OLLAMA_HOST, model: ctx.config.OLLAMA_MODEL, timeoutMs: Math.min(ctx.config.OLLAMA_TIMEOUT_MS, 10_000) });
     const served = [

@@ -10,7 +10,18 @@ import type { Metrics } from './metrics.ts';
 export const AGENT_NAMES = ['sensing', 'analysis', 'decision', 'action', 'operator', 'workflows', 'notify'] as const;
 export type AgentName = (typeof AGENT_NAMES)[number];
 
-export interface AgentContext {
+/** How the process reaches the PVE API (the simulator's, with `--sim`): what the agents' own
+ *  HTTP probes of /sim/* need besides the client. */
+export interface PveAccess {
+  url: string;
+  tokenId?: string;
+  tokenSecret?: string;
+  caPem?: string;
+  insecure: boolean;
+}
+
+/** `O`: the agent's own options (each agent declares its type; absent fields take defaults). */
+export interface AgentContext<O = object> {
   name: string;
   config: Config;
   log: AppLogger;
@@ -18,10 +29,9 @@ export interface AgentContext {
   fleet: Fleet;
   /** Present when PVE_URL (or the embedded simulator) is configured. */
   pve?: PveApi;
-  /** Base URL of the PVE API (for the simulator's /sim/health probes). */
-  pveUrl?: string;
-  /** Extra services an agent may need (advisor, http ports), keyed by name; optional. */
-  services: Record<string, unknown>;
+  /** Present with `pve`. */
+  pveAccess?: PveAccess;
+  options: O;
   /** The agent's own identity (its NATS nkey): the decision agent signs approved actions with it. */
   identity?: Identity;
   /** The process's metrics (one registry per process); absent in tests that start an agent bare. */
@@ -44,9 +54,9 @@ export interface AgentHandle {
   progress?(now: number, stallMs: number): AgentProgress;
 }
 
-export interface AgentModule {
+export interface AgentModule<O = object> {
   name: AgentName;
-  start(ctx: AgentContext): Promise<AgentHandle>;
+  start(ctx: AgentContext<O>): Promise<AgentHandle>;
 }
 
 /** Builds the handle from a list of cleanup steps; `fail(err)` ends the agent with an error. */
@@ -112,17 +122,6 @@ export function parseCommandArgs<T>(schema: z.ZodType<T>, args: unknown, verb: s
   if (!r.success) {
     const i = r.error.issues[0];
     throw new HomeostatError('HOMEOSTAT_ERR_USAGE', `${verb}: ${i.path.length ? `args.${i.path.join('.')}: ` : ''}${i.message}`);
-  }
-  return r.data;
-}
-
-/** Parse what an agent reads from `ctx.services` once, at start; a bad value stops it with one line
- *  naming the key (`services.alertmanagerPort: …`). */
-export function parseServices<T extends z.ZodType>(schema: T, services: unknown, path = 'services'): z.infer<T> {
-  const r = schema.safeParse(services ?? {});
-  if (!r.success) {
-    const i = r.error.issues[0];
-    throw new HomeostatError('HOMEOSTAT_ERR_CONFIG', `${path}.${i.path.join('.')}: ${i.message}`);
   }
   return r.data;
 }

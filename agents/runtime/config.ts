@@ -57,6 +57,9 @@ export const ConfigSchema = z.object({
   HOMEOSTAT_DECISION_KEYS: keyList.optional(),
   /** Public keys (comma-separated) of the operators whose signed approvals the decision agent accepts. */
   HOMEOSTAT_OPERATOR_KEYS: keyList.optional(),
+  /** The trusted public keys as `homeostat init` writes them (<data-dir>/creds/trust.json): the
+   *  decision agent's and the operators'. HOMEOSTAT_DECISION_KEYS / HOMEOSTAT_OPERATOR_KEYS win. */
+  HOMEOSTAT_TRUST_FILE: z.string().refine((p) => existsSync(p), 'expected the trust file `homeostat init` writes (<data-dir>/creds/trust.json)').optional(),
   /** Notifier URLs, comma-separated (agents/notify); replaces the manifest's notify.urls. */
   HOMEOSTAT_NOTIFY: z.string().transform(splitNotifierList).superRefine((urls, ctx) => {
     const r = parseNotifierList(urls);
@@ -92,5 +95,31 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     throw new HomeostatError('HOMEOSTAT_ERR_CONFIG', `${c.PVE_TOKEN_ID ? 'PVE_TOKEN_SECRET' : 'PVE_TOKEN_ID'}: expected to be set together with ${c.PVE_TOKEN_ID ? 'PVE_TOKEN_ID' : 'PVE_TOKEN_SECRET'}`);
   }
   const pveCaPem = c.PVE_CA_FILE ? readFileSync(c.PVE_CA_FILE, 'utf8') : undefined;
-  return Object.freeze({ ...c, pveCaPem });
+  const trust = c.HOMEOSTAT_TRUST_FILE ? readTrustFile(c.HOMEOSTAT_TRUST_FILE) : undefined;
+  return Object.freeze({
+    ...c,
+    HOMEOSTAT_DECISION_KEYS: c.HOMEOSTAT_DECISION_KEYS ?? trust?.decision,
+    HOMEOSTAT_OPERATOR_KEYS: c.HOMEOSTAT_OPERATOR_KEYS ?? trust?.operators,
+    pveCaPem,
+  });
+}
+
+const publicKey = z.string().regex(/^U[A-Z2-7]{55}$/, 'expected a NATS user public key (U…, 56 characters)');
+/** What `homeostat init` writes next to the identities: public keys only, no secret. */
+export const TrustFile = z.object({ decision: z.array(publicKey).min(1), operators: z.array(publicKey).min(1) });
+export type TrustFile = z.infer<typeof TrustFile>;
+
+function readTrustFile(path: string): TrustFile {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(readFileSync(path, 'utf8'));
+  } catch (e) {
+    throw new HomeostatError('HOMEOSTAT_ERR_CONFIG', `HOMEOSTAT_TRUST_FILE: cannot read ${path} as JSON: ${(e as Error).message}`);
+  }
+  const r = TrustFile.safeParse(raw);
+  if (!r.success) {
+    const i = r.error.issues[0];
+    throw new HomeostatError('HOMEOSTAT_ERR_CONFIG', `HOMEOSTAT_TRUST_FILE: ${path}: ${i.path.join('.')}: ${i.message}`);
+  }
+  return r.data;
 }

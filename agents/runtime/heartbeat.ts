@@ -4,24 +4,22 @@
 // when it stops (or resumes) making progress. Started for every agent by the stack (cli/stack.ts).
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
-import { z } from 'zod';
 import { type Logger } from '../../core/mod.ts';
 import { kvKeys, kvPut, subjects, type AgentEvent, type Bus, type HeartbeatRecord } from '../../bus/mod.ts';
-import { parseServices, type AgentProgress } from './agent.ts';
+import type { AgentProgress } from './agent.ts';
 
-export const HeartbeatServices = z.object({
+export interface HeartbeatSettings {
   /** How often each agent writes its heartbeat (default 5 s). */
-  heartbeatMs: z.number().int().min(50).default(5000),
+  heartbeatMs?: number;
   /** No progress for this long while work waits = stalled (default 2 min). */
-  stallMs: z.number().int().min(100).default(120_000),
-}).passthrough();
+  stallMs?: number;
+}
 
-export interface HeartbeatOptions {
+export interface HeartbeatOptions extends HeartbeatSettings {
   bus: Bus;
   agent: string;
   fleet: string;
   log: Logger;
-  services?: unknown;
   progress?: (now: number, stallMs: number) => AgentProgress;
 }
 
@@ -39,7 +37,8 @@ interface ConsumerWatch {
 }
 
 export function startHeartbeat(o: HeartbeatOptions): Heartbeat {
-  const { heartbeatMs, stallMs } = parseServices(HeartbeatServices, o.services);
+  const heartbeatMs = Math.max(50, o.heartbeatMs ?? 5000);
+  const stallMs = Math.max(100, o.stallMs ?? 120_000);
   const instance = `${hostname()}-${process.pid}-${randomBytes(2).toString('hex')}`;
   const key = kvKeys.heartbeat(o.agent, instance);
   const startedAt = new Date().toISOString();

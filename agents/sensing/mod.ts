@@ -1,13 +1,13 @@
 // The sensing agent: polls the PVE API (one listing per node per round), probes running guests'
 // health, and publishes only what changed on fleet.events.*, samples on fleet.metrics.*, and the
 // latest state in the fleet-state KV. A PVE outage is an event (PveUnavailable), never a crash.
-// Optionally listens for Alertmanager webhooks and PVE hookscript reports (services.alertmanagerPort):
+// Optionally listens for Alertmanager webhooks and PVE hookscript reports (options.alertmanagerPort):
 // a hook report starts a round at once (push), polling stays the fallback.
 import { retry } from '../../core/mod.ts';
 import { agentHandle, every, type AgentHandle, type AgentModule, type AgentProgress } from '../runtime/agent.ts';
 import { startAlertReceiver, type AlertReceiver, type HookSink } from './alertmanager.ts';
 import { PveObserver } from './observe.ts';
-import { sensingOptions } from './options.ts';
+import { sensingOptions, type SensingAgentOptions } from './options.ts';
 import { Prober, type ProbeResult } from './probe.ts';
 import { loadRecords, publishEmissions } from './publish.ts';
 import { FleetTracker, type Scope } from './tracker.ts';
@@ -16,6 +16,7 @@ import type { Fleet } from '../../fleet/manifest.ts';
 import type { Metrics } from '../runtime/metrics.ts';
 
 export { parseAlertPayload } from './alert-payloads.ts';
+export type { SensingAgentOptions } from './options.ts';
 
 export interface SensingHandle extends AgentHandle {
   /** Bound port of the Alertmanager receiver, when it listens. */
@@ -24,7 +25,7 @@ export interface SensingHandle extends AgentHandle {
   rounds(): number;
 }
 
-export const agent: AgentModule = {
+export const agent: AgentModule<SensingAgentOptions> = {
   name: 'sensing',
   async start(ctx): Promise<SensingHandle> {
     const opts = sensingOptions(ctx);
@@ -41,8 +42,8 @@ export const agent: AgentModule = {
         pollNow();
       },
     } : undefined;
-    if (opts.services.alertmanagerPort !== undefined) {
-      receiver = await startAlertReceiver({ bus: ctx.bus, fleet: ctx.fleet, log, port: opts.services.alertmanagerPort, host: opts.services.alertmanagerHost, hooks });
+    if (opts.alertmanagerPort !== undefined) {
+      receiver = await startAlertReceiver({ bus: ctx.bus, fleet: ctx.fleet, log, port: opts.alertmanagerPort, host: opts.alertmanagerHost, hooks });
     }
     let rounds = 0;
     if (!ctx.pve) {
@@ -63,9 +64,9 @@ export const agent: AgentModule = {
     // replicated: only the nodes whose leases this replica holds; a node gained from another
     // replica is judged against what that one last stored
     const gained = new Set<string>();
-    const partition = opts.services.partitionHolder === undefined ? undefined : new NodePartition({
+    const partition = opts.partitionHolder === undefined ? undefined : new NodePartition({
       kv: ctx.bus.kv.fleetState,
-      holder: opts.services.partitionHolder,
+      holder: opts.partitionHolder,
       nodes: ctx.fleet.nodes.map((n) => n.name),
       log,
       onGained: (nodes) => {

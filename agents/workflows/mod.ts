@@ -4,23 +4,17 @@
 import { z } from 'zod';
 import { HomeostatError, newId } from '../../core/mod.ts';
 import { kvGet, kvKeys, kvList, NodeEvent, subjects, WorkflowRecord, type CommandRequest, type Envelope, type Stoppable } from '../../bus/mod.ts';
-import { agentHandle, parseServices, type AgentModule } from '../runtime/agent.ts';
+import { agentHandle, type AgentModule } from '../runtime/agent.ts';
 import {
   ActionTracker, bootPlan, buildMachine, detectSimulator, failoverPlan, findExperiment, FleetObserver, listExperiments, parseExperiment,
   REAL_PVE_FAULTS, releaseAll, setDesired, shutdownPlan, statusOf, WorkflowRunner,
   type Experiment, type RunContext, type WorkflowDeps, type WorkflowKind,
 } from '../../workflows/mod.ts';
 
-/** What the workflows agent reads from `ctx.services` (the stack passes the PVE credentials it
- *  started the agents with, for the simulator's /sim API). */
-const WorkflowsServices = z.object({
-  pveTokenId: z.string().optional(),
-  pveTokenSecret: z.string().optional(),
-  pveCaPem: z.string().optional(),
-  pveInsecure: z.boolean().optional(),
+export interface WorkflowsOptions {
   /** How often the fleet observer reads the fleet while a workflow waits (ms). */
-  workflowPollMs: z.number().int().min(10).optional(),
-}).passthrough();
+  pollMs?: number;
+}
 
 const PowerArgs = z.object({ layer: z.number().int().min(1).optional(), dryRun: z.boolean().optional(), includeProtected: z.boolean().optional() });
 const FailoverArgs = z.object({ node: z.string().min(1).max(64), incidentId: z.string().min(1).max(80).optional() });
@@ -41,13 +35,12 @@ const RECORD_MAX_AGE_MS = 30 * 24 * 3600_000;
 
 export const newWorkflowId = (kind: WorkflowKind) => `${kind}-${newId().toLowerCase()}`;
 
-export const agent: AgentModule = {
+export const agent: AgentModule<WorkflowsOptions> = {
   name: 'workflows',
   async start(ctx) {
     const { bus, fleet, log } = ctx;
-    const sv = parseServices(WorkflowsServices, ctx.services);
-    const sim = await detectSimulator({ url: ctx.pveUrl, tokenId: sv.pveTokenId, tokenSecret: sv.pveTokenSecret, caPem: sv.pveCaPem, insecure: sv.pveInsecure });
-    const observer = new FleetObserver({ bus, fleet, log, sim, pve: ctx.pve, pollMs: sv.workflowPollMs });
+    const sim = await detectSimulator(ctx.pveAccess ?? {});
+    const observer = new FleetObserver({ bus, fleet, log, sim, pve: ctx.pve, pollMs: ctx.options.pollMs });
     const actions = new ActionTracker(bus, log);
     await actions.start();
     const deps: WorkflowDeps = { bus, log, fleet, pve: ctx.pve, sim, observer, actions };

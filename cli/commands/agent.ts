@@ -1,7 +1,7 @@
 // `homeostat agent <name>`: one agent in its own process (compose runs one per service).
 import { hostname } from 'node:os';
 import { createLogger, HomeostatError } from '../../core/mod.ts';
-import { AGENT_NAMES, createMetrics, loadConfig } from '../../agents/mod.ts';
+import { AGENT_NAMES, createMetrics, loadConfig, type SensingAgentOptions } from '../../agents/mod.ts';
 import { acquireLease, Bus, readIdentity, type HeldLease } from '../../bus/mod.ts';
 import { loadFleetFile } from '../../fleet/manifest.ts';
 import { referenceFleet } from '../../fleet/reference-fleet.ts';
@@ -18,7 +18,8 @@ const HELP = `Usage: homeostat agent <${AGENT_NAMES.join('|')}> [--nats URL] [--
 Runs one agent against an existing NATS server (NATS_URL or --nats); PVE from PVE_URL etc.
 Its identity comes from NATS_CREDS (an nkey seed file); the action agent trusts the decision
 agent's key from HOMEOSTAT_DECISION_KEYS, the decision agent the operators' keys from
-HOMEOSTAT_OPERATOR_KEYS (see docs/security.md).
+HOMEOSTAT_OPERATOR_KEYS, or both from HOMEOSTAT_TRUST_FILE (\`homeostat init\` writes all of them;
+see docs/security.md).
 Prints {"ready":true,"agent":...} on stdout; SIGINT/SIGTERM drain and exit 0.
 
 Replicated (HOMEOSTAT_REPLICA set, as \`up --replicas N\` does): sensing replicas divide the PVE nodes
@@ -60,33 +61,36 @@ export async function agentMain(argv: string[]): Promise<number> {
   const guard = guardProcess(log);
   const amPort = parseIntFlag('alertmanager-port', values['alertmanager-port']);
   const replicated = process.env.HOMEOSTAT_REPLICA !== undefined;
-  const services: Record<string, unknown> = amPort === undefined ? {} : { alertmanagerPort: amPort, ...(values['alertmanager-host'] ? { alertmanagerHost: values['alertmanager-host'] } : {}) };
+  const sensing: SensingAgentOptions = amPort === undefined ? {} : { alertmanagerPort: amPort, ...(values['alertmanager-host'] ? { alertmanagerHost: values['alertmanager-host'] } : {}) };
   // replicated sensing divides the nodes between the live replicas (agents/sensing/partition.ts)
-  if (replicated && name === 'sensing') services.partitionHolder = `${hostname()}:${process.pid}`;
+  if (replicated && name === 'sensing') sensing.partitionHolder = `${hostname()}:${process.pid}`;
   const standalone = { identity: config.NATS_CREDS ? readIdentity(config.NATS_CREDS) : undefined };
+  // before the lease: a standby's process is scraped too (`up --replicas` merges every process's metrics)
+  const metricsPort = parseIntFlag('metrics-port', values['metrics-port']);
+  const metrics = createMetrics();
+  const metricsServer = metricsPort === undefined ? undefined : await startMetricsServer({ registry: metrics.registry, port: metricsPort, host: values['metrics-host'] });
+  const metricsAt = metricsServer ? { metricsUrl: metricsServer.url } : {};
   let lease: HeldLease | undefined;
   let leaseBus: Bus | undefined;
   if (replicated && SINGLETONS.has(name)) {
     leaseBus = await Bus.connect({ servers: config.NATS_URL, source: `${name}-lease`, log, seed: standalone.identity?.seed, caFile: config.NATS_CA });
-    printJson({ ready: true, agent: name, natsUrl: config.NATS_URL, role: 'standby' });
+    printJson({ ready: true, agent: name, natsUrl: config.NATS_URL, role: 'standby', ...metricsAt });
     const abort = new AbortController();
     void signalled.then(() => abort.abort());
     // in fleet-state: the one bucket every singleton may write (bus/permissions.ts)
     lease = await acquireLease({ kv: leaseBus.kv.fleetState, name, holder: `${hostname()}:${process.pid}:${name}`, ttlMs: LEASE_TTL_MS, intervalMs: LEASE_RENEW_MS }, abort.signal);
     if (!lease) {
       await leaseBus.stop();
+      await metricsServer?.close();
       return 0;
     }
     log.info({ agent: name }, 'lease acquired: this replica is active');
   }
-  const metricsPort = parseIntFlag('metrics-port', values['metrics-port']);
-  const metrics = createMetrics();
-  const metricsServer = metricsPort === undefined ? undefined : await startMetricsServer({ registry: metrics.registry, port: metricsPort, host: values['metrics-host'] });
-  const stack = await startStack({ config, fleet, log, natsUrl: config.NATS_URL, agents: [name], services, metrics, standalone }).catch(async (e: unknown) => {
+  const stack = await startStack({ config, fleet, log, natsUrl: config.NATS_URL, agents: [name], options: { sensing }, metrics, standalone }).catch(async (e: unknown) => {
     await metricsServer?.close();
     throw e;
   });
-  if (!lease) printJson({ ready: true, agent: name, natsUrl: config.NATS_URL, ...(metricsServer ? { metricsUrl: metricsServer.url } : {}) });
+  if (!lease) printJson({ ready: true, agent: name, natsUrl: config.NATS_URL, ...metricsAt });
   const handle = stack.agents.get(name)!;
   const outcome = await Promise.race([
     signalled.then(() => 'signal' as const),

@@ -8,6 +8,7 @@ import { parseCommand, parseIntFlag } from '../args.ts';
 import { println, printJson } from '../output.ts';
 import { startStack } from '../stack.ts';
 import { startMetricsServer } from '../metrics-server.ts';
+import { mergedMetrics } from '../metrics-merge.ts';
 import { checkConsoleAccess, openConsole } from '../console/mod.ts';
 import { waitForShutdownSignal } from '../signals.ts';
 import { guardProcess } from '../crash-guard.ts';
@@ -49,7 +50,9 @@ Ctrl-C / SIGTERM stops everything it started (and nothing else).
                    instead of inside this one; the ready line lists processes [{agent,pid}]. A
                    process that dies is started again; the others carry on meanwhile
   --metrics-port N Prometheus metrics of every agent on http://127.0.0.1:N/metrics (default 9464;
-                   0 = a free port, off = none); the ready line names it as metricsUrl
+                   0 = a free port, off = none); the ready line names it as metricsUrl. With
+                   --replicas, each agent process serves its own on a free loopback port and this
+                   endpoint merges them (sums; homeostat_pve_up and other states: the max)
   --console-port N the web console on http://127.0.0.1:N/ (default 8080; 0 = a free port, off =
                    none); the ready line names it as consoleUrl
   --console-host H address for the console (default 127.0.0.1); anything but loopback needs
@@ -123,7 +126,9 @@ export async function upMain(argv: string[]): Promise<number> {
     // a rejection nobody handled (a library's timer during a NATS outage) is one log line, not the end
     const guard = guardProcess(log);
     const metrics = createMetrics();
-    const metricsServer = metricsPort === undefined ? undefined : await startMetricsServer({ registry: metrics.registry, port: metricsPort });
+    // with --replicas the agents run in their own processes: /metrics merges theirs with this one's
+    let agentMetrics = (): string[] => [];
+    const metricsServer = metricsPort === undefined ? undefined : await startMetricsServer({ registry: replicas ? mergedMetrics(metrics.registry, () => agentMetrics()) : metrics.registry, port: metricsPort });
 
     const stack = await startStack({
       metrics,
@@ -140,11 +145,12 @@ export async function upMain(argv: string[]): Promise<number> {
       ...(fleetFile ? { fleetFile } : {}),
       sim: values.sim ? { port: simPort, http: values.http, timeScale, keepState: values['keep-state'], hooks: alertmanagerPort !== undefined } : undefined,
       agents: agents as AgentName[] | undefined,
-      services: alertmanagerPort === undefined ? {} : { alertmanagerPort },
+      options: { sensing: alertmanagerPort === undefined ? {} : { alertmanagerPort } },
     }).catch(async (e: unknown) => {
       await metricsServer?.close();
       throw e;
     });
+    agentMetrics = () => stack.processes?.list().flatMap((p) => (p.metricsUrl ? [p.metricsUrl] : [])) ?? [];
     const consoleServer = consolePort === undefined ? undefined : await openConsole({
       natsUrl: stack.natsUrl, fleet, log: log.child({ agent: 'console' }), port: consolePort, host: values['console-host'], token: consoleToken,
       // the console acts as the operator: approvals and commands under the operator's identity

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startNatsServer, type NatsServerHandle } from '../../cli/nats-server.ts';
 import { createLogger, sleep } from '../../core/mod.ts';
-import { loadConfig, type AgentName } from '../../agents/mod.ts';
+import { loadConfig, type AgentName, type AgentOptions } from '../../agents/mod.ts';
 import { startStack, type Stack } from '../../cli/stack.ts';
 import { buildFleet, type Fleet } from '../../fleet/manifest.ts';
 import { REFERENCE_MANIFEST } from '../../fleet/reference-fleet.ts';
@@ -25,7 +25,7 @@ export interface TestStack extends Stack {
 }
 
 /** The stack, a client bus, and (unless `ready: false`) a fleet that is healthy and seen so by sensing. */
-export async function testStack(opts: { policies?: Record<string, unknown>; timeScale?: number; agents?: AgentName[]; services?: Record<string, unknown>; source?: string; ready?: boolean; env?: Record<string, string>; hooks?: boolean } = {}): Promise<TestStack> {
+export async function testStack(opts: { policies?: Record<string, unknown>; timeScale?: number; agents?: AgentName[]; options?: AgentOptions; source?: string; ready?: boolean; env?: Record<string, string>; hooks?: boolean } = {}): Promise<TestStack> {
   const manifest = structuredClone(REFERENCE_MANIFEST) as typeof REFERENCE_MANIFEST & { policies: Record<string, unknown> };
   manifest.policies = { senseIntervalMs: 200, probeTimeoutMs: 500, cooldownMs: 0, fenceDelayMs: 1000, guestBootTimeoutMs: 10_000, approvalTimeoutMs: 3000, ...(opts.policies ?? {}) };
   const fleet = buildFleet(manifest);
@@ -40,7 +40,7 @@ export async function testStack(opts: { policies?: Record<string, unknown>; time
     natsUrl: nats.url,
     sim: { port: 0, http: true, timeScale: opts.timeScale ?? 0.05, hooks: opts.hooks },
     agents: opts.agents,
-    services: opts.services,
+    options: opts.options,
   });
   const api = simApi({ url: stack.pveUrl!, tokenId: stack.pveTokenId!, tokenSecret: stack.pveTokenSecret! });
   const bus = await Bus.connect({ servers: nats.url, source: opts.source ?? 'test' });
