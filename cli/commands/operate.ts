@@ -7,7 +7,8 @@ import { followWorkflow, WorkflowBoard, type WorkflowKind } from '../../workflow
 import { COMMON_OPTIONS, parseCommand } from '../args.ts';
 import { command, loadFleetForCli, withBus } from '../client.ts';
 import { resolveId } from '../ids.ts';
-import { localTime, paint, printJson, println, table } from '../output.ts';
+import { paint, printJson, println, table } from '../output.ts';
+import { localTime } from '../../core/mod.ts';
 
 const by = () => `cli:${process.env.USER ?? 'operator'}`;
 
