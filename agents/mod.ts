@@ -12,7 +12,6 @@ import type { WorkflowsOptions } from './workflows/mod.ts';
 
 export * from './runtime/agent.ts';
 export * from './runtime/config.ts';
-export { createLogger, REDACT_PATHS, type AppLogger } from '../core/mod.ts';
 export * from './runtime/metrics.ts';
 export * from './runtime/heartbeat.ts';
 

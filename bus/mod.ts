@@ -14,5 +14,3 @@ export * from './identity.ts';
 export * from './permissions.ts';
 export * from './consumers.ts';
 export * from './lease.ts';
-// Transitional: the kernel moved to core/; import it from '../core/mod.ts' (issue 10 removes this).
-export * from '../core/mod.ts';

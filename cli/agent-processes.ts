@@ -4,7 +4,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { HomeostatError } from '../core/mod.ts';
-import type { AgentName, AppLogger } from '../agents/mod.ts';
+import type { AgentName } from '../agents/mod.ts';
+import type { AppLogger } from '../core/mod.ts';
 
 
 export interface AgentProcess {

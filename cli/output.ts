@@ -27,7 +27,6 @@ function visible(s: string): string {
   return s.replace(/\x1b\[[0-9;]*m/g, '');
 }
 
-export { localTime } from '../core/mod.ts';
 
 /** Split `text` into lines of at most `width` characters at spaces (a longer word stays whole). */
 export function wrap(text: string, width: number): string[] {

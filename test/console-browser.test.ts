@@ -4,7 +4,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Page } from 'playwright-core';
 import { Bus } from '../bus/mod.ts';
-import { createLogger } from '../agents/mod.ts';
+import { createLogger } from '../core/mod.ts';
 import { startConsole, type ConsoleServer } from '../cli/console/mod.ts';
 import { testStack, type TestStack } from './helpers/stack.ts';
 import { hasBrowser, launchBrowser } from './helpers/browser.ts';

@@ -8,8 +8,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { Bus, HomeostatError } from '../bus/mod.ts';
-import { createLogger } from '../agents/mod.ts';
+import { Bus } from '../bus/mod.ts';
+import { HomeostatError } from '../core/mod.ts';
+import { createLogger } from '../core/mod.ts';
 import { referenceFleet } from '../fleet/reference-fleet.ts';
 import { startConsole, type ConsoleServer } from '../cli/console/mod.ts';
 

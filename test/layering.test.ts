@@ -140,6 +140,10 @@ describe('layering', () => {
     expect(violations(inFolder('bench'), (i) => targetIn(i, 'test'))).toEqual([]);
   });
 
+  it('a file re-exports only its own folder: core/ is imported from core/, llm/ from llm/ (no barrel hands out another folder)', () => {
+    expect(violations(source, (i, f) => i.kind === 're-export' && i.target !== undefined && folder(i.target) !== folder(f))).toEqual([]);
+  });
+
   it('every relative import names a file that exists', () => {
     const known = new Set(all);
     expect(violations(all, (i) => i.target !== undefined && i.target.endsWith('.ts') && !known.has(i.target))).toEqual([]);

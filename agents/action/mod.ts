@@ -3,7 +3,8 @@
 // a done marker per action; outcomes on fleet.actions.<started|succeeded|failed>.
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
-import { DEDUP_WINDOW_MS, HomeostatError, subjects, type Action, type Stoppable } from '../../bus/mod.ts';
+import { DEDUP_WINDOW_MS, subjects, type Action, type Stoppable } from '../../bus/mod.ts';
+import { HomeostatError } from '../../core/mod.ts';
 import { agentHandle, every, type AgentModule } from '../runtime/agent.ts';
 import { consumeConcurrently } from './consumer.ts';
 import { Executor } from './execute.ts';

@@ -8,7 +8,6 @@ import { OllamaAdvisor, PASSIVE_VERBS, Proposal, type Advisor, type AdvisorConte
 import type { Metrics } from '../runtime/metrics.ts';
 import type { Step } from './runbook.ts';
 
-export type { Advisor, AdvisorContext, AdvisorResult } from '../../llm/mod.ts';
 
 export type Consultation =
   | { used: true; proposal: Proposal; confidence: number; discarded?: string }

@@ -2,9 +2,11 @@
 // runbook is unsure, and the policy gate (policy.ts) as the last word on every proposal.
 // Consumes fleet.incidents.> and fleet.actions.> (durable), serves approve/deny/approvals/action/
 // hold.clear/holds on fleet.cmd.*, keeps its state in fleet-state (store.ts) so a restart resumes.
-import { DEDUP_WINDOW_MS, HomeostatError, patterns, type Action, type Incident, type Stoppable } from '../../bus/mod.ts';
+import { DEDUP_WINDOW_MS, patterns, type Action, type Incident, type Stoppable } from '../../bus/mod.ts';
+import { HomeostatError } from '../../core/mod.ts';
 import { agentHandle, every, type AgentModule } from '../runtime/agent.ts';
-import { AdvisorSeam, type Advisor } from './advisor.ts';
+import { AdvisorSeam } from './advisor.ts';
+import type { Advisor } from '../../llm/mod.ts';
 import { serveSilences, sweepSilences } from './silences.ts';
 import { serveCommands } from './commands.ts';
 import { DecisionEngine } from './engine.ts';
@@ -13,7 +15,6 @@ import { DecisionStore } from './store.ts';
 export { gate, type GateFacts, type GateResult, type Proposal } from './policy.ts';
 export { nextStep, runbookVerbs, type Plan, type Step } from './runbook.ts';
 export { actionIdFor } from './actuator.ts';
-export type { Advisor, AdvisorContext, AdvisorResult } from './advisor.ts';
 export { DecisionEngine } from './engine.ts';
 
 /** A KV record younger than this may still have its event on the way: not reconciled yet. */

@@ -1,5 +1,6 @@
 // `homeostat console`: the web console alone, against a running homeostat (NATS).
-import { createLogger, loadConfig } from '../../agents/mod.ts';
+import { loadConfig } from '../../agents/mod.ts';
+import { createLogger } from '../../core/mod.ts';
 import { COMMON_OPTIONS, parseCommand, parseIntFlag } from '../args.ts';
 import { loadFleetForCli, natsUrlFor, operatorIdentity } from '../client.ts';
 import { openConsole } from '../console/mod.ts';

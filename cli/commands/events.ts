@@ -3,7 +3,8 @@ import { HomeostatError } from '../../core/mod.ts';
 import { parseSince, subscribeFleetEvents, type FleetEvent } from '../../bus/mod.ts';
 import { COMMON_OPTIONS, parseCommand } from '../args.ts';
 import { withBus } from '../client.ts';
-import { localTime, paint, printJson, println, type Color } from '../output.ts';
+import { paint, printJson, println, type Color } from '../output.ts';
+import { localTime } from '../../core/mod.ts';
 
 const HELP = `Usage: homeostat events [--subject S] [--since T] [--no-follow] [--json] [--nats URL]
 

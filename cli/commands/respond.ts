@@ -7,7 +7,8 @@ import { openIncidents } from '../../agents/operator/mod.ts';
 import { COMMON_OPTIONS, parseCommand } from '../args.ts';
 import { command, loadFleetForCli, withBus } from '../client.ts';
 import { resolveId } from '../ids.ts';
-import { localTime, printJson, println, table } from '../output.ts';
+import { printJson, println, table } from '../output.ts';
+import { localTime } from '../../core/mod.ts';
 import type { Bus } from '../../bus/mod.ts';
 
 const by = () => `cli:${process.env.USER ?? 'operator'}`;

@@ -5,7 +5,7 @@ import type { Bus, Incident } from '../../bus/mod.ts';
 import { COMMON_OPTIONS, parseCommand } from '../args.ts';
 import { command, withBus } from '../client.ts';
 import { resolveId } from '../ids.ts';
-import { localTime } from '../output.ts';
+import { localTime } from '../../core/mod.ts';
 import { paint, printJson, println, type Color } from '../output.ts';
 
 const HELP = `Usage: homeostat trace <incidentId|prefix|vmid> [--json] [--nats URL]

@@ -1,7 +1,8 @@
 // What the page can ask and do, as the operator: the same fleet.cmd.* requests and chat the CLI
 // sends, so the decision agent's policy gate and the AUDIT stream see every click like a command.
 import { z } from 'zod';
-import { HomeostatError, isHomeostatError, signApproval, subjects, type Bus, type ChatAnswer, type Signer } from '../../bus/mod.ts';
+import { signApproval, subjects, type Bus, type ChatAnswer, type Signer } from '../../bus/mod.ts';
+import { HomeostatError, isHomeostatError } from '../../core/mod.ts';
 import type { Fleet } from '../../fleet/manifest.ts';
 import { fleetStatus, openIncidents, traceIncident, type FleetStatus } from '../../agents/operator/mod.ts';
 import { listExperiments, startWorkflow } from '../../workflows/mod.ts';

@@ -4,7 +4,7 @@
 // page never has to reload or poll. Metrics samples are not forwarded (too many, not shown).
 import type { ServerResponse } from 'node:http';
 import { decode, patterns, type Bus, type Stoppable } from '../../bus/mod.ts';
-import type { Logger } from '../../bus/mod.ts';
+import type { Logger } from '../../core/mod.ts';
 
 const FORWARDED = [patterns.events, patterns.alerts, patterns.incidents, patterns.decisions, patterns.actions, patterns.workflows, patterns.dlq];
 /** A page that stops reading is dropped once this much is buffered for it. */

@@ -1,5 +1,6 @@
 // The web console: `homeostat up` serves it next to the agents, `homeostat console` alone.
-import { Bus, signerFromSeed, type BusOptions, type Logger, type Signer } from '../../bus/mod.ts';
+import { Bus, signerFromSeed, type BusOptions, type Signer } from '../../bus/mod.ts';
+import { type Logger } from '../../core/mod.ts';
 import type { Fleet } from '../../fleet/manifest.ts';
 import { startConsole, type ConsoleServer } from './server.ts';
 
