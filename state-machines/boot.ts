@@ -11,7 +11,7 @@ import { setup, fromPromise } from 'xstate';
 import { planBootWaves, type BootPlan } from './graph.ts';
 import type { Progress } from './progress.ts';
 import {
-  begin, createPipeline, isSettled, rearm, stepDone, stepFailed, summarize, timedOut,
+  begin, cancelRun, createPipeline, isSettled, rearm, stepDone, stepFailed, summarize, timedOut,
   type PipeCommand, type Pipeline, type PipelineSummary,
 } from './pipeline.ts';
 import { guestSteps, notBound, STEPS_ID, type StepDoneEvent, type StepFailedEvent } from './children.ts';
@@ -75,6 +75,8 @@ interface BootContext {
 
 export type BootEvent =
   | { type: 'RESUME' }
+  /** `homeostat cancel`: start nothing more; what is in flight finishes. */
+  | { type: 'CANCEL'; reason: string }
   | { type: 'GUEST.TIMEOUT'; vmid: number; attempt: number }
   | StepDoneEvent
   | StepFailedEvent;
@@ -167,6 +169,7 @@ export const LayeredBootMachine = bootSetup.createMachine({
         'STEP.FAILED': { actions: step((run, e, out) => (e.type === 'STEP.FAILED' ? stepFailed(run, e.id, e.error, out) : run)) },
         'GUEST.TIMEOUT': { actions: step((run, e, out) => (e.type === 'GUEST.TIMEOUT' ? timedOut(run, e.vmid, e.attempt, out) : run)) },
         RESUME: { actions: step((run, _e, out) => rearm(run, out)) },
+        CANCEL: { actions: step((run, e, out) => (e.type === 'CANCEL' ? cancelRun(run, e.reason, out) : run)) },
       },
     },
     done: {

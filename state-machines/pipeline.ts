@@ -52,6 +52,8 @@ export interface Pipeline extends PhaseCounters {
   startedCount: number;
   layersDone: number[];
   lastHealthyAt?: number;
+  /** `homeostat cancel`: nothing more is started (in-flight guests finish, no retries). */
+  cancelled?: string;
 }
 
 export type PipeStep = 'start' | 'check';
@@ -261,7 +263,7 @@ function attemptFailed(s: Step, vmid: number, attempt: number, reason: string): 
   // Cancel both steps of this attempt: whichever is running must not report late.
   s.out.push({ do: 'cancel', id: stepId('start', vmid, attempt) }, { do: 'cancel', id: stepId('check', vmid, attempt) });
   s.out.push({ do: 'disarm', id: timerId(vmid) });
-  if (g.attempt < s.p.retries) {
+  if (g.attempt < s.p.retries && !s.p.cancelled) {
     s.edit(vmid).attempt += 1;
     const r = s.setPhase(vmid, 'pending');
     s.emit('GUEST.RETRY', r, { attempt: r.attempt, reason });
@@ -272,6 +274,22 @@ function attemptFailed(s: Step, vmid: number, attempt: number, reason: string): 
     holdDependents(s, vmid);
   }
   schedule(s);
+}
+
+/** Cancelled: every guest not started yet is held (GUEST.HELD with the reason); the ones in flight
+ *  finish, without retries, and the run ends when they have. */
+export function cancelRun(p: Pipeline, reason: string, out: PipeCommand[]): Pipeline {
+  if (p.cancelled) return p;
+  return stepOn(p, out, (s) => {
+    s.p.cancelled = reason;
+    for (const g0 of allGuests(p)) {
+      if (g0.phase !== 'pending') continue;
+      const g = s.setPhase(g0.vmid, 'held');
+      g.reason = reason;
+      s.emit('GUEST.HELD', g, { reason });
+    }
+    closeLayers(s);
+  });
 }
 
 /** Never start a guest over a broken dependency: hold everything downstream of `root`. */
@@ -330,6 +348,8 @@ export interface PipelineSummary {
   reasons: Record<string, string>;
   /** First-start order. */
   started: number[];
+  /** Set when the run was cancelled (the reason). */
+  cancelled?: string;
 }
 
 export function summarize(p: Pipeline): PipelineSummary {
@@ -338,5 +358,5 @@ export function summarize(p: Pipeline): PipelineSummary {
   const reasons: Record<string, string> = {};
   for (const g of all) if (g.reason && (g.phase === 'failed' || g.phase === 'held')) reasons[g.vmid] = g.reason;
   const started = all.filter((g) => g.startedSeq !== undefined).sort((a, b) => a.startedSeq! - b.startedSeq!).map((g) => g.vmid);
-  return { healthy: sorted('healthy'), failed: sorted('failed'), held: sorted('held'), skipped: sorted('skipped'), reasons, started };
+  return { healthy: sorted('healthy'), failed: sorted('failed'), held: sorted('held'), skipped: sorted('skipped'), reasons, started, ...(p.cancelled ? { cancelled: p.cancelled } : {}) };
 }

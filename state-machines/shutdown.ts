@@ -66,6 +66,7 @@ interface ShutdownContext extends PhaseCounters {
   ready: Record<string, number[]>;
   requested: number;
   layersDone: number[];
+  cancelled?: string;
 }
 
 export interface ShutdownSummary {
@@ -81,10 +82,14 @@ export interface ShutdownSummary {
   reasons: Record<string, string>;
   /** Order in which shutdowns were requested. */
   order: number[];
+  /** Set when the run was cancelled (the reason). */
+  cancelled?: string;
 }
 
 export type ShutdownEvent =
   | { type: 'RESUME' }
+  /** `homeostat cancel`: shut nothing more down; what is in flight finishes. */
+  | { type: 'CANCEL'; reason: string }
   | { type: 'GUEST.TIMEOUT'; vmid: number; phase: 'stopping' | 'killing' }
   | StepDoneEvent
   | StepFailedEvent;
@@ -154,6 +159,20 @@ function schedule(s: Step): void {
   s.t.closed.clear();
 }
 
+/** Cancelled: every guest not asked to shut down yet stays running (held, with the reason); the
+ *  shutdowns in flight finish (with their hard stop when allowed). */
+function cancel(s: Step, reason: string): void {
+  if (s.c.cancelled) return;
+  s.c.cancelled = reason;
+  for (const g0 of rows(s.c.guests)) {
+    if (g0.phase !== 'running') continue;
+    const g = s.setPhase(g0.vmid, 'held');
+    g.reason = reason;
+    s.emit('GUEST.HELD', g, { reason });
+  }
+  schedule(s);
+}
+
 function stopped(s: Step, vmid: number): void {
   const g0 = s.get(vmid);
   if (!g0 || !active(g0.phase)) return;
@@ -213,6 +232,7 @@ function summary(c: ShutdownContext): ShutdownSummary {
     stopped: pick((g) => g.phase === 'stopped'), hardStopped: pick((g) => g.phase === 'stopped' && !!g.hard),
     stuck: pick((g) => g.phase === 'stuck'), held: pick((g) => g.phase === 'held'), skipped: pick((g) => g.phase === 'skipped'),
     reasons, order: all.filter((g) => g.seq !== undefined).sort((a, b) => a.seq! - b.seq!).map((g) => g.vmid),
+    ...(c.cancelled ? { cancelled: c.cancelled } : {}),
   };
 }
 
@@ -323,6 +343,7 @@ export const GracefulShutdownMachine = shutdownSetup.createMachine({
             if (e.type === 'GUEST.TIMEOUT') attemptFailed(s, e.vmid, e.phase, `${e.phase === 'stopping' ? 'shutdown' : 'stop'} timed out after ${s.get(e.vmid)?.shutdownTimeoutMs} ms`);
           }),
         },
+        CANCEL: { actions: step((s, e) => (e.type === 'CANCEL' ? cancel(s, e.reason) : undefined)) },
         // Neither timers nor steps in flight are in the persisted snapshot: after a restore, re-arm
         // the timers (with a full budget) and run the steps again (same action ids).
         RESUME: {

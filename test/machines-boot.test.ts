@@ -259,4 +259,25 @@ describe('LayeredBootMachine', () => {
     expect(b.getSnapshot().output!.failed).toEqual([101]);
     expect(second.clock.now()).toBe(10_000); // a full budget again from the restore
   });
+
+  it('CANCEL starts nothing more: the guests in flight finish (no retry), the rest is held with the reason', async () => {
+    const fleet = referenceFleet();
+    // 101's health check fails once: without the cancel it would be retried
+    const r = rig(fleet, { behaviour: (v, attempt) => (v === 101 && attempt === 0 ? 'fail' : 'ok') });
+    const actor = createActor(r.machine, { clock: r.clock, input: bootInput(fleet) }).start();
+    await runUntil(actor, r.clock, () => r.clock.now() >= 1000); // layer 1 in flight; 101 fails at 3 s
+    const inFlight = r.starts.map((s) => s.vmid).filter((v) => !r.healthyAt.has(v));
+    actor.send({ type: 'CANCEL', reason: 'cancelled by cli:ann' });
+    await runUntil(actor, r.clock);
+    const out = actor.getSnapshot().output!;
+    expect(out.cancelled).toBe('cancelled by cli:ann');
+    expect(r.starts.filter((s) => s.vmid === 101)).toHaveLength(1); // no retry after the cancel
+    expect(out.failed).toEqual([101]);
+    expect(out.healthy).toEqual(inFlight.filter((v) => v !== 101).sort((a, b) => a - b));
+    expect(new Set(r.starts.map((s) => s.vmid))).toEqual(new Set([...r.healthyAt.keys(), ...inFlight, 101]));
+    expect(out.held.length + out.healthy.length + out.failed.length).toBe(12);
+    expect(out.held.length).toBeGreaterThan(0);
+    for (const v of out.held) expect(out.reasons[v]).toMatch(/^cancelled by cli:ann$|depends on 101/);
+    expect(r.progress.at(-1)?.event).toBe('BOOT.DONE');
+  });
 });

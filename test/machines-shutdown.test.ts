@@ -179,4 +179,22 @@ describe('GracefulShutdownMachine', () => {
     expect(second.shutdowns.filter((s) => completed.has(s.actionId))).toEqual([]);
     expect(second.stops.map((s) => s.actionId)).toEqual(['sd:155:stop']);
   });
+
+  it('CANCEL shuts nothing more down: the shutdowns in flight finish (with their hard stop), the rest keeps running', async () => {
+    const fleet = referenceFleet();
+    const r = rig(fleet, { shutdown: (v) => (v === 243 ? 'hang' : 'ok') });
+    const actor = createActor(r.machine, { clock: r.clock, input: shutdownInput(fleet) }).start();
+    await runUntil(actor, r.clock, () => r.clock.now() >= 1000); // the top layer is shutting down, 243 hangs
+    actor.send({ type: 'CANCEL', reason: 'cancelled by cli:ann' });
+    await runUntil(actor, r.clock);
+    const out = actor.getSnapshot().output!;
+    expect(out.cancelled).toBe('cancelled by cli:ann');
+    expect(out.hardStopped).toEqual([243]); // in flight: it finishes, by its hard stop
+    const asked = new Set(r.shutdowns.map((x) => x.vmid));
+    expect(new Set(out.stopped)).toEqual(asked);
+    expect(asked.has(101)).toBe(false);
+    expect(out.held).toContain(101);
+    for (const v of out.held) expect(out.reasons[v]).toBe('cancelled by cli:ann');
+    expect(out.held.length + out.stopped.length).toBe(12);
+  });
 });

@@ -31,11 +31,13 @@ export function statusOf(kind: WorkflowKind, output: unknown, stored: unknown): 
     case 'boot': {
       const o = output as BootSummary;
       if (o.dryRun) return 'done';
+      if (o.cancelled) return 'aborted';
       return o.failed.length || o.held.length || o.blocked.length ? 'failed' : 'done';
     }
     case 'shutdown': {
       const o = output as ShutdownSummary;
       if (o.dryRun) return 'done';
+      if (o.cancelled) return 'aborted';
       return o.stuck.length || o.held.length || preHeld ? 'failed' : 'done';
     }
     case 'failover': {

@@ -177,17 +177,21 @@ export const agent: AgentModule<WorkflowsOptions> = {
         const all = [...(await kvList(bus.kv.workflows, '', WorkflowRecord)).values()].sort((x, y) => y.startedAt.localeCompare(x.startedAt));
         return all.slice(0, a.limit ?? 50).map(strip);
       }),
-      // `homeostat cancel`: a chaos experiment aborts into its rollbacks; the other kinds have no
-      // safe midway stop (a half-booted or half-failed-over fleet) and run to their end
+      // `homeostat cancel`: a chaos experiment aborts into its rollbacks; a boot or shutdown starts
+      // nothing more (the guests in flight finish); a failover has no safe midway stop (a node half
+      // fenced, its guests half moved) and runs to its end
       bus.serve<CommandRequest>(subjects.cmd('workflow.cancel'), async (env) => {
         const a = args(WorkflowArgs, env);
         if (!a.workflowId) throw new HomeostatError('HOMEOSTAT_ERR_USAGE', 'workflow.cancel: expected args.workflowId');
         const r = await kvGet(bus.kv.workflows, kvKeys.workflow(a.workflowId), WorkflowRecord);
         if (!r) throw new HomeostatError('HOMEOSTAT_ERR_NOT_FOUND', `no workflow ${a.workflowId}`);
         if (r.value.status !== 'running') return { workflowId: a.workflowId, cancelled: false, reason: `it already ended (${r.value.status})` };
-        if (r.value.kind !== 'chaos') return { workflowId: a.workflowId, cancelled: false, reason: `a ${r.value.kind} has no safe midway stop; it runs to its end` };
-        const sent = runner.send(a.workflowId, { type: 'ABORT', reason: `cancelled by ${env.data.requestedBy}` } as { type: string });
-        return { workflowId: a.workflowId, cancelled: sent, ...(sent ? {} : { reason: 'not running in this agent' }) };
+        if (r.value.kind === 'failover') return { workflowId: a.workflowId, cancelled: false, reason: 'a failover has no safe midway stop (a node half fenced, its guests half moved); it runs to its end' };
+        const reason = `cancelled by ${env.data.requestedBy}`;
+        const event = r.value.kind === 'chaos' ? { type: 'ABORT', reason } : { type: 'CANCEL', reason };
+        const sent = runner.send(a.workflowId, event as { type: string });
+        const effect = r.value.kind === 'chaos' ? 'its rollbacks run now' : `nothing more is ${r.value.kind === 'boot' ? 'started' : 'shut down'}; the guests in flight finish`;
+        return { workflowId: a.workflowId, kind: r.value.kind, cancelled: sent, ...(sent ? { effect } : { reason: 'not running in this agent' }) };
       }),
       // a node answering again during the fence delay aborts its failover (never fence a live node)
       bus.subscribe<NodeEvent>('fleet.events.node.*', (env) => {

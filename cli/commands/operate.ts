@@ -133,15 +133,19 @@ export async function watchMain(argv: string[]): Promise<number> {
 export async function cancelMain(argv: string[]): Promise<number> {
   const { values, positionals } = parseCommand(argv, COMMON_OPTIONS);
   if (values.help || positionals.length !== 1) {
-    println('Usage: homeostat cancel <workflowId|prefix> [--json] [--nats URL]\n\nStop a running chaos experiment: its rollbacks still run. Boot, shutdown and failover run to their end.');
+    println(`Usage: homeostat cancel <workflowId|prefix> [--json] [--nats URL]
+
+Cancel a running workflow. A chaos experiment stops and its rollbacks run; a boot or shutdown
+starts (or shuts down) nothing more, the guests in flight finish, and it ends "aborted"; a failover
+has no safe midway stop and refuses (exit 1).`);
     return values.help ? 0 : 2;
   }
   const r = await withBus(values, async (bus) => {
     const all = (await workflowIds(bus)).filter((w) => w.status === 'running');
     const id = resolveId(positionals[0], all.map((w) => w.workflowId), 'running workflow', 'see `homeostat workflows list`');
-    return command<{ workflowId: string; cancelled: boolean; reason?: string }>(bus, 'workflow.cancel', { workflowId: id, by: by() }, 5000);
+    return command<{ workflowId: string; cancelled: boolean; reason?: string; effect?: string }>(bus, 'workflow.cancel', { workflowId: id, by: by() }, 5000);
   });
   if (values.json) printJson(r);
-  else println(r.cancelled ? `cancelling ${r.workflowId}: its rollbacks run now (\`homeostat watch ${r.workflowId}\`)` : `${r.workflowId} not cancelled: ${r.reason ?? ''}`);
+  else println(r.cancelled ? `cancelling ${r.workflowId}: ${r.effect ?? 'its rollbacks run now'} (\`homeostat watch ${r.workflowId}\`)` : `${r.workflowId} not cancelled: ${r.reason ?? ''}`);
   return r.cancelled ? 0 : 1;
 }
