@@ -7,6 +7,7 @@ import { simClient } from '../../workflows/mod.ts';
 import { parseCommand } from '../args.ts';
 import { readReady } from '../data-dir.ts';
 import { printJson, println, table } from '../output.ts';
+import { pveSettingsFromEnv } from '../../fleet/pve-config.ts';
 
 const HELP = `Usage: homeostat fault <kind> <target> [--for DURATION] [--json] [--data-dir DIR]
        homeostat fault list
@@ -23,8 +24,8 @@ PVE_TOKEN_ID, PVE_TOKEN_SECRET.
 function endpoint(dataDir: string | undefined) {
   const r = readReady(dataDir);
   if (r?.pveUrl && r.pveTokenId && r.pveTokenSecret) return { url: r.pveUrl, tokenId: r.pveTokenId, tokenSecret: r.pveTokenSecret, caPem: typeof r.pveCaPem === 'string' ? r.pveCaPem : undefined };
-  const { PVE_URL, PVE_TOKEN_ID, PVE_TOKEN_SECRET } = process.env;
-  if (PVE_URL && PVE_TOKEN_ID && PVE_TOKEN_SECRET) return { url: PVE_URL, tokenId: PVE_TOKEN_ID, tokenSecret: PVE_TOKEN_SECRET, insecure: process.env.PVE_INSECURE === '1' };
+  const pve = pveSettingsFromEnv(process.env);
+  if (pve.url && pve.tokenId && pve.tokenSecret) return { url: pve.url, tokenId: pve.tokenId, tokenSecret: pve.tokenSecret, caPem: pve.caPem, insecure: pve.insecure };
   throw new HomeostatError('HOMEOSTAT_ERR_CONFIG', `no running \`homeostat up --sim\` on ${dataDir ?? process.env.HOMEOSTAT_DATA_DIR ?? '.homeostat'} (no ready.json) and PVE_URL/PVE_TOKEN_ID/PVE_TOKEN_SECRET not set`);
 }
 
