@@ -1,7 +1,7 @@
 // `npm run bench`: every benchmark in turn, JSON lines on stdout. BENCH=bus,sim picks some.
 import { existsSync } from 'node:fs';
 
-const ALL = ['bus', 'sim', 'pipeline', 'mttr', 'boot', 'failover', 'advisor', 'seal', 'console'];
+const ALL = ['bus', 'sim', 'pipeline', 'mttr', 'boot', 'failover', 'advisor', 'seal', 'console', 'scale'];
 const pick = process.env.BENCH ? process.env.BENCH.split(',').map((s) => s.trim()) : ALL;
 let failed = 0;
 for (const name of pick) {

@@ -8,8 +8,8 @@
 //   replicas   two action agents, every action delivered to both and replayed: doubled actions
 //   kill9      `up --replicas 1` (every agent its own process): a guest crashes and each agent in
 //              turn is SIGKILLed at its step of the remediation (×1 short, ×5 full): lost, doubled
-import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -20,7 +20,7 @@ import { startNatsServer, type NatsServerHandle } from '../cli/nats-server.ts';
 import { startStack, type Stack } from '../cli/stack.ts';
 import { buildFleet, type Fleet } from '../fleet/manifest.ts';
 import { REFERENCE_MANIFEST } from '../fleet/reference-fleet.ts';
-import { simApi, until } from '../testkit/mod.ts';
+import { agentProcessPid, simApi, until } from '../testkit/mod.ts';
 import { emit, isMain, round } from './harness.ts';
 
 const FULL = process.env.TORTURE === 'full';
@@ -209,23 +209,6 @@ async function replicas(): Promise<void> {
   }
 }
 
-/** The pid of `up`'s process for `agent` (`homeostat agent <name>`), as it is now (restarts change it). */
-function agentPid(upPid: number, agent: string): number | undefined {
-  const out = spawnSync('ps', ['-o', 'pid=', '--ppid', String(upPid)], { encoding: 'utf8' }).stdout;
-  for (const pid of out.split('\n').map((l) => Number(l.trim())).filter(Boolean)) {
-    const argv = (() => {
-      try {
-        return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
-      } catch {
-        return [];
-      }
-    })();
-    const i = argv.indexOf('agent');
-    if (i >= 0 && argv[i + 1] === agent) return pid;
-  }
-  return undefined;
-}
-
 /** Where in a remediation each agent is killed: when its input for the victim has appeared. */
 const KILL_AT: Record<string, 'fault' | 'event' | 'incident' | 'approved'> = {
   sensing: 'fault', analysis: 'event', decision: 'incident', action: 'approved', workflows: 'fault', operator: 'fault', notify: 'fault',
@@ -292,7 +275,7 @@ async function kill9(): Promise<void> {
         await sim.fault('crash', g.vmid);
         const step = KILL_AT[agent];
         if (step !== 'fault') await until(async () => reached.get(g.vmid)!.has(step), 20_000, 5).catch(() => void missedStep.push(`${agent}@${step}`));
-        const pid = agentPid(up.pid!, agent);
+        const pid = agentProcessPid(up.pid!, agent);
         if (pid) {
           process.kill(pid, 'SIGKILL');
           kills++;
@@ -302,7 +285,7 @@ async function kill9(): Promise<void> {
         if (healed) healMs.push(performance.now() - t0);
         else lost++;
         // the restarted agent is up again before the next round (what it would double shows by then)
-        await until(async () => agentPid(up.pid!, agent) !== undefined && agentPid(up.pid!, agent) !== pid, 30_000, 200).catch(() => undefined);
+        await until(async () => agentProcessPid(up.pid!, agent) !== undefined && agentProcessPid(up.pid!, agent) !== pid, 30_000, 200).catch(() => undefined);
         await sleep(3000);
         doubled += Math.max(0, (await starts(g.vmid)) - before - 1);
       }

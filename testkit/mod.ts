@@ -4,3 +4,4 @@ export * from './sim-api.ts';
 export * from './ollama-double.ts';
 export * from './llm-fixtures.ts';
 export * from './poll.ts';
+export * from './processes.ts';

@@ -8,8 +8,9 @@ import { agentHandle, every, type AgentHandle, type AgentModule, type AgentProgr
 import { startAlertReceiver, type AlertReceiver, type HookSink } from './alertmanager.ts';
 import { PveObserver } from './observe.ts';
 import { sensingOptions, type SensingAgentOptions } from './options.ts';
-import { Prober, type ProbeResult } from './probe.ts';
+import { mapLimit, Prober, type ProbeResult } from './probe.ts';
 import { loadRecords, publishEmissions } from './publish.ts';
+import { GuestRecord, kvGet, kvKeys, NodeRecord } from '../../bus/mod.ts';
 import { FleetTracker, type Scope } from './tracker.ts';
 import { NodePartition } from './partition.ts';
 import type { Fleet } from '../../fleet/manifest.ts';
@@ -74,12 +75,19 @@ export const agent: AgentModule<SensingAgentOptions> = {
       },
     });
     await partition?.start();
-    const reseed = async () => {
+    // only the records of the guests now listed on the gained nodes (and those last known there):
+    // reading the whole bucket at each rebalance cost a 1,000-guest fleet a second per replica
+    const reseed = async (seen: Iterable<{ vmid: number; node: string }>) => {
       if (!gained.size) return;
       const nodes = new Set(gained);
       gained.clear();
-      const r = await loadRecords(ctx.bus);
-      tracker.reseed(r.guests.filter((g) => nodes.has(g.node)), r.nodes.filter((n) => nodes.has(n.node)));
+      const vmids = new Set<number>();
+      for (const g of seen) if (nodes.has(g.node)) vmids.add(g.vmid);
+      for (const g of tracker.guests.values()) if (nodes.has(g.node)) vmids.add(g.vmid);
+      const kv = ctx.bus.kv.fleetState;
+      const guests = (await mapLimit([...vmids], 64, (v) => kvGet(kv, kvKeys.guest(v), GuestRecord))).flatMap((r) => (r ? [r.value] : []));
+      const nodeRecs = (await Promise.all([...nodes].map((n) => kvGet(kv, kvKeys.node(n), NodeRecord)))).flatMap((r) => (r ? [r.value] : []));
+      tracker.reseed(guests, nodeRecs);
     };
 
     let apiDown = false;
@@ -104,7 +112,7 @@ export const agent: AgentModule<SensingAgentOptions> = {
         if (apiDown) log.warn({ code: !obs.api.ok ? obs.api.code : undefined }, 'PVE API unavailable; sensing keeps polling');
         else log.info('PVE API available again');
       }
-      await reseed();
+      await reseed(obs.guests.values());
       const scope = partition ? { owns: (node: string) => partition.owns(node), reportsApi: partition.owned().length > 0 } : undefined;
       const running = obs.api.ok ? [...obs.guests.values()].filter((g) => g.reachable && g.state === 'running' && (!scope || scope.owns(g.node))).map((g) => g.vmid) : [];
       // a round a hook brought forward probes only the hooked guests (the others' probes are

@@ -1,0 +1,199 @@
+// Scale under failure: `homeostat up --sim --nats-cluster 3 --replicas 2` on a generated fleet
+// (10 nodes, 5,000 guests), 100 guest crashes spread over the run, and a third of the way in one
+// nats-server and the first replica of every agent are SIGKILLed (the replicas are restarted by up;
+// the server is not). Reports healed / lost / doubled (goal 100 / 0 / 0: every crash healed by
+// exactly one started action) and MTTR p50/p95 against the same run's floor, sense interval + the
+// guest's boot time (a crash is seen on the next round at the latest, then the guest boots), plus
+// how long the killed sensing replica's nodes took to be held by another (goal ≤ 5 s).
+//   npx tsx bench/scale.ts                    full: 5,000 guests, 100 crashes over 5 minutes
+//   BENCH_SCALE_SHORT=1 npx tsx bench/scale.ts  short: 1,000 guests, 20 crashes over 40 s
+// BENCH_SCALE_GUESTS, BENCH_SCALE_CRASHES, BENCH_SCALE_SECONDS override either.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { Bus, kvGet, LeaseRecord, readIdentity, replayStored, type Action } from '../bus/mod.ts';
+import { sleep } from '../core/mod.ts';
+import { generateFleet } from '../fleet/reference-fleet.ts';
+import { nodeLeaseKey } from '../agents/sensing/partition.ts';
+import { simApi } from '../testkit/mod.ts';
+import { emit, isMain, percentile, round } from './harness.ts';
+
+const SHORT = process.env.BENCH_SCALE_SHORT === '1';
+const GUESTS = Number(process.env.BENCH_SCALE_GUESTS ?? (SHORT ? 1000 : 5000));
+const CRASHES = Number(process.env.BENCH_SCALE_CRASHES ?? (SHORT ? 20 : 100));
+const SECONDS = Number(process.env.BENCH_SCALE_SECONDS ?? (SHORT ? 40 : 300));
+const NODES = 10;
+const SENSE_MS = 1000;
+const BOOT_MS = 2000;
+const BIN = fileURLToPath(new URL('../bin/homeostat.js', import.meta.url));
+
+interface Ready { natsUrl: string; natsCreds: string; pveUrl: string; pveTokenId: string; pveTokenSecret: string; natsServers: { url: string; pid: number }[]; processes: { agent: string; pid: number }[] }
+
+function manifest() {
+  const f = generateFleet({ guests: GUESTS, layers: 4, nodes: NODES, bootMs: () => BOOT_MS });
+  // up to 100 actions a minute (the default budget, 20, is for a homelab, not this fleet's crash rate)
+  return { name: f.name, nodes: f.nodes, guests: f.guests, policies: { senseIntervalMs: SENSE_MS, probeConcurrency: 64, probeTimeoutMs: 2000, budgetPerMinute: 200, cooldownMs: 0 } };
+}
+
+async function startUp(dir: string, fleetFile: string): Promise<{ child: ChildProcess; ready: Ready; stderr: () => string }> {
+  const child = spawn(process.execPath, [BIN, 'up', '--sim', '--http', '--fleet', fleetFile, '--nats-cluster', '3', '--replicas', '2', '--data-dir', dir, '--nats-port', '0', '--sim-port', '0', '--alertmanager-port', 'off', '--metrics-port', 'off', '--console-port', 'off'], {
+    env: { ...process.env, LOG_LEVEL: 'warn', NATS_URL: '' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let err = '';
+  child.stderr!.on('data', (d: Buffer) => (err = (err + d.toString()).slice(-20_000)));
+  const line = await new Promise<string>((resolve, reject) => {
+    createInterface({ input: child.stdout! }).once('line', resolve);
+    child.once('exit', (code) => reject(new Error(`up exited (${code}) before its ready line: ${err.slice(-2000)}`)));
+  });
+  return { child, ready: JSON.parse(line) as Ready, stderr: () => err };
+}
+
+async function until<T>(fn: () => Promise<T | undefined>, ms: number, what: string, stepMs = 250): Promise<T> {
+  for (const end = Date.now() + ms; ; await sleep(stepMs)) {
+    const v = await fn().catch(() => undefined);
+    if (v !== undefined) return v;
+    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+  }
+}
+
+export async function run(): Promise<void> {
+  const { build, isStale } = await import('../scripts/build.mjs');
+  if (isStale() && !build()) throw new Error('the build of dist/ failed');
+  const dir = mkdtempSync(join(tmpdir(), 'homeostat-scale-'));
+  const fleetFile = join(dir, 'fleet.json');
+  const m = manifest();
+  writeFileSync(fleetFile, JSON.stringify(m));
+  const t0 = Date.now();
+  const up = await startUp(join(dir, 'data'), fleetFile);
+  const startMs = Date.now() - t0;
+  const { ready } = up;
+  let bus: Bus | undefined;
+  try {
+    bus = await Bus.connect({ servers: ready.natsUrl, source: 'bench-scale', seed: readIdentity(ready.natsCreds).seed });
+    const sim = simApi({ url: ready.pveUrl, tokenId: ready.pveTokenId, tokenSecret: ready.pveTokenSecret });
+    const nodes = m.nodes.map((n) => n.name);
+    // leaf guests (nothing depends on them), spread over the nodes: one crash, one incident, one action
+    const deps = new Set(m.guests.flatMap((g) => g.dependsOn ?? []));
+    const leaves = m.guests.filter((g) => !deps.has(g.vmid) && !(g as { protected?: boolean }).protected);
+    const victims = Array.from({ length: CRASHES }, (_, i) => leaves[Math.floor((i * leaves.length) / CRASHES)].vmid);
+    await until(async () => {
+      const f = await sim.fleet();
+      const known = await bus!.kv.fleetState.get(`guest.${victims[victims.length - 1]}`);
+      return f.guests.every((g) => g.state === 'running') && known ? true : undefined;
+    }, 300_000, 'the fleet running and known to sensing');
+    const leases = async () => {
+      const held = new Map<string, string>();
+      await Promise.all(nodes.map(async (n) => {
+        const l = await kvGet(bus!.kv.fleetState, nodeLeaseKey(n), LeaseRecord);
+        if (l && l.value.expiresAt > Date.now()) held.set(n, l.value.holder);
+      }));
+      return held;
+    };
+    const before = await until(async () => {
+      const h = await leases();
+      return h.size === nodes.length ? h : undefined;
+    }, 60_000, 'every node held by a sensing replica');
+
+    // MTTR from the core stream (the replay at the end counts: a reconnect may drop core messages)
+    const since = new Date();
+    const crashedAt = new Map<number, number>();
+    const healedAt = new Map<number, number>();
+    bus.nc.subscribe('fleet.actions.succeeded', {
+      callback: (_e, msg) => {
+        const v = (JSON.parse(new TextDecoder().decode(msg.data)) as { data: Action }).data.target.vmid;
+        if (crashedAt.has(v) && !healedAt.has(v)) healedAt.set(v, Date.now());
+      },
+    });
+    const pidOf = (holder: string) => Number(holder.split(':').pop());
+    const sensingVictim = ready.processes.find((p) => p.agent === 'sensing')!.pid;
+    const hisNodes = nodes.filter((n) => pidOf(before.get(n)!) === sensingVictim);
+    const gap = (SECONDS * 1000) / CRASHES;
+    const killAt = Math.floor(CRASHES / 3);
+    let takeoverMs: number | undefined;
+    let takeover: Promise<void> | undefined;
+    const runStart = Date.now();
+    for (let i = 0; i < CRASHES; i++) {
+      if (i === killAt) {
+        process.kill(ready.natsServers[1].pid, 'SIGKILL');
+        const seen = new Set<string>();
+        for (const p of ready.processes) {
+          if (seen.has(p.agent)) continue;
+          seen.add(p.agent);
+          process.kill(p.pid, 'SIGKILL');
+        }
+        const killed = Date.now();
+        takeover = until(async () => {
+          const h = await leases();
+          return hisNodes.every((n) => h.has(n) && pidOf(h.get(n)!) !== sensingVictim) ? true : undefined;
+        }, 120_000, 'the killed sensing replica\'s nodes taken over', 100).then(() => void (takeoverMs = Date.now() - killed), () => undefined);
+      }
+      const v = victims[i];
+      crashedAt.set(v, Date.now());
+      await sim.fault('crash', v).catch((e: unknown) => process.stderr.write(`crash ${v}: ${(e as Error).message}\n`));
+      await sleep(Math.max(0, runStart + (i + 1) * gap - Date.now()));
+    }
+    await takeover;
+    // every crash healed, or a minute and a half past the last one
+    await until(async () => (victims.every((v) => healedAt.has(v)) ? true : undefined), 90_000, 'every crash healed').catch(() => undefined);
+    await sleep(5000); // what replicas could double shows up within seconds
+    const actions = await until(() => replayStored(bus!, 'fleet.actions.>', since), 60_000, 'a replay of the actions');
+    const started = new Map<number, number>();
+    const succeeded = new Map<number, number>();
+    for (const a of actions) {
+      const v = (a.env.data as Action).target.vmid;
+      if (a.env.type === 'ActionStarted') started.set(v, (started.get(v) ?? 0) + 1);
+      if (a.env.type === 'ActionSucceeded') {
+        succeeded.set(v, (succeeded.get(v) ?? 0) + 1);
+        if (!healedAt.has(v) && crashedAt.has(v)) healedAt.set(v, Date.parse(a.env.ts));
+      }
+    }
+    // where the time goes, per crash: seen by sensing, incident opened, action started, succeeded
+    const firstAt = new Map<string, number>();
+    const chain = await until(() => replayStored(bus!, 'fleet.>', since), 60_000, 'a replay of the chain');
+    for (const ev of chain) {
+      const d = ev.env.data as { vmid?: number; rootCause?: { vmid?: number }; target?: { vmid?: number } };
+      const v = d.vmid ?? d.rootCause?.vmid ?? d.target?.vmid;
+      const step = ev.env.type === 'GuestStateChanged' ? 'seen' : ev.env.type === 'IncidentOpened' ? 'incident' : ev.env.type === 'ActionStarted' ? 'started' : ev.env.type === 'ActionSucceeded' ? 'succeeded' : undefined;
+      if (v === undefined || !step || !crashedAt.has(v) || firstAt.has(`${step}:${v}`)) continue;
+      firstAt.set(`${step}:${v}`, Date.parse(ev.env.ts));
+    }
+    const stepP50 = (from: string, to: string) => {
+      const d = victims.map((v) => (firstAt.get(`${to}:${v}`) ?? NaN) - (from === 'crash' ? crashedAt.get(v)! : firstAt.get(`${from}:${v}`) ?? NaN)).filter(Number.isFinite).sort((a, b) => a - b);
+      return Math.round(percentile(d, 50));
+    };
+    const stepsP50Ms = { crashToSeen: stepP50('crash', 'seen'), seenToIncident: stepP50('seen', 'incident'), incidentToStarted: stepP50('incident', 'started'), startedToSucceeded: stepP50('started', 'succeeded') };
+    const mttrOf = (vs: number[]) => Math.round(percentile(vs.filter((v) => healedAt.has(v)).map((v) => healedAt.get(v)! - crashedAt.get(v)!).sort((a, b) => a - b), 50));
+    const states = new Map((await sim.fleet()).guests.map((g) => [g.vmid, g.state]));
+    const healed = victims.filter((v) => (succeeded.get(v) ?? 0) >= 1 && states.get(v) === 'running').length;
+    const doubled = victims.filter((v) => (started.get(v) ?? 0) > 1).length;
+    const lost = CRASHES - healed;
+    const mttr = victims.filter((v) => healedAt.has(v)).map((v) => healedAt.get(v)! - crashedAt.get(v)!).sort((a, b) => a - b);
+    const floorMs = SENSE_MS + BOOT_MS;
+    const p50 = percentile(mttr, 50);
+    const p95 = percentile(mttr, 95);
+    emit({
+      bench: 'scale', variant: SHORT ? 'short' : 'full', guests: GUESTS, nodes: NODES, natsServers: 3, replicas: 2, crashes: CRASHES, seconds: SECONDS, startMs,
+      killed: { natsServer: 1, agentReplicas: new Set(ready.processes.map((p) => p.agent)).size, atCrash: killAt },
+      healed, lost, doubled, goal: { healed: CRASHES, lost: 0, doubled: 0, takeoverMs: 5000 },
+      mttrP50Ms: Math.round(p50), mttrP95Ms: Math.round(p95), floorMs, p50VsFloor: round(p50 / floorMs, 2), p95VsFloor: round(p95 / floorMs, 2),
+      mttrP50BeforeKillMs: mttrOf(victims.slice(0, killAt)), mttrP50AfterKillMs: mttrOf(victims.slice(killAt)), stepsP50Ms,
+      sensingTakeoverMs: takeoverMs, takeoverNodes: hisNodes.length,
+      pass: healed === CRASHES && lost === 0 && doubled === 0 && takeoverMs !== undefined && takeoverMs <= 5000,
+    });
+  } finally {
+    await bus?.stop().catch(() => undefined);
+    if (up.child.exitCode === null) {
+      up.child.kill('SIGTERM');
+      const t = setTimeout(() => up.child.kill('SIGKILL'), 30_000);
+      await new Promise((r) => up.child.once('exit', r));
+      clearTimeout(t);
+    }
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+if (isMain(import.meta.url)) await run();
