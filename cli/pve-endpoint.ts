@@ -1,7 +1,7 @@
 // Where the CLI finds a PVE API (or the twin): the ready file of the `up --sim` on the data
 // directory, or PVE_URL / PVE_TOKEN_ID / PVE_TOKEN_SECRET (with PVE_CA_FILE / PVE_INSECURE).
 import { HomeostatError } from '../core/mod.ts';
-import { pveClientOptionsFromEnv } from '../fleet/pve-client.ts';
+import { pveSettingsFromEnv } from '../fleet/pve-config.ts';
 import { readReady } from './data-dir.ts';
 
 export interface PveEndpoint {
@@ -19,9 +19,9 @@ function fromReady(dataDir: string | undefined): PveEndpoint | undefined {
 }
 
 function fromEnv(): PveEndpoint | undefined {
-  if (!process.env.PVE_URL) return undefined;
-  const c = pveClientOptionsFromEnv();
-  return { url: c.url, tokenId: c.tokenId, tokenSecret: c.tokenSecret, caPem: c.caPem, insecure: c.insecure };
+  const pve = pveSettingsFromEnv(process.env);
+  if (!pve.url || !pve.tokenId || !pve.tokenSecret) return undefined;
+  return { url: pve.url, tokenId: pve.tokenId, tokenSecret: pve.tokenSecret, caPem: pve.caPem, insecure: pve.insecure };
 }
 
 /** `prefer`: which source wins when both are there (the twin's for fault injection, the env's for import). */

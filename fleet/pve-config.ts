@@ -78,24 +78,42 @@ const flag = z
   .enum(['0', '1', 'true', 'false', 'yes', 'no'], { message: 'expected 1 or 0' })
   .transform((v) => v === '1' || v === 'true' || v === 'yes');
 
-/** The PVE_* environment variables, one rule each: `pveClientOptionsFromEnv` and the agents'
- *  config (agents/runtime/config.ts) both parse them with these. */
-export const PveEnv = z.object({
+/** The PVE_* environment variables, one rule each. */
+const PveEnv = z.object({
   PVE_URL: pveUrl,
   PVE_TOKEN_ID: PveConnection.shape.tokenId,
   PVE_TOKEN_SECRET: PveConnection.shape.tokenSecret,
-  PVE_CA_FILE: z.string().min(1).optional(),
-  PVE_INSECURE: flag.default(false),
-});
+  PVE_CA_FILE: z.string().min(1),
+  PVE_INSECURE: flag,
+}).partial();
+
+export const PVE_ENV_VARS = Object.keys(PveEnv.shape) as (keyof z.infer<typeof PveEnv>)[];
+
+/** What the PVE_* variables say, checked: the one reading of them (the CLI's config and
+ *  `pveClientOptionsFromEnv` both use it). `caPem` is PVE_CA_FILE's content. */
+export interface PveSettings {
+  url?: string;
+  tokenId?: string;
+  tokenSecret?: string;
+  caFile?: string;
+  caPem?: string;
+  /** PVE_INSECURE=1: skip certificate checks (wins over PVE_CA_FILE, with a warning from the client). */
+  insecure: boolean;
+}
+
+const configError = (name: string, message: string, cause?: unknown) =>
+  new HomeostatError('HOMEOSTAT_ERR_CONFIG', `${name}: ${message}`, cause === undefined ? undefined : { cause });
 
 /**
- * Options for createPveClient from PVE_URL, PVE_TOKEN_ID, PVE_TOKEN_SECRET, PVE_CA_FILE (read here)
- * and PVE_INSECURE=1 (which wins over PVE_CA_FILE, with a warning from the client, as in the CLI's
- * config). Throws HOMEOSTAT_ERR_CONFIG with a message that starts with the variable.
+ * Parse PVE_URL, PVE_TOKEN_ID, PVE_TOKEN_SECRET, PVE_CA_FILE (read and checked here) and
+ * PVE_INSECURE. Unset and empty are the same. `required`: PVE_URL and the token must be set (a
+ * client is about to be made); otherwise all may be absent, but the token's two halves go
+ * together. Throws HOMEOSTAT_ERR_CONFIG with one line that starts with the variable and never
+ * echoes a secret.
  */
-export function pveClientOptionsFromEnv(env: NodeJS.ProcessEnv = process.env): PveConnection {
+export function pveSettingsFromEnv(env: Record<string, string | undefined>, opts: { required?: boolean } = {}): PveSettings {
   const input: Record<string, string> = {};
-  for (const k of Object.keys(PveEnv.shape)) {
+  for (const k of PVE_ENV_VARS) {
     const v = env[k];
     if (v !== undefined && v !== '') input[k] = v;
   }
@@ -103,21 +121,37 @@ export function pveClientOptionsFromEnv(env: NodeJS.ProcessEnv = process.env): P
   if (!r.success) {
     const i = r.error.issues[0];
     const name = String(i.path[0] ?? 'PVE_URL');
-    const message = input[name] === undefined ? 'required (see docs/real-pve.md)' : i.message;
     const got = input[name] !== undefined && !name.includes('SECRET') ? ` (got ${JSON.stringify(input[name].slice(0, 80))})` : '';
-    throw new HomeostatError('HOMEOSTAT_ERR_CONFIG', `${name}: ${message}${got}`);
+    throw configError(name, `${i.message}${got}`);
   }
   const e = r.data;
+  if (opts.required) {
+    for (const k of ['PVE_URL', 'PVE_TOKEN_ID', 'PVE_TOKEN_SECRET'] as const) if (!e[k]) throw configError(k, 'required (see docs/real-pve.md)');
+  } else if (!!e.PVE_TOKEN_ID !== !!e.PVE_TOKEN_SECRET) {
+    const [missing, other] = e.PVE_TOKEN_ID ? ['PVE_TOKEN_SECRET', 'PVE_TOKEN_ID'] : ['PVE_TOKEN_ID', 'PVE_TOKEN_SECRET'];
+    throw configError(missing, `expected to be set together with ${other}`);
+  }
   let caPem: string | undefined;
   if (e.PVE_CA_FILE) {
     try {
       caPem = readFileSync(e.PVE_CA_FILE, 'utf8');
     } catch (err) {
-      throw new HomeostatError('HOMEOSTAT_ERR_CONFIG', `PVE_CA_FILE: cannot read ${JSON.stringify(e.PVE_CA_FILE)} (${(err as NodeJS.ErrnoException).code ?? String(err)})`, { cause: err });
+      throw configError('PVE_CA_FILE', `cannot read ${JSON.stringify(e.PVE_CA_FILE)} (${(err as NodeJS.ErrnoException).code ?? String(err)})`, err);
     }
     if (!caPem.includes('-----BEGIN CERTIFICATE-----')) {
-      throw new HomeostatError('HOMEOSTAT_ERR_CONFIG', `PVE_CA_FILE: ${JSON.stringify(e.PVE_CA_FILE)} holds no PEM certificate (expected e.g. /etc/pve/pve-root-ca.pem)`);
+      throw configError('PVE_CA_FILE', `${JSON.stringify(e.PVE_CA_FILE)} holds no PEM certificate (expected e.g. /etc/pve/pve-root-ca.pem)`);
     }
   }
-  return PveConnection.parse({ url: e.PVE_URL, tokenId: e.PVE_TOKEN_ID, tokenSecret: e.PVE_TOKEN_SECRET, caPem, insecure: e.PVE_INSECURE });
+  return Object.freeze({
+    ...(e.PVE_URL ? { url: e.PVE_URL } : {}),
+    ...(e.PVE_TOKEN_ID ? { tokenId: e.PVE_TOKEN_ID, tokenSecret: e.PVE_TOKEN_SECRET } : {}),
+    ...(e.PVE_CA_FILE ? { caFile: e.PVE_CA_FILE, caPem } : {}),
+    insecure: e.PVE_INSECURE ?? false,
+  });
+}
+
+/** Options for createPveClient from the PVE_* variables (all three of URL and token required). */
+export function pveClientOptionsFromEnv(env: NodeJS.ProcessEnv = process.env): PveConnection {
+  const p = pveSettingsFromEnv(env, { required: true });
+  return PveConnection.parse({ url: p.url, tokenId: p.tokenId, tokenSecret: p.tokenSecret, caPem: p.caPem, insecure: p.insecure });
 }

@@ -18,7 +18,9 @@ describe('config', () => {
     [{ PVE_URL: 'pve.lan' }, /^PVE_URL: expected an http\(s\) URL/],
     [{ PVE_TOKEN_ID: 'root', PVE_TOKEN_SECRET: '0e6f6a6e-7d1c-4c2b-9a51-6f3c2b1a0d9e' }, /^PVE_TOKEN_ID: expected USER@REALM!TOKENID/],
     [{ PVE_TOKEN_ID: 'a@pve!b' }, /^PVE_TOKEN_SECRET: expected to be set together/],
-    [{ PVE_CA_FILE: '/nonexistent.pem' }, /^PVE_CA_FILE: expected a readable PEM file/],
+    [{ PVE_CA_FILE: '/nonexistent.pem' }, /^PVE_CA_FILE: cannot read "\/nonexistent.pem" \(ENOENT\)/],
+    // the same reader as the PVE client's (pveClientOptionsFromEnv): a file without a certificate is refused here too
+    [{ PVE_CA_FILE: 'package.json' }, /^PVE_CA_FILE: "package.json" holds no PEM certificate/],
     [{ PVE_INSECURE: 'maybe' }, /^PVE_INSECURE: expected 1 or 0/],
     [{ LOG_LEVEL: 'loud' }, /^LOG_LEVEL: expected one of/],
     [{ OLLAMA_HOST: 'ollama' }, /^OLLAMA_HOST: expected an http\(s\) URL/],

@@ -2,7 +2,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { HomeostatError } from '../../core/mod.ts';
-import { PveEnv } from '../../fleet/pve-config.ts';
+import { PVE_ENV_VARS, pveSettingsFromEnv } from '../../fleet/pve-config.ts';
 import { parseNotifierList, splitNotifierList } from '../../fleet/notify-targets.ts';
 
 const url = (protocols: string[], what: string) =>
@@ -33,12 +33,8 @@ const keyList = z.string().transform((v) => v.split(',').map((k) => k.trim()).fi
 
 export const ConfigSchema = z.object({
   NATS_URL: urlList(['nats:', 'tls:', 'ws:', 'wss:'], 'a nats:// URL or a comma-separated list of them, e.g. nats://127.0.0.1:4222').default('nats://127.0.0.1:4222'),
-  // the PVE rules are the adapter's own (fleet/pve-config.ts): one parser of each variable
-  PVE_URL: PveEnv.shape.PVE_URL.optional(),
-  PVE_TOKEN_ID: PveEnv.shape.PVE_TOKEN_ID.optional(),
-  PVE_TOKEN_SECRET: PveEnv.shape.PVE_TOKEN_SECRET.optional(),
-  PVE_CA_FILE: z.string().refine((p) => existsSync(p), 'expected a readable PEM file').optional(),
-  PVE_INSECURE: bool.default(false),
+  // PVE_URL, PVE_TOKEN_ID, PVE_TOKEN_SECRET, PVE_CA_FILE, PVE_INSECURE: read by the adapter's one
+  // reader of them (pveSettingsFromEnv, fleet/pve-config.ts) and merged into the config below
   /** How long one PVE API request may take (each retry of a read doubles it, up to 60 s). */
   PVE_TIMEOUT_MS: z.coerce.number({ message: 'expected milliseconds' }).int().min(50).max(600_000).default(5000),
   OLLAMA_HOST: url(['http:', 'https:'], 'an http(s) URL, e.g. http://127.0.0.1:11434').default('http://127.0.0.1:11434'),
@@ -71,9 +67,17 @@ export const ConfigSchema = z.object({
   HOMEOSTAT_NOTIFY_REPEAT_INTERVAL_MS: z.coerce.number({ message: 'expected milliseconds' }).int().min(1000).max(7 * 86_400_000).optional(),
 });
 
-export type Config = Readonly<z.infer<typeof ConfigSchema>> & { readonly pveCaPem?: string };
+export type Config = Readonly<z.infer<typeof ConfigSchema> & {
+  PVE_URL?: string;
+  PVE_TOKEN_ID?: string;
+  PVE_TOKEN_SECRET?: string;
+  PVE_CA_FILE?: string;
+  PVE_INSECURE: boolean;
+  /** PVE_CA_FILE's content. */
+  pveCaPem?: string;
+}>;
 
-export const CONFIG_VARS = Object.keys(ConfigSchema.shape) as (keyof z.infer<typeof ConfigSchema>)[];
+export const CONFIG_VARS = [...Object.keys(ConfigSchema.shape), ...PVE_ENV_VARS] as (keyof z.infer<typeof ConfigSchema> | (typeof PVE_ENV_VARS)[number])[];
 
 /** Parse env (plus flag overrides, which win) once. Throws HOMEOSTAT_ERR_CONFIG naming the variable. */
 export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Partial<Record<string, string | undefined>> = {}): Config {
@@ -91,16 +95,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     throw new HomeostatError('HOMEOSTAT_ERR_CONFIG', `${name}: ${i.message}${got}`);
   }
   const c = r.data;
-  if ((c.PVE_TOKEN_ID && !c.PVE_TOKEN_SECRET) || (!c.PVE_TOKEN_ID && c.PVE_TOKEN_SECRET)) {
-    throw new HomeostatError('HOMEOSTAT_ERR_CONFIG', `${c.PVE_TOKEN_ID ? 'PVE_TOKEN_SECRET' : 'PVE_TOKEN_ID'}: expected to be set together with ${c.PVE_TOKEN_ID ? 'PVE_TOKEN_ID' : 'PVE_TOKEN_SECRET'}`);
-  }
-  const pveCaPem = c.PVE_CA_FILE ? readFileSync(c.PVE_CA_FILE, 'utf8') : undefined;
+  const pve = pveSettingsFromEnv(input);
   const trust = c.HOMEOSTAT_TRUST_FILE ? readTrustFile(c.HOMEOSTAT_TRUST_FILE) : undefined;
   return Object.freeze({
     ...c,
     HOMEOSTAT_DECISION_KEYS: c.HOMEOSTAT_DECISION_KEYS ?? trust?.decision,
     HOMEOSTAT_OPERATOR_KEYS: c.HOMEOSTAT_OPERATOR_KEYS ?? trust?.operators,
-    pveCaPem,
+    PVE_URL: pve.url, PVE_TOKEN_ID: pve.tokenId, PVE_TOKEN_SECRET: pve.tokenSecret, PVE_CA_FILE: pve.caFile, PVE_INSECURE: pve.insecure, pveCaPem: pve.caPem,
   });
 }
 

@@ -30,6 +30,11 @@ function args<T>(schema: z.ZodType<T>, env: Envelope<CommandRequest>): T {
   return r.data;
 }
 
+/** A reply lists each guest of the plan (the CLI draws a board from it) up to this many; a bigger
+ *  fleet's list would not fit in one NATS message (5,000 guests: ~400 kB), so it gets the count. */
+const REPLY_GUESTS_MAX = 1000;
+const guestList = <G>(guests: G[]) => (guests.length <= REPLY_GUESTS_MAX ? { guests } : { guestCount: guests.length });
+
 /** Ended workflow records are kept this long in KV (their events stay in the FLEET stream). */
 const RECORD_MAX_AGE_MS = 30 * 24 * 3600_000;
 
@@ -103,12 +108,12 @@ export const agent: AgentModule<WorkflowsOptions> = {
       return launch(run, a.dryRun ? undefined : 'power', async () => {
         if (kind === 'boot') {
           const p = await bootPlan(deps, run.workflowId, a);
-          return { input: p.input, stored: { args: a }, reply: { guests: p.guests, ...(a.layer !== undefined ? { layer: a.layer } : {}) }, dryRun: a.dryRun };
+          return { input: p.input, stored: { args: a }, reply: { ...guestList(p.guests), ...(a.layer !== undefined ? { layer: a.layer } : {}) }, dryRun: a.dryRun };
         }
         const p = await shutdownPlan(deps, run.workflowId, a);
         // guests already down stay down: the fleet is being shut down on purpose
         if (!a.dryRun) await setDesired(bus, p.input.alreadyStopped ?? [], 'stopped', { workflowId: run.workflowId, reason: 'graceful shutdown' });
-        return { input: p.input, stored: { args: a, held: p.held }, reply: { guests: p.guests, held: p.held, protectedKept: p.kept, ...(a.layer !== undefined ? { layer: a.layer } : {}) }, dryRun: a.dryRun };
+        return { input: p.input, stored: { args: a, held: p.held }, reply: { ...guestList(p.guests), held: p.held, protectedKept: p.kept, ...(a.layer !== undefined ? { layer: a.layer } : {}) }, dryRun: a.dryRun };
       });
     };
 
