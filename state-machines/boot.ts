@@ -11,10 +11,10 @@ import { setup, fromPromise } from 'xstate';
 import { planBootWaves, type BootPlan } from './graph.ts';
 import type { Progress } from './progress.ts';
 import {
-  begin, cancelRun, createPipeline, isSettled, rearm, stepDone, stepFailed, summarize, timedOut,
+  begin, cancelRun, createPipeline, isSettled, rearm, stepDone, stepStarted, stepFailed, summarize, timedOut,
   type PipeCommand, type Pipeline, type PipelineSummary,
 } from './pipeline.ts';
-import { guestSteps, notBound, STEPS_ID, type StepDoneEvent, type StepFailedEvent } from './children.ts';
+import { guestSteps, notBound, STEPS_ID, type StepDoneEvent, type StepFailedEvent, type StepStartedEvent } from './children.ts';
 
 export interface BootGuestInput {
   vmid: number;
@@ -79,7 +79,8 @@ export type BootEvent =
   | { type: 'CANCEL'; reason: string }
   | { type: 'GUEST.TIMEOUT'; vmid: number; attempt: number }
   | StepDoneEvent
-  | StepFailedEvent;
+  | StepFailedEvent
+  | StepStartedEvent;
 
 export const startActionId = (workflowId: string, vmid: number, attempt: number) => `${workflowId}:${vmid}:start:${attempt}`;
 
@@ -165,6 +166,7 @@ export const LayeredBootMachine = bootSetup.createMachine({
       entry: step((run, _e, out) => begin(run, out)),
       always: { guard: 'settled', target: 'done' },
       on: {
+        'STEP.STARTED': { actions: step((run, e, out) => (e.type === 'STEP.STARTED' ? stepStarted(run, e.id, out) : run)) },
         'STEP.DONE': { actions: step((run, e, out) => (e.type === 'STEP.DONE' ? stepDone(run, e.id, e.output, out) : run)) },
         'STEP.FAILED': { actions: step((run, e, out) => (e.type === 'STEP.FAILED' ? stepFailed(run, e.id, e.error, out) : run)) },
         'GUEST.TIMEOUT': { actions: step((run, e, out) => (e.type === 'GUEST.TIMEOUT' ? timedOut(run, e.vmid, e.attempt, out) : run)) },

@@ -1,7 +1,8 @@
 // How the machines run their per-guest I/O steps (start, health check, recover, shutdown, stop).
 //
 // One `guestSteps` actor per run, invoked once, runs every step: the machine sends it
-// `STEP.RUN` / `STEP.CANCEL` and gets `STEP.DONE` / `STEP.FAILED` back, keyed by a step id that
+// `STEP.RUN` / `STEP.CANCEL` and gets `STEP.STARTED` (dispatched: arm the step's timeout now) and
+// `STEP.DONE` / `STEP.FAILED` back, keyed by a step id that
 // carries the vmid and attempt (`start:159:0`, `shutdown:159`, …). Why not one spawned child per
 // step, the obvious XState way: each `spawnChild` and `stopChild` copies the machine's whole
 // children map, and each child stop scans every pending delayed event (the per-guest timeouts), so
@@ -28,6 +29,8 @@ export type StepCommand = StepRunCommand | StepCancelCommand;
 
 export interface StepDoneEvent { type: 'STEP.DONE'; id: string; output: unknown }
 export interface StepFailedEvent { type: 'STEP.FAILED'; id: string; error: unknown }
+/** The step left the line and runs: its timeout starts now. */
+export interface StepStartedEvent { type: 'STEP.STARTED'; id: string }
 
 /** Id of the driver in every machine that uses it. */
 export const STEPS_ID = 'steps';
@@ -52,37 +55,132 @@ function boundActor(parent: AnyActorRef | undefined, src: string): AnyActorLogic
   return machine?.implementations?.actors?.[src] as AnyActorLogic | undefined;
 }
 
-export const guestSteps = fromCallback<StepCommand>(({ self, sendBack, receive }) => {
-  const running = new Map<string, AnyActorRef>();
-  const settle = (id: string, a: AnyActorRef, ev: StepDoneEvent | StepFailedEvent) => {
-    if (running.get(id) !== a) return; // cancelled: a late answer must not reach the machine
-    running.delete(id);
-    sendBack(ev);
-  };
-  receive((cmd) => {
-    if (cmd.type === 'STEP.CANCEL') {
-      const a = running.get(cmd.id);
-      running.delete(cmd.id);
-      a?.stop();
-      return;
+/** A FIFO bound on the steps in flight, shared by every run of one workflows agent: ~1,000 steps
+ *  at once (a 5,000-guest shutdown) made the agent's requests over the bus to the decision agent
+ *  time out. A step past the bound waits in line; it is dispatched (and its machine's timeout
+ *  armed, on STEP.STARTED) when one in flight ends. Pure bookkeeping, no I/O. */
+export class StepQueue {
+  private active = 0;
+  /** Insertion-ordered: the first entry is the oldest waiter. */
+  private readonly waiting = new Set<() => void>();
+  /** Most steps in flight at once since the queue was made. */
+  peak = 0;
+
+  constructor(readonly limit: number) {
+    if (!Number.isInteger(limit) || limit < 1) throw new RangeError(`step limit must be a whole number >= 1, got ${limit}`);
+  }
+
+  get inFlight(): number {
+    return this.active;
+  }
+
+  get queued(): number {
+    return this.waiting.size;
+  }
+
+  /** Run `go` now if a slot is free, else when one is; returns a function that leaves the line
+   *  (a no-op once `go` ran). Whoever `go` ran for must call `leave()` exactly once. */
+  enter(go: () => void): () => void {
+    if (this.active < this.limit && this.waiting.size === 0) {
+      this.take();
+      go();
+      return () => undefined;
     }
-    if (running.has(cmd.id)) return; // RESUME without a restore: the step is still running
-    const logic = boundActor(self._parent, cmd.src);
-    if (!logic) {
-      sendBack({ type: 'STEP.FAILED', id: cmd.id, error: new ActorNotBoundError(cmd.src) });
-      return;
+    this.waiting.add(go);
+    return () => void this.waiting.delete(go);
+  }
+
+  leave(): void {
+    this.active--;
+    while (this.active < this.limit && this.waiting.size) {
+      const next = this.waiting.values().next().value as () => void;
+      this.waiting.delete(next);
+      this.take();
+      next();
     }
-    const a = createActor(logic, { input: cmd.input });
-    running.set(cmd.id, a);
-    a.subscribe({
-      complete: () => settle(cmd.id, a, { type: 'STEP.DONE', id: cmd.id, output: (a.getSnapshot() as { output?: unknown }).output }),
-      error: (error: unknown) => settle(cmd.id, a, { type: 'STEP.FAILED', id: cmd.id, error }),
+  }
+
+  private take(): void {
+    this.active++;
+    if (this.active > this.peak) this.peak = this.active;
+  }
+}
+
+export interface StepsOptions {
+  /** Shared bound on steps in flight; none: every step runs at once. */
+  queue?: StepQueue;
+  /** Steps (by `src`) that never wait in line: passive waits that send nothing (e.g. health). */
+  unbounded?: readonly string[];
+}
+
+/** The driver, with steps bounded by `o.queue`. The machines declare `guestSteps` (unbounded); the
+ *  workflows agent binds a bounded one with `.provide({ actors: { guestSteps: stepsDriver(…) } })`. */
+export function stepsDriver(o: StepsOptions = {}) {
+  const free = new Set(o.unbounded ?? []);
+  return fromCallback<StepCommand>(({ self, sendBack, receive }) => {
+    interface Slot { actor?: AnyActorRef; leaveLine?: () => void; bounded: boolean }
+    const steps = new Map<string, Slot>();
+    /** Forget a step; free its place in the queue (in line or in flight). */
+    const drop = (id: string, slot: Slot) => {
+      if (steps.get(id) !== slot) return;
+      steps.delete(id);
+      if (!slot.actor) slot.leaveLine?.();
+      else if (slot.bounded) o.queue?.leave();
+    };
+    const settle = (id: string, slot: Slot, ev: StepDoneEvent | StepFailedEvent) => {
+      if (steps.get(id) !== slot) return; // cancelled: a late answer must not reach the machine
+      drop(id, slot);
+      sendBack(ev);
+    };
+    const dispatch = (cmd: StepRunCommand, slot: Slot, logic: AnyActorLogic) => {
+      if (steps.get(cmd.id) !== slot) {
+        if (slot.bounded) o.queue?.leave(); // (cannot happen: a dropped step leaves the line)
+        return;
+      }
+      const a = createActor(logic, { input: cmd.input });
+      slot.actor = a;
+      a.subscribe({
+        complete: () => settle(cmd.id, slot, { type: 'STEP.DONE', id: cmd.id, output: (a.getSnapshot() as { output?: unknown }).output }),
+        error: (error: unknown) => settle(cmd.id, slot, { type: 'STEP.FAILED', id: cmd.id, error }),
+      });
+      // the machine arms the step's timeout now, not when it asked: time in line is not the step's
+      sendBack({ type: 'STEP.STARTED', id: cmd.id });
+      a.start();
+    };
+    receive((cmd) => {
+      if (cmd.type === 'STEP.CANCEL') {
+        const slot = steps.get(cmd.id);
+        if (!slot) return;
+        drop(cmd.id, slot);
+        slot.actor?.stop();
+        return;
+      }
+      const known = steps.get(cmd.id);
+      if (known) {
+        // RESUME without a restore: the step is still running (its timeout was re-armed: arm again)
+        if (known.actor) sendBack({ type: 'STEP.STARTED', id: cmd.id });
+        return;
+      }
+      const logic = boundActor(self._parent, cmd.src);
+      if (!logic) {
+        sendBack({ type: 'STEP.FAILED', id: cmd.id, error: new ActorNotBoundError(cmd.src) });
+        return;
+      }
+      const bounded = !!o.queue && !free.has(cmd.src);
+      const slot: Slot = { bounded };
+      steps.set(cmd.id, slot);
+      if (!bounded) dispatch(cmd, slot, logic);
+      else slot.leaveLine = o.queue!.enter(() => dispatch(cmd, slot, logic));
     });
-    a.start();
+    return () => {
+      const all = [...steps.entries()];
+      for (const [id, slot] of all) {
+        drop(id, slot);
+        slot.actor?.stop();
+      }
+    };
   });
-  return () => {
-    const all = [...running.values()];
-    running.clear();
-    for (const a of all) a.stop();
-  };
-});
+}
+
+/** The unbounded driver the machines declare. */
+export const guestSteps = stepsDriver();

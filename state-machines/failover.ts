@@ -6,10 +6,10 @@ import { setup, assign, fromPromise } from 'xstate';
 import { planBootWaves } from './graph.ts';
 import { errorText, type Progress } from './progress.ts';
 import {
-  begin, createPipeline, isSettled, rearm, stepDone, stepFailed, summarize, timedOut,
+  begin, createPipeline, isSettled, rearm, stepDone, stepStarted, stepFailed, summarize, timedOut,
   type PipeCommand, type Pipeline,
 } from './pipeline.ts';
-import { guestSteps, notBound, STEPS_ID, type StepDoneEvent, type StepFailedEvent } from './children.ts';
+import { guestSteps, notBound, STEPS_ID, type StepDoneEvent, type StepFailedEvent, type StepStartedEvent } from './children.ts';
 import type { WaitHealthyInput, WaitHealthyOutput } from './boot.ts';
 
 export interface FailoverGuestInput {
@@ -118,7 +118,8 @@ export type FailoverEvent =
   | { type: 'RESUME' }
   | { type: 'GUEST.TIMEOUT'; vmid: number; attempt: number }
   | StepDoneEvent
-  | StepFailedEvent;
+  | StepFailedEvent
+  | StepStartedEvent;
 
 export const fenceActionId = (workflowId: string, node: string) => `${workflowId}:${node}:fence`;
 export const recoverActionId = (workflowId: string, vmid: number, attempt: number) => `${workflowId}:${vmid}:recover:${attempt}`;
@@ -256,6 +257,7 @@ export const NodeFailoverMachine = failoverSetup.createMachine({
       ],
       always: { guard: 'settled', target: 'verifying' },
       on: {
+        'STEP.STARTED': { actions: step((run, e, out) => (e.type === 'STEP.STARTED' ? stepStarted(run, e.id, out) : run)) },
         'STEP.DONE': { actions: step((run, e, out) => (e.type === 'STEP.DONE' ? stepDone(run, e.id, e.output, out) : run)) },
         'STEP.FAILED': { actions: step((run, e, out) => (e.type === 'STEP.FAILED' ? stepFailed(run, e.id, e.error, out) : run)) },
         'GUEST.TIMEOUT': { actions: step((run, e, out) => (e.type === 'GUEST.TIMEOUT' ? timedOut(run, e.vmid, e.attempt, out) : run)) },

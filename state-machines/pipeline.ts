@@ -205,8 +205,8 @@ function schedule(s: Step): void {
     const g = s.setPhase(pick.vmid, 'starting');
     if (first) g.startedSeq = p.startedCount++;
     s.emit('GUEST.STARTING', g, { attempt: g.attempt });
+    // its timeout is armed on STEP.STARTED: a step may wait in the driver's line first
     s.out.push({ do: 'run', step: 'start', id: stepId('start', g.vmid, g.attempt), guest: { ...g } });
-    s.out.push({ do: 'arm', id: timerId(g.vmid), vmid: g.vmid, attempt: g.attempt, delayMs: g.timeoutMs });
   }
   // Nothing running and nothing startable: what is left waits on a cycle. Hold it so the run ends.
   if (p.inFlight === 0 && p.queued > 0) {
@@ -218,6 +218,16 @@ function schedule(s: Step): void {
     }
   }
   closeLayers(s);
+}
+
+/** The driver dispatched a step: a start step arms the guest's timeout (start + health) now. */
+export function stepStarted(p: Pipeline, id: string, out: PipeCommand[]): Pipeline {
+  const ref = parseStepId(id);
+  const g = ref && guestOf(p, ref.vmid);
+  if (!ref || ref.step !== 'start' || !g || g.attempt !== ref.attempt || g.phase !== 'starting') return p;
+  // Disarm first: xstate cannot cancel a timer whose id was scheduled twice.
+  out.push({ do: 'disarm', id: timerId(g.vmid) }, { do: 'arm', id: timerId(g.vmid), vmid: g.vmid, attempt: g.attempt, delayMs: g.timeoutMs });
+  return p;
 }
 
 /** A step finished. Stale ids (a timed-out attempt, a guest already settled) are ignored. */
@@ -313,7 +323,8 @@ export function rearm(p: Pipeline, out: PipeCommand[]): Pipeline {
       if (isActive(g.phase)) {
         // Disarm first: xstate cannot cancel a timer whose id was scheduled twice.
         out.push({ do: 'disarm', id: timerId(g.vmid) });
-        out.push({ do: 'arm', id: timerId(g.vmid), vmid: g.vmid, attempt: g.attempt, delayMs: g.timeoutMs });
+        // a start step arms it again on STEP.STARTED
+        if (g.phase === 'checking') out.push({ do: 'arm', id: timerId(g.vmid), vmid: g.vmid, attempt: g.attempt, delayMs: g.timeoutMs });
         const step: PipeStep = g.phase === 'starting' ? 'start' : 'check';
         out.push({ do: 'run', step, id: stepId(step, g.vmid, g.attempt), guest: { ...g } });
       }

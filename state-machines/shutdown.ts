@@ -11,7 +11,7 @@ import { setup, fromPromise } from 'xstate';
 import { dependentsIndex, planShutdownWaves, type BootPlan } from './graph.ts';
 import { bucketsOf, readyQueues, rows, TableDraft, type Buckets, type PhaseCounters, type PhaseRules } from './table.ts';
 import { errorText, type Progress } from './progress.ts';
-import { guestSteps, notBound, STEPS_ID, type StepDoneEvent, type StepFailedEvent } from './children.ts';
+import { guestSteps, notBound, STEPS_ID, type StepDoneEvent, type StepFailedEvent, type StepStartedEvent } from './children.ts';
 
 export interface ShutdownGuestInput {
   vmid: number;
@@ -92,7 +92,8 @@ export type ShutdownEvent =
   | { type: 'CANCEL'; reason: string }
   | { type: 'GUEST.TIMEOUT'; vmid: number; phase: 'stopping' | 'killing' }
   | StepDoneEvent
-  | StepFailedEvent;
+  | StepFailedEvent
+  | StepStartedEvent;
 
 export const shutdownActionId = (workflowId: string, vmid: number, verb: 'shutdown' | 'stop') => `${workflowId}:${vmid}:${verb}`;
 const timer = (vmid: number) => `timeout:${vmid}`;
@@ -138,7 +139,8 @@ function schedule(s: Step): void {
     const g = s.setPhase(pick.vmid, 'stopping');
     g.seq = c.requested++;
     s.emit('GUEST.STOPPING', g);
-    s.out.push({ do: 'run', verb: 'shutdown', guest: { ...g } }, { do: 'arm', vmid: g.vmid, phase: 'stopping', delayMs: g.shutdownTimeoutMs });
+    // its timeout is armed on STEP.STARTED: a step may wait in the driver's line first
+    s.out.push({ do: 'run', verb: 'shutdown', guest: { ...g } });
   }
   // Nothing in flight and nothing ready: only a dependency cycle can leave guests running here.
   if (c.inFlight === 0 && c.queued > 0) {
@@ -190,7 +192,7 @@ function attemptFailed(s: Step, vmid: number, phase: 'stopping' | 'killing', rea
   if (phase === 'stopping' && s.c.allowHardStop) {
     const g = s.setPhase(vmid, 'killing');
     s.emit('GUEST.HARD_STOP', g, { reason });
-    s.out.push({ do: 'run', verb: 'stop', guest: { ...g } }, { do: 'arm', vmid, phase: 'killing', delayMs: g.shutdownTimeoutMs });
+    s.out.push({ do: 'run', verb: 'stop', guest: { ...g } });
     return;
   }
   const g = s.setPhase(vmid, 'stuck');
@@ -210,6 +212,18 @@ function attemptFailed(s: Step, vmid: number, phase: 'stopping' | 'killing', rea
     s.emit('GUEST.HELD', dep, { because: vmid, reason: dep.reason });
   }
   schedule(s);
+}
+
+/** The driver dispatched a step: arm its guest's timeout now (not while it waited in line). */
+function stepStarted(s: Step, id: string): void {
+  const m = /^(shutdown|stop):(\d+)$/.exec(id);
+  if (!m) return;
+  const vmid = Number(m[2]);
+  const g = s.get(vmid);
+  const phase = m[1] === 'shutdown' ? 'stopping' : 'killing';
+  if (g?.phase !== phase) return;
+  // Disarm first: xstate cannot cancel a timer whose id was scheduled twice.
+  s.out.push({ do: 'disarm', vmid }, { do: 'arm', vmid, phase, delayMs: g.shutdownTimeoutMs });
 }
 
 function stepSettled(s: Step, id: string, error: unknown, ok: boolean): void {
@@ -336,6 +350,7 @@ export const GracefulShutdownMachine = shutdownSetup.createMachine({
       }),
       always: { guard: 'settled', target: 'done' },
       on: {
+        'STEP.STARTED': { actions: step((s, e) => (e.type === 'STEP.STARTED' ? stepStarted(s, e.id) : undefined)) },
         'STEP.DONE': { actions: step((s, e) => (e.type === 'STEP.DONE' ? stepSettled(s, e.id, undefined, true) : undefined)) },
         'STEP.FAILED': { actions: step((s, e) => (e.type === 'STEP.FAILED' ? stepSettled(s, e.id, e.error, false) : undefined)) },
         'GUEST.TIMEOUT': {
@@ -350,7 +365,7 @@ export const GracefulShutdownMachine = shutdownSetup.createMachine({
           actions: step((s) => {
             for (const g of rows(s.c.guests)) {
               if (g.phase === 'stopping' || g.phase === 'killing') {
-                s.out.push({ do: 'disarm', vmid: g.vmid }, { do: 'arm', vmid: g.vmid, phase: g.phase, delayMs: g.shutdownTimeoutMs });
+                s.out.push({ do: 'disarm', vmid: g.vmid }); // armed again on STEP.STARTED
                 s.out.push({ do: 'run', verb: g.phase === 'stopping' ? 'shutdown' : 'stop', guest: { ...g } });
               }
             }

@@ -10,6 +10,7 @@ describe('config', () => {
     const c = loadConfig({});
     expect(c.NATS_URL).toBe('nats://127.0.0.1:4222');
     expect(c.LOG_LEVEL).toBe('info');
+    expect(c.HOMEOSTAT_WORKFLOW_STEPS).toBe(64);
     expect(Object.isFrozen(c)).toBe(true);
   });
 
@@ -24,6 +25,9 @@ describe('config', () => {
     [{ PVE_INSECURE: 'maybe' }, /^PVE_INSECURE: expected 1 or 0/],
     [{ LOG_LEVEL: 'loud' }, /^LOG_LEVEL: expected one of/],
     [{ OLLAMA_HOST: 'ollama' }, /^OLLAMA_HOST: expected an http\(s\) URL/],
+    [{ HOMEOSTAT_WORKFLOW_STEPS: 'many' }, /^HOMEOSTAT_WORKFLOW_STEPS: expected a whole number of steps/],
+    [{ HOMEOSTAT_WORKFLOW_STEPS: '0' }, /^HOMEOSTAT_WORKFLOW_STEPS: /],
+    [{ HOMEOSTAT_WORKFLOW_STEPS: '2.5' }, /^HOMEOSTAT_WORKFLOW_STEPS: expected a whole number of steps/],
   ])('%o → one line naming the variable', (env, re) => {
     expect(() => loadConfig(env)).toThrow(re);
   });

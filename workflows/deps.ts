@@ -9,6 +9,7 @@ import { type AppLogger } from '../core/mod.ts';
 import type { ActionSpec, ActionState, ActionTracker } from './actions.ts';
 import type { FleetObserver } from './observer.ts';
 import type { SimClient } from './sim-client.ts';
+import type { StepQueue } from '../state-machines/mod.ts';
 
 export const WORKFLOW_KINDS = ['boot', 'shutdown', 'failover', 'chaos'] as const;
 export type WorkflowKind = (typeof WORKFLOW_KINDS)[number];
@@ -21,6 +22,8 @@ export interface WorkflowDeps {
   sim?: SimClient;
   observer: FleetObserver;
   actions: ActionTracker;
+  /** The bound on steps in flight over every run of this agent (none: unbounded). */
+  steps?: StepQueue;
 }
 
 /** One running workflow, as its activities see it. */

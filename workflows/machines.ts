@@ -1,7 +1,7 @@
 // Binds each machine to its activities for one run, and says what a finished run's output means.
 import type { AnyStateMachine } from 'xstate';
 import {
-  ChaosExperimentMachine, GracefulShutdownMachine, LayeredBootMachine, NodeFailoverMachine,
+  ChaosExperimentMachine, GracefulShutdownMachine, LayeredBootMachine, NodeFailoverMachine, stepsDriver,
   type BootSummary, type ChaosReport, type FailoverReport, type Progress, type ShutdownSummary,
 } from '../state-machines/mod.ts';
 import { chaosActors } from './chaos-activities.ts';
@@ -12,13 +12,15 @@ import type { WorkflowStatus } from './runner.ts';
 
 export function buildMachine(d: WorkflowDeps, run: RunContext, emit: (p: Progress) => void): AnyStateMachine {
   const actions = { emitProgress: (_: unknown, p: Progress) => emit(p) };
+  // every step that acts waits for a place under the agent's bound; a health wait only watches
+  const guestSteps = stepsDriver({ queue: d.steps, unbounded: ['waitHealthy'] });
   switch (run.kind) {
     case 'boot':
-      return LayeredBootMachine.provide({ actors: bootActors(d, run), actions: actions as never });
+      return LayeredBootMachine.provide({ actors: { ...bootActors(d, run), guestSteps }, actions: actions as never });
     case 'shutdown':
-      return GracefulShutdownMachine.provide({ actors: shutdownActors(d, run), actions: actions as never });
+      return GracefulShutdownMachine.provide({ actors: { ...shutdownActors(d, run), guestSteps }, actions: actions as never });
     case 'failover':
-      return NodeFailoverMachine.provide({ actors: failoverActors(d, run), actions: actions as never });
+      return NodeFailoverMachine.provide({ actors: { ...failoverActors(d, run), guestSteps }, actions: actions as never });
     case 'chaos':
       return ChaosExperimentMachine.provide({ actors: chaosActors(d, run), actions: actions as never });
   }

@@ -45,6 +45,9 @@ export const ConfigSchema = z.object({
   HOMEOSTAT_DRY_RUN: bool.default(false),
   /** Shared secret PVE hookscripts send (Authorization: Bearer) to sensing's /pve/hook. */
   HOMEOSTAT_HOOK_TOKEN: z.string().regex(/^\S{16,200}$/, 'expected 16-200 characters without spaces, e.g. from `openssl rand -hex 16`').optional(),
+  /** Steps (start, shutdown, stop, recover a guest) one workflows agent runs at once, over all its
+   *  workflows; the rest wait in line (FIFO), their timeouts not yet running. */
+  HOMEOSTAT_WORKFLOW_STEPS: z.coerce.number({ message: 'expected a whole number of steps, e.g. 64' }).int({ message: 'expected a whole number of steps, e.g. 64' }).min(1).max(100_000).default(64),
   /** This process's NATS identity: an nkey seed file (`<data-dir>/creds/<identity>.nk`). */
   NATS_CREDS: z.string().refine((p) => existsSync(p), 'expected a credentials file (an nkey seed file from <data-dir>/creds/)').optional(),
   /** CA bundle for a tls:// NATS_URL. */

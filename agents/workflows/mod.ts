@@ -5,6 +5,7 @@ import { z } from 'zod';
 import { HomeostatError, newId } from '../../core/mod.ts';
 import { kvGet, kvKeys, kvList, NodeEvent, subjects, WorkflowRecord, type CommandRequest, type Envelope, type Stoppable } from '../../bus/mod.ts';
 import { agentHandle, type AgentModule } from '../runtime/agent.ts';
+import { StepQueue } from '../../state-machines/mod.ts';
 import {
   ActionTracker, bootPlan, buildMachine, detectSimulator, failoverPlan, findExperiment, fitForMessage, FleetObserver, listExperiments, parseExperiment,
   REAL_PVE_FAULTS, releaseAll, setDesired, shutdownPlan, statusOf, WorkflowRunner,
@@ -14,6 +15,10 @@ import {
 export interface WorkflowsOptions {
   /** How often the fleet observer reads the fleet while a workflow waits (ms). */
   pollMs?: number;
+  /** Steps in flight at once over all workflows (default HOMEOSTAT_WORKFLOW_STEPS). */
+  maxSteps?: number;
+  /** The queue itself (tests read its `peak`); wins over `maxSteps`. */
+  steps?: StepQueue;
 }
 
 const PowerArgs = z.object({ layer: z.number().int().min(1).optional(), dryRun: z.boolean().optional(), includeProtected: z.boolean().optional() });
@@ -48,7 +53,8 @@ export const agent: AgentModule<WorkflowsOptions> = {
     const observer = new FleetObserver({ bus, fleet, log, sim, pve: ctx.pve, pollMs: ctx.options.pollMs });
     const actions = new ActionTracker(bus, log);
     await actions.start();
-    const deps: WorkflowDeps = { bus, log, fleet, pve: ctx.pve, sim, observer, actions };
+    const steps = ctx.options.steps ?? new StepQueue(ctx.options.maxSteps ?? ctx.config.HOMEOSTAT_WORKFLOW_STEPS);
+    const deps: WorkflowDeps = { bus, log, fleet, pve: ctx.pve, sim, observer, actions, steps };
     /** Which workflow holds which slot: `power` (boot/shutdown), `chaos`, `failover:<node>`. */
     const slots = new Map<string, string>();
     const slotOf = (kind: WorkflowKind, a: unknown) =>
@@ -201,7 +207,7 @@ export const agent: AgentModule<WorkflowsOptions> = {
       }, { schema: NodeEvent }),
     ];
     await bus.nc.flush();
-    log.info({ simulator: !!sim }, 'workflows ready: fleet.cmd.boot|shutdown|failover|chaos.list|chaos.run|workflow');
+    log.info({ simulator: !!sim, maxSteps: steps.limit }, 'workflows ready: fleet.cmd.boot|shutdown|failover|chaos.list|chaos.run|workflow');
 
     return agentHandle(async () => {
       await Promise.all(served.map((s) => s.stop()));
