@@ -5,9 +5,9 @@
 // carries the vmid and attempt (`start:159:0`, `shutdown:159`, …). Why not one spawned child per
 // step, the obvious XState way: each `spawnChild` and `stopChild` copies the machine's whole
 // children map, and each child stop scans every pending delayed event (the per-guest timeouts), so
-// a 5,000-guest boot cost O(n²). Profiled (bench/boot-machine.ts, --cpu-prof, 5,000 guests): xstate's
-// resolveSpawn and resolveStop took 8.7 of 10.6 s of machine time. With one driver a machine step
-// costs what it changes.
+// a 5,000-guest boot cost O(n²). Profiled (bench/boot-machine.ts, --cpu-prof, 1,000 + 5,000
+// guests): xstate's resolveSpawn and resolveStop took 9.0 of the 10.3 s the machines spent. With
+// one driver a machine step costs what it changes.
 //
 // Each step still runs the promise actor the runner bound with `.provide({ actors })` (looked up by
 // name on the parent machine), with its input and an abort signal that fires on STEP.CANCEL and

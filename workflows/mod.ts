@@ -1,7 +1,7 @@
 // Workflows, the library: activities, plans and the runner that drives the state machines (boot,
 // shutdown, failover, chaos) and persists them; the workflows agent (agents/workflows/) serves
 // them on the bus. Plus what the CLI needs to follow and show them.
-export { WorkflowRunner, ENDED_EVENT, type WorkflowStatus } from './runner.ts';
+export { WorkflowRunner, ENDED_EVENT, fitForMessage, type WorkflowStatus } from './runner.ts';
 export { releaseAll, setDesired, WORKFLOW_KINDS, type RunContext, type WorkflowDeps, type WorkflowKind } from './deps.ts';
 export { ActionTracker } from './actions.ts';
 export { buildMachine, statusOf } from './machines.ts';

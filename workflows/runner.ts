@@ -12,6 +12,20 @@ export type WorkflowStatus = WorkflowRecord['status'];
 /** Published by the runner (not a machine) once a workflow has ended, with its status and output. */
 export const ENDED_EVENT = 'WORKFLOW.ENDED';
 const BIG_SNAPSHOT = 100_000;
+/** Messages carry at most 256 KiB; a 5,000-guest summary's per-guest `reasons` alone are ~300 kB. */
+const MESSAGE_BUDGET = 200_000;
+
+/** What of a workflow's output (or an event's detail holding it) fits in one message: a too-big one
+ *  loses its per-guest `reasons` and its `plan`, which stay in the workflow's KV record. */
+export function fitForMessage<T>(x: T): T {
+  if (x === null || typeof x !== 'object' || JSON.stringify(x).length <= MESSAGE_BUDGET) return x;
+  const trim = (o: Record<string, unknown>) => {
+    const { reasons: _r, plan: _p, ...rest } = o;
+    return { ...rest, omitted: 'reasons and plan: too big for one message (they are in the workflow record in KV)' };
+  };
+  const o = x as Record<string, unknown>;
+  return (o.output !== null && typeof o.output === 'object' ? { ...o, output: trim(o.output as Record<string, unknown>) } : trim(o)) as T;
+}
 const encoder = new TextEncoder();
 
 export interface RunnerOptions {
@@ -187,7 +201,7 @@ export class WorkflowRunner {
       ...(p.vmid !== undefined ? { vmid: p.vmid } : {}),
       ...(p.node !== undefined ? { node: p.node } : {}),
       ...(p.layer !== undefined ? { layer: p.layer } : {}),
-      detail: p.detail ?? {},
+      detail: fitForMessage(p.detail ?? {}),
     };
     const prev = this.publishQueues.get(run.workflowId) ?? Promise.resolve();
     const next = prev.then(() => this.o.bus.publish(subjects.workflow(run.kind, run.workflowId, p.event), 'WorkflowEvent', data, { correlationId: run.correlationId }))

@@ -6,7 +6,7 @@ import { HomeostatError, newId } from '../../core/mod.ts';
 import { kvGet, kvKeys, kvList, NodeEvent, subjects, WorkflowRecord, type CommandRequest, type Envelope, type Stoppable } from '../../bus/mod.ts';
 import { agentHandle, type AgentModule } from '../runtime/agent.ts';
 import {
-  ActionTracker, bootPlan, buildMachine, detectSimulator, failoverPlan, findExperiment, FleetObserver, listExperiments, parseExperiment,
+  ActionTracker, bootPlan, buildMachine, detectSimulator, failoverPlan, findExperiment, fitForMessage, FleetObserver, listExperiments, parseExperiment,
   REAL_PVE_FAULTS, releaseAll, setDesired, shutdownPlan, statusOf, WorkflowRunner,
   type Experiment, type RunContext, type WorkflowDeps, type WorkflowKind,
 } from '../../workflows/mod.ts';
@@ -168,7 +168,7 @@ export const agent: AgentModule<WorkflowsOptions> = {
       }),
       bus.serve<CommandRequest>(subjects.cmd('workflow'), async (env) => {
         const a = args(WorkflowArgs, env);
-        const strip = (r: WorkflowRecord) => ({ workflowId: r.workflowId, kind: r.kind, status: r.status, startedAt: r.startedAt, updatedAt: r.updatedAt, ...(r.output !== undefined ? { output: r.output } : {}) });
+        const strip = (r: WorkflowRecord) => ({ workflowId: r.workflowId, kind: r.kind, status: r.status, startedAt: r.startedAt, updatedAt: r.updatedAt, ...(r.output !== undefined ? { output: fitForMessage(r.output) } : {}) });
         if (a.workflowId) {
           const r = await kvGet(bus.kv.workflows, kvKeys.workflow(a.workflowId), WorkflowRecord);
           if (!r) throw new HomeostatError('HOMEOSTAT_ERR_NOT_FOUND', `no workflow ${a.workflowId}`);

@@ -6,6 +6,7 @@ import { loadFleetForCli, natsUrlFor, operatorIdentity } from '../client.ts';
 import { openConsole } from '../console/mod.ts';
 import { println, printJson } from '../output.ts';
 import { waitForShutdownSignal } from '../signals.ts';
+import { guardProcess } from '../crash-guard.ts';
 
 const HELP = `Usage: homeostat console [--nats URL] [--creds FILE] [--port N] [--host H] [--token T] [--fleet FILE]
 
@@ -38,6 +39,8 @@ export async function consoleMain(argv: string[]): Promise<number> {
   const port = parseIntFlag('port', values.port)!;
   const log = createLogger(config.LOG_LEVEL);
   const signalled = waitForShutdownSignal();
+  // long-running too: a rejection nobody handled is one log line, not the end (cli/crash-guard.ts)
+  const guard = guardProcess(log);
   const server = await openConsole({
     natsUrl: config.NATS_URL, fleet: loadFleetForCli(values.fleet, config), log, port, host: values.host,
     token: values.token ?? (process.env.HOMEOSTAT_CONSOLE_TOKEN || undefined),
@@ -45,7 +48,8 @@ export async function consoleMain(argv: string[]): Promise<number> {
     connect: { seed: operatorIdentity(config)?.seed, caFile: config.NATS_CA },
   });
   printJson({ ready: true, consoleUrl: server.url, natsUrl: config.NATS_URL });
-  await signalled;
+  const reason = await Promise.race([signalled, guard.fatal]);
   await server.close();
-  return 0;
+  guard.dispose();
+  return reason instanceof Error ? 1 : 0;
 }

@@ -5,9 +5,8 @@ import { HomeostatError, parseDurationMs } from '../../core/mod.ts';
 import { FAULT_KINDS } from '../../fleet/sim/mod.ts';
 import { simClient } from '../../workflows/mod.ts';
 import { parseCommand } from '../args.ts';
-import { readReady } from '../data-dir.ts';
+import { pveEndpoint } from '../pve-endpoint.ts';
 import { printJson, println, table } from '../output.ts';
-import { pveSettingsFromEnv } from '../../fleet/pve-config.ts';
 
 const HELP = `Usage: homeostat fault <kind> <target> [--for DURATION] [--json] [--data-dir DIR]
        homeostat fault list
@@ -21,13 +20,7 @@ PVE_TOKEN_ID, PVE_TOKEN_SECRET.
   --for D  heal it by itself after D (30s, 5m)
 \`fault clear\` heals every active fault (or the one named).`;
 
-function endpoint(dataDir: string | undefined) {
-  const r = readReady(dataDir);
-  if (r?.pveUrl && r.pveTokenId && r.pveTokenSecret) return { url: r.pveUrl, tokenId: r.pveTokenId, tokenSecret: r.pveTokenSecret, caPem: typeof r.pveCaPem === 'string' ? r.pveCaPem : undefined };
-  const pve = pveSettingsFromEnv(process.env);
-  if (pve.url && pve.tokenId && pve.tokenSecret) return { url: pve.url, tokenId: pve.tokenId, tokenSecret: pve.tokenSecret, caPem: pve.caPem, insecure: pve.insecure };
-  throw new HomeostatError('HOMEOSTAT_ERR_CONFIG', `no running \`homeostat up --sim\` on ${dataDir ?? process.env.HOMEOSTAT_DATA_DIR ?? '.homeostat'} (no ready.json) and PVE_URL/PVE_TOKEN_ID/PVE_TOKEN_SECRET not set`);
-}
+const endpoint = (dataDir: string | undefined) => pveEndpoint(dataDir, 'ready');
 
 function durationMs(v: string | undefined): number | undefined {
   if (v === undefined) return undefined;
