@@ -4,7 +4,9 @@
 // then wait for the action agent's ActionStarted / ActionSucceeded / ActionFailed with that id. One live subscription serves every waiter; after a restart the
 // tracker is first filled from the stream, so an action already approved is never published again
 // and one already finished is answered from history instead of being repeated.
-import { Action, replayStored, subjects, type ActionProposal, type Bus, type Envelope, type ProposalVerdict, type Stoppable } from '../bus/mod.ts';
+import { Action, replayStored, subjects, type ActionProposal, type Bus, type Envelope, type ProposalVerdict, type Stoppable, type WorkflowEvent } from '../bus/mod.ts';
+
+const WORKFLOW_KINDS = ['boot', 'shutdown', 'failover', 'chaos'] as const;
 import { sleep, type AppLogger } from '../core/mod.ts';
 
 export type ActionSpec = Pick<Action, 'actionId' | 'verb' | 'target'> & Partial<Pick<Action, 'params' | 'rationale' | 'attempt' | 'incidentId'>> & {
@@ -132,7 +134,9 @@ export class ActionTracker {
       const r = await this.bus.request<ProposalVerdict>(subjects.propose('action'), 'ActionProposal', req, 15_000);
       if (r.verdict === 'allow' || r.verdict === 'needs-approval') return;
       if (r.verdict === 'hold' && r.retryAt !== undefined) {
-        await sleep(Math.min(Math.max(250, r.retryAt - Date.now()), 10_000), signal);
+        const waitMs = Math.min(Math.max(250, r.retryAt - Date.now()), 10_000);
+        this.announceHold(spec, r, waitMs);
+        await sleep(waitMs, signal);
         continue;
       }
       const code = r.verdict === 'dry-run' ? 'HOMEOSTAT_ERR_DRY_RUN' : 'HOMEOSTAT_ERR_POLICY_DENIED';
@@ -140,6 +144,20 @@ export class ActionTracker {
       this.observe(this.bus.envelope('ActionDenied', refused as Action));
       throw new ActionFailedError(refused as Action, 'denied');
     }
+  }
+
+  /** The gate holds this proposal (cooldown, budget, a busy guest): say so on the workflow's
+   *  subjects (GATE.HOLD), so whoever follows it reads "waiting for cooldown 15 s", not silence. */
+  private announceHold(spec: ActionSpec, r: ProposalVerdict, waitMs: number): void {
+    const kind = WORKFLOW_KINDS.find((k) => spec.workflowId.startsWith(`${k}-`));
+    if (!kind) return;
+    const reason = r.reasons[0] ?? 'held by the policy gate';
+    const data: WorkflowEvent = {
+      workflowId: spec.workflowId, kind, event: 'GATE.HOLD', vmid: spec.target.vmid, node: spec.target.node,
+      detail: { waitMs, waitingFor: reason.split(':')[0].slice(0, 80), reason, verb: spec.verb },
+    };
+    this.bus.publish(subjects.workflow(kind, spec.workflowId, 'GATE.HOLD'), 'WorkflowEvent', data, { retryForMs: waitMs }).catch((e: unknown) =>
+      this.log.debug({ err: (e as Error).message }, 'could not announce a gate hold'));
   }
 
   /** Wait for an action someone (maybe this process before a restart) already published. */

@@ -7,13 +7,13 @@
 // leases expire (TTL 4 s, looked at every 0.5 s: within 5 s).
 import { z } from 'zod';
 import type { KV } from '@nats-io/kv';
-import { kvCas, kvGet, kvList, LeaseRecord, token } from '../../bus/mod.ts';
+import { kvCas, kvGet, LeaseRecord, token } from '../../bus/mod.ts';
 import type { Logger } from '../../core/mod.ts';
 
 export const MemberRecord = z.object({ holder: z.string().min(1).max(200), expiresAt: z.number() });
 export type MemberRecord = z.infer<typeof MemberRecord>;
 
-export const MEMBER_PREFIX = 'member.sensing.';
+export const MEMBER_PREFIX = 'lease.sensing.member.';
 export const NODE_LEASE_PREFIX = 'lease.sensing.node.';
 export const nodeLeaseKey = (node: string) => `${NODE_LEASE_PREFIX}${token(node)}`;
 const memberKey = (holder: string) => `${MEMBER_PREFIX}${holder.replace(/[^A-Za-z0-9_-]/g, '_')}`;
@@ -66,6 +66,13 @@ export class NodePartition {
   private running?: Promise<void>;
   private stopped = false;
   private memberRevision = 0;
+  /** What the KV holds under the member and node-lease keys, kept current by one watch (a look
+   *  then costs one write per key it changes: listing the keys each time created a consumer per
+   *  look, which a cluster that just lost a server answered in seconds). */
+  private readonly seenMembers = new Map<string, MemberRecord>();
+  private readonly seenLeases = new Map<string, { value: LeaseRecord; revision: number }>();
+  private watch?: { stop(): void };
+  private watching?: Promise<void>;
   /** Live members at the last look (tests and the ready line). */
   members: string[] = [];
 
@@ -76,6 +83,30 @@ export class NodePartition {
 
   /** Join, take this replica's share (waits for one look), then keep looking. */
   async start(): Promise<void> {
+    // one watch over both (a watch of several filters needs nats-server 2.10)
+    const w = await this.o.kv.watch({ key: 'lease.sensing.>' });
+    this.watch = w;
+    let initial!: () => void;
+    const primed = new Promise<void>((r) => (initial = r));
+    this.watching = (async () => {
+      for await (const e of w) {
+        const put = e.operation === 'PUT' && e.value.length > 0;
+        const json = put ? safeJson(new TextDecoder().decode(e.value)) : undefined;
+        if (!e.key.startsWith(NODE_LEASE_PREFIX) && !e.key.startsWith(MEMBER_PREFIX)) continue;
+        if (e.key.startsWith(MEMBER_PREFIX)) {
+          const m = MemberRecord.safeParse(json);
+          if (put && m.success) this.seenMembers.set(e.key, m.data);
+          else this.seenMembers.delete(e.key);
+        } else {
+          const l = LeaseRecord.safeParse(json);
+          if (put && l.success) this.seenLeases.set(e.key, { value: l.data, revision: e.revision });
+          else this.seenLeases.delete(e.key);
+        }
+        if (e.delta === 0) initial();
+      }
+    })().catch((err: unknown) => this.o.log.warn({ err: (err as Error).message }, 'sensing partition: KV watch ended'));
+    // an empty bucket section sends nothing to wait for
+    await Promise.race([primed, new Promise((r) => setTimeout(r, 1000))]);
     await this.look();
     const loop = () => {
       if (this.stopped) return;
@@ -101,6 +132,8 @@ export class NodePartition {
     this.stopped = true;
     clearTimeout(this.timer);
     await this.running?.catch(() => undefined);
+    this.watch?.stop();
+    await this.watching;
     const kv = this.o.kv;
     await Promise.all([...this.held].map(([node, h]) => kv.delete(nodeLeaseKey(node), { previousSeq: h.revision }).catch(() => undefined)));
     this.held.clear();
@@ -120,8 +153,7 @@ export class NodePartition {
       } else {
         this.memberRevision = rev;
       }
-      const all = await kvList(kv, MEMBER_PREFIX, MemberRecord);
-      const live = [...all.values()].filter((m) => m.expiresAt > now || m.holder === holder).map((m) => m.holder);
+      const live = [...this.seenMembers.values()].filter((m) => m.expiresAt > now || m.holder === holder).map((m) => m.holder);
       if (!live.includes(holder)) live.push(holder);
       live.sort();
       if (live.join() !== this.members.join()) this.o.log.info({ members: live }, 'sensing replicas changed: nodes reassigned');
@@ -147,8 +179,9 @@ export class NodePartition {
           else this.held.delete(node); // taken after our lease ran out
           return;
         }
-        const cur = await kvGet(kv, key, LeaseRecord);
+        const cur = this.seenLeases.get(key);
         if (cur && cur.value.holder !== holder && cur.value.expiresAt >= t) return; // still the previous holder's
+        // a deleted lease leaves a tombstone: create() takes it over
         const r = await kvCas(kv, key, next, cur?.revision ?? 0);
         if (r === undefined) return;
         this.held.set(node, { revision: r, expiresAt: next.expiresAt });
@@ -162,5 +195,13 @@ export class NodePartition {
       // NATS away for a moment: the leases run out on their own if this lasts
       this.o.log.debug({ err: (e as Error).message }, 'sensing partition: look failed');
     }
+  }
+}
+
+function safeJson(s: string): unknown {
+  try {
+    return JSON.parse(s);
+  } catch {
+    return undefined;
   }
 }
