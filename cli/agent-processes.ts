@@ -2,6 +2,7 @@
 // dist/), each waiting for its ready line. A replica that dies is started again after a pause;
 // the others carry on meanwhile (that is what the replicas are for).
 import { spawn, type ChildProcess } from 'node:child_process';
+import { PARENT_PIPE_ENV } from './signals.ts';
 import { fileURLToPath } from 'node:url';
 import { HomeostatError } from '../core/mod.ts';
 import type { AgentName } from '../agents/mod.ts';
@@ -47,8 +48,9 @@ export async function startAgentProcesses(opts: AgentProcessOptions): Promise<Ag
   const launch = (agent: AgentName, replica: number): Promise<void> => {
     const key = `${agent}#${replica}`;
     const child = spawn(process.execPath, [binPath(), 'agent', agent, ...(opts.metrics ? ['--metrics-port', '0'] : []), ...(opts.argsFor?.(agent, replica) ?? [])], {
-      env: { ...opts.env(agent), HOMEOSTAT_REPLICA: String(replica) },
-      stdio: ['ignore', 'pipe', 'inherit'],
+      // stdin stays open as a lifeline: when `up` dies in any way it closes and the agent stops (cli/signals.ts)
+      env: { ...opts.env(agent), HOMEOSTAT_REPLICA: String(replica), [PARENT_PIPE_ENV]: '1' },
+      stdio: ['pipe', 'pipe', 'inherit'],
     });
     const slot: { agent: AgentName; replica: number; child?: ChildProcess; metricsUrl?: string } = { agent, replica, child };
     slots.set(key, slot);

@@ -1,4 +1,9 @@
 // Resolves on the first SIGINT/SIGTERM; a second one forces exit (a stuck stop never traps the user).
+// A process started by `up` (HOMEOSTAT_PARENT_PIPE=1, stdin a pipe from `up`) also stops when that
+// pipe closes: `up` is gone, however it went (SIGKILL, a crash, a signal mid-start-up), so its agent
+// processes never outlive it. If the drain does not finish within 5 s, the process exits anyway.
+export const PARENT_PIPE_ENV = 'HOMEOSTAT_PARENT_PIPE';
+
 export function waitForShutdownSignal(): Promise<NodeJS.Signals> {
   return new Promise((resolve) => {
     let seen = false;
@@ -9,5 +14,16 @@ export function waitForShutdownSignal(): Promise<NodeJS.Signals> {
     };
     process.on('SIGINT', on);
     process.on('SIGTERM', on);
+    if (process.env[PARENT_PIPE_ENV] === '1') {
+      const parentGone = () => {
+        if (seen) return;
+        on('SIGTERM');
+        setTimeout(() => process.exit(0), 5000).unref();
+      };
+      process.stdin.on('end', parentGone);
+      process.stdin.on('close', parentGone);
+      process.stdin.on('error', parentGone);
+      process.stdin.resume();
+    }
   });
 }

@@ -81,4 +81,19 @@ describe('SIGTERM', () => {
     await npm.exit;
     await until(() => !alive(upPid) && !alive(nats[0].pid), 10_000, 50);
   }, 180_000);
+
+  it('agent processes of up --replicas never outlive it: a SIGKILLed up takes them with it', async () => {
+    const dir = join(root, 'replicas');
+    const up = start(process.execPath, [BIN, 'up', '--sim', '--replicas', '1', '--data-dir', dir, ...ARGS]);
+    const ready = await up.ready;
+    const agents = (ready.processes as { agent: string; pid: number }[]).map((p) => p.pid);
+    expect(agents.length).toBeGreaterThan(0);
+    pids.push(...agents);
+    const nats = childrenOf(up.child.pid!).filter((c) => c.cmd === 'nats-server');
+    pids.push(...nats.map((n) => n.pid));
+    up.child.kill('SIGKILL');
+    await up.exit;
+    // their stdin (a pipe from up) closes: each drains and exits by itself
+    await until(() => agents.every((pid) => !alive(pid)), 30_000, 100);
+  }, 180_000);
 });
