@@ -2,7 +2,7 @@
 // in line, first come first served, and a step's timeout starts when it leaves the line.
 import { describe, expect, it } from 'vitest';
 import { createActor, fromPromise, SimulatedClock } from 'xstate';
-import { GracefulShutdownMachine, StepQueue, stepsDriver, type ShutdownSummary } from '../state-machines/mod.ts';
+import { GracefulShutdownMachine, StepQueue, stepsDriver, type ShutdownGuestActorInput, type ShutdownSummary, type StopOutput } from '../state-machines/mod.ts';
 import { flush, runUntil } from './helpers/machines.ts';
 
 describe('bounded steps', () => {
@@ -14,7 +14,7 @@ describe('bounded steps', () => {
     const machine = GracefulShutdownMachine.provide({
       actors: {
         guestSteps: stepsDriver({ queue }),
-        shutdownGuest: fromPromise<void, { vmid: number }>(({ input }) => {
+        shutdownGuest: fromPromise<StopOutput, ShutdownGuestActorInput>(({ input }) => {
           order.push(input.vmid);
           return new Promise<void>((r) => release.set(input.vmid, r));
         }),
@@ -58,7 +58,7 @@ describe('bounded steps', () => {
     const machine = GracefulShutdownMachine.provide({
       actors: {
         guestSteps: stepsDriver({ queue }),
-        shutdownGuest: fromPromise<void, { vmid: number }>(({ input }) => {
+        shutdownGuest: fromPromise<StopOutput, ShutdownGuestActorInput>(({ input }) => {
           order.push(input.vmid);
           return input.vmid === 1 ? new Promise<void>(() => undefined) : Promise.resolve();
         }),
