@@ -2,6 +2,7 @@
 // two replicas and a restart never send one notification twice; a failed delivery is retried
 // with backoff and logged with the notifier's name.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Kvm } from '@nats-io/kv';
 import { Bus } from '../bus/mod.ts';
 import { applyOp, opsFor, planFlush, type NotifyGroup, type Op, type Timing } from '../agents/notify/mod.ts';
 import { makeEnvelope, type Incident } from '../bus/mod.ts';
@@ -131,12 +132,15 @@ describe('dispatcher on the real KV bucket', () => {
     if ('error' in r) throw new Error(r.error);
     return createSender(r.target);
   };
-  const replica = async (timing: Timing, log: Logger = silentLogger) => {
+  const BUCKET = `notify_groups_test_${process.pid}_${Date.now()}`;
+  const replica = async (timing: Timing, log: Logger = silentLogger, senders = [hook()]) => {
     const bus = await testBus('notify-test');
     buses.push(bus);
-    const store = new GroupStore(bus.kv.notify, log);
+    // a bucket of this file's own: the suite's other stacks run notify agents on the shared nats-server,
+    // and a dispatcher plans every group in its bucket with its own notifiers
+    const store = new GroupStore(await new Kvm(bus.nc).create(BUCKET), log);
     await store.start();
-    const dispatcher = new Dispatcher({ store, senders: [hook()], timing, retry: { baseMs: 100, maxMs: 400, attempts: 5 }, fleet: 'test', log, claimMs: 5000 });
+    const dispatcher = new Dispatcher({ store, senders, timing, retry: { baseMs: 100, maxMs: 400, attempts: 5 }, fleet: 'test', log, claimMs: 5000 });
     open.push({ store, dispatcher });
     return dispatcher;
   };
@@ -174,6 +178,25 @@ describe('dispatcher on the real KV bucket', () => {
     expect(items(`incident:${id}`)).toEqual([['approval:m1', 'resolved', `incident ${id} resolved`]]);
     expect(items(`incident:still-open-${id}`)).toEqual([['approval:m2', 'firing', undefined]]);
   });
+
+  it('a process without the notifier leaves its deliveries to one that has it (no claim, no give-up)', async () => {
+    const lines: string[] = [];
+    const log: Logger = { ...silentLogger, error: (_o, msg) => void lines.push(String(msg)), warn: (_o, msg) => void lines.push(String(msg)), child: () => log };
+    const timing = { ...T, groupWaitMs: 0 };
+    const other = await replica(timing, log, []);
+    const owner = await replica(timing);
+    const group = `incident:foreign-${Date.now()}`;
+    await owner.apply([approval(group, 'o1')]);
+    // planned for 'hook' (what the owner's tick would do), then the process without 'hook' scans it first
+    const store = open.at(-1)!.store;
+    await until(() => store.groups().some(([, g]) => g.key === group), 5000);
+    const [key] = store.groups().find(([, g]) => g.key === group)!;
+    await store.mutate(key, (g) => (g ? planFlush(g, Date.now(), timing, ['hook'], 'test')?.group ?? undefined : undefined));
+    for (let i = 0; i < 5; i++) await other.tick();
+    await owner.tick();
+    await until(() => forGroup(group).length === 1, 5000);
+    expect(lines.filter((m) => /given up|failed/.test(m))).toEqual([]);
+  }, 20_000);
 
   it('a failed delivery is retried with backoff and logged with the notifier name, never its URL', async () => {
     const lines: { obj: Record<string, unknown>; msg?: string }[] = [];

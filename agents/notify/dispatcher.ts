@@ -8,6 +8,9 @@ import { applyOp, claimDelivery, dueDeliveries, planFlush, settleDelivery, type 
 import type { Sender } from './senders.ts';
 import { groupKvKey, type GroupStore } from './store.ts';
 
+/** How long a delivery due on a notifier this process lacks waits for a process that has it. */
+export const FOREIGN_NOTIFIER_GRACE_MS = 10 * 60_000;
+
 export interface DispatcherOptions {
   store: GroupStore;
   senders: readonly Sender[];
@@ -71,7 +74,14 @@ export class Dispatcher {
         g = r ?? undefined;
         if (sent && r) this.o.log.info({ group: sent.groupKey, status: sent.status, repeat: sent.repeat, items: sent.items.length, notifiers: names }, 'notification planned');
       }
-      if (g) for (const d of dueDeliveries(g, now)) this.deliver(key, d.id, d.notifier);
+      if (!g) continue;
+      for (const d of dueDeliveries(g, now)) {
+        // a notifier this process does not have is another process's to send (a replica or a stack
+        // configured differently on the same bus); only one overdue for long, whose process is gone
+        // or was reconfigured, is taken here, to be given up (not retried)
+        if (!this.senders.has(d.notifier) && now - d.nextAt < FOREIGN_NOTIFIER_GRACE_MS) continue;
+        this.deliver(key, d.id, d.notifier);
+      }
     }
   }
 

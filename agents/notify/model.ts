@@ -171,8 +171,8 @@ export function planFlush(g: NotifyGroup, now: number, t: Timing, notifiers: rea
 }
 
 /** Deliveries whose time has come: (notification id, notifier). */
-export function dueDeliveries(g: NotifyGroup, now: number): { id: string; notifier: string }[] {
-  return g.outbox.flatMap((o) => o.pending.filter((p) => p.nextAt <= now).map((p) => ({ id: o.notification.id, notifier: p.notifier })));
+export function dueDeliveries(g: NotifyGroup, now: number): { id: string; notifier: string; nextAt: number }[] {
+  return g.outbox.flatMap((o) => o.pending.filter((p) => p.nextAt <= now).map((p) => ({ id: o.notification.id, notifier: p.notifier, nextAt: p.nextAt })));
 }
 
 function mapPending(g: NotifyGroup, id: string, notifier: string, fn: (p: Pending) => Pending | null): NotifyGroup | undefined {
