@@ -92,7 +92,8 @@ describe('sensing against the simulator', () => {
     const d = find<GuestEvent>('GuestDiscovered', (x) => x.vmid === V(101))!;
     expect(d.env.data).toMatchObject({ node: N('node-c'), state: 'running', health: 'healthy' });
     expect(d.subject).toBe(`fleet.events.guest.${N('node-c')}.${V(101)}`);
-    const rec = await kvGet(bus.kv.fleetState, kvKeys.guest(V(101)), GuestRecord);
+    // the KV record and the event are published side by side (pipelined, each acked): either may land first
+    const rec = await until(() => kvGet(bus.kv.fleetState, kvKeys.guest(V(101)), GuestRecord));
     expect(rec?.value).toMatchObject({ state: 'running', health: 'healthy', reachable: true, layer: 1 });
     await until(() => seen.some((e) => e.subject === `fleet.metrics.${N('node-b')}.${V(159)}`));
     await until(() => seen.some((e) => e.subject === `fleet.metrics.${N('node-b')}.node`));
@@ -134,7 +135,7 @@ describe('sensing against the simulator', () => {
     const onA = fleet.guests.filter((g) => g.node === N('node-a')).map((g) => g.vmid);
     await until(() => onA.every((v) => find<GuestEvent>('GuestStateChanged', (x) => x.vmid === v && x.state === 'unknown')));
     expect(seen.slice(from).some((e) => onA.includes((e.env.data as GuestEvent).vmid) && (e.env.data as GuestEvent).state === 'stopped')).toBe(false);
-    expect((await kvGet(bus.kv.fleetState, kvKeys.guest(onA[0]), GuestRecord))?.value.reachable).toBe(false);
+    await until(async () => (await kvGet(bus.kv.fleetState, kvKeys.guest(onA[0]), GuestRecord))?.value.reachable === false);
     await heal(id);
     await until(() => find<NodeEvent>('NodeReachable', (x) => x.node === N('node-a')));
   });
