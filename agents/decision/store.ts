@@ -110,11 +110,34 @@ export class DecisionStore {
     const times = (await kvGet(this.kv, stateKeys.budget(), Remediations))?.value.times ?? [];
     return times.filter((t) => t > now - 60_000);
   }
-  /** Count one approved action (compare-and-set, so concurrent decisions never lose a count). */
-  async countAction(at: number): Promise<void> {
+  /** Count one approved action (compare-and-set, so concurrent decisions never lose a count).
+   *  Counts made while a write is in flight are batched into the next one: a workflow asking for
+   *  64 steps at once makes a handful of writes to the one budget key, not 64 colliding ones. */
+  countAction(at: number): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      this.counting.push({ at, resolve, reject });
+      if (!this.flushing) this.flushing = this.flushCounts();
+    });
+  }
+  private counting: { at: number; resolve: () => void; reject: (e: Error) => void }[] = [];
+  private flushing: Promise<void> | undefined;
+  private async flushCounts(): Promise<void> {
+    while (this.counting.length) {
+      const batch = this.counting.splice(0);
+      try {
+        await this.writeCounts(batch.map((b) => b.at));
+        for (const b of batch) b.resolve();
+      } catch (e) {
+        for (const b of batch) b.reject(e as Error);
+      }
+    }
+    this.flushing = undefined;
+  }
+  private async writeCounts(ats: number[]): Promise<void> {
+    const newest = Math.max(...ats);
     for (let i = 0; i < 20; i++) {
       const cur = await kvGet(this.kv, stateKeys.budget(), Remediations);
-      const times = [...(cur?.value.times ?? []).filter((t) => t > at - 60_000), at];
+      const times = [...(cur?.value.times ?? []), ...ats].filter((t) => t > newest - 60_000).sort((a, b) => a - b);
       if ((await kvCas(this.kv, stateKeys.budget(), { times }, cur?.revision ?? 0)) !== undefined) return;
     }
     throw new Error('budget: too many concurrent updates');
