@@ -7,14 +7,17 @@ export const PARENT_PIPE_ENV = 'HOMEOSTAT_PARENT_PIPE';
 export function waitForShutdownSignal(): Promise<NodeJS.Signals> {
   return new Promise((resolve) => {
     let seen = false;
+    const lifeline = process.env[PARENT_PIPE_ENV] === '1';
     const on = (sig: NodeJS.Signals) => {
       if (seen) process.exit(130);
       seen = true;
+      // stopping now: the open pipe must not keep the stopped process alive
+      if (lifeline) process.stdin.destroy();
       resolve(sig);
     };
     process.on('SIGINT', on);
     process.on('SIGTERM', on);
-    if (process.env[PARENT_PIPE_ENV] === '1') {
+    if (lifeline) {
       const parentGone = () => {
         if (seen) return;
         on('SIGTERM');
