@@ -45,9 +45,14 @@ export function ephemeralKeyring(): Keyring {
   return { get, file: () => undefined };
 }
 
-/** The public keys separate agent processes trust (HOMEOSTAT_TRUST_FILE): the decision agent's
- *  signatures on actions, the operators' on approvals (the CLI/console's and chat's relay). */
+/** The public keys a deployment's agents trust: the decision agent's signatures on actions, the
+ *  operators' on approvals (the CLI/console's and chat's relay, the operator agent). One list for
+ *  agents in `up`'s process, for separate replica processes and for the trust file. */
+export function trustedKeys(keyring: Keyring): { decision: string[]; operators: string[] } {
+  return { decision: [keyring.get('decision').publicKey], operators: [keyring.get('operator').publicKey, keyring.get('operator-agent').publicKey] };
+}
+
+/** The trust file separate agent processes read (HOMEOSTAT_TRUST_FILE). */
 export function writeTrustFile(keyring: Keyring, path: string): void {
-  const trust = { decision: [keyring.get('decision').publicKey], operators: [keyring.get('operator').publicKey, keyring.get('operator-agent').publicKey] };
-  writeFileSync(path, `${JSON.stringify(trust, null, 2)}\n`, { mode: 0o644 });
+  writeFileSync(path, `${JSON.stringify(trustedKeys(keyring), null, 2)}\n`, { mode: 0o644 });
 }

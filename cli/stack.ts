@@ -10,7 +10,7 @@ import type { PveApi } from '../fleet/pve-types.ts';
 import { startNatsServer, type NatsServerHandle } from './nats-server.ts';
 import { startNatsCluster } from './nats-cluster.ts';
 import { startAgentProcesses, type AgentProcesses } from './agent-processes.ts';
-import { ephemeralKeyring, loadOrCreateKeyring, type Keyring } from './keyring.ts';
+import { ephemeralKeyring, loadOrCreateKeyring, trustedKeys, type Keyring } from './keyring.ts';
 import type { SimulatorHandle } from '../fleet/sim/mod.ts';
 
 export interface StackOptions {
@@ -178,9 +178,10 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     const pveAccess: PveAccess | undefined = pve && pveUrl ? { url: pveUrl, tokenId, tokenSecret, caPem, insecure: config.PVE_INSECURE } : undefined;
     const given = opts.options ?? {};
     // the keys this deployment trusts, unless the caller (or, standalone, the environment) says
+    const keys = trustedKeys(ring);
     const trust: AgentOptions = opts.standalone ? {} : {
-      action: { decisionKeys: [ring.get('decision').publicKey] },
-      decision: { operatorKeys: [ring.get('operator').publicKey, ring.get('operator-agent').publicKey] },
+      action: { decisionKeys: keys.decision },
+      decision: { operatorKeys: keys.operators },
     };
     const optionsOf = <N extends AgentName>(name: N): NonNullable<AgentOptions[N]> => ({ ...trust[name], ...given[name] }) as NonNullable<AgentOptions[N]>;
     const startAgent = async <N extends AgentName>(name: N) => {
@@ -226,8 +227,8 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
         ...(tokenSecret ? { PVE_TOKEN_SECRET: tokenSecret } : {}),
         ...(caFile ? { PVE_CA_FILE: caFile } : {}),
         ...(opts.fleetFile ? { HOMEOSTAT_FLEET: resolve(opts.fleetFile) } : {}),
-        HOMEOSTAT_DECISION_KEYS: ring.get('decision').publicKey,
-        HOMEOSTAT_OPERATOR_KEYS: ring.get('operator').publicKey,
+        HOMEOSTAT_DECISION_KEYS: keys.decision.join(','),
+        HOMEOSTAT_OPERATOR_KEYS: keys.operators.join(','),
       };
       const envFor = (agent: AgentName): NodeJS.ProcessEnv => {
         const creds = auth ? ring.file(identityOfAgent(agent)) : undefined;
