@@ -7,6 +7,7 @@ const count = Number(countStr);
 const nc = await connect({ servers: url });
 let got = 0;
 let bad = 0;
+let cpu0 = process.cpuUsage();
 nc.subscribe(subject, {
   callback: (_e, m) => {
     if (mode === 'validated') {
@@ -14,11 +15,13 @@ nc.subscribe(subject, {
       if (!r.ok) bad++;
     }
     if (++got === count) {
-      process.send!({ done: true, bad });
+      const cpu = process.cpuUsage(cpu0);
+      process.send!({ done: true, bad, cpuUs: cpu.user + cpu.system });
     }
   },
 });
 await nc.flush();
+cpu0 = process.cpuUsage();
 process.send!({ ready: true });
 process.on('message', (m: { reset?: boolean; exit?: boolean }) => {
   if (m.reset) got = 0;

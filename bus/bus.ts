@@ -128,6 +128,11 @@ export class Bus {
     return parsed;
   }
 
+  /** Publish bytes already encoded (encodeOwn) to a stored subject: retried like `publish`. */
+  async publishEncoded(subject: string, bytes: Uint8Array, msgId: string, opts: Pick<PublishOptions, 'retryForMs' | 'signal'> = {}): Promise<PubAck> {
+    return this.persist(subject, bytes, msgId, opts.retryForMs ?? Number.POSITIVE_INFINITY, opts.signal);
+  }
+
   private async persist(subject: string, bytes: Uint8Array, msgId: string, retryForMs: number, signal?: AbortSignal): Promise<PubAck> {
     const deadline = Date.now() + retryForMs;
     try {
@@ -145,9 +150,14 @@ export class Bus {
   /** A KV put (last-value write) through the pipelined publisher: many may be in flight at once.
    *  Resolves with the new revision once the server acked it. */
   async kvPut(kv: KV, key: string, value: unknown): Promise<number> {
+    return this.kvPutBytes(kv, key, Buffer.from(JSON.stringify(value), 'utf8'));
+  }
+
+  /** `kvPut` of a value already serialised (JSON). */
+  async kvPutBytes(kv: KV, key: string, bytes: Uint8Array): Promise<number> {
     // the Bucket behind every KV handle knows its edit subject (API prefix, mirrors)
     const subject = (kv as unknown as { subjectForKey(k: string, edit: boolean): string }).subjectForKey(key, true);
-    const ack = await this.publisher.publish(subject, Buffer.from(JSON.stringify(value), 'utf8'), { timeoutMs: 5000 });
+    const ack = await this.publisher.publish(subject, bytes, { timeoutMs: 5000 });
     return ack.seq;
   }
 

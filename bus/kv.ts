@@ -34,17 +34,50 @@ export async function kvCas<T>(kv: KV, key: string, value: T, revision: number):
   }
 }
 
-/** All current values under a key prefix (`guest.`), validated; invalid ones skipped. */
-export async function kvList<T>(kv: KV, prefix: string, schema: z.ZodType<T>): Promise<Map<string, T>> {
+/** All current values under a key prefix (`guest.`), validated; invalid ones skipped. One ordered
+ *  consumer delivers every key's last value (a watch of the prefix, ended at the last of them):
+ *  a get per key, as before, cost a 5,000-guest fleet 5,000 request/replies per read (analysis
+ *  reads the fleet state every 10 s; its CPU spikes held events back by up to 0.3 s). */
+export async function kvList<T>(kv: KV, prefix: string, schema: z.ZodType<T>, timeoutMs = 30_000): Promise<Map<string, T>> {
   const out = new Map<string, T>();
-  const keys: string[] = [];
-  const it = await kv.keys(prefix ? `${prefix}>` : '>');
-  for await (const k of it) keys.push(k);
-  await Promise.all(
-    keys.map(async (k) => {
-      const v = await kvGet(kv, k, schema);
-      if (v) out.set(k, v.value);
-    }),
-  );
+  const key = prefix ? `${prefix}>` : '>';
+  // a watch of nothing delivers nothing: whether any key is there comes first
+  const keys = await kv.keys(key);
+  let any = false;
+  for await (const _k of keys) {
+    void _k;
+    any = true;
+    keys.stop();
+    break;
+  }
+  if (!any) return out;
+  const w = await kv.watch({ key });
+  const timer = setTimeout(() => w.stop(), timeoutMs);
+  let done = false;
+  try {
+    for await (const e of w) {
+      if (e.operation === 'PUT' && e.value.length > 0) {
+        try {
+          const r = schema.safeParse(JSON.parse(dec.decode(e.value)));
+          if (r.success) out.set(e.key, r.data);
+          else out.delete(e.key);
+        } catch {
+          out.delete(e.key);
+        }
+      } else {
+        out.delete(e.key);
+      }
+      // caught up: nothing more was pending when this one was sent. (Not `isUpdate`: nats.js counts
+      // the initial values after the consumer has begun to deliver, so it flags one too early.)
+      if (e.delta === 0) {
+        done = true;
+        break;
+      }
+    }
+  } finally {
+    clearTimeout(timer);
+    w.stop();
+  }
+  if (!done) throw new Error(`reading KV ${prefix || '(all)'} did not complete within ${timeoutMs} ms`);
   return out;
 }

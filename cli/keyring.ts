@@ -34,13 +34,25 @@ export function loadOrCreateKeyring(dir: string): Keyring {
 
 /** Fresh keys in memory (a stack on a NATS server it did not start, tests). */
 export function ephemeralKeyring(): Keyring {
-  const ids = new Map<IdentityName, Identity>(IDENTITIES.map((n) => [n, identityFromSeed(newSigner().seed)]));
-  return { get: (n) => ids.get(n)!, file: () => undefined };
+  // each made when first asked for: a key pair costs ~40 ms of pure-JS nkeys work, and a single
+  // agent process (`homeostat agent`) asks for none of them
+  const ids = new Map<IdentityName, Identity>();
+  const get = (n: IdentityName): Identity => {
+    let id = ids.get(n);
+    if (!id) ids.set(n, (id = identityFromSeed(newSigner().seed)));
+    return id;
+  };
+  return { get, file: () => undefined };
 }
 
-/** The public keys separate agent processes trust (HOMEOSTAT_TRUST_FILE): the decision agent's
- *  signatures on actions, the operators' on approvals (the CLI/console's and chat's relay). */
+/** The public keys a deployment's agents trust: the decision agent's signatures on actions, the
+ *  operators' on approvals (the CLI/console's and chat's relay, the operator agent). One list for
+ *  agents in `up`'s process, for separate replica processes and for the trust file. */
+export function trustedKeys(keyring: Keyring): { decision: string[]; operators: string[] } {
+  return { decision: [keyring.get('decision').publicKey], operators: [keyring.get('operator').publicKey, keyring.get('operator-agent').publicKey] };
+}
+
+/** The trust file separate agent processes read (HOMEOSTAT_TRUST_FILE). */
 export function writeTrustFile(keyring: Keyring, path: string): void {
-  const trust = { decision: [keyring.get('decision').publicKey], operators: [keyring.get('operator').publicKey, keyring.get('operator-agent').publicKey] };
-  writeFileSync(path, `${JSON.stringify(trust, null, 2)}\n`, { mode: 0o644 });
+  writeFileSync(path, `${JSON.stringify(trustedKeys(keyring), null, 2)}\n`, { mode: 0o644 });
 }

@@ -4,7 +4,7 @@
 // run on plain `node` with no TypeScript loader. `--if-stale` builds only when a source file is
 // newer than the last build (what `npm run demo` and `npm test` call before they start).
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -12,6 +12,7 @@ const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 export const SOURCE_DIRS = ['bus', 'core', 'agents', 'state-machines', 'workflows', 'fleet', 'llm', 'cli'];
 const DIST = join(ROOT, 'dist');
 const STAMP = join(DIST, '.built');
+const BUILD_INFO = join(DIST, '.tsbuildinfo');
 
 function* files(dir) {
   if (!existsSync(dir)) return;
@@ -32,7 +33,14 @@ export function isStale() {
 
 export function build() {
   const tsc = join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc');
-  const r = spawnSync(process.execPath, [tsc, '-p', join(ROOT, 'tsconfig.build.json')], { stdio: ['ignore', 'inherit', 'inherit'] });
+  const compile = (stdio) => spawnSync(process.execPath, [tsc, '-p', join(ROOT, 'tsconfig.build.json')], { stdio: ['ignore', stdio, stdio] });
+  // an incremental build from a stale dist/.tsbuildinfo (dependencies changed under it) can report
+  // type errors a clean build does not: on errors, build once more from scratch before saying so
+  let r = compile(existsSync(BUILD_INFO) ? 'ignore' : 'inherit');
+  if (r.status !== 0 && existsSync(BUILD_INFO)) {
+    rmSync(BUILD_INFO, { force: true });
+    r = compile('inherit');
+  }
   // tsc still writes dist/ on type errors; `npm run check` is where those are caught
   if (r.status !== 0 && !existsSync(join(DIST, 'cli', 'main.js'))) return false;
   if (r.status !== 0) console.error('homeostat: the build reported type errors (dist/ was written anyway; see `npm run check`)');

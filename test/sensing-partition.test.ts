@@ -42,6 +42,10 @@ describe('sensing node partition', () => {
     await until(split, 15_000, 50, 'both replicas holding their share');
     const expected = assign(NODES, ['host:1', 'host:2']);
     expect(a.owned()).toEqual(NODES.filter((n) => expected.get(n) === 'host:1'));
+    // a node the manifest does not list is reported by exactly one replica: the first node's holder
+    const anchor = [...NODES].sort()[0];
+    expect([a.owns('unlisted-node'), b.owns('unlisted-node')]).toEqual([a.owns(anchor), b.owns(anchor)]);
+    expect([a, b].filter((r) => r.owns('unlisted-node'))).toHaveLength(1);
     const lease = await kvGet(bus.kv.fleetState, nodeLeaseKey(b.owned()[0]), LeaseRecord);
     expect(lease?.value.holder).toBe('host:2');
 

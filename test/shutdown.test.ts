@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { afterAll, describe, expect, it } from 'vitest';
 import { until } from './helpers/bus.ts';
+import { runCli } from './helpers/cli.ts';
 
 const ROOT = new URL('..', import.meta.url).pathname;
 const BIN = join(ROOT, 'bin/homeostat.js');
@@ -82,7 +83,7 @@ describe('SIGTERM', () => {
     await until(() => !alive(upPid) && !alive(nats[0].pid), 10_000, 50);
   }, 180_000);
 
-  it('agent processes of up --replicas never outlive it: a SIGKILLed up takes them with it', async () => {
+  it('up --replicas: a chat approval (signed by the operator agent) counts in the decision process; a SIGKILLed up takes its agent processes with it', async () => {
     const dir = join(root, 'replicas');
     const up = start(process.execPath, [BIN, 'up', '--sim', '--replicas', '1', '--data-dir', dir, ...ARGS]);
     const ready = await up.ready;
@@ -91,6 +92,14 @@ describe('SIGTERM', () => {
     pids.push(...agents);
     const nats = childrenOf(up.child.pid!).filter((c) => c.cmd === 'nats-server');
     pids.push(...nats.map((n) => n.pid));
+    // an approval relayed by chat is signed by the operator agent's key: the decision agent in its
+    // own process trusts that key too (it once trusted only the CLI's, and refused every chat approval)
+    const env = { HOMEOSTAT_DATA_DIR: dir, NATS_URL: '', NATS_CREDS: '' };
+    const reboot = await runCli(['reboot', '200'], env);
+    expect(reboot.out, reboot.err).toMatch(/waits for an approval \(homeostat approve (act-[\w-]+)/);
+    const id = /approve (act-[\w-]+)/.exec(reboot.out)![1];
+    const chat = await runCli(['chat', `approve ${id}`], env);
+    expect(chat.out + chat.err).toMatch(new RegExp(`Approved action ${id}`));
     up.child.kill('SIGKILL');
     await up.exit;
     // their stdin (a pipe from up) closes: each drains and exits by itself

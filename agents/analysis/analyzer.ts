@@ -48,6 +48,7 @@ export class Analyzer {
     this.now = this.clock();
     fn();
     const incidents = this.book.drain();
+    if (!incidents.length && !this.out.length) return [];
     const opened = incidents.find((i) => i.phase === 'opened')?.incident.id;
     const alerts: Output[] = this.out.map((a) => ({ ...a, causationId, correlationId: opened }));
     this.out = [];

@@ -76,7 +76,12 @@ export class NodePartition {
   /** Live members at the last look (tests and the ready line). */
   members: string[] = [];
 
+  private readonly known: ReadonlySet<string>;
+  private readonly anchor?: string;
+
   constructor(private readonly o: PartitionOptions) {
+    this.known = new Set(o.nodes);
+    this.anchor = [...o.nodes].sort()[0];
     this.ttl = o.ttlMs ?? 4000;
     this.every = o.intervalMs ?? 500;
   }
@@ -117,9 +122,13 @@ export class NodePartition {
     this.timer = setTimeout(loop, this.every);
   }
 
-  /** This replica may poll `node` now: it holds the lease, with a renewal's margin before expiry. */
+  /** This replica may poll `node` now: it holds the lease, with a renewal's margin before expiry.
+   *  A node the manifest does not list (added to the cluster since) has no lease of its own: it
+   *  goes with the first listed node, so exactly one live replica reports it. */
   owns(node: string): boolean {
-    const h = this.held.get(node);
+    const anchor = this.known.has(node) ? node : this.anchor;
+    if (anchor === undefined) return this.members.length <= 1;
+    const h = this.held.get(anchor);
     return h !== undefined && Date.now() < h.expiresAt - this.every;
   }
 
