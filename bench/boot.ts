@@ -145,6 +145,7 @@ function stageTimer(bus: Bus, steps: StepQueue) {
   ];
   const samples: { q: number; w: number; approvedNotStarted: number; running: number }[] = [];
   const elu0 = perf.eventLoopUtilization();
+  const cpu0 = process.cpuUsage();
   const lag = monitorEventLoopDelay({ resolution: 20 });
   lag.enable();
   const timer = setInterval(() => {
@@ -175,6 +176,9 @@ function stageTimer(bus: Bus, steps: StepQueue) {
         steps_in_flight: { max: max('q'), mean: mean('q') }, steps_waiting: { max: max('w'), mean: mean('w') },
         approved_not_started: { max: max('approvedNotStarted'), mean: mean('approvedNotStarted') },
         actions_running: { max: max('running'), mean: mean('running') },
+        // CPU of this one process (agents, twin, bench) per start: unlike wall times, not inflated
+        // by what else runs on the machine
+        process_cpu_ms_per_start: round(((c) => (c.user + c.system) / 1000)(process.cpuUsage(cpu0)) / Math.max(1, t.size), 1),
         event_loop_use: round(perf.eventLoopUtilization(elu0).utilization), event_loop_delay_p99_ms: Math.round(lag.percentile(99) / 1e6),
       };
     },
