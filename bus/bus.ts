@@ -7,7 +7,7 @@ import { decode, encode, encodeEnvelope, encodeJson, makeEnvelope, validate, typ
 import { connectNats } from './connection.ts';
 import { AckedPublisher } from './publisher.ts';
 import type { KV } from '@nats-io/kv';
-import { backoffMs, HomeostatError, retry, silentLogger, type Logger } from '../core/mod.ts';
+import { backoffMs, HomeostatError, retry, silentLogger, sleep, type Logger } from '../core/mod.ts';
 import { deadLetterId, ensureConsumer, terminate, watchMaxDeliveries } from './consumers.ts';
 import { deadLetterKind, familyOf } from './families.ts';
 import { AUDIT_STREAM, ensureJetStream, FLEET_STREAM, type FleetKv } from './jetstream.ts';
@@ -135,15 +135,21 @@ export class Bus {
 
   private async persist(subject: string, bytes: Uint8Array, msgId: string, retryForMs: number, signal?: AbortSignal): Promise<PubAck> {
     const deadline = Date.now() + retryForMs;
+    const attempt = () => this.publisher.publish(subject, bytes, { msgId, timeoutMs: 3000 });
+    const retryable = () => !this.stopping && !this.retriesInterrupted && !this.nc.isClosed() && Date.now() <= deadline;
+    const failed = (e: unknown) => new HomeostatError('HOMEOSTAT_ERR_NATS_UNAVAILABLE', `publish to ${subject} failed: ${(e as Error).message}`, { cause: e });
+    // the common case, stored at the first attempt, without the retry loop's promises and timers
     try {
-      return await retry(() => this.publisher.publish(subject, bytes, { msgId, timeoutMs: 3000 }), {
-        baseMs: 50,
-        maxMs: 2000,
-        retryable: () => !this.stopping && !this.retriesInterrupted && !this.nc.isClosed() && Date.now() <= deadline,
-        signal,
-      });
+      return await attempt();
     } catch (e) {
-      throw new HomeostatError('HOMEOSTAT_ERR_NATS_UNAVAILABLE', `publish to ${subject} failed: ${(e as Error).message}`, { cause: e });
+      if (signal?.aborted || !retryable()) throw failed(e);
+    }
+    const backoff = { baseMs: 50, maxMs: 2000 };
+    try {
+      await sleep(backoffMs(1, backoff), signal);
+      return await retry(attempt, { ...backoff, retryable, signal });
+    } catch (e) {
+      throw failed(e);
     }
   }
 
