@@ -103,7 +103,8 @@ export const agent: AgentModule<AnalysisOptions> = {
             : analyzer.onApiEvent(env as Envelope<ApiEvent>);
       const written = outbox.send(out, Date.parse(env.ts));
       if (out.some((o) => o.kind === 'incident')) void written.then(() => latency.record(performance.now() - t0));
-      return outbox.pending > OUTBOX_HIGH_WATER ? written : undefined;
+      // above the high-water mark the durable consumer waits until half of it is written
+      return outbox.pending > OUTBOX_HIGH_WATER ? outbox.below(OUTBOX_HIGH_WATER / 2) : undefined;
     };
     // Two ways in for the same events: core NATS is the fast path (no wait for the stream), the
     // durable consumer the sure one (restarts, gaps). The analyzer is idempotent on a report it
