@@ -7,7 +7,7 @@ import { decode, encode, encodeEnvelope, encodeJson, makeEnvelope, validate, typ
 import { connectNats } from './connection.ts';
 import { AckedPublisher } from './publisher.ts';
 import type { KV } from '@nats-io/kv';
-import { backoffMs, HomeostatError, retry, silentLogger, type Logger } from '../core/mod.ts';
+import { backoffMs, HomeostatError, retry, silentLogger, sleep, type Logger } from '../core/mod.ts';
 import { deadLetterId, ensureConsumer, terminate, watchMaxDeliveries } from './consumers.ts';
 import { deadLetterKind, familyOf } from './families.ts';
 import { AUDIT_STREAM, ensureJetStream, FLEET_STREAM, type FleetKv } from './jetstream.ts';
@@ -135,15 +135,21 @@ export class Bus {
 
   private async persist(subject: string, bytes: Uint8Array, msgId: string, retryForMs: number, signal?: AbortSignal): Promise<PubAck> {
     const deadline = Date.now() + retryForMs;
+    const attempt = () => this.publisher.publish(subject, bytes, { msgId, timeoutMs: 3000 });
+    const retryable = () => !this.stopping && !this.retriesInterrupted && !this.nc.isClosed() && Date.now() <= deadline;
+    const failed = (e: unknown) => new HomeostatError('HOMEOSTAT_ERR_NATS_UNAVAILABLE', `publish to ${subject} failed: ${(e as Error).message}`, { cause: e });
+    // the common case, stored at the first attempt, without the retry loop's promises and timers
     try {
-      return await retry(() => this.publisher.publish(subject, bytes, { msgId, timeoutMs: 3000 }), {
-        baseMs: 50,
-        maxMs: 2000,
-        retryable: () => !this.stopping && !this.retriesInterrupted && !this.nc.isClosed() && Date.now() <= deadline,
-        signal,
-      });
+      return await attempt();
     } catch (e) {
-      throw new HomeostatError('HOMEOSTAT_ERR_NATS_UNAVAILABLE', `publish to ${subject} failed: ${(e as Error).message}`, { cause: e });
+      if (signal?.aborted || !retryable()) throw failed(e);
+    }
+    const backoff = { baseMs: 50, maxMs: 2000 };
+    try {
+      await sleep(backoffMs(1, backoff), signal);
+      return await retry(attempt, { ...backoff, retryable, signal });
+    } catch (e) {
+      throw failed(e);
     }
   }
 
@@ -294,10 +300,26 @@ export class Bus {
     const advisory = await this.ensureDurable(stream, cfg);
     const consumer = await this.js.consumers.get(stream, opts.durable);
     const messages = await consumer.consume({ max_messages: 64 });
+    // Acks of one event-loop turn leave together: acked one by one from the loop below, each went
+    // out in a socket write of its own (a third of a busy analysis' writes under a burst). An ack
+    // held back one turn changes nothing: the message is handled, and a crash before the ack
+    // leaves is a redelivery, as a crash just before `ack()` always was.
+    let acks: JsMsg[] = [];
+    let acking: NodeJS.Immediate | undefined;
+    const flushAcks = () => {
+      acking = undefined;
+      const batch = acks;
+      acks = [];
+      for (const m of batch) m.ack();
+    };
+    const ack = (m: JsMsg) => {
+      acks.push(m);
+      acking ??= setImmediate(flushAcks);
+    };
     const handle = async (m: JsMsg, env: Envelope<T>) => {
       try {
         await opts.handler(env, m);
-        m.ack();
+        ack(m);
         this.noteAck(opts.durable);
       } catch (e) {
         const attempt = m.info.deliveryCount;
@@ -315,7 +337,7 @@ export class Bus {
     const done = (async () => {
       for await (const m of messages) {
         if (opts.skip?.(m)) {
-          m.ack();
+          ack(m);
           continue;
         }
         const r = decode<T>(m.subject, m.data, opts.schema);
@@ -338,6 +360,8 @@ export class Bus {
         await advisory.stop();
         await messages.close().catch(() => undefined);
         await done.catch(() => undefined);
+        if (acking) clearImmediate(acking);
+        flushAcks();
       },
     });
   }

@@ -244,7 +244,7 @@ export class Analyzer {
   private ownFailure(vmid: number): Failure | undefined {
     const f = this.view.failureOf(vmid);
     if (!f || this.book.rootOf.has(vmid) || this.book.symptomOf.has(vmid)) return f;
-    return this.own.excuse(vmid, f, this.now, this.view.ancestors(vmid)) ? undefined : f;
+    return this.own.excuse(vmid, f, this.now, () => this.view.ancestors(vmid)) ? undefined : f;
   }
 
   private onFailing(vmid: number, f: Failure, prev: Failure | undefined): void {

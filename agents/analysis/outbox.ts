@@ -55,6 +55,7 @@ export class Outbox {
   private readonly stopping = new AbortController();
   private active = 0;
   private readonly waiting: (() => void)[] = [];
+  private readonly lowWaiters: { level: number; resolve: () => void }[] = [];
   sent = 0;
   failed = 0;
 
@@ -85,6 +86,7 @@ export class Outbox {
     });
     const all = Promise.allSettled(writes).then((results) => {
       this.queued -= outputs.length;
+      if (this.lowWaiters.length) this.wake();
       const bad = results.filter((r) => r.status === 'rejected');
       this.sent += outputs.length - bad.length;
       this.failed += bad.length;
@@ -96,6 +98,21 @@ export class Outbox {
     this.inflight.add(all);
     void all.then(() => this.inflight.delete(all));
     return all;
+  }
+
+  /** Resolves once at most `level` messages are unwritten (a producer's backpressure that keeps
+   *  the pipeline full, where waiting for its own messages would write one event at a time). */
+  below(level: number): Promise<void> {
+    if (this.queued <= level) return Promise.resolve();
+    return new Promise((resolve) => this.lowWaiters.push({ level, resolve }));
+  }
+
+  private wake(): void {
+    const still = this.lowWaiters.filter((w) => this.queued > w.level);
+    const go = this.lowWaiters.filter((w) => this.queued <= w.level);
+    this.lowWaiters.length = 0;
+    this.lowWaiters.push(...still);
+    for (const w of go) w.resolve();
   }
 
   /** Queue, and wait only when too much is already waiting. */
