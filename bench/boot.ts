@@ -59,7 +59,7 @@ async function measure(label: string, fleet: Fleet, goal: number, twinAway = fal
   const nats = await benchNats();
   const log = createLogger(process.env.LOG_LEVEL ?? 'warn');
   const big = fleet.guests.length > 100;
-  const steps = new StepQueue(loadConfig({}).HOMEOSTAT_WORKFLOW_STEPS);
+  const steps = new StepQueue(loadConfig().HOMEOSTAT_WORKFLOW_STEPS); // HOMEOSTAT_WORKFLOW_STEPS from the environment
   const twin = twinAway ? await twinProcess(fleet.guests.length) : undefined;
   // the boot path only: the workflows agent drives, the decision agent gates, the action agent executes
   const stack = await startStack({
