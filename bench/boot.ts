@@ -19,9 +19,12 @@
 //   `?view=state` (4 fields a guest), at most a fifth of the time (interval 4x the read), and the
 //   checks before each step reuse the last view within that interval.
 // - The action agent verified each started guest with two calls every 250 ms for its whole boot;
-//   now the health check first (one call while it boots), looks backing off to 750 ms, and a
-//   verifying action no longer holds one of the agent's maxInFlight places (at 256 they paced a
-//   5,000-guest boot: the boot's worth of seconds each start spends verifying).
+//   now the health check first (one call while it boots), looks backing off to 750 ms.
+// - Tried and reverted: letting a verifying action give its maxInFlight place (256 here) to the
+//   next one. At 5,000 guests ~1,000 then verified at once in this process; their health checks
+//   went unanswered within 1.5 s for a minute and 1,871 starts ended ActionFailed (the boot still
+//   follows health). That bound, 256 starts each holding a place for its boot (~5 s), caps the
+//   boot at ~50 starts/s: raising it needs the verifications cheaper still, or out of this process.
 // - The boot's persisted snapshot (~1 MB at 5,000 guests) is written at most ~10 % of the time; a
 //   workflow proposal looks up its own pending approval instead of listing them (a consumer each).
 // - Left: GC (~13 %), NATS socket writes (~8 %), ~20 JetStream round trips per start over the three
