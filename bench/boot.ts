@@ -19,6 +19,8 @@ import { simApi } from '../testkit/mod.ts';
 import { StepQueue } from '../state-machines/mod.ts';
 import { percentile } from './harness.ts';
 import { monitorEventLoopDelay, performance as perf } from 'node:perf_hooks';
+import { fork } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 
 const TIME_SCALE = Number(process.env.BENCH_TIME_SCALE ?? 1);
 
@@ -30,19 +32,43 @@ async function waitFor(fn: () => Promise<boolean>, timeoutMs: number, stepMs = 1
   }
 }
 
-async function measure(label: string, fleet: Fleet, goal: number): Promise<void> {
+/** The generated fleet's twin in its own process (see boot-twin.ts). */
+async function twinProcess(guests: number): Promise<{ url: string; tokenId: string; tokenSecret: string; cpuMs(): Promise<number>; stop(): Promise<void> }> {
+  const child = fork(fileURLToPath(new URL('./boot-twin.ts', import.meta.url)), [String(guests), String(TIME_SCALE)], { execArgv: ['--import', 'tsx'] });
+  const next = <T>() => new Promise<T>((resolve, reject) => {
+    child.once('message', (m) => resolve(m as T));
+    child.once('exit', (code) => reject(new Error(`the twin exited (${code})`)));
+  });
+  const ready = await next<{ url: string; tokenId: string; tokenSecret: string }>();
+  return {
+    ...ready,
+    cpuMs: async () => {
+      const r = next<{ cpuMs: number }>();
+      child.send({ cpu: true });
+      return (await r).cpuMs;
+    },
+    stop: async () => {
+      const gone = new Promise((r) => child.once('exit', r));
+      child.send({ exit: true });
+      await gone;
+    },
+  };
+}
+
+async function measure(label: string, fleet: Fleet, goal: number, twinAway = false): Promise<void> {
   const nats = await benchNats();
   const log = createLogger(process.env.LOG_LEVEL ?? 'warn');
   const big = fleet.guests.length > 100;
-  const steps = new StepQueue(loadConfig({}).HOMEOSTAT_WORKFLOW_STEPS);
+  const steps = new StepQueue(loadConfig().HOMEOSTAT_WORKFLOW_STEPS); // HOMEOSTAT_WORKFLOW_STEPS from the environment
+  const twin = twinAway ? await twinProcess(fleet.guests.length) : undefined;
   // the boot path only: the workflows agent drives, the decision agent gates, the action agent executes
   const stack = await startStack({
-    config: loadConfig({ LOG_LEVEL: 'warn' }), fleet, log, natsUrl: nats.url,
-    sim: { port: 0, http: true, timeScale: TIME_SCALE }, agents: ['action', 'decision', 'workflows'],
+    config: loadConfig({ LOG_LEVEL: 'warn', ...(twin ? { PVE_URL: twin.url, PVE_TOKEN_ID: twin.tokenId, PVE_TOKEN_SECRET: twin.tokenSecret } : {}) }), fleet, log, natsUrl: nats.url,
+    ...(twin ? {} : { sim: { port: 0, http: true, timeScale: TIME_SCALE } }), agents: ['action', 'decision', 'workflows'],
     options: { action: { maxInFlight: big ? 256 : 16 }, workflows: { steps } },
   });
   const bus = await Bus.connect({ servers: nats.url, source: 'bench-boot' });
-  const sim = simApi({ url: stack.pveUrl!, tokenId: stack.pveTokenId!, tokenSecret: stack.pveTokenSecret! });
+  const sim = simApi(twin ?? { url: stack.pveUrl!, tokenId: stack.pveTokenId!, tokenSecret: stack.pveTokenSecret! });
   // stopped, and the action agent done with every guest (its lock freed after verifying the stop)
   const allStopped = async () => {
     if (!(await sim.fleet()).guests.every((g) => g.status === 'stopped')) return false;
@@ -68,13 +94,15 @@ async function measure(label: string, fleet: Fleet, goal: number): Promise<void>
     if (down.status !== 'done') throw new Error(`shutdown ${down.status}`);
     await waitFor(allStopped, 120_000);
     const profile = await cpuProfile(process.env.BENCH_BOOT_PROFILE);
+    const twinCpu0 = await twin?.cpuMs();
     const stages = stageTimer(bus, steps);
     const t0 = performance.now();
     const boot = await runWorkflow(bus, 'boot', {});
     const clientMs = performance.now() - t0;
     const timing = stages.stop();
     await profile.stop();
-    if (big) emit({ bench: 'boot', fleet: label, metric: 'start_stages', ...timing });
+    const twinCpuMs = twin ? (await twin.cpuMs()) - twinCpu0! : undefined;
+    if (big) emit({ bench: 'boot', fleet: label, twin: twin ? 'process' : 'inline', metric: 'start_stages', ...timing, ...(twinCpuMs !== undefined ? { twin_cpu_ms_per_start: round(twinCpuMs / Math.max(1, timing.actions), 1) } : {}) });
     const s = boot.output as BootSummary;
     if (boot.status !== 'done') throw new Error(`boot ${boot.status}: failed ${s.failed.join(',')} held ${s.held.length}`);
     const layeredMs = s.durationMs ?? clientMs;
@@ -85,7 +113,7 @@ async function measure(label: string, fleet: Fleet, goal: number): Promise<void>
     const sequentialMs = process.env.BENCH_BOOT_SEQUENTIAL === '0' ? NaN : await sequentialBoot(layers);
 
     emit({
-      bench: 'boot', fleet: label, guests: fleet.guests.length, layers: layers.length, time_scale: TIME_SCALE,
+      bench: 'boot', fleet: label, guests: fleet.guests.length, layers: layers.length, time_scale: TIME_SCALE, twin: twin ? 'process' : 'inline',
       per_node_concurrency: fleet.policies.bootConcurrencyPerNode,
       critical_path_ms: Math.round(floor), layered_ms: Math.round(layeredMs), layered_client_ms: Math.round(clientMs),
       sequential_layers_ms: Math.round(sequentialMs),
@@ -97,6 +125,7 @@ async function measure(label: string, fleet: Fleet, goal: number): Promise<void>
     await sim.close();
     await bus.stop();
     await stack.stop();
+    await twin?.stop();
     await nats.cleanup();
   }
 }
@@ -145,6 +174,7 @@ function stageTimer(bus: Bus, steps: StepQueue) {
   ];
   const samples: { q: number; w: number; approvedNotStarted: number; running: number }[] = [];
   const elu0 = perf.eventLoopUtilization();
+  const cpu0 = process.cpuUsage();
   const lag = monitorEventLoopDelay({ resolution: 20 });
   lag.enable();
   const timer = setInterval(() => {
@@ -175,6 +205,9 @@ function stageTimer(bus: Bus, steps: StepQueue) {
         steps_in_flight: { max: max('q'), mean: mean('q') }, steps_waiting: { max: max('w'), mean: mean('w') },
         approved_not_started: { max: max('approvedNotStarted'), mean: mean('approvedNotStarted') },
         actions_running: { max: max('running'), mean: mean('running') },
+        // CPU of this one process (agents, twin, bench) per start: unlike wall times, not inflated
+        // by what else runs on the machine
+        process_cpu_ms_per_start: round(((c) => (c.user + c.system) / 1000)(process.cpuUsage(cpu0)) / Math.max(1, t.size), 1),
         event_loop_use: round(perf.eventLoopUtilization(elu0).utilization), event_loop_delay_p99_ms: Math.round(lag.percentile(99) / 1e6),
       };
     },
@@ -194,7 +227,7 @@ export async function run(): Promise<void> {
     // the critical path assumes nothing waits for a free slot: the simulated nodes have no
     // resource limit, so per-node concurrency is not the bottleneck being measured here
     const fleet = generateFleet({ guests: n, layers: 10, policies: { bootConcurrencyPerNode: n } });
-    await measure(`generated-${n}x10`, fleet, 1.1);
+    await measure(`generated-${n}x10`, fleet, 1.1, process.env.BENCH_BOOT_TWIN === 'process');
   }
   if (pick.split(',').includes('machine')) {
     const scale = Number(process.env.BENCH_MACHINE_SCALE ?? 0.1);

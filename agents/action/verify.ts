@@ -19,6 +19,12 @@ export interface VerifierOptions {
 
 type Want = 'running' | 'stopped' | 'exists';
 
+/** Looks at the guest every 250 ms at first, then less often up to every 750 ms: a guest that
+ *  takes 8 s to boot is looked at 14 times, not 32 (a 5,000-guest boot has hundreds verifying at
+ *  once; their looks were the biggest part of the action agent's CPU, bench/boot.ts). */
+const POLL_FIRST_MS = 250;
+const POLL_MAX_MS = 750;
+
 export function expectedState(a: Action): Want {
   if (a.verb === 'stop' || a.verb === 'shutdown') return 'stopped';
   if (a.verb === 'start' || a.verb === 'reboot') return 'running';
@@ -40,6 +46,7 @@ export class Verifier {
     const want = expectedState(a);
     const deadline = Date.now() + timeoutMs;
     let why = 'not checked yet';
+    let pause = POLL_FIRST_MS;
     for (;;) {
       signal.throwIfAborted();
       try {
@@ -66,7 +73,8 @@ export class Verifier {
       if (Date.now() > deadline) {
         throw new HomeostatError('HOMEOSTAT_ERR_TIMEOUT', `guest ${g.vmid} not ${want === 'running' ? 'running and healthy' : want} within ${timeoutMs} ms after ${a.verb} (${why.slice(0, 300)})`);
       }
-      await sleep(250, signal);
+      await sleep(pause, signal);
+      pause = Math.min(POLL_MAX_MS, Math.round(pause * 1.25));
     }
   }
 
