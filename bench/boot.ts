@@ -24,7 +24,10 @@
 //   next one. At 5,000 guests ~1,000 then verified at once in this process; their health checks
 //   went unanswered within 1.5 s for a minute and 1,871 starts ended ActionFailed (the boot still
 //   follows health). That bound, 256 starts each holding a place for its boot (~5 s), caps the
-//   boot at ~50 starts/s: raising it needs the verifications cheaper still, or out of this process.
+//   boot at ~50 starts/s, and it is what is full at 5,000 guests now. At 512 (BENCH_BOOT_ACTIONS,
+//   the agent's cap raised for the try) 253 starts failed the same way: health checks unanswered
+//   within 1.5 s for a whole minute, not just slow (worth a look: the verifier's undici pool when
+//   hundreds of probes time out). Raising it needs that fixed, or the twin out of this process.
 // - The boot's persisted snapshot (~1 MB at 5,000 guests) is written at most ~10 % of the time; a
 //   workflow proposal looks up its own pending approval instead of listing them (a consumer each).
 // - Left: GC (~13 %), NATS socket writes (~8 %), ~20 JetStream round trips per start over the three
@@ -91,7 +94,7 @@ async function measure(label: string, fleet: Fleet, goal: number, twinAway = fal
   const stack = await startStack({
     config: loadConfig({ LOG_LEVEL: 'warn', ...(twin ? { PVE_URL: twin.url, PVE_TOKEN_ID: twin.tokenId, PVE_TOKEN_SECRET: twin.tokenSecret } : {}) }), fleet, log, natsUrl: nats.url,
     ...(twin ? {} : { sim: { port: 0, http: true, timeScale: TIME_SCALE } }), agents: ['action', 'decision', 'workflows'],
-    options: { action: { maxInFlight: big ? 256 : 16 }, workflows: { steps } },
+    options: { action: { maxInFlight: big ? Number(process.env.BENCH_BOOT_ACTIONS ?? 256) : 16 }, workflows: { steps } },
   });
   const bus = await Bus.connect({ servers: nats.url, source: 'bench-boot' });
   const sim = simApi(twin ?? { url: stack.pveUrl!, tokenId: stack.pveTokenId!, tokenSecret: stack.pveTokenSecret! });
