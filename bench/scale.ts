@@ -7,9 +7,10 @@
 // how long the killed sensing replica's nodes took to be held by another (goal ≤ 5 s).
 //   npx tsx bench/scale.ts                    full: 5,000 guests, 100 crashes over 5 minutes
 //   BENCH_SCALE_SHORT=1 npx tsx bench/scale.ts  short: 1,000 guests, 20 crashes over 40 s
-// BENCH_SCALE_GUESTS, BENCH_SCALE_CRASHES, BENCH_SCALE_SECONDS override either.
+// BENCH_SCALE_GUESTS, BENCH_SCALE_CRASHES, BENCH_SCALE_SECONDS override either; BENCH_SCALE_LOG=<file>
+// keeps what `up` and its agents log (BENCH_SCALE_LOG_LEVEL, default warn).
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -40,11 +41,16 @@ function manifest() {
 
 async function startUp(dir: string, fleetFile: string): Promise<{ child: ChildProcess; ready: Ready; stderr: () => string }> {
   const child = spawn(process.execPath, [BIN, 'up', '--sim', '--http', '--fleet', fleetFile, '--nats-cluster', '3', '--replicas', '2', '--data-dir', dir, '--nats-port', '0', '--sim-port', '0', '--alertmanager-port', 'off', '--metrics-port', 'off', '--console-port', 'off'], {
-    env: { ...process.env, LOG_LEVEL: 'warn', NATS_URL: '' },
+    env: { ...process.env, LOG_LEVEL: process.env.BENCH_SCALE_LOG_LEVEL ?? 'warn', NATS_URL: '' },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let err = '';
-  child.stderr!.on('data', (d: Buffer) => (err = (err + d.toString()).slice(-20_000)));
+  // BENCH_SCALE_LOG=<file>: every line `up` and its agents log goes there too
+  const logTo = process.env.BENCH_SCALE_LOG;
+  child.stderr!.on('data', (d: Buffer) => {
+    err = (err + d.toString()).slice(-20_000);
+    if (logTo) appendFileSync(logTo, d);
+  });
   const line = await new Promise<string>((resolve, reject) => {
     createInterface({ input: child.stdout! }).once('line', resolve);
     child.once('exit', (code) => reject(new Error(`up exited (${code}) before its ready line: ${err.slice(-2000)}`)));
@@ -114,10 +120,15 @@ export async function run(): Promise<void> {
     const gap = (SECONDS * 1000) / CRASHES;
     const killAt = Math.floor(CRASHES / 3);
     let takeoverMs: number | undefined;
+    let killedFleetStateLeader: boolean | undefined;
     let takeover: Promise<void> | undefined;
     const runStart = Date.now();
     for (let i = 0; i < CRASHES; i++) {
       if (i === killAt) {
+        // the leases live in fleet-state's stream: if its leader dies, no lease can be written
+        // until the other two elect one (nats-server's raft: 4–9 s), whatever the lease TTL
+        const leader = (await bus.jsm.streams.info('KV_fleet-state').catch(() => undefined))?.cluster?.leader;
+        killedFleetStateLeader = leader === undefined ? undefined : leader === 'homeostat-2';
         process.kill(ready.natsServers[1].pid, 'SIGKILL');
         const seen = new Set<string>();
         for (const p of ready.processes) {
@@ -181,7 +192,7 @@ export async function run(): Promise<void> {
       healed, lost, doubled, goal: { healed: CRASHES, lost: 0, doubled: 0, takeoverMs: 5000 },
       mttrP50Ms: Math.round(p50), mttrP95Ms: Math.round(p95), floorMs, p50VsFloor: round(p50 / floorMs, 2), p95VsFloor: round(p95 / floorMs, 2),
       mttrP50BeforeKillMs: mttrOf(victims.slice(0, killAt)), mttrP50AfterKillMs: mttrOf(victims.slice(killAt)), stepsP50Ms,
-      sensingTakeoverMs: takeoverMs, takeoverNodes: hisNodes.length,
+      sensingTakeoverMs: takeoverMs, takeoverNodes: hisNodes.length, killedFleetStateLeader,
       pass: healed === CRASHES && lost === 0 && doubled === 0 && takeoverMs !== undefined && takeoverMs <= 5000,
     });
   } finally {
