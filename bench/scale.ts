@@ -8,7 +8,8 @@
 //   npx tsx bench/scale.ts                    full: 5,000 guests, 100 crashes over 5 minutes
 //   BENCH_SCALE_SHORT=1 npx tsx bench/scale.ts  short: 1,000 guests, 20 crashes over 40 s
 // BENCH_SCALE_GUESTS, BENCH_SCALE_CRASHES, BENCH_SCALE_SECONDS override either; BENCH_SCALE_LOG=<file>
-// keeps what `up` and its agents log (BENCH_SCALE_LOG_LEVEL, default warn).
+// keeps what `up` and its agents log (BENCH_SCALE_LOG_LEVEL, default warn); BENCH_SCALE_KILL_LEADER=1
+// kills the nats-server leading fleet-state's stream (where the leases are) instead of the second.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { appendFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -127,9 +128,11 @@ export async function run(): Promise<void> {
       if (i === killAt) {
         // the leases live in fleet-state's stream: if its leader dies, no lease can be written
         // until the other two elect one (nats-server's raft: 4–9 s), whatever the lease TTL
+        // (BENCH_SCALE_KILL_LEADER=1 kills that one on purpose: the worst case)
         const leader = (await bus.jsm.streams.info('KV_fleet-state').catch(() => undefined))?.cluster?.leader;
-        killedFleetStateLeader = leader === undefined ? undefined : leader === 'homeostat-2';
-        process.kill(ready.natsServers[1].pid, 'SIGKILL');
+        const victim = process.env.BENCH_SCALE_KILL_LEADER === '1' && leader ? Number(leader.split('-').pop()) - 1 : 1;
+        killedFleetStateLeader = leader === undefined ? undefined : leader === `homeostat-${victim + 1}`;
+        process.kill(ready.natsServers[victim].pid, 'SIGKILL');
         const seen = new Set<string>();
         for (const p of ready.processes) {
           if (seen.has(p.agent)) continue;
@@ -176,6 +179,13 @@ export async function run(): Promise<void> {
       const d = victims.map((v) => (firstAt.get(`${to}:${v}`) ?? NaN) - (from === 'crash' ? crashedAt.get(v)! : firstAt.get(`${from}:${v}`) ?? NaN)).filter(Number.isFinite).sort((a, b) => a - b);
       return Math.round(percentile(d, 50));
     };
+    // the three slowest crashes, step by step (where a p95 comes from)
+    const at = (step: string, v: number) => firstAt.get(`${step}:${v}`);
+    const slowest = victims.filter((v) => healedAt.has(v)).sort((a, b) => (healedAt.get(b)! - crashedAt.get(b)!) - (healedAt.get(a)! - crashedAt.get(a)!)).slice(0, 3).map((v) => {
+      const c = crashedAt.get(v)!;
+      const rel = (step: string) => (at(step, v) === undefined ? null : at(step, v)! - c);
+      return { vmid: v, crashAfterKill: victims.indexOf(v) >= killAt, seenMs: rel('seen'), incidentMs: rel('incident'), startedMs: rel('started'), succeededMs: rel('succeeded'), healedMs: healedAt.get(v)! - c };
+    });
     const stepsP50Ms = { crashToSeen: stepP50('crash', 'seen'), seenToIncident: stepP50('seen', 'incident'), incidentToStarted: stepP50('incident', 'started'), startedToSucceeded: stepP50('started', 'succeeded') };
     const mttrOf = (vs: number[]) => Math.round(percentile(vs.filter((v) => healedAt.has(v)).map((v) => healedAt.get(v)! - crashedAt.get(v)!).sort((a, b) => a - b), 50));
     const states = new Map((await sim.fleet()).guests.map((g) => [g.vmid, g.state]));
@@ -192,7 +202,7 @@ export async function run(): Promise<void> {
       healed, lost, doubled, goal: { healed: CRASHES, lost: 0, doubled: 0, takeoverMs: 5000 },
       mttrP50Ms: Math.round(p50), mttrP95Ms: Math.round(p95), floorMs, p50VsFloor: round(p50 / floorMs, 2), p95VsFloor: round(p95 / floorMs, 2),
       mttrP50BeforeKillMs: mttrOf(victims.slice(0, killAt)), mttrP50AfterKillMs: mttrOf(victims.slice(killAt)), stepsP50Ms,
-      sensingTakeoverMs: takeoverMs, takeoverNodes: hisNodes.length, killedFleetStateLeader,
+      slowest, sensingTakeoverMs: takeoverMs, takeoverNodes: hisNodes.length, killedFleetStateLeader,
       pass: healed === CRASHES && lost === 0 && doubled === 0 && takeoverMs !== undefined && takeoverMs <= 5000,
     });
   } finally {
