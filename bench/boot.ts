@@ -16,6 +16,11 @@ import type { BootSummary } from '../state-machines/mod.ts';
 import { runBootMachine } from './boot-machine.ts';
 import { benchNats, emit, isMain, round } from './harness.ts';
 import { simApi } from '../testkit/mod.ts';
+import { StepQueue } from '../state-machines/mod.ts';
+import { percentile } from './harness.ts';
+import { monitorEventLoopDelay, performance as perf } from 'node:perf_hooks';
+import { fork } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 
 const TIME_SCALE = Number(process.env.BENCH_TIME_SCALE ?? 1);
 
@@ -27,23 +32,59 @@ async function waitFor(fn: () => Promise<boolean>, timeoutMs: number, stepMs = 1
   }
 }
 
-async function measure(label: string, fleet: Fleet, goal: number): Promise<void> {
+/** The generated fleet's twin in its own process (see boot-twin.ts). */
+async function twinProcess(guests: number): Promise<{ url: string; tokenId: string; tokenSecret: string; cpuMs(): Promise<number>; stop(): Promise<void> }> {
+  const child = fork(fileURLToPath(new URL('./boot-twin.ts', import.meta.url)), [String(guests), String(TIME_SCALE)], { execArgv: ['--import', 'tsx'] });
+  const next = <T>() => new Promise<T>((resolve, reject) => {
+    child.once('message', (m) => resolve(m as T));
+    child.once('exit', (code) => reject(new Error(`the twin exited (${code})`)));
+  });
+  const ready = await next<{ url: string; tokenId: string; tokenSecret: string }>();
+  return {
+    ...ready,
+    cpuMs: async () => {
+      const r = next<{ cpuMs: number }>();
+      child.send({ cpu: true });
+      return (await r).cpuMs;
+    },
+    stop: async () => {
+      const gone = new Promise((r) => child.once('exit', r));
+      child.send({ exit: true });
+      await gone;
+    },
+  };
+}
+
+async function measure(label: string, fleet: Fleet, goal: number, twinAway = false): Promise<void> {
   const nats = await benchNats();
   const log = createLogger(process.env.LOG_LEVEL ?? 'warn');
   const big = fleet.guests.length > 100;
+  const steps = new StepQueue(loadConfig().HOMEOSTAT_WORKFLOW_STEPS); // HOMEOSTAT_WORKFLOW_STEPS from the environment
+  const twin = twinAway ? await twinProcess(fleet.guests.length) : undefined;
   // the boot path only: the workflows agent drives, the decision agent gates, the action agent executes
   const stack = await startStack({
-    config: loadConfig({ LOG_LEVEL: 'warn' }), fleet, log, natsUrl: nats.url,
-    sim: { port: 0, http: true, timeScale: TIME_SCALE }, agents: ['action', 'decision', 'workflows'],
-    options: { action: { maxInFlight: big ? 256 : 16 } },
+    config: loadConfig({ LOG_LEVEL: 'warn', ...(twin ? { PVE_URL: twin.url, PVE_TOKEN_ID: twin.tokenId, PVE_TOKEN_SECRET: twin.tokenSecret } : {}) }), fleet, log, natsUrl: nats.url,
+    ...(twin ? {} : { sim: { port: 0, http: true, timeScale: TIME_SCALE } }), agents: ['action', 'decision', 'workflows'],
+    options: { action: { maxInFlight: big ? 256 : 16 }, workflows: { steps } },
   });
   const bus = await Bus.connect({ servers: nats.url, source: 'bench-boot' });
-  const sim = simApi({ url: stack.pveUrl!, tokenId: stack.pveTokenId!, tokenSecret: stack.pveTokenSecret! });
+  const sim = simApi(twin ?? { url: stack.pveUrl!, tokenId: stack.pveTokenId!, tokenSecret: stack.pveTokenSecret! });
   // stopped, and the action agent done with every guest (its lock freed after verifying the stop)
   const allStopped = async () => {
     if (!(await sim.fleet()).guests.every((g) => g.status === 'stopped')) return false;
     for await (const _ of await bus.kv.locks.keys('guest.>')) return false;
     return true;
+  };
+  const sequentialBoot = async (layers: number[]) => {
+    const again = await runWorkflow(bus, 'shutdown', {});
+    if (again.status !== 'done') throw new Error(`shutdown ${again.status}`);
+    await waitFor(allStopped, 120_000);
+    const s0 = performance.now();
+    for (const layer of layers) {
+      const r = await runWorkflow(bus, 'boot', { layer });
+      if (r.status !== 'done') throw new Error(`boot --layer ${layer} ${r.status}`);
+    }
+    return performance.now() - s0;
   };
   try {
     await waitFor(async () => (await sim.fleet()).guests.every((g) => g.healthy), 120_000);
@@ -52,27 +93,27 @@ async function measure(label: string, fleet: Fleet, goal: number): Promise<void>
     const down = await runWorkflow(bus, 'shutdown', {});
     if (down.status !== 'done') throw new Error(`shutdown ${down.status}`);
     await waitFor(allStopped, 120_000);
+    const profile = await cpuProfile(process.env.BENCH_BOOT_PROFILE);
+    const twinCpu0 = await twin?.cpuMs();
+    const stages = stageTimer(bus, steps);
     const t0 = performance.now();
     const boot = await runWorkflow(bus, 'boot', {});
     const clientMs = performance.now() - t0;
+    const timing = stages.stop();
+    await profile.stop();
+    const twinCpuMs = twin ? (await twin.cpuMs()) - twinCpu0! : undefined;
+    if (big) emit({ bench: 'boot', fleet: label, twin: twin ? 'process' : 'inline', metric: 'start_stages', ...timing, ...(twinCpuMs !== undefined ? { twin_cpu_ms_per_start: round(twinCpuMs / Math.max(1, timing.actions), 1) } : {}) });
     const s = boot.output as BootSummary;
     if (boot.status !== 'done') throw new Error(`boot ${boot.status}: failed ${s.failed.join(',')} held ${s.held.length}`);
     const layeredMs = s.durationMs ?? clientMs;
 
     // the runbook: one layer at a time, each waiting for the whole layer to be healthy
-    const again = await runWorkflow(bus, 'shutdown', {});
-    if (again.status !== 'done') throw new Error(`shutdown ${again.status}`);
-    await waitFor(allStopped, 120_000);
+    // (BENCH_BOOT_SEQUENTIAL=0 skips it: a quicker run while working on the layered boot)
     const layers = [...new Set(fleet.guests.map((g) => g.layer))].sort((a, b) => a - b);
-    const s0 = performance.now();
-    for (const layer of layers) {
-      const r = await runWorkflow(bus, 'boot', { layer });
-      if (r.status !== 'done') throw new Error(`boot --layer ${layer} ${r.status}`);
-    }
-    const sequentialMs = performance.now() - s0;
+    const sequentialMs = process.env.BENCH_BOOT_SEQUENTIAL === '0' ? NaN : await sequentialBoot(layers);
 
     emit({
-      bench: 'boot', fleet: label, guests: fleet.guests.length, layers: layers.length, time_scale: TIME_SCALE,
+      bench: 'boot', fleet: label, guests: fleet.guests.length, layers: layers.length, time_scale: TIME_SCALE, twin: twin ? 'process' : 'inline',
       per_node_concurrency: fleet.policies.bootConcurrencyPerNode,
       critical_path_ms: Math.round(floor), layered_ms: Math.round(layeredMs), layered_client_ms: Math.round(clientMs),
       sequential_layers_ms: Math.round(sequentialMs),
@@ -84,8 +125,93 @@ async function measure(label: string, fleet: Fleet, goal: number): Promise<void>
     await sim.close();
     await bus.stop();
     await stack.stop();
+    await twin?.stop();
     await nats.cleanup();
   }
+}
+
+/** BENCH_BOOT_PROFILE=file.cpuprofile: a CPU profile of this process (agents, simulator and all)
+ *  over the layered boot alone, not the shutdown before it. */
+async function cpuProfile(file: string | undefined): Promise<{ stop(): Promise<void> }> {
+  if (!file) return { stop: async () => undefined };
+  const { Session } = await import('node:inspector/promises');
+  const { writeFileSync } = await import('node:fs');
+  const session = new Session();
+  session.connect();
+  await session.post('Profiler.enable');
+  await session.post('Profiler.setSamplingInterval', { interval: 1000 });
+  await session.post('Profiler.start');
+  return {
+    async stop() {
+      const { profile } = await session.post('Profiler.stop');
+      writeFileSync(file, JSON.stringify(profile));
+      session.disconnect();
+    },
+  };
+}
+
+/** Per start, what the bus shows: proposed (fleet.propose.action) → approved (the decision agent
+ *  sealed and published it) → started (the action agent's PVE task runs: the workflow's step slot
+ *  is freed) → succeeded (task OK and verified healthy: the action agent's slot is freed). Plus,
+ *  sampled each second, the step queue (in flight / waiting) and the actions approved but not yet
+ *  started and started but not yet done, and the process's event-loop use and delay (the agents
+ *  and the simulator share this one process). */
+function stageTimer(bus: Bus, steps: StepQueue) {
+  const t = new Map<string, { p?: number; a?: number; s?: number; d?: number }>();
+  const at = (id: string) => t.get(id) ?? (t.set(id, {}), t.get(id)!);
+  const dec = new TextDecoder();
+  const idOf = (data: Uint8Array) => /"actionId":"([^"]+)"/.exec(dec.decode(data))?.[1];
+  const subs = [
+    bus.nc.subscribe('fleet.propose.action', { callback: (_e, m) => { const id = idOf(m.data); if (id) at(id).p ??= perf.now(); } }),
+    bus.nc.subscribe('fleet.actions.>', { callback: (_e, m) => {
+      const id = idOf(m.data);
+      if (!id) return;
+      const r = at(id);
+      if (m.subject.endsWith('.approved')) r.a ??= perf.now();
+      else if (m.subject.endsWith('.started')) r.s ??= perf.now();
+      else if (m.subject.endsWith('.succeeded') || m.subject.endsWith('.failed')) r.d ??= perf.now();
+    } }),
+  ];
+  const samples: { q: number; w: number; approvedNotStarted: number; running: number }[] = [];
+  const elu0 = perf.eventLoopUtilization();
+  const cpu0 = process.cpuUsage();
+  const lag = monitorEventLoopDelay({ resolution: 20 });
+  lag.enable();
+  const timer = setInterval(() => {
+    let approvedNotStarted = 0;
+    let running = 0;
+    for (const r of t.values()) {
+      if (r.a !== undefined && r.s === undefined && r.d === undefined) approvedNotStarted++;
+      if (r.s !== undefined && r.d === undefined) running++;
+    }
+    samples.push({ q: steps.inFlight, w: steps.queued, approvedNotStarted, running });
+  }, 1000);
+  return {
+    stop() {
+      clearInterval(timer);
+      lag.disable();
+      for (const s of subs) s.unsubscribe();
+      const span = (f: (r: { p?: number; a?: number; s?: number; d?: number }) => number | undefined) => {
+        const v = [...t.values()].map(f).filter((x): x is number => x !== undefined && Number.isFinite(x)).sort((a, b) => a - b);
+        return { p50: Math.round(percentile(v, 50)), p95: Math.round(percentile(v, 95)), max: Math.round(v[v.length - 1] ?? NaN) };
+      };
+      const max = (k: keyof (typeof samples)[number]) => Math.max(0, ...samples.map((s) => s[k]));
+      const mean = (k: keyof (typeof samples)[number]) => Math.round(samples.reduce((a, s) => a + s[k], 0) / Math.max(1, samples.length));
+      return {
+        actions: t.size,
+        propose_to_approved_ms: span((r) => (r.p !== undefined && r.a !== undefined ? r.a - r.p : undefined)),
+        approved_to_started_ms: span((r) => (r.a !== undefined && r.s !== undefined ? r.s - r.a : undefined)),
+        started_to_done_ms: span((r) => (r.s !== undefined && r.d !== undefined ? r.d - r.s : undefined)),
+        steps_in_flight: { max: max('q'), mean: mean('q') }, steps_waiting: { max: max('w'), mean: mean('w') },
+        approved_not_started: { max: max('approvedNotStarted'), mean: mean('approvedNotStarted') },
+        actions_running: { max: max('running'), mean: mean('running') },
+        // CPU of this one process (agents, twin, bench) per start: unlike wall times, not inflated
+        // by what else runs on the machine
+        process_cpu_ms_per_start: round(((c) => (c.user + c.system) / 1000)(process.cpuUsage(cpu0)) / Math.max(1, t.size), 1),
+        event_loop_use: round(perf.eventLoopUtilization(elu0).utilization), event_loop_delay_p99_ms: Math.round(lag.percentile(99) / 1e6),
+      };
+    },
+  };
 }
 
 export async function run(): Promise<void> {
@@ -96,12 +222,12 @@ export async function run(): Promise<void> {
     for (const g of manifest.guests) (g as { protected?: boolean }).protected = false;
     await measure('reference', buildFleet(manifest), 1.05);
   }
-  for (const n of [1000, 5000]) {
-    if (!pick.split(',').includes(String(n))) continue;
+  // any other count (e.g. BENCH_BOOT=2000) is a generated fleet of that many guests in 10 layers
+  for (const n of pick.split(',').map(Number).filter((x) => Number.isInteger(x) && x >= 100)) {
     // the critical path assumes nothing waits for a free slot: the simulated nodes have no
     // resource limit, so per-node concurrency is not the bottleneck being measured here
     const fleet = generateFleet({ guests: n, layers: 10, policies: { bootConcurrencyPerNode: n } });
-    await measure(`generated-${n}x10`, fleet, 1.1);
+    await measure(`generated-${n}x10`, fleet, 1.1, process.env.BENCH_BOOT_TWIN === 'process');
   }
   if (pick.split(',').includes('machine')) {
     const scale = Number(process.env.BENCH_MACHINE_SCALE ?? 0.1);

@@ -33,12 +33,32 @@
 //   burst held every encoded message and timer at once).
 // - sensing's per-node listing asked, per guest, whether any listing held it (a scan of the
 //   listing): quadratic, 230 ms a round at 5,000 guests; now one pass.
-// - What is left at 5,000 guests is analysis' per-incident work: zod validation of its own
-//   outgoing incidents (~10 %), three acked writes per crashed guest (alert, incident, incident
-//   KV), structuredClone of each incident, and GC (~25 %). On the shared 2-core host these were
-//   measured on (load average 8-11 from other work), the figures move by 3x between runs.
+// Third round (issue 16, --cpu-prof of both agents and a process.memoryUsage/v8 heap-space log
+// every 0.5 s, 5,000 guests):
+// - Analysis validated its own outgoing alerts and incidents with zod (~10 %) and cloned them;
+//   the outbox now serialises each output once when it is queued (the incident's JSON serves the
+//   stream message and the KV record), without zod: test/analysis-rules validates every output.
+// - Every 10 s analysis re-read the fleet state (kvList: 5,000 KV gets, each a request/reply):
+//   ~0.4 s of CPU in which events waited (waves p99 270 ms). kvList is one ordered consumer now.
+// - A burst put all ~15,000 of its messages in the outbox at once (the fast path ignored the
+//   high-water mark; peak RSS 307 MB): above it the fast path stands aside and the durable
+//   consumer brings the events with backpressure.
+// - Agent processes loaded the simulator and the PVE client (proxmox-api, undici) whatever the
+//   agent, and made all eight nkeys at start (pure-JS ed25519, ~0.3 s of CPU): analysis' idle RSS
+//   at 1,000 guests 139 → 70-90 MB.
+// - Socket writes: under the burst, each acked publish and each consumer ack went out in a write
+//   of its own (~2,800 writes/s, ~1 KB each, writeBuffer ~20 % of analysis' CPU). Acked publishes
+//   and consumer acks now leave once per event-loop turn: ~400 writes/s of ~10 KB.
+// - What is left: analysis spends ~0.7 ms of CPU per crashed guest (3 acked writes, the event
+//   decoded once and delivered twice, GC ~20 %) against ~0.1 ms for a raw acked publish, so the
+//   0.5x goal needs fewer writes per incident, not faster ones. RSS: young generation 32 MB and
+//   ~70 MB of node + modules before any work; sensing probes 5,000 guests a second (undici) and
+//   promotes ~8 MB/s of round-lived objects, so its old space swings 40 → 130 MB between major
+//   GCs, whatever the burst does. Latency: on the shared 2-core host (load 5-11) every hop waits
+//   for a CPU; p50 10-25 ms, p99 40-130 ms.
 //
-// Phases per fleet size: (1) raw core NATS pub/sub of N messages of the same size as a guest event;
+// Phases per fleet size: (1) raw JetStream publishing with acks, 256 in flight, of the same bytes as
+// a guest event (at least 5,000 messages: 1,000 took ~0.15 s and the rate swung 4-7 k/s);
 // (2) waves: ten top-layer guests crash per wave through POST /sim/faults → latency samples, on
 // the bus and inside the analysis agent (event received → incident stored);
 // (3) burst: every other guest crashes at once (injected inside the simulator, so they land in
@@ -181,8 +201,9 @@ async function one(n: number, flags: string[]): Promise<void> {
     const sample = makeEnvelope('sensing', 'GuestStateChanged', { vmid: 1000, node: 'node-0', name: 'guest-1000', state: 'stopped', previousState: 'running', health: 'unknown', previousHealth: 'healthy', reason: 'running → stopped' });
     const bytes = encode(subjects.guestEvent('node-0', 1000), sample);
     await rawJetStream(bus, Math.min(n, 2000), bytes); // warm-up
-    const raw = await rawJetStream(bus, n, bytes);
-    emit({ bench: 'pipeline', guests: n, phase: 'raw-jetstream', messages: n, bytes: bytes.length, inFlight: IN_FLIGHT, msgsPerSec: Math.round(raw) });
+    const rawN = Math.max(n, 5000);
+    const raw = await rawJetStream(bus, rawN, bytes);
+    emit({ bench: 'pipeline', guests: n, phase: 'raw-jetstream', messages: rawN, bytes: bytes.length, inFlight: IN_FLIGHT, msgsPerSec: Math.round(raw) });
 
     const eventAt = new Map<string, number>();
     const incidentAt = new Map<number, { t: number; cause?: string }>();

@@ -7,7 +7,7 @@ import { decode, encode, encodeEnvelope, encodeJson, makeEnvelope, validate, typ
 import { connectNats } from './connection.ts';
 import { AckedPublisher } from './publisher.ts';
 import type { KV } from '@nats-io/kv';
-import { backoffMs, HomeostatError, retry, silentLogger, type Logger } from '../core/mod.ts';
+import { backoffMs, HomeostatError, retry, silentLogger, sleep, type Logger } from '../core/mod.ts';
 import { deadLetterId, ensureConsumer, PULL_EXPIRES_MS, terminate, watchMaxDeliveries } from './consumers.ts';
 import { deadLetterKind, familyOf } from './families.ts';
 import { AUDIT_STREAM, ensureJetStream, FLEET_STREAM, type FleetKv } from './jetstream.ts';
@@ -128,26 +128,42 @@ export class Bus {
     return parsed;
   }
 
+  /** Publish bytes already encoded (encodeOwn) to a stored subject: retried like `publish`. */
+  async publishEncoded(subject: string, bytes: Uint8Array, msgId: string, opts: Pick<PublishOptions, 'retryForMs' | 'signal'> = {}): Promise<PubAck> {
+    return this.persist(subject, bytes, msgId, opts.retryForMs ?? Number.POSITIVE_INFINITY, opts.signal);
+  }
+
   private async persist(subject: string, bytes: Uint8Array, msgId: string, retryForMs: number, signal?: AbortSignal): Promise<PubAck> {
     const deadline = Date.now() + retryForMs;
+    const attempt = () => this.publisher.publish(subject, bytes, { msgId, timeoutMs: 3000 });
+    const retryable = () => !this.stopping && !this.retriesInterrupted && !this.nc.isClosed() && Date.now() <= deadline;
+    const failed = (e: unknown) => new HomeostatError('HOMEOSTAT_ERR_NATS_UNAVAILABLE', `publish to ${subject} failed: ${(e as Error).message}`, { cause: e });
+    // the common case, stored at the first attempt, without the retry loop's promises and timers
     try {
-      return await retry(() => this.publisher.publish(subject, bytes, { msgId, timeoutMs: 3000 }), {
-        baseMs: 50,
-        maxMs: 2000,
-        retryable: () => !this.stopping && !this.retriesInterrupted && !this.nc.isClosed() && Date.now() <= deadline,
-        signal,
-      });
+      return await attempt();
     } catch (e) {
-      throw new HomeostatError('HOMEOSTAT_ERR_NATS_UNAVAILABLE', `publish to ${subject} failed: ${(e as Error).message}`, { cause: e });
+      if (signal?.aborted || !retryable()) throw failed(e);
+    }
+    const backoff = { baseMs: 50, maxMs: 2000 };
+    try {
+      await sleep(backoffMs(1, backoff), signal);
+      return await retry(attempt, { ...backoff, retryable, signal });
+    } catch (e) {
+      throw failed(e);
     }
   }
 
   /** A KV put (last-value write) through the pipelined publisher: many may be in flight at once.
    *  Resolves with the new revision once the server acked it. */
   async kvPut(kv: KV, key: string, value: unknown): Promise<number> {
+    return this.kvPutBytes(kv, key, Buffer.from(JSON.stringify(value), 'utf8'));
+  }
+
+  /** `kvPut` of a value already serialised (JSON). */
+  async kvPutBytes(kv: KV, key: string, bytes: Uint8Array): Promise<number> {
     // the Bucket behind every KV handle knows its edit subject (API prefix, mirrors)
     const subject = (kv as unknown as { subjectForKey(k: string, edit: boolean): string }).subjectForKey(key, true);
-    const ack = await this.publisher.publish(subject, Buffer.from(JSON.stringify(value), 'utf8'), { timeoutMs: 5000 });
+    const ack = await this.publisher.publish(subject, bytes, { timeoutMs: 5000 });
     return ack.seq;
   }
 
@@ -284,10 +300,26 @@ export class Bus {
     const advisory = await this.ensureDurable(stream, cfg);
     const consumer = await this.js.consumers.get(stream, opts.durable);
     const messages = await consumer.consume({ max_messages: 64, expires: PULL_EXPIRES_MS });
+    // Acks of one event-loop turn leave together: acked one by one from the loop below, each went
+    // out in a socket write of its own (a third of a busy analysis' writes under a burst). An ack
+    // held back one turn changes nothing: the message is handled, and a crash before the ack
+    // leaves is a redelivery, as a crash just before `ack()` always was.
+    let acks: JsMsg[] = [];
+    let acking: NodeJS.Immediate | undefined;
+    const flushAcks = () => {
+      acking = undefined;
+      const batch = acks;
+      acks = [];
+      for (const m of batch) m.ack();
+    };
+    const ack = (m: JsMsg) => {
+      acks.push(m);
+      acking ??= setImmediate(flushAcks);
+    };
     const handle = async (m: JsMsg, env: Envelope<T>) => {
       try {
         await opts.handler(env, m);
-        m.ack();
+        ack(m);
         this.noteAck(opts.durable);
       } catch (e) {
         const attempt = m.info.deliveryCount;
@@ -305,7 +337,7 @@ export class Bus {
     const done = (async () => {
       for await (const m of messages) {
         if (opts.skip?.(m)) {
-          m.ack();
+          ack(m);
           continue;
         }
         const r = decode<T>(m.subject, m.data, opts.schema);
@@ -328,6 +360,8 @@ export class Bus {
         await advisory.stop();
         await messages.close().catch(() => undefined);
         await done.catch(() => undefined);
+        if (acking) clearImmediate(acking);
+        flushAcks();
       },
     });
   }

@@ -34,8 +34,15 @@ export function loadOrCreateKeyring(dir: string): Keyring {
 
 /** Fresh keys in memory (a stack on a NATS server it did not start, tests). */
 export function ephemeralKeyring(): Keyring {
-  const ids = new Map<IdentityName, Identity>(IDENTITIES.map((n) => [n, identityFromSeed(newSigner().seed)]));
-  return { get: (n) => ids.get(n)!, file: () => undefined };
+  // each made when first asked for: a key pair costs ~40 ms of pure-JS nkeys work, and a single
+  // agent process (`homeostat agent`) asks for none of them
+  const ids = new Map<IdentityName, Identity>();
+  const get = (n: IdentityName): Identity => {
+    let id = ids.get(n);
+    if (!id) ids.set(n, (id = identityFromSeed(newSigner().seed)));
+    return id;
+  };
+  return { get, file: () => undefined };
 }
 
 /** The public keys a deployment's agents trust: the decision agent's signatures on actions, the

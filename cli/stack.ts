@@ -11,8 +11,7 @@ import { startNatsServer, type NatsServerHandle } from './nats-server.ts';
 import { startNatsCluster } from './nats-cluster.ts';
 import { startAgentProcesses, type AgentProcesses } from './agent-processes.ts';
 import { ephemeralKeyring, loadOrCreateKeyring, trustedKeys, type Keyring } from './keyring.ts';
-import { defaultSnippetsDir, startSimulator, type SimulatorHandle } from '../fleet/sim/mod.ts';
-import { createPveClient } from '../fleet/pve-client.ts';
+import type { SimulatorHandle } from '../fleet/sim/mod.ts';
 
 export interface StackOptions {
   config: Config;
@@ -76,6 +75,9 @@ export interface Stack {
   stop(): Promise<void>;
 }
 
+/** The agents that talk to the PVE API (the others get no client). */
+const PVE_AGENTS: ReadonlySet<AgentName> = new Set(['sensing', 'action', 'workflows']);
+
 // notify before the agents whose events it tells people about
 const AGENT_ORDER: readonly AgentName[] = ['notify', 'action', 'decision', 'analysis', 'workflows', 'operator', 'sensing'];
 
@@ -131,6 +133,8 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     let tokenSecret = config.PVE_TOKEN_SECRET;
     let caPem = config.pveCaPem;
     if (opts.sim) {
+      // loaded only when wanted: an agent process has no simulator in it
+      const { defaultSnippetsDir, startSimulator } = await import('../fleet/sim/mod.ts');
       sim = await startSimulator({
         fleet,
         port: opts.sim.port ?? 8006,
@@ -151,16 +155,20 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     }
 
     let pve: PveApi | undefined;
-    if (pveUrl && tokenId && tokenSecret) {
+    // an agent process whose agent never calls PVE (analysis, decision, …) does not load the PVE
+    // client (proxmox-api and undici: ~12 MB of RSS) nor opens its connections
+    const wantsPve = !opts.standalone || (opts.agents ?? AGENT_NAMES).some((a) => PVE_AGENTS.has(a));
+    if (pveUrl && (!tokenId || !tokenSecret)) {
+      throw new HomeostatError('HOMEOSTAT_ERR_CONFIG', 'PVE_TOKEN_ID: expected with PVE_URL (USER@REALM!TOKENID)');
+    } else if (pveUrl && tokenId && tokenSecret && wantsPve) {
+      const { createPveClient } = await import('../fleet/pve-client.ts');
       const client = createPveClient({ url: pveUrl, tokenId, tokenSecret, caPem, insecure: config.PVE_INSECURE, timeoutMs: config.PVE_TIMEOUT_MS, log: log.child({ agent: 'pve' }), onRequest: (e) => {
         metrics.pveRequests.inc({ method: e.method, status: e.status === undefined ? 'error' : String(e.status) });
         metrics.pveLatency.observe({ method: e.method }, e.ms / 1000);
       } });
       cleanups.push(() => client.close());
       pve = client;
-    } else if (pveUrl) {
-      throw new HomeostatError('HOMEOSTAT_ERR_CONFIG', 'PVE_TOKEN_ID: expected with PVE_URL (USER@REALM!TOKENID)');
-    } else {
+    } else if (!pveUrl && wantsPve) {
       log.warn('no PVE API configured (PVE_URL or --sim): sensing and action stay idle');
     }
 

@@ -1,7 +1,8 @@
 // The analysis rules without I/O: reports in, alerts and incident messages out, on a fake clock.
 import { describe, expect, it } from 'vitest';
-import { makeEnvelope, type Alert, type GuestEvent, type Incident, type NodeEvent } from '../bus/mod.ts';
+import { decode, IncidentRecord, makeEnvelope, type Alert, type GuestEvent, type Incident, type NodeEvent } from '../bus/mod.ts';
 import { Analyzer, tuningFor, type Output } from '../agents/analysis/mod.ts';
+import { encodeOutput } from '../agents/analysis/outbox.ts';
 import { referenceFleet } from '../fleet/reference-fleet.ts';
 import { buildFleet } from '../fleet/manifest.ts';
 
@@ -13,6 +14,20 @@ function setup(policies: Record<string, unknown> = {}) {
   let now = Date.parse('2025-01-01T00:00:00Z');
   const tuning = tuningFor(fleet, { groupWindowMs: 1500, symptomGraceMs: 3000, bootGraceMs: 10_000 });
   const a = new Analyzer(fleet, tuning, () => now);
+  // The outbox publishes the analyzer's outputs without a zod pass of its own: every output of
+  // every test here must decode as its receivers decode it (stream message and KV record).
+  const step = a.step.bind(a);
+  a.step = (causationId, fn) => {
+    const out = step(causationId, fn);
+    for (const o of out) {
+      const m = encodeOutput('analysis', o);
+      const r = decode(m.subject, m.bytes);
+      if (!r.ok) throw new Error(`analysis built an invalid message on ${m.subject}: ${r.reason}`);
+      expect(r.env.data).toEqual(o.kind === 'alert' ? o.alert : o.incident);
+      if (m.kv) expect(IncidentRecord.parse(JSON.parse(Buffer.from(m.kv.bytes).toString('utf8')))).toEqual(o.kind === 'incident' && o.incident);
+    }
+    return out;
+  };
   const ts = () => new Date(now).toISOString();
   const guest = (vmid: number, data: Partial, type = 'GuestStateChanged') => {
     const node = fleet.byVmid.get(vmid)!.node;

@@ -2,7 +2,7 @@
 // with the server's own ack or refusal, never before it.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PublishRejected } from '../bus/publisher.ts';
-import { kvGet, FLEET_STREAM, type Bus } from '../bus/mod.ts';
+import { kvGet, kvList, FLEET_STREAM, type Bus } from '../bus/mod.ts';
 import { z } from 'zod';
 import { testBus } from './helpers/bus.ts';
 
@@ -47,5 +47,44 @@ describe('AckedPublisher', () => {
     const rev = await bus.kvPut(bus.kv.fleetState, 'pubtest.put', { n: 7 });
     const got = await kvGet(bus.kv.fleetState, 'pubtest.put', z.object({ n: z.number() }));
     expect(got).toEqual({ value: { n: 7 }, revision: rev });
+  });
+});
+
+describe('kvList (one ordered read of a prefix)', () => {
+  const N = z.object({ n: z.number() });
+  it('gives each key\'s last value under the prefix: not other prefixes, not deleted keys, not invalid values', async () => {
+    const kv = bus.kv.fleetState;
+    await Promise.all(Array.from({ length: 300 }, (_, i) => bus.kvPut(kv, `listtest.k${i}`, { n: i })));
+    await bus.kvPut(kv, 'listtest.k7', { n: 700 });
+    await kv.delete('listtest.k8');
+    await bus.kvPut(kv, 'listtest.bad', { n: 'not a number' });
+    await bus.kvPut(kv, 'listtestother.k1', { n: -1 });
+    const got = await kvList(kv, 'listtest.', N);
+    expect(got.size).toBe(299);
+    expect(got.get('listtest.k7')).toEqual({ n: 700 });
+    expect(got.get('listtest.k299')).toEqual({ n: 299 });
+    expect(got.has('listtest.k8')).toBe(false);
+    expect(got.has('listtest.bad')).toBe(false);
+    expect(got.has('listtestother.k1')).toBe(false);
+  });
+
+  it('an empty prefix, or one with only deleted keys, reads as empty at once', async () => {
+    expect((await kvList(bus.kv.fleetState, 'listnothing.', N)).size).toBe(0);
+    await bus.kvPut(bus.kv.fleetState, 'listgone.a', { n: 1 });
+    await bus.kv.fleetState.delete('listgone.a');
+    expect((await kvList(bus.kv.fleetState, 'listgone.', N)).size).toBe(0);
+  });
+
+  it('ends while the prefix keeps being written', async () => {
+    const kv = bus.kv.fleetState;
+    await Promise.all(Array.from({ length: 100 }, (_, i) => bus.kvPut(kv, `listbusy.k${i}`, { n: i })));
+    let writing = true;
+    const writer = (async () => {
+      for (let i = 0; writing; i++) await bus.kvPut(kv, `listbusy.k${i % 100}`, { n: 1000 + i });
+    })();
+    const got = await kvList(kv, 'listbusy.', N);
+    writing = false;
+    await writer;
+    expect(got.size).toBe(100);
   });
 });

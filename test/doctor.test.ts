@@ -70,7 +70,7 @@ describe('a consumer that stops making progress', () => {
       await bus.jsm.consumers.delete('FLEET', durable).catch(() => undefined);
       await bus.stop();
     }
-  }, 30_000);
+  }, 60_000); // each wait is bounded (10 s) above; connecting and publishing on a loaded 2-core machine took the rest
 });
 
 describe('homeostat doctor on a stack', () => {

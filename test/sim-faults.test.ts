@@ -105,6 +105,19 @@ describe('the fault API', () => {
       certDaysLeft: expect.any(Number), metrics: expect.objectContaining({ cpu: expect.any(Number), maxmem: 1024 ** 3 }),
     });
   });
+
+  it('?view=state gives only what a poller needs, and tracks state and health like the full view', async () => {
+    const full = (await simCall('GET', '/sim/fleet')).body;
+    await fault('unhealthy', 155);
+    const brief = (await simCall('GET', '/sim/fleet?view=state')).body;
+    expect(brief.nodes).toEqual(full.nodes.map((n: { name: string; online: boolean; fenced: boolean }) => ({ name: n.name, online: n.online, fenced: n.fenced })));
+    expect(brief.guests).toHaveLength(12);
+    expect(brief.guests.find((g: { vmid: number }) => g.vmid === 243)).toEqual({ vmid: 243, node: 'node-a', status: 'running', healthy: true });
+    expect(brief.guests.find((g: { vmid: number }) => g.vmid === 155)).toEqual({ vmid: 155, node: 'node-b', status: 'running', healthy: false });
+    const bad = await simCall('GET', '/sim/fleet?view=everything');
+    expect(bad.status).toBe(400);
+    expect(bad.body.error).toMatch(/view: expected state or full/);
+  });
 });
 
 describe('guest faults', () => {

@@ -30,7 +30,7 @@ export async function scoped<T>(signal: AbortSignal, fn: (s: AbortSignal) => Pro
  *  that already runs (and that this workflow did not start) is not started again. */
 export async function startThroughAgent(d: WorkflowDeps, run: RunContext, p: { vmid: number; node: string; actionId: string; attempt?: number; rationale: string }, signal: AbortSignal): Promise<void> {
   if (!d.actions.state(p.actionId)) {
-    const g = (await d.observer.view().catch(() => undefined))?.guests.get(p.vmid);
+    const g = (await d.observer.recent().catch(() => undefined))?.guests.get(p.vmid);
     if (g?.status === 'running' && !(await lockedByOther(d.bus, p.vmid))) return;
   }
   await runAction(d, run, { actionId: p.actionId, verb: 'start', target: guestRef(d.fleet, p.vmid, p.node), attempt: p.attempt, rationale: p.rationale }, 'started', signal);
@@ -65,7 +65,7 @@ export async function waitGuestHealthy(d: WorkflowDeps, run: RunContext, p: { vm
 async function powerOff(d: WorkflowDeps, run: RunContext, verb: 'shutdown' | 'stop', p: { vmid: number; node: string; actionId: string; timeoutSec?: number }, signal: AbortSignal): Promise<StopOutput> {
   const isStopped = (status?: string) => status === 'stopped';
   if (!d.actions.state(p.actionId)) {
-    const v = await d.observer.view().catch(() => undefined);
+    const v = await d.observer.recent().catch(() => undefined);
     if (v && isStopped(v.guests.get(p.vmid)?.status) && !(await lockedByOther(d.bus, p.vmid))) return { at: v.at };
   }
   const at = await scoped(signal, async (s) => {

@@ -75,7 +75,8 @@ export function simClient(opts: SimEndpointOptions): SimClient {
   };
   return {
     async fleet() {
-      const v = await call<{ nodes: SimNodeView[]; guests: SimGuestView[] }>('GET', '/sim/fleet');
+      // the state view: what this client returns, not the full fleet's names, metrics and faults
+      const v = await call<{ nodes: SimNodeView[]; guests: SimGuestView[] }>('GET', '/sim/fleet?view=state');
       return {
         nodes: v.nodes.map((n) => ({ name: n.name, online: n.online, fenced: n.fenced === true })),
         guests: v.guests.map((g) => ({ vmid: g.vmid, node: g.node, status: g.status, healthy: g.healthy === true })),

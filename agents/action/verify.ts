@@ -19,6 +19,12 @@ export interface VerifierOptions {
 
 type Want = 'running' | 'stopped' | 'exists';
 
+/** Looks at the guest every 250 ms at first, then less often up to every 750 ms: a guest that
+ *  takes 8 s to boot is looked at 14 times, not 32 (a 5,000-guest boot has hundreds verifying at
+ *  once; their looks were the biggest part of the action agent's CPU, bench/boot.ts). */
+const POLL_FIRST_MS = 250;
+const POLL_MAX_MS = 750;
+
 export function expectedState(a: Action): Want {
   if (a.verb === 'stop' || a.verb === 'shutdown') return 'stopped';
   if (a.verb === 'start' || a.verb === 'reboot') return 'running';
@@ -40,17 +46,25 @@ export class Verifier {
     const want = expectedState(a);
     const deadline = Date.now() + timeoutMs;
     let why = 'not checked yet';
+    let pause = POLL_FIRST_MS;
     for (;;) {
       signal.throwIfAborted();
       try {
-        const s = await this.pve.guestStatus(g);
-        if (want === 'exists') return;
-        if (s.status !== want) why = `PVE reports ${s.status}`;
-        else if (want === 'stopped') return;
-        else {
+        if (want === 'running') {
+          // the health check first: while the guest boots it alone says "not yet", one call per
+          // look instead of two (a 5,000-guest boot has hundreds of starts verifying at once);
+          // healthy counts only once PVE also reports it running
           const h = await this.health(g.vmid, since);
-          if (h.ok) return;
-          why = `running but not healthy: ${h.reason}`;
+          if (!h.ok) why = `not healthy: ${h.reason}`;
+          else {
+            const s = await this.pve.guestStatus(g);
+            if (s.status === want) return;
+            why = `healthy, but PVE reports ${s.status}`;
+          }
+        } else {
+          const s = await this.pve.guestStatus(g);
+          if (want === 'exists' || s.status === want) return;
+          why = `PVE reports ${s.status}`;
         }
       } catch (e) {
         if (signal.aborted) throw e;
@@ -59,7 +73,8 @@ export class Verifier {
       if (Date.now() > deadline) {
         throw new HomeostatError('HOMEOSTAT_ERR_TIMEOUT', `guest ${g.vmid} not ${want === 'running' ? 'running and healthy' : want} within ${timeoutMs} ms after ${a.verb} (${why.slice(0, 300)})`);
       }
-      await sleep(250, signal);
+      await sleep(pause, signal);
+      pause = Math.min(POLL_MAX_MS, Math.round(pause * 1.25));
     }
   }
 

@@ -48,6 +48,7 @@ export class Analyzer {
     this.now = this.clock();
     fn();
     const incidents = this.book.drain();
+    if (!incidents.length && !this.out.length) return [];
     const opened = incidents.find((i) => i.phase === 'opened')?.incident.id;
     const alerts: Output[] = this.out.map((a) => ({ ...a, causationId, correlationId: opened }));
     this.out = [];
@@ -243,7 +244,7 @@ export class Analyzer {
   private ownFailure(vmid: number): Failure | undefined {
     const f = this.view.failureOf(vmid);
     if (!f || this.book.rootOf.has(vmid) || this.book.symptomOf.has(vmid)) return f;
-    return this.own.excuse(vmid, f, this.now, this.view.ancestors(vmid)) ? undefined : f;
+    return this.own.excuse(vmid, f, this.now, () => this.view.ancestors(vmid)) ? undefined : f;
   }
 
   private onFailing(vmid: number, f: Failure, prev: Failure | undefined): void {

@@ -116,6 +116,8 @@ export class IncidentBook {
   }
 
   drain(): IncidentOutput[] {
+    // most steps (a metric sample, a report that changes nothing) touch no incident
+    if (!this.touched.size) return [];
     const out: IncidentOutput[] = [];
     for (const [id, touch] of this.touched) {
       const inc = this.open.get(id) ?? this.closed.get(id);

@@ -9,7 +9,7 @@
 // After a restart `reconcile()` re-derives whatever incident is missing from the fleet state.
 import { setMaxListeners } from 'node:events';
 import { type Logger } from '../../core/mod.ts';
-import { kvKeys, subjects, type Bus, type IncidentPhase } from '../../bus/mod.ts';
+import { encodeOwn, kvKeys, makeEnvelope, subjects, type Bus, type IncidentPhase } from '../../bus/mod.ts';
 import type { Output } from './analyzer.ts';
 
 const INCIDENT_TYPE: Record<IncidentPhase, string> = { opened: 'IncidentOpened', updated: 'IncidentUpdated', acknowledged: 'IncidentAcknowledged', resolved: 'IncidentResolved' };
@@ -20,6 +20,33 @@ export const OUTBOX_HIGH_WATER = 2000;
  *  peaked near 290 MB); the rest wait as plain objects, in order. */
 export const OUTBOX_IN_FLIGHT = 256;
 
+/** One message, serialised: a stream publish, and for an incident its KV record too. */
+export interface Encoded {
+  /** Messages of one key go out in order, each after the previous one's acks. */
+  key: string;
+  subject: string;
+  bytes: Uint8Array;
+  msgId: string;
+  kv?: { key: string; bytes: Uint8Array };
+}
+
+/** An analyzer output as it goes on the wire, without a second zod pass (the analyzer builds its
+ *  outputs from validated input; test/analysis-rules validates every output it sees). */
+export function encodeOutput(source: string, o: Output): Encoded {
+  if (o.kind === 'alert') {
+    const a = o.alert;
+    const subject = subjects.alert(a.name);
+    const env = makeEnvelope(source, a.status === 'firing' ? 'AlertFired' : 'AlertResolved', a, { causationId: o.causationId, correlationId: o.correlationId });
+    return { key: `alert:${a.fingerprint}`, subject, bytes: encodeOwn(subject, env), msgId: env.id };
+  }
+  const inc = o.incident;
+  // one serialisation for the stream message and the KV record
+  const json = JSON.stringify(inc);
+  const subject = subjects.incident(inc.id, o.phase);
+  const env = makeEnvelope(source, INCIDENT_TYPE[o.phase], inc, { causationId: o.causationId, correlationId: inc.id });
+  return { key: `incident:${inc.id}`, subject, bytes: encodeOwn(subject, env, json), msgId: env.id, kv: { key: kvKeys.incident(inc.id), bytes: Buffer.from(json, 'utf8') } };
+}
+
 export class Outbox {
   private readonly tails = new Map<string, Promise<void>>();
   private readonly inflight = new Set<Promise<void>>();
@@ -28,6 +55,7 @@ export class Outbox {
   private readonly stopping = new AbortController();
   private active = 0;
   private readonly waiting: (() => void)[] = [];
+  private readonly lowWaiters: { level: number; resolve: () => void }[] = [];
   sent = 0;
   failed = 0;
 
@@ -46,9 +74,19 @@ export class Outbox {
     if (!outputs.length) return Promise.resolve();
     this.observe?.(outputs, seenAt);
     this.queued += outputs.length;
-    const writes = outputs.map((o) => this.after(o.kind === 'alert' ? `alert:${o.alert.fingerprint}` : `incident:${o.incident.id}`, () => this.limited(() => this.write(o))));
+    // serialised now, once: what waits for its turn is bytes, not objects the analyzer goes on changing
+    const writes = outputs.map((o) => {
+      let m: Encoded;
+      try {
+        m = encodeOutput(this.bus.source, o);
+      } catch (e) {
+        return Promise.reject(e as Error);
+      }
+      return this.after(m.key, () => this.limited(() => this.write(m)));
+    });
     const all = Promise.allSettled(writes).then((results) => {
       this.queued -= outputs.length;
+      if (this.lowWaiters.length) this.wake();
       const bad = results.filter((r) => r.status === 'rejected');
       this.sent += outputs.length - bad.length;
       this.failed += bad.length;
@@ -60,6 +98,21 @@ export class Outbox {
     this.inflight.add(all);
     void all.then(() => this.inflight.delete(all));
     return all;
+  }
+
+  /** Resolves once at most `level` messages are unwritten (a producer's backpressure that keeps
+   *  the pipeline full, where waiting for its own messages would write one event at a time). */
+  below(level: number): Promise<void> {
+    if (this.queued <= level) return Promise.resolve();
+    return new Promise((resolve) => this.lowWaiters.push({ level, resolve }));
+  }
+
+  private wake(): void {
+    const still = this.lowWaiters.filter((w) => this.queued > w.level);
+    const go = this.lowWaiters.filter((w) => this.queued <= w.level);
+    this.lowWaiters.length = 0;
+    this.lowWaiters.push(...still);
+    for (const w of go) w.resolve();
   }
 
   /** Queue, and wait only when too much is already waiting. */
@@ -114,24 +167,20 @@ export class Outbox {
     }
   }
 
-  private async write(o: Output): Promise<void> {
-    if (o.kind === 'alert') {
-      const a = o.alert;
-      await this.bus.publish(subjects.alert(a.name), a.status === 'firing' ? 'AlertFired' : 'AlertResolved', a, { causationId: o.causationId, correlationId: o.correlationId, signal: this.stopping.signal });
+  private async write(m: Encoded): Promise<void> {
+    const signal = this.stopping.signal;
+    if (!m.kv) {
+      await this.bus.publishEncoded(m.subject, m.bytes, m.msgId, { signal });
       return;
     }
-    const inc = o.incident;
-    await Promise.all([
-      this.bus.publish(subjects.incident(inc.id, o.phase), INCIDENT_TYPE[o.phase], inc, { causationId: o.causationId, correlationId: inc.id, signal: this.stopping.signal }),
-      this.putUntilStored(kvKeys.incident(inc.id), inc),
-    ]);
+    await Promise.all([this.bus.publishEncoded(m.subject, m.bytes, m.msgId, { signal }), this.putUntilStored(m.kv.key, m.kv.bytes)]);
   }
 
   /** A KV put is a last-value write: repeating it until it is stored is safe. */
-  private async putUntilStored(key: string, value: unknown): Promise<void> {
+  private async putUntilStored(key: string, bytes: Uint8Array): Promise<void> {
     for (let delay = 100; ; delay = Math.min(delay * 2, 2000)) {
       try {
-        await this.bus.kvPut(this.bus.kv.incidents, key, value);
+        await this.bus.kvPutBytes(this.bus.kv.incidents, key, bytes);
         return;
       } catch (e) {
         if (this.stopping.signal.aborted || this.bus.nc.isClosed()) throw e;

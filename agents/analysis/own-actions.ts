@@ -50,11 +50,14 @@ export class OwnActions {
   }
 
   /** The own action that explains `failure` of `vmid` now, if any. */
-  excuse(vmid: number, failure: Failure, now: number, ancestors: readonly number[]): OwnAction | undefined {
+  /** `ancestors` is asked for only when it matters (a crash burst asks thousands of times, with no
+   *  action of ours in flight). */
+  excuse(vmid: number, failure: Failure, now: number, ancestors: () => readonly number[]): OwnAction | undefined {
+    if (!this.byVmid.size) return undefined;
     const own = this.byVmid.get(vmid);
     if (own && this.covers(own, failure, now)) return own;
     if (failure !== 'unhealthy') return undefined;
-    for (const a of ancestors) {
+    for (const a of ancestors()) {
       const o = this.byVmid.get(a);
       if (o && this.covers(o, 'unhealthy', now)) return o;
     }

@@ -208,7 +208,9 @@ export class Actuator {
     const caseId = `wf-${a.actionId}`;
     return this.queue.serial(caseId, async () => {
       if (this.busy.busyWith(a.target.vmid) === a.actionId) return { verdict: 'allow', reasons: ['already approved'], actionId: a.actionId };
-      if ((await this.ctx.store.approvals()).some((x) => x.action.actionId === a.actionId)) return { verdict: 'needs-approval', reasons: ['waiting for an operator'], actionId: a.actionId };
+      // a get of its own key: listing every pending approval made each of a 5,000-guest boot's
+      // proposals open a consumer on the bucket (bench/boot.ts)
+      if ((await this.ctx.store.approval(a.actionId))?.action.actionId === a.actionId) return { verdict: 'needs-approval', reasons: ['waiting for an operator'], actionId: a.actionId };
       const now = Date.now();
       const c: CaseRecord = { caseId, correlationId: env.correlationId, causationId: env.id, steps: [], openedAt: now, updatedAt: now };
       const p: Proposal = { verb: a.verb, vmid: a.target.vmid, proposer: req.proposer, inRunbook: true, targetNode: a.params.targetNode, snapname: a.params.snapname, workflowId: a.workflowId };

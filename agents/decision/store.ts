@@ -172,6 +172,10 @@ export class DecisionStore {
   async putApproval(a: ApprovalRecord): Promise<void> {
     await kvPut(this.kv, stateKeys.approval(a.action.actionId), a);
   }
+  /** The pending approval of one action: a get, not a listing (asked on every workflow proposal). */
+  async approval(actionId: string): Promise<ApprovalRecord | undefined> {
+    return (await kvGet(this.kv, stateKeys.approval(actionId), ApprovalRecord))?.value;
+  }
   async approvals(): Promise<ApprovalRecord[]> {
     return [...(await kvList(this.kv, 'approval.', ApprovalRecord)).values()];
   }

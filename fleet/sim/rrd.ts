@@ -5,6 +5,7 @@
 /** Row width in seconds per timeframe, as in PVE::RRD. */
 const RESOLUTION = { hour: 60, day: 1800, week: 10_800, month: 43_200, year: 604_800 } as const;
 export type Timeframe = keyof typeof RESOLUTION;
+const RESOLUTIONS = Object.values(RESOLUTION);
 const ROWS = 70;
 
 export type RrdValues = Record<string, number>;
@@ -20,7 +21,10 @@ export class RrdHistory {
   private readonly rows = new Map<number, Row[]>();
 
   add(values: RrdValues, nowSec = Date.now() / 1000): void {
-    for (const res of Object.values(RESOLUTION)) {
+    // every guest, every second: no per-call entries arrays (a 5,000-guest twin's tick was 3 % of
+    // a layered boot's CPU in the bench's one process)
+    const keys = Object.keys(values);
+    for (const res of RESOLUTIONS) {
       const time = Math.floor(nowSec / res) * res;
       let list = this.rows.get(res);
       if (!list) this.rows.set(res, (list = []));
@@ -31,7 +35,8 @@ export class RrdHistory {
         if (list.length > ROWS) list.shift();
       }
       row.n++;
-      for (const [k, v] of Object.entries(values)) {
+      for (const k of keys) {
+        const v = values[k];
         row.sum[k] = (row.sum[k] ?? 0) + v;
         row.max[k] = Math.max(row.max[k] ?? v, v);
       }

@@ -1,0 +1,50 @@
+// The analysis outbox on the real nats-server: what it publishes is what its receivers decode, and
+// `below(level)` (the durable consumer's backpressure) resolves only once the backlog is that low.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { decode, type Alert, type Bus } from '../bus/mod.ts';
+import { createLogger } from '../core/mod.ts';
+import { Outbox } from '../agents/analysis/outbox.ts';
+import type { Output } from '../agents/analysis/mod.ts';
+import { collect, testBus } from './helpers/bus.ts';
+
+let bus: Bus;
+beforeAll(async () => {
+  bus = await testBus('analysis');
+});
+afterAll(async () => {
+  await bus.stop();
+});
+
+const tag = `outboxtest${process.pid}`;
+const alert = (i: number): Output => {
+  const a: Alert = { name: 'HighCPU', status: 'firing', severity: 'warning', fingerprint: `HighCPU:${tag}-${i}`, summary: `${tag} ${i}`, startsAt: new Date().toISOString(), origin: 'analysis', labels: { fleet: tag } };
+  return { kind: 'alert', alert: a, causationId: `cause-${i}` };
+};
+
+describe('analysis outbox', () => {
+  it('publishes its outputs as receivers decode them; below(level) waits for the backlog to fall to level', async () => {
+    const outbox = new Outbox(bus, createLogger('silent'));
+    const seen = collect<Alert>(bus, 'fleet.alerts.HighCPU', 600, 20_000);
+    await new Promise((r) => setTimeout(r, 50)); // the collector's subscription is in place
+    for (let i = 0; i < 600; i++) void outbox.send([alert(i)]);
+    expect(outbox.pending).toBe(600);
+    let low = false;
+    const below = outbox.below(100).then(() => {
+      low = true;
+      return outbox.pending;
+    });
+    expect(low).toBe(false);
+    expect(await below).toBeLessThanOrEqual(100);
+    await outbox.idle();
+    expect(outbox.pending).toBe(0);
+    expect(outbox.sent).toBe(600);
+    await expect(outbox.below(0)).resolves.toBeUndefined();
+    const got = (await seen).filter((m) => m.env.data.labels?.fleet === tag);
+    expect(got).toHaveLength(600);
+    for (const m of got.slice(0, 20)) {
+      const r = decode<Alert>(m.subject, new TextEncoder().encode(JSON.stringify(m.env)));
+      expect(r.ok).toBe(true);
+      expect(m.env.causationId).toMatch(/^cause-\d+$/);
+    }
+  });
+});
