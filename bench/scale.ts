@@ -10,6 +10,18 @@
 // BENCH_SCALE_GUESTS, BENCH_SCALE_CRASHES, BENCH_SCALE_SECONDS override either; BENCH_SCALE_LOG=<file>
 // keeps what `up` and its agents log (BENCH_SCALE_LOG_LEVEL, default warn); BENCH_SCALE_KILL_LEADER=1
 // kills the nats-server leading fleet-state's stream (where the leases are) instead of the second.
+//
+// Where the time went after the kills (issue 16b, logs via BENCH_SCALE_LOG): (1) the durable
+// consumers' pulls die with their consumer's leader on the killed server and nats.js renewed them
+// only after two missed idle heartbeats of a 30 s pull: incident → started p50 14 s; pulls now
+// expire in 3 s (bus/consumers.ts). (2) An action in flight on a killed replica comes back after
+// its ack_wait (30 s): the p95. (3) If the killed server led fleet-state's stream, no lease can be
+// written until raft elects another (4–9 s), so takeover > 5 s there; a taking-over analysis then
+// failed to read KV for 45–60 s (not understood yet; it now retries ~2 min rather than start empty).
+// (4) The standby analysis rebuilding from KV (17 s at load 8) while sensing rebalances onto its
+// restarted replica: crashes in that window were lost in one run (open).
+// At 5,000 guests nothing is sized for 1,000: the waits are 300 s for the fleet to run, 60 s for
+// leases and replays, 90 s past the last crash for the heals.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { appendFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
