@@ -15,9 +15,10 @@
 // consumers' pulls die with their consumer's leader on the killed server and nats.js renewed them
 // only after two missed idle heartbeats of a 30 s pull: incident → started p50 14 s; pulls now
 // expire in 3 s (bus/consumers.ts). (2) An action in flight on a killed replica comes back after
-// its ack_wait (30 s): the p95. (3) If the killed server led fleet-state's stream, no lease can be
+// its ack_wait (was 30 s, the p95; now 10 s). (3) If the killed server led fleet-state's stream, no lease can be
 // written until raft elects another (4–9 s), so takeover > 5 s there; a taking-over analysis then
-// failed to read KV for 45–60 s (not understood yet; it now retries ~2 min rather than start empty).
+// failed to read KV for 45–60 s, once ~100 s even with the leader alive, while a fresh process
+// read it in 8 s (not understood yet: its new connection? it now retries ~2 min, not start empty).
 // (4) The standby analysis rebuilding from KV (17 s at load 8) while sensing rebalances onto its
 // restarted replica: crashes in that window were lost in one run (open).
 // At 5,000 guests nothing is sized for 1,000: the waits are 300 s for the fleet to run, 60 s for
