@@ -4,7 +4,33 @@
 // Goals: <= 1.05x the critical path with the reference fleet, <= 1.10x with 1,000 and 5,000 guests in
 // 10 layers; and the machine alone (boot-machine.ts) at 1,000 and 5,000 guests: <= 1.10x the critical
 // path, its CPU per event not growing with the fleet.
-//   npx tsx bench/boot.ts   (BENCH_BOOT=12,1000,5000,machine picks; BENCH_TIME_SCALE=0.5 to go faster)
+//   npx tsx bench/boot.ts   (BENCH_BOOT=12,1000,5000,machine picks, any other count is a generated
+//   fleet of that size; BENCH_TIME_SCALE=0.5 to go faster; BENCH_BOOT_SEQUENTIAL=0 skips the
+//   sequential boot; BENCH_BOOT_TWIN=process runs the PVE twin in its own process;
+//   BENCH_BOOT_PROFILE=f.cpuprofile profiles this process over the layered boot)
+// Generated fleets also report per start (`start_stages`): proposed → approved → started → done
+// as the bus shows them, the step queue and the actions in flight, and the process's CPU per start.
+//
+// What profiling the generated fleets taught (issue 10; agents and twin share this one process):
+// - It is CPU-bound: the event loop 95-98 % busy. 2,000 guests at time scale 0.25: 41 ms of process
+//   CPU per start before, 13-15 ms after the changes below (about 2 of them the twin's).
+// - A third of that CPU was the workflows' fleet poll: the twin's full /sim/fleet (names, metrics,
+//   faults: ~2.5 MB at 5,000 guests) every 50 ms, and once more per start step. Now the poll reads
+//   `?view=state` (4 fields a guest), at most a fifth of the time (interval 4x the read), and the
+//   checks before each step reuse the last view within that interval.
+// - The action agent verified each started guest with two calls every 250 ms for its whole boot;
+//   now the health check first (one call while it boots), looks backing off to 750 ms.
+// - Tried and reverted: letting a verifying action give its maxInFlight place (256 here) to the
+//   next one. At 5,000 guests ~1,000 then verified at once in this process; their health checks
+//   went unanswered within 1.5 s for a minute and 1,871 starts ended ActionFailed (the boot still
+//   follows health). That bound, 256 starts each holding a place for its boot (~5 s), caps the
+//   boot at ~50 starts/s: raising it needs the verifications cheaper still, or out of this process.
+// - The boot's persisted snapshot (~1 MB at 5,000 guests) is written at most ~10 % of the time; a
+//   workflow proposal looks up its own pending approval instead of listing them (a consumer each).
+// - Left: GC (~13 %), NATS socket writes (~8 %), ~20 JetStream round trips per start over the three
+//   agents. On a loaded machine the gate answers in 0.5-1.4 s (p50; its KV reads and publishes wait
+//   on nats-server), which keeps the 64 step places (HOMEOSTAT_WORKFLOW_STEPS) full; 256 places
+//   gave the same wall time with slower answers, so the default stays.
 import { createLogger, sleep } from '../core/mod.ts';
 import { loadConfig } from '../agents/mod.ts';
 import { Bus } from '../bus/mod.ts';

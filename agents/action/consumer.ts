@@ -1,12 +1,9 @@
 // A durable JetStream consumer that works on several messages at once (one slow boot must not
 // hold up the rest), keeps each in progress with `working()` heartbeats, and on stop hands the
 // unfinished ones back at once (nak) so a restarted agent resumes them without waiting ack_wait.
-// A run that only waits from some point on (a started guest being verified healthy) yields its
-// place in `maxInFlight` to the next message; the server's max_ack_pending (4x) still bounds
-// how many are held at once.
 import { AckPolicy, DeliverPolicy, type JsMsg } from '@nats-io/jetstream';
 import { type Logger } from '../../core/mod.ts';
-import { AUDIT_STREAM, decode, type Bus, type Envelope, type Stoppable } from '../../bus/mod.ts';
+import { AUDIT_STREAM, decode, PULL_EXPIRES_MS, type Bus, type Envelope, type Stoppable } from '../../bus/mod.ts';
 
 export interface ConcurrentConsumerOptions<T> {
   durable: string;
@@ -19,9 +16,7 @@ export interface ConcurrentConsumerOptions<T> {
   catchUpMs: number;
   /** Two deliveries with the same key never run at once; the later one waits for the first. */
   keyOf: (env: Envelope<T>) => string;
-  /** `yieldSlot()`: the rest of this run only waits and looks (e.g. verifying a started guest):
-   *  it stops counting against `maxInFlight` (it still holds its message, heartbeats and key). */
-  handler: (env: Envelope<T>, signal: AbortSignal, yieldSlot: () => void) => Promise<'ack' | 'retry' | 'interrupted'>;
+  handler: (env: Envelope<T>, signal: AbortSignal) => Promise<'ack' | 'retry' | 'interrupted'>;
   log: Logger;
 }
 
@@ -40,21 +35,18 @@ export async function consumeConcurrently<T>(bus: Bus, o: ConcurrentConsumerOpti
   };
   const advisory = await bus.ensureDurable(AUDIT_STREAM, cfg);
   const consumer = await bus.js.consumers.get(AUDIT_STREAM, o.durable);
-  const messages = await consumer.consume({ max_messages: o.maxInFlight });
+  const messages = await consumer.consume({ max_messages: o.maxInFlight, expires: PULL_EXPIRES_MS });
   const stopping = new AbortController();
   const inFlight = new Set<Promise<void>>();
-  /** Runs counted against maxInFlight: in flight and not yielded. */
-  let counted = 0;
-  let slotFreed: (() => void) | undefined;
   /** key → the run in progress and the stream sequence it is working on */
   const byKey = new Map<string, { seq: number; run: Promise<void> }>();
 
-  const work = async (m: JsMsg, env: Envelope<T>, key: string, before: Promise<void> | undefined, yieldSlot: () => void) => {
+  const work = async (m: JsMsg, env: Envelope<T>, key: string, before?: Promise<void>) => {
     const heartbeat = setInterval(() => m.working(), Math.max(100, o.ackWaitMs / 3));
     try {
       await before;
       if (stopping.signal.aborted) return m.nak();
-      const r = await o.handler(env, stopping.signal, yieldSlot);
+      const r = await o.handler(env, stopping.signal);
       if (r === 'ack') {
         m.ack();
         bus.noteAck(o.durable);
@@ -80,24 +72,13 @@ export async function consumeConcurrently<T>(bus: Bus, o: ConcurrentConsumerOpti
       const current = byKey.get(key);
       // a redelivery of the message already being worked on: the running handler will ack it
       if (current && current.seq === m.seq) continue;
-      while (counted >= o.maxInFlight) await new Promise<void>((wake) => (slotFreed = wake));
-      counted++;
-      let holds = true;
-      const free = () => {
-        if (!holds) return;
-        holds = false;
-        counted--;
-        const wake = slotFreed;
-        slotFreed = undefined;
-        wake?.();
-      };
-      const run: Promise<void> = work(m, r.env, key, current?.run, free);
+      while (inFlight.size >= o.maxInFlight) await Promise.race(inFlight);
+      const run: Promise<void> = work(m, r.env, key, current?.run);
       const entry = { seq: m.seq, run };
       byKey.set(key, entry);
       inFlight.add(run);
       // work() handles its own errors; a nak on a closed connection is all that can still throw
       void run.catch(() => undefined).then(() => {
-        free();
         inFlight.delete(run);
         if (byKey.get(key) === entry) byKey.delete(key);
       });

@@ -14,10 +14,6 @@ export type Outcome = 'ack' | 'retry' | 'interrupted';
 
 export interface Job {
   signal: AbortSignal;
-  /** From here on the run only looks (verifying): its place in the agent's in-flight bound goes
-   *  to the next action. A start holds a guest lock until the guest is healthy, a boot's worth
-   *  of seconds; at 256 in flight that bound, not PVE, paced a 5,000-guest boot (bench/boot.ts). */
-  yieldSlot?: () => void;
 }
 
 /** Worth another attempt: PVE was unreachable or slow, or its task failed. (Not PVE_UNCERTAIN:
@@ -129,7 +125,6 @@ export class Executor {
           await this.d.pve.waitForTask(nodeOfUpid(upid) ?? g.node, upid, { timeoutMs: this.taskTimeoutMs(a), signal: job.signal });
         }
         await lock.update({ phase: 'verifying' });
-        job.yieldSlot?.();
         await this.d.verifier.verify(a, a.verb === 'migrate' && a.params.targetNode ? { ...g, node: a.params.targetNode } : g, t0, this.policies.guestBootTimeoutMs, job.signal);
         await this.finish(env, lock, { ...a, attempt, upid, verified: true }, 'succeeded');
         log.info({ upid, attempt }, 'action succeeded, verified');

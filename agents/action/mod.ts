@@ -18,8 +18,7 @@ export interface ActionOptions {
   ackWaitMs?: number;
   /** Lock lease; renewed at a third of it. A crashed holder's lock is taken over after it (default 15 s). */
   leaseMs?: number;
-  /** Actions run at once (default 16); those verifying a guest after their PVE task ended do not
-   *  count (at most 4x this many are held at once, JetStream's max_ack_pending). */
+  /** Actions run at once (default 16). */
   maxInFlight?: number;
   /** Deliveries of one approved action before it is dead-lettered; restarts and lost locks count (default 20). */
   maxDeliver?: number;
@@ -71,7 +70,7 @@ export const agent: AgentModule<ActionOptions> = {
         maxDeliver: Math.max(2, o.maxDeliver ?? 20),
         catchUpMs: DEDUP_WINDOW_MS,
         keyOf: (env) => env.data.actionId,
-        handler: (env, signal, yieldSlot) => executor.run(env, { signal, yieldSlot }),
+        handler: (env, signal) => executor.run(env, { signal }),
         log,
       }));
     } catch (e) {
