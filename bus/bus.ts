@@ -8,7 +8,7 @@ import { connectNats } from './connection.ts';
 import { AckedPublisher } from './publisher.ts';
 import type { KV } from '@nats-io/kv';
 import { backoffMs, HomeostatError, retry, silentLogger, sleep, type Logger } from '../core/mod.ts';
-import { deadLetterId, ensureConsumer, terminate, watchMaxDeliveries } from './consumers.ts';
+import { deadLetterId, ensureConsumer, PULL_EXPIRES_MS, terminate, watchMaxDeliveries } from './consumers.ts';
 import { deadLetterKind, familyOf } from './families.ts';
 import { AUDIT_STREAM, ensureJetStream, FLEET_STREAM, type FleetKv } from './jetstream.ts';
 import { CommandReply, type Envelope } from './schemas.ts';
@@ -299,7 +299,7 @@ export class Bus {
     };
     const advisory = await this.ensureDurable(stream, cfg);
     const consumer = await this.js.consumers.get(stream, opts.durable);
-    const messages = await consumer.consume({ max_messages: 64 });
+    const messages = await consumer.consume({ max_messages: 64, expires: PULL_EXPIRES_MS });
     // Acks of one event-loop turn leave together: acked one by one from the loop below, each went
     // out in a socket write of its own (a third of a busy analysis' writes under a burst). An ack
     // held back one turn changes nothing: the message is handled, and a crash before the ack

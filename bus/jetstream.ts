@@ -2,7 +2,7 @@
 // config up to date (manage); every other client only opens them, creating one only when it is
 // missing (a first run without `up`), which an identity without the stream permissions cannot.
 import type { NatsConnection } from '@nats-io/transport-node';
-import { jetstreamManager, RetentionPolicy, StorageType, DiscardPolicy, type JetStreamManager, type StreamConfig } from '@nats-io/jetstream';
+import { jetstream, jetstreamManager, RetentionPolicy, StorageType, DiscardPolicy, type JetStreamManager, type StreamConfig } from '@nats-io/jetstream';
 import { Kvm, type KV } from '@nats-io/kv';
 import { retry } from '../core/mod.ts';
 import { AUDIT_STREAM_SUBJECTS, FLEET_OWN_SUBJECTS } from './subjects.ts';
@@ -132,4 +132,11 @@ export async function clearCurrentState(jsm: JetStreamManager): Promise<void> {
   for (const bucket of Object.values(BUCKETS)) {
     await jsm.streams.purge(`KV_${bucket}`).catch(() => undefined);
   }
+}
+
+/** A second handle on an existing bucket whose every request gives up after `timeoutMs` (the
+ *  shared handles wait 5 s): for loops that must come round again quickly while the bucket's
+ *  stream elects a new leader (sensing's node leases, agents/sensing/partition.ts). */
+export async function openKvWithTimeout(nc: NatsConnection, bucket: string, timeoutMs: number): Promise<KV> {
+  return new Kvm(jetstream(nc, { timeout: timeoutMs })).open(bucket);
 }

@@ -3,7 +3,7 @@
 // unfinished ones back at once (nak) so a restarted agent resumes them without waiting ack_wait.
 import { AckPolicy, DeliverPolicy, type JsMsg } from '@nats-io/jetstream';
 import { type Logger } from '../../core/mod.ts';
-import { AUDIT_STREAM, decode, type Bus, type Envelope, type Stoppable } from '../../bus/mod.ts';
+import { AUDIT_STREAM, decode, PULL_EXPIRES_MS, type Bus, type Envelope, type Stoppable } from '../../bus/mod.ts';
 
 export interface ConcurrentConsumerOptions<T> {
   durable: string;
@@ -35,7 +35,7 @@ export async function consumeConcurrently<T>(bus: Bus, o: ConcurrentConsumerOpti
   };
   const advisory = await bus.ensureDurable(AUDIT_STREAM, cfg);
   const consumer = await bus.js.consumers.get(AUDIT_STREAM, o.durable);
-  const messages = await consumer.consume({ max_messages: o.maxInFlight });
+  const messages = await consumer.consume({ max_messages: o.maxInFlight, expires: PULL_EXPIRES_MS });
   const stopping = new AbortController();
   const inFlight = new Set<Promise<void>>();
   /** key → the run in progress and the stream sequence it is working on */

@@ -41,8 +41,11 @@ export const agent: AgentModule<AnalysisOptions> = {
     const latency = new LatencyLog();
     try {
       // a cluster electing a new leader answers again within seconds: a model built from an
-      // unreadable KV would be wrong, so ask a few times before starting empty
-      const r = await retry(() => rebuild(bus, analyzer), { attempts: 8, baseMs: 100, maxMs: 1000 });
+      // unreadable KV would be wrong, so ask a few times before starting empty. bench/scale, its
+      // nats-server leading fleet-state SIGKILLed: the reads of a replica taking over failed for
+      // 45–60 s, and one started empty after 8 tries (~45 s) never opened the crashes' incidents;
+      // 20 tries (~2 min) start it late instead (a crash then heals late, not never).
+      const r = await retry(() => rebuild(bus, analyzer), { attempts: 20, baseMs: 100, maxMs: 1000 });
       log.info(r, 'analysis memory rebuilt from KV');
     } catch (e) {
       log.warn({ err: (e as Error).message }, 'could not read KV; starting with empty memory');

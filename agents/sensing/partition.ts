@@ -4,7 +4,7 @@
 // loses), and a replica polls a node only while it holds that node's lease (compare-and-set on the
 // KV revision, so two replicas never hold one node). A replica that should no longer have a node
 // gives its lease up; one that dies stops renewing, and its nodes are taken over once their
-// leases expire (TTL 4 s, looked at every 0.5 s: within 5 s).
+// leases expire (TTL 4 s, renewed every 0.5 s; the others look again the moment they run out).
 import { z } from 'zod';
 import type { KV } from '@nats-io/kv';
 import { kvCas, kvGet, LeaseRecord, token } from '../../bus/mod.ts';
@@ -116,10 +116,24 @@ export class NodePartition {
     const loop = () => {
       if (this.stopped) return;
       this.running = this.look().finally(() => {
-        if (!this.stopped) this.timer = setTimeout(loop, this.every);
+        if (!this.stopped) this.timer = setTimeout(loop, this.nextLookMs());
       });
     };
     this.timer = setTimeout(loop, this.every);
+  }
+
+  /** The next look: in `every` ms, or just after another replica's member record or node lease
+   *  runs out if that is sooner. A live replica renews each look, so its records stay a TTL
+   *  ahead; one that died is taken over on the ms its records expire, not up to a look later. */
+  private nextLookMs(): number {
+    const now = Date.now();
+    let next = this.every;
+    const consider = (holder: string, expiresAt: number) => {
+      if (holder !== this.o.holder && expiresAt >= now) next = Math.min(next, expiresAt - now + 1);
+    };
+    for (const m of this.seenMembers.values()) consider(m.holder, m.expiresAt);
+    for (const l of this.seenLeases.values()) consider(l.value.holder, l.value.expiresAt);
+    return Math.max(10, next);
   }
 
   /** This replica may poll `node` now: it holds the lease, with a renewal's margin before expiry.
@@ -157,8 +171,9 @@ export class NodePartition {
       const rev = await kvCas(kv, memberKey(holder), me, this.memberRevision);
       if (rev === undefined) {
         // first look after a restart with the same key, or a stale revision: overwrite
-        const cur = await kvGet(kv, memberKey(holder), MemberRecord);
-        this.memberRevision = (await kvCas(kv, memberKey(holder), me, cur?.revision ?? 0)) ?? 0;
+        // (a failed read leaves the record for the next look: the node leases do not wait on it)
+        const cur = await kvGet(kv, memberKey(holder), MemberRecord).catch(() => null);
+        if (cur !== null) this.memberRevision = (await kvCas(kv, memberKey(holder), me, cur?.revision ?? 0)) ?? 0;
       } else {
         this.memberRevision = rev;
       }
@@ -185,14 +200,23 @@ export class NodePartition {
         if (h) {
           const r = await kvCas(kv, key, next, h.revision);
           if (r !== undefined) this.held.set(node, { revision: r, expiresAt: next.expiresAt });
-          else this.held.delete(node); // taken after our lease ran out
+          // taken after our lease ran out; a failed write (the bucket electing a leader) keeps
+          // it until then, and owns() stops the polling a renewal's margin before that
+          else if (Date.now() >= h.expiresAt) this.held.delete(node);
           return;
         }
         const cur = this.seenLeases.get(key);
         if (cur && cur.value.holder !== holder && cur.value.expiresAt >= t) return; // still the previous holder's
         // a deleted lease leaves a tombstone: create() takes it over
-        const r = await kvCas(kv, key, next, cur?.revision ?? 0);
-        if (r === undefined) return;
+        let r = await kvCas(kv, key, next, cur?.revision ?? 0);
+        if (r === undefined) {
+          // the watch can lag (its consumer is reset after the bucket's leader moved): read the
+          // lease itself, and take it if it has run out at the revision read
+          const fresh = await kvGet(kv, key, LeaseRecord).catch(() => null);
+          if (fresh === null || (fresh && fresh.value.holder !== holder && fresh.value.expiresAt >= Date.now())) return;
+          r = await kvCas(kv, key, next, fresh?.revision ?? 0);
+          if (r === undefined) return;
+        }
         this.held.set(node, { revision: r, expiresAt: next.expiresAt });
         gained.push(node);
       }));
