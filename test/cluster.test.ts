@@ -20,11 +20,24 @@ const NODES = ['node-a', 'node-b', 'node-c'];
 let upChild: ReturnType<typeof spawn> | undefined;
 let bus: Bus | undefined;
 
+let natsPids: number[] = [];
+const within = (p: Promise<unknown>, ms: number) => Promise.race([p.catch(() => undefined), new Promise((r) => setTimeout(r, ms))]);
+
+// bounded: a stop that hangs on a cluster missing a server must not fail the file after the test
 afterAll(async () => {
-  await bus?.stop();
+  await within(bus?.stop() ?? Promise.resolve(), 10_000);
   if (upChild && upChild.exitCode === null) {
+    const exited = new Promise((r) => upChild!.once('exit', r));
     upChild.kill('SIGTERM');
-    await new Promise((r) => upChild!.once('exit', r));
+    await within(exited, 30_000);
+    if (upChild.exitCode === null) upChild.kill('SIGKILL'); // its agent processes follow it (lifeline pipe)
+  }
+  for (const pid of natsPids) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // gone already
+    }
   }
   rmSync(dir, { recursive: true, force: true });
 }, 60_000);
@@ -54,6 +67,7 @@ describe('NATS cluster and agent replicas', () => {
       upChild!.once('exit', () => reject(new Error(`up exited before its ready line: ${stderr.slice(-2000)}`)));
     });
     const ready = JSON.parse(line) as Ready;
+    natsPids = ready.natsServers.map((x) => x.pid);
     expect(ready.natsServers).toHaveLength(3);
     expect(ready.natsUrl.split(',')).toEqual(ready.natsServers.map((s) => s.url));
     expect(ready.processes).toHaveLength(14);
@@ -136,7 +150,9 @@ describe('NATS cluster and agent replicas', () => {
     console.log(`sensing takeover of ${hisNodes.join(', ')} observed ${Date.now() - killedAt} ms after the SIGKILL: ${JSON.stringify(Object.fromEntries(after))}`);
 
     const succeeded = (actions: { env: { type: string; data: unknown } }[], v: number) => actions.filter((a) => a.env.type === 'ActionSucceeded' && (a.env.data as Action).target.vmid === v);
-    await until('every victim healed by an action', 150_000, async () => {
+    // correctness here (nothing lost, nothing doubled); how fast is bench/scale's: a taking-over
+    // analysis has needed up to ~100 s after the kills there (README, scale row)
+    await until('every victim healed by an action', 240_000, async () => {
       const actions = await replayStored(bus!, 'fleet.actions.>', since);
       const s = await states();
       return VICTIMS.every((v) => succeeded(actions, v).length && s.get(v) === 'running') ? true : undefined;
@@ -156,5 +172,5 @@ describe('NATS cluster and agent replicas', () => {
       expect(actions.filter((a) => a.env.type === 'ActionStarted' && (a.env.data as Action).target.vmid === v), `vmid ${v}`).toHaveLength(1);
       expect(incidents.filter((e) => (e.env.data as Incident).rootCause.vmid === v), `vmid ${v}`).toHaveLength(1);
     }
-  }, 300_000);
+  }, 600_000); // more than the bounded waits above add up to, so a slow step fails with its own message
 });
