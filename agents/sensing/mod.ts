@@ -90,9 +90,17 @@ export const agent: AgentModule<SensingAgentOptions> = {
       for (const g of seen) if (nodes.has(g.node)) vmids.add(g.vmid);
       for (const g of tracker.guests.values()) if (nodes.has(g.node)) vmids.add(g.vmid);
       const kv = ctx.bus.kv.fleetState;
-      const guests = (await mapLimit([...vmids], 64, (v) => kvGet(kv, kvKeys.guest(v), GuestRecord))).flatMap((r) => (r ? [r.value] : []));
-      const nodeRecs = (await Promise.all([...nodes].map((n) => kvGet(kv, kvKeys.node(n), NodeRecord)))).flatMap((r) => (r ? [r.value] : []));
-      tracker.reseed(guests, nodeRecs);
+      try {
+        const guests = (await mapLimit([...vmids], 64, (v) => kvGet(kv, kvKeys.guest(v), GuestRecord))).flatMap((r) => (r ? [r.value] : []));
+        const nodeRecs = (await Promise.all([...nodes].map((n) => kvGet(kv, kvKeys.node(n), NodeRecord)))).flatMap((r) => (r ? [r.value] : []));
+        tracker.reseed(guests, nodeRecs);
+      } catch (e) {
+        // KV not answering (a cluster electing a leader): read them again next round. Forgetting
+        // them judged the gained nodes without their last state: a guest that crashed meanwhile
+        // looked stopped from the start, and its crash was never reported (bench/scale, full run)
+        for (const n of nodes) gained.add(n);
+        throw e;
+      }
     };
 
     let apiDown = false;
