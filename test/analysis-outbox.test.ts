@@ -53,7 +53,7 @@ describe('analysis outbox', () => {
     gate.close();
     const outbox = new Outbox(bus, createLogger('silent'), undefined, gate);
     const got: string[] = [];
-    const sub = bus.nc.subscribe('fleet.alerts.HighCPU', { callback: (_e, m) => got.push(m.json<{ data: Alert }>().data.fingerprint) });
+    const sub = bus.nc.subscribe('fleet.alerts.HighCPU', { callback: (_e, m) => void got.push(m.json<{ data: Alert }>().data.fingerprint) });
     await bus.nc.flush();
     const sent = outbox.send([alert(1001), alert(1002)]);
     await sleep(500);
