@@ -114,7 +114,8 @@ const step = (fn: (run: Pipeline, event: BootEvent, out: PipeCommand[]) => Pipel
       else if (c.step === 'start') {
         const { vmid, node, attempt } = c.guest;
         const input: StartGuestInput = { workflowId: context.workflowId, vmid, node, attempt, actionId: startActionId(context.workflowId, vmid, attempt) };
-        enqueue.sendTo(STEPS_ID, { type: 'STEP.RUN', id: c.id, src: 'startGuest', input });
+        // longest remaining chain first when the steps' line is full (StepQueue)
+        enqueue.sendTo(STEPS_ID, { type: 'STEP.RUN', id: c.id, src: 'startGuest', input, priority: c.guest.rank });
       } else {
         const { vmid, node, attempt, timeoutMs } = c.guest;
         const input: WaitHealthyInput = { workflowId: context.workflowId, vmid, node, attempt, timeoutMs };

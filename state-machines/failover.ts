@@ -156,7 +156,7 @@ const step = (fn: (run: Pipeline, event: FailoverEvent, out: PipeCommand[]) => P
       else if (c.step === 'start') {
         const { vmid, node: to, attempt } = c.guest;
         const input: RecoverGuestInput = { workflowId, vmid, from, to, attempt, actionId: recoverActionId(workflowId, vmid, attempt) };
-        enqueue.sendTo(STEPS_ID, { type: 'STEP.RUN', id: c.id, src: 'recoverGuest', input });
+        enqueue.sendTo(STEPS_ID, { type: 'STEP.RUN', id: c.id, src: 'recoverGuest', input, priority: c.guest.rank });
       } else {
         const { vmid, node, attempt, timeoutMs } = c.guest;
         const input: WaitHealthyInput = { workflowId, vmid, node, attempt, timeoutMs };

@@ -2,7 +2,7 @@
 // in line, first come first served, and a step's timeout starts when it leaves the line.
 import { describe, expect, it } from 'vitest';
 import { createActor, fromPromise, SimulatedClock } from 'xstate';
-import { GracefulShutdownMachine, StepQueue, stepsDriver, type ShutdownGuestActorInput, type ShutdownSummary, type StopOutput } from '../state-machines/mod.ts';
+import { GracefulShutdownMachine, LayeredBootMachine, StepQueue, stepsDriver, type BootSummary, type ShutdownGuestActorInput, type ShutdownSummary, type StartGuestInput, type StopOutput, type WaitHealthyInput, type WaitHealthyOutput } from '../state-machines/mod.ts';
 import { flush, runUntil } from './helpers/machines.ts';
 
 describe('bounded steps', () => {
@@ -71,6 +71,67 @@ describe('bounded steps', () => {
     expect(out.stuck).toEqual([1]);
     expect(out.stopped).toEqual([2]);
     expect(order).toEqual([1, 2]);
+    expect(queue.inFlight).toBe(0);
+  });
+
+  it('the line is ordered by priority, highest first, then first come first served; a step that left the line is skipped', () => {
+    const queue = new StepQueue(1);
+    const ran: string[] = [];
+    queue.enter(() => ran.push('first'));
+    queue.enter(() => ran.push('low'), 1);
+    queue.enter(() => ran.push('plain'));
+    queue.enter(() => ran.push('high-a'), 5);
+    const leaveLine = queue.enter(() => ran.push('gone'), 9);
+    queue.enter(() => ran.push('high-b'), 5);
+    expect(queue.queued).toBe(5);
+    leaveLine();
+    expect(queue.queued).toBe(4);
+    for (let i = 0; i < 5; i++) queue.leave();
+    expect(ran).toEqual(['first', 'high-a', 'high-b', 'low', 'plain']);
+    expect(queue.queued).toBe(0);
+    expect(queue.inFlight).toBe(0);
+    expect(queue.peak).toBe(1);
+  });
+
+  it('a boot gives the start on the longest remaining chain the next place, ahead of shorter chains that asked before it', async () => {
+    const clock = new SimulatedClock();
+    const queue = new StepQueue(1);
+    const order: number[] = [];
+    const release = new Map<number, () => void>();
+    const machine = LayeredBootMachine.provide({
+      actors: {
+        // health checks send nothing: they do not wait in line (as in the workflows agent)
+        guestSteps: stepsDriver({ queue, unbounded: ['waitHealthy'] }),
+        startGuest: fromPromise<unknown, StartGuestInput>(({ input }) => {
+          order.push(input.vmid);
+          return new Promise<void>((r) => release.set(input.vmid, r));
+        }),
+        waitHealthy: fromPromise<WaitHealthyOutput, WaitHealthyInput>(async () => ({ at: clock.now() })),
+      },
+    });
+    // 1 → 4 → 5 is the long chain (3 × 8 s); 2 and 3 boot in 1 s and nothing waits for them
+    const g = (vmid: number, dependsOn: number[], expectedBootMs: number, layer = dependsOn.length ? 2 : 1) =>
+      ({ vmid, node: 'a', layer, dependsOn, bootTimeoutMs: 600_000, expectedBootMs });
+    const guests = [g(1, [], 8000), g(2, [], 1000), g(3, [], 1000), g(4, [1], 8000), g(5, [4], 8000, 3)];
+    const actor = createActor(machine, { clock, input: { workflowId: 'w', guests, perNodeConcurrency: 10, retries: 0, startedAt: 0 } }).start();
+    await flush();
+    expect(order).toEqual([1]);
+    release.get(1)!(); // 1 started, then healthy: 4 is ready while 3 still waits in line behind 2
+    await runUntil(actor, clock, () => order.length === 2, 10_000, 10);
+    await runUntil(actor, clock, () => queue.queued === 2, 10_000, 10);
+    release.get(2)!();
+    await runUntil(actor, clock, () => order.length === 3, 10_000, 10);
+    expect(order).toEqual([1, 2, 4]); // FIFO would have run 3 first
+    // the rest as they come
+    await runUntil(actor, clock, () => {
+      for (const [v, r] of release) {
+        release.delete(v);
+        r();
+      }
+      return actor.getSnapshot().status !== 'active';
+    }, 10_000, 10);
+    expect(order.sort()).toEqual([1, 2, 3, 4, 5]);
+    expect((actor.getSnapshot().output as BootSummary).healthy).toEqual([1, 2, 3, 4, 5]);
     expect(queue.inFlight).toBe(0);
   });
 });

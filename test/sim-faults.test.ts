@@ -118,6 +118,22 @@ describe('the fault API', () => {
     expect(bad.status).toBe(400);
     expect(bad.body.error).toMatch(/view: expected state or full/);
   });
+
+  it('GET /sim/health?vmids= answers for many guests at once, each as /sim/health/{vmid} would', async () => {
+    await fault('unhealthy', 155);
+    const r = await simCall('GET', '/sim/health?vmids=243,155,99999');
+    expect(r.status).toBe(200);
+    expect(r.body.guests).toEqual([
+      { vmid: 243, status: 'ok' },
+      { vmid: 155, status: 'unhealthy', reason: (await health(155)).body.reason },
+      { vmid: 99999, status: 'unknown', reason: 'no guest 99999' },
+    ]);
+    for (const bad of ['', '?vmids=', '?vmids=1,x', `?vmids=${Array.from({ length: 501 }, (_, i) => i + 1).join(',')}`]) {
+      const b = await simCall('GET', `/sim/health${bad}`);
+      expect(b.status).toBe(400);
+      expect(b.body.error).toMatch(/vmids: expected 1 to 500/);
+    }
+  });
 });
 
 describe('guest faults', () => {

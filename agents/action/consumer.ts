@@ -2,8 +2,8 @@
 // hold up the rest), keeps each in progress with `working()` heartbeats, and on stop hands the
 // unfinished ones back at once (nak) so a restarted agent resumes them without waiting ack_wait.
 import { AckPolicy, DeliverPolicy, type JsMsg } from '@nats-io/jetstream';
-import { type Logger } from '../../core/mod.ts';
-import { AUDIT_STREAM, decode, PULL_EXPIRES_MS, type Bus, type Envelope, type Stoppable } from '../../bus/mod.ts';
+import { backoffMs, sleep, type Logger } from '../../core/mod.ts';
+import { AUDIT_STREAM, decode, isNatsUnavailable, PULL_EXPIRES_MS, TRANSIENT_RETRY_MS, type Bus, type Envelope, type Stoppable } from '../../bus/mod.ts';
 
 export interface ConcurrentConsumerOptions<T> {
   durable: string;
@@ -16,11 +16,17 @@ export interface ConcurrentConsumerOptions<T> {
   catchUpMs: number;
   /** Two deliveries with the same key never run at once; the later one waits for the first. */
   keyOf: (env: Envelope<T>) => string;
-  handler: (env: Envelope<T>, signal: AbortSignal) => Promise<'ack' | 'retry' | 'interrupted'>;
+  /** Handlers that gave their place back (`givePlace`) and still run: at most this many (their
+   *  messages stay unacknowledged, with heartbeats, until they end). Default 0: none. */
+  maxParked?: number;
+  /** `givePlace()`: the handler only waits now (e.g. for its guest to boot) and lets the next message
+   *  start; false (and nothing changes) when `maxParked` handlers already wait that way. */
+  handler: (env: Envelope<T>, signal: AbortSignal, givePlace: () => boolean) => Promise<'ack' | 'retry' | 'interrupted'>;
   log: Logger;
 }
 
 export async function consumeConcurrently<T>(bus: Bus, o: ConcurrentConsumerOptions<T>): Promise<Stoppable> {
+  const maxParked = Math.max(0, o.maxParked ?? 0);
   const cfg = {
     durable_name: o.durable,
     ack_policy: AckPolicy.Explicit,
@@ -30,23 +36,45 @@ export async function consumeConcurrently<T>(bus: Bus, o: ConcurrentConsumerOpti
     deliver_policy: DeliverPolicy.StartTime,
     opt_start_time: new Date(Date.now() - o.catchUpMs).toISOString(),
     ack_wait: o.ackWaitMs * 1_000_000,
-    max_ack_pending: Math.max(o.maxInFlight * 4, 64),
+    // pulled and waiting for a place, running, and parked: all unacknowledged
+    max_ack_pending: Math.max(o.maxInFlight * 4, 64) + maxParked,
     max_deliver: o.maxDeliver,
   };
   const advisory = await bus.ensureDurable(AUDIT_STREAM, cfg);
   const consumer = await bus.js.consumers.get(AUDIT_STREAM, o.durable);
   const messages = await consumer.consume({ max_messages: o.maxInFlight, expires: PULL_EXPIRES_MS });
   const stopping = new AbortController();
+  /** Every handler still running, parked or not (stop waits for them all). */
   const inFlight = new Set<Promise<void>>();
+  /** Handlers holding a place, and those that gave theirs back. */
+  let places = 0;
+  let parked = 0;
+  let wake: (() => void) | undefined;
+  const placeFreed = () => {
+    const w = wake;
+    wake = undefined;
+    w?.();
+  };
   /** key → the run in progress and the stream sequence it is working on */
   const byKey = new Map<string, { seq: number; run: Promise<void> }>();
 
-  const work = async (m: JsMsg, env: Envelope<T>, key: string, before?: Promise<void>) => {
+  const work = async (m: JsMsg, env: Envelope<T>, key: string, givePlace: () => boolean, before?: Promise<void>) => {
     const heartbeat = setInterval(() => m.working(), Math.max(100, o.ackWaitMs / 3));
     try {
       await before;
       if (stopping.signal.aborted) return m.nak();
-      const r = await o.handler(env, stopping.signal);
+      // failing because NATS cannot answer (a leader election): tried again on this delivery, the
+      // heartbeat keeping it ours, rather than naked until max_deliver gives up on it (bus/bus.ts)
+      let r: Awaited<ReturnType<typeof o.handler>> | undefined;
+      for (let tries = 1, since = Date.now(); r === undefined; tries++) {
+        try {
+          r = await o.handler(env, stopping.signal, givePlace);
+        } catch (e) {
+          if (stopping.signal.aborted || !isNatsUnavailable(e) || Date.now() - since >= TRANSIENT_RETRY_MS) throw e;
+          if (tries === 1) o.log.warn({ subject: m.subject, err: (e as Error).message }, 'action handler failed while NATS is unavailable; retrying it on this delivery');
+          await sleep(backoffMs(tries, { baseMs: 250, maxMs: 3000 }), stopping.signal);
+        }
+      }
       if (r === 'ack') {
         m.ack();
         bus.noteAck(o.durable);
@@ -72,8 +100,19 @@ export async function consumeConcurrently<T>(bus: Bus, o: ConcurrentConsumerOpti
       const current = byKey.get(key);
       // a redelivery of the message already being worked on: the running handler will ack it
       if (current && current.seq === m.seq) continue;
-      while (inFlight.size >= o.maxInFlight) await Promise.race(inFlight);
-      const run: Promise<void> = work(m, r.env, key, current?.run);
+      while (places >= o.maxInFlight) await new Promise<void>((r) => (wake = r));
+      places++;
+      let holds = true;
+      const givePlace = () => {
+        if (!holds) return true;
+        if (parked >= maxParked) return false;
+        holds = false;
+        parked++;
+        places--;
+        placeFreed();
+        return true;
+      };
+      const run: Promise<void> = work(m, r.env, key, givePlace, current?.run);
       const entry = { seq: m.seq, run };
       byKey.set(key, entry);
       inFlight.add(run);
@@ -81,6 +120,11 @@ export async function consumeConcurrently<T>(bus: Bus, o: ConcurrentConsumerOpti
       void run.catch(() => undefined).then(() => {
         inFlight.delete(run);
         if (byKey.get(key) === entry) byKey.delete(key);
+        if (holds) {
+          holds = false;
+          places--;
+          placeFreed();
+        } else parked--;
       });
     }
   })();

@@ -18,8 +18,11 @@ export interface ActionOptions {
   ackWaitMs?: number;
   /** Lock lease; renewed at a third of it. A crashed holder's lock is taken over after it (default 15 s). */
   leaseMs?: number;
-  /** Actions run at once (default 16). */
+  /** Actions run at once (default 16), not counting those only verifying (`maxVerifying`). */
   maxInFlight?: number;
+  /** Actions past their PVE task, waiting for their guest to be as wanted (a start: its boot), that
+   *  do not hold one of the `maxInFlight` places; they keep their guest lock (default 2,048). */
+  maxVerifying?: number;
   /** Deliveries of one approved action before it is dead-lettered; restarts and lost locks count (default 20). */
   maxDeliver?: number;
   /** First step of the retry backoff (default 1 s). */
@@ -71,10 +74,11 @@ export const agent: AgentModule<ActionOptions> = {
         // marker, so one action per guest holds either way.
         ackWaitMs: Math.max(300, o.ackWaitMs ?? 10_000),
         maxInFlight: Math.min(256, Math.max(1, o.maxInFlight ?? 16)),
+        maxParked: Math.max(0, o.maxVerifying ?? 2048),
         maxDeliver: Math.max(2, o.maxDeliver ?? 20),
         catchUpMs: DEDUP_WINDOW_MS,
         keyOf: (env) => env.data.actionId,
-        handler: (env, signal) => executor.run(env, { signal }),
+        handler: (env, signal, givePlace) => executor.run(env, { signal, givePlace }),
         log,
       }));
     } catch (e) {

@@ -1,7 +1,14 @@
 // After the PVE task: is the guest where the action meant it to be? Running and healthy after a
 // start/reboot, stopped after a stop/shutdown, on the target node after a migrate. Health comes
-// from the guest's health URL (manifest), else the simulator's /sim/health/{vmid}, else sensing's
-// fresh record in fleet-state, else PVE's status alone.
+// from the guest's health URL (manifest), else the simulator's /sim/health, else sensing's fresh
+// record in fleet-state, else PVE's status alone.
+//
+// Verifying a start waits for the guest's whole boot, and a big boot has a thousand guests doing
+// so at once (bench/boot.ts, 5,000 guests): one HTTP probe per guest per look went unanswered
+// within the probe timeout for a minute. So the looks are shared: on the simulator, the guests
+// looked at within one round are asked about in one `GET /sim/health?vmids=…` (per-guest outcomes),
+// one round in flight at a time; health URLs and sensing's records are read per guest, at most
+// PROBES_AT_ONCE at a time.
 import { Agent, fetch } from 'undici';
 import { HomeostatError, sleep } from '../../core/mod.ts';
 import { GuestRecord, kvGet, kvKeys, type Action, type Bus } from '../../bus/mod.ts';
@@ -24,6 +31,81 @@ type Want = 'running' | 'stopped' | 'exists';
  *  once; their looks were the biggest part of the action agent's CPU, bench/boot.ts). */
 const POLL_FIRST_MS = 250;
 const POLL_MAX_MS = 750;
+/** Per-guest probes (health URLs, sensing's records) in flight at once, over every verifying action. */
+const PROBES_AT_ONCE = 64;
+/** Shortest gap between the starts of two shared rounds of looks on the simulator. */
+const ROUND_GAP_MS = 100;
+/** Vmids per `GET /sim/health?vmids=…` (the simulator takes up to 500). */
+const BATCH_MAX = 400;
+
+interface Health { ok: boolean; reason?: string }
+
+/** Calls of `fn` at most `limit` at a time; the others wait in line. */
+function limited(limit: number): <T>(fn: () => Promise<T>) => Promise<T> {
+  let active = 0;
+  const line: (() => void)[] = [];
+  return async (fn) => {
+    if (active >= limit) await new Promise<void>((r) => line.push(r));
+    else active++;
+    try {
+      return await fn();
+    } finally {
+      const next = line.shift();
+      if (next) next();
+      else active--;
+    }
+  };
+}
+
+/** Looks asked for within one round are answered by one `ask(vmids)` (several guests per call). */
+export class SharedLooks {
+  private pending = new Map<number, ((h: Health) => void)[]>();
+  private running = false;
+  private timer?: NodeJS.Timeout;
+  private lastAt = 0;
+  /** Rounds run (for tests and the bench). */
+  rounds = 0;
+
+  constructor(private readonly ask: (vmids: number[]) => Promise<Map<number, Health>>, private readonly gapMs = ROUND_GAP_MS) {}
+
+  look(vmid: number): Promise<Health> {
+    return new Promise((resolve) => {
+      const waiting = this.pending.get(vmid);
+      if (waiting) waiting.push(resolve);
+      else this.pending.set(vmid, [resolve]);
+      this.kick();
+    });
+  }
+
+  private kick(): void {
+    if (this.running || this.timer) return;
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      void this.round();
+    }, Math.max(0, this.lastAt + this.gapMs - Date.now()));
+  }
+
+  private async round(): Promise<void> {
+    this.running = true;
+    this.lastAt = Date.now();
+    this.rounds++;
+    const batch = this.pending;
+    this.pending = new Map();
+    let answers: Map<number, Health> | undefined;
+    let why = 'no answer';
+    try {
+      answers = await this.ask([...batch.keys()]);
+    } catch (e) {
+      why = (e as Error).message;
+    }
+    this.running = false;
+    for (const [vmid, resolves] of batch) {
+      const h = answers?.get(vmid) ?? { ok: false, reason: why };
+      for (const r of resolves) r(h);
+    }
+    if (this.pending.size) this.kick();
+  }
+}
 
 export function expectedState(a: Action): Want {
   if (a.verb === 'stop' || a.verb === 'shutdown') return 'stopped';
@@ -34,6 +116,10 @@ export function expectedState(a: Action): Want {
 export class Verifier {
   private simulator: boolean | undefined;
   private readonly dispatcher: Agent;
+  private readonly probe = limited(PROBES_AT_ONCE);
+  /** The simulator answers `GET /sim/health?vmids=…` (an older one does not: one probe a guest). */
+  private batch = true;
+  readonly simLooks = new SharedLooks((vmids) => this.simHealth(vmids));
 
   constructor(private readonly pve: PveApi, private readonly bus: Bus, private readonly fleet: Fleet, private readonly opts: VerifierOptions) {
     const tls = opts.caPem ? { ca: opts.caPem } : opts.insecure ? { rejectUnauthorized: false } : {};
@@ -94,22 +180,57 @@ export class Verifier {
     }
   }
 
-  private async health(vmid: number, since: number): Promise<{ ok: boolean; reason?: string }> {
+  private async health(vmid: number, since: number): Promise<Health> {
     const spec = this.fleet.byVmid.get(vmid);
-    const url = spec?.health ?? ((await this.isSimulator()) ? new URL(`/sim/health/${vmid}`, this.opts.pveUrl).href : undefined);
-    if (url) {
-      try {
-        const res = await fetch(url, { headers: spec?.health ? {} : this.headers(), dispatcher: this.dispatcher, signal: AbortSignal.timeout(this.opts.probeTimeoutMs) });
-        const body = (await res.text()).slice(0, 200);
-        return res.status >= 200 && res.status < 300 ? { ok: true } : { ok: false, reason: `HTTP ${res.status} ${body.replace(/\s+/g, ' ')}` };
-      } catch (e) {
-        return { ok: false, reason: (e as Error).name === 'TimeoutError' ? `no answer within ${this.opts.probeTimeoutMs} ms` : (e as Error).message };
-      }
+    if (spec?.health) return this.probe(() => this.fetchHealth(spec.health!, {}));
+    if (await this.isSimulator()) {
+      if (this.batch) return this.simLooks.look(vmid);
+      return this.probe(() => this.fetchHealth(new URL(`/sim/health/${vmid}`, this.opts.pveUrl).href, this.headers()));
     }
     // no probe target of our own: sensing's record counts when it was written after the task
-    const rec = (await kvGet(this.bus.kv.fleetState, kvKeys.guest(vmid), GuestRecord))?.value;
+    const rec = (await this.probe(() => kvGet(this.bus.kv.fleetState, kvKeys.guest(vmid), GuestRecord)))?.value;
     if (!rec || Date.parse(rec.updatedAt) < since) return { ok: true };
     return rec.health === 'unhealthy' ? { ok: false, reason: rec.lastProbeReason ?? 'sensing reports unhealthy' } : { ok: true };
+  }
+
+  private async fetchHealth(url: string, headers: Record<string, string>): Promise<Health> {
+    try {
+      const res = await fetch(url, { headers, dispatcher: this.dispatcher, signal: AbortSignal.timeout(this.opts.probeTimeoutMs) });
+      const body = (await res.text()).slice(0, 200);
+      return res.status >= 200 && res.status < 300 ? { ok: true } : { ok: false, reason: `HTTP ${res.status} ${body.replace(/\s+/g, ' ')}` };
+    } catch (e) {
+      return { ok: false, reason: (e as Error).name === 'TimeoutError' ? `no answer within ${this.opts.probeTimeoutMs} ms` : (e as Error).message };
+    }
+  }
+
+  /** One shared round on the simulator: every guest looked at, BATCH_MAX to a call. */
+  private async simHealth(vmids: number[]): Promise<Map<number, Health>> {
+    const out = new Map<number, Health>();
+    const chunks: number[][] = [];
+    for (let i = 0; i < vmids.length; i += BATCH_MAX) chunks.push(vmids.slice(i, i + BATCH_MAX));
+    await Promise.all(chunks.map(async (chunk) => {
+      const url = new URL('/sim/health', this.opts.pveUrl);
+      url.searchParams.set('vmids', chunk.join(','));
+      let rows: { vmid: number; status: string; reason?: string }[];
+      try {
+        const res = await fetch(url, { headers: this.headers(), dispatcher: this.dispatcher, signal: AbortSignal.timeout(this.opts.probeTimeoutMs) });
+        if (res.status === 404 || res.status === 405 || res.status === 400) {
+          await res.body?.cancel().catch(() => undefined);
+          this.batch = false; // an older simulator: one probe a guest from now on
+          for (const v of chunk) out.set(v, { ok: false, reason: 'asked again one guest at a time' });
+          return;
+        }
+        const body = await res.text();
+        if (res.status !== 200) throw new Error(`HTTP ${res.status} ${body.slice(0, 200).replace(/\s+/g, ' ')}`);
+        rows = (JSON.parse(body) as { guests: typeof rows }).guests;
+      } catch (e) {
+        const reason = (e as Error).name === 'TimeoutError' ? `no answer within ${this.opts.probeTimeoutMs} ms` : (e as Error).message;
+        for (const v of chunk) out.set(v, { ok: false, reason });
+        return;
+      }
+      for (const r of rows) out.set(r.vmid, r.status === 'ok' ? { ok: true } : { ok: false, reason: `HTTP 503 ${r.status}${r.reason ? `: ${r.reason}` : ''}` });
+    }));
+    return out;
   }
 
   async close(): Promise<void> {

@@ -32,12 +32,12 @@ const APPLIED_MAX = 20_000;
 export const agent: AgentModule<AnalysisOptions> = {
   name: 'analysis',
   async start(ctx): Promise<AnalysisHandle> {
-    const { tuning, durablePrefix } = analysisOptions(ctx);
+    const { tuning, durablePrefix, hold } = analysisOptions(ctx);
     const log = ctx.log;
     const bus = ctx.bus;
     const analyzer = new Analyzer(ctx.fleet, tuning);
     const metrics = new IncidentMetrics(ctx.metrics, () => analyzer.book.open.values());
-    const outbox = new Outbox(bus, log, (out, seenAt) => metrics.record(out, seenAt));
+    const outbox = new Outbox(bus, log, (out, seenAt) => metrics.record(out, seenAt), hold);
     const latency = new LatencyLog();
     try {
       // a cluster electing a new leader answers again within seconds: a model built from an

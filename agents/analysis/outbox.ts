@@ -5,11 +5,11 @@
 // Why not ack an event only after its messages are stored: the analyzer has already moved on by
 // then, so a redelivered event would produce nothing new anyway. Nothing is dropped after a fixed
 // time: a write waits out a NATS outage of any length (publish and KV put retry until stored or
-// stopped), and above OUTBOX_HIGH_WATER unwritten messages (or _BYTES) producers wait (said once
-// per crossing).
+// stopped; while the replica's lease is paused, its gate holds every attempt), and above
+// OUTBOX_HIGH_WATER unwritten messages (or _BYTES) producers wait (said once per crossing).
 // After a restart `reconcile()` re-derives whatever incident is missing from the fleet state.
 import { setMaxListeners } from 'node:events';
-import { type Logger } from '../../core/mod.ts';
+import { sleep, type Gate, type Logger } from '../../core/mod.ts';
 import { encodeOwn, kvKeys, makeEnvelope, subjects, type Bus, type IncidentPhase } from '../../bus/mod.ts';
 import type { Output } from './analyzer.ts';
 
@@ -90,7 +90,8 @@ export class Outbox {
   failed = 0;
 
   /** `observe` sees every batch as it is queued (metrics), with the triggering event's time when known. */
-  constructor(private readonly bus: Bus, private readonly log: Logger, private readonly observe?: (outputs: Output[], seenAt?: number) => void) {
+  /** `gate`: closed while this replica must not act (its singleton lease is paused); writes wait. */
+  constructor(private readonly bus: Bus, private readonly log: Logger, private readonly observe?: (outputs: Output[], seenAt?: number) => void, private readonly gate?: Gate) {
     // every write in flight listens on it
     setMaxListeners(0, this.stopping.signal);
   }
@@ -249,22 +250,24 @@ export class Outbox {
 
   private async write(m: Encoded): Promise<void> {
     const signal = this.stopping.signal;
-    if (!m.kv) {
-      await this.bus.publishEncoded(m.subject, m.bytes, m.msgId, { signal });
-      return;
-    }
-    await Promise.all([this.bus.publishEncoded(m.subject, m.bytes, m.msgId, { signal }), this.putUntilStored(m.kv.key, m.kv.bytes)]);
+    const publish = () => this.bus.publishEncoded(m.subject, m.bytes, m.msgId, { signal, retryForMs: 0 });
+    if (!m.kv) return this.untilStored(publish);
+    const kv = m.kv;
+    await Promise.all([this.untilStored(publish), this.untilStored(() => this.bus.kvPutBytes(this.bus.kv.incidents, kv.key, kv.bytes))]);
   }
 
-  /** A KV put is a last-value write: repeating it until it is stored is safe. */
-  private async putUntilStored(key: string, bytes: Uint8Array): Promise<void> {
+  /** Every attempt waits while the gate is closed (the lease paused: nothing goes out); a stream
+   *  publish is deduplicated on its id and a KV put is a last-value write, so repeating either
+   *  until it is stored is safe. */
+  private async untilStored(fn: () => Promise<unknown>): Promise<void> {
     for (let delay = 100; ; delay = Math.min(delay * 2, 2000)) {
+      if (this.gate && !this.gate.open) await this.gate.wait(this.stopping.signal);
       try {
-        await this.bus.kvPutBytes(this.bus.kv.incidents, key, bytes);
+        await fn();
         return;
       } catch (e) {
         if (this.stopping.signal.aborted || this.bus.nc.isClosed()) throw e;
-        await new Promise((r) => setTimeout(r, delay));
+        await sleep(delay, this.stopping.signal);
       }
     }
   }

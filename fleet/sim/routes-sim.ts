@@ -24,6 +24,21 @@ export function guestHealth(w: SimWorld, g: SimGuest): Health {
   return { ok: true };
 }
 
+/** Vmids one `GET /sim/health?vmids=…` may ask about (keeps the request line short). */
+export const MAX_HEALTH_BATCH = 500;
+
+/** One guest's row of `GET /sim/health?vmids=…`: what `/sim/health/{vmid}` would answer, for many
+ *  guests in one call (the action agent verifies hundreds of booting guests at once; one probe each
+ *  per look went unanswered under a 5,000-guest boot, bench/boot.ts). An unreachable guest is
+ *  reported as such at once, not after a probe's delay. */
+function healthRow(w: SimWorld, vmid: number): { vmid: number; status: string; reason?: string } {
+  const g = w.model.guests.get(vmid);
+  if (!g) return { vmid, status: 'unknown', reason: `no guest ${vmid}` };
+  const h = guestHealth(w, g);
+  if (h.ok) return { vmid, status: 'ok' };
+  return { vmid, status: h.unreachable ? 'unreachable' : h.starting ? 'starting' : 'unhealthy', reason: h.reason };
+}
+
 function fleetView(w: SimWorld): unknown {
   const m = w.model;
   const now = Date.now();
@@ -97,6 +112,14 @@ export async function handleSim(w: SimWorld, auth: TokenAuth, req: IncomingMessa
       const f = w.faults.heal(arg);
       return f ? send(200, { ...f, healed: true }) : send(404, { error: `no active fault '${arg}'` });
     }
+    if (what === 'health' && parts.length === 2) {
+      if (method !== 'GET') return send(405, { error: 'use GET /sim/health?vmids=1,2,3' });
+      const list = (url.searchParams.get('vmids') ?? '').split(',').filter(Boolean);
+      if (!list.length || list.length > MAX_HEALTH_BATCH || !list.every((v) => /^\d{1,9}$/.test(v))) {
+        return send(400, { error: `vmids: expected 1 to ${MAX_HEALTH_BATCH} comma-separated vmids, got '${(url.searchParams.get('vmids') ?? '').slice(0, 40)}'` });
+      }
+      return send(200, { guests: list.map(Number).map((vmid) => healthRow(w, vmid)) });
+    }
     if (what === 'health' && parts.length === 3) {
       if (method !== 'GET') return send(405, { error: 'use GET /sim/health/{vmid}' });
       const g = /^\d+$/.test(arg) ? w.model.guests.get(Number(arg)) : undefined;
@@ -115,7 +138,7 @@ export async function handleSim(w: SimWorld, auth: TokenAuth, req: IncomingMessa
       w.log.info({ node: n.name }, 'node fenced');
       return send(200, { node: n.name, fenced: true });
     }
-    return send(404, { error: `no such simulator endpoint: ${method} ${url.pathname} (see /sim/fleet, /sim/faults, /sim/health/{vmid}, /sim/fence/{node})` });
+    return send(404, { error: `no such simulator endpoint: ${method} ${url.pathname} (see /sim/fleet, /sim/faults, /sim/health/{vmid}, /sim/health?vmids=…, /sim/fence/{node})` });
   } catch (e) {
     if (e instanceof FaultRequestError) return send(400, { error: e.message });
     throw e;
