@@ -9,7 +9,7 @@ import { Analyzer } from './analyzer.ts';
 import { analysisOptions, type AnalysisOptions } from './options.ts';
 import { LatencyLog } from './latency.ts';
 import { IncidentMetrics } from './metrics.ts';
-import { Outbox, OUTBOX_HIGH_WATER } from './outbox.ts';
+import { Outbox } from './outbox.ts';
 import { serveIncidentCommands } from './commands.ts';
 import { DESIRED_PREFIX, rebuild, reconcileWithKv, vmidOfDesiredKey } from './rebuild.ts';
 
@@ -107,7 +107,7 @@ export const agent: AgentModule<AnalysisOptions> = {
       const written = outbox.send(out, Date.parse(env.ts));
       if (out.some((o) => o.kind === 'incident')) void written.then(() => latency.record(performance.now() - t0));
       // above the high-water mark the durable consumer waits until half of it is written
-      return outbox.pending > OUTBOX_HIGH_WATER ? outbox.below(OUTBOX_HIGH_WATER / 2) : undefined;
+      return outbox.full ? outbox.drained() : undefined;
     };
     // Two ways in for the same events: core NATS is the fast path (no wait for the stream), the
     // durable consumer the sure one (restarts, gaps). The analyzer is idempotent on a report it
@@ -121,7 +121,7 @@ export const agent: AgentModule<AnalysisOptions> = {
     const applied = new Set<string>();
     const fast = bus.nc.subscribe(patterns.events, {
       callback: (_e, m) => {
-        if (outbox.pending > OUTBOX_HIGH_WATER) return;
+        if (outbox.full) return;
         const r = decode<AnyEvent>(m.subject, m.data);
         if (!r.ok) return;
         void onEvent(r.env, m.subject);
