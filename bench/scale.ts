@@ -26,7 +26,7 @@
 // max_deliver dead-lettered good incidents (now retried on the same delivery: bus/bus.ts);
 // and, the long tail, nats-server 2.9 places ordered consumers (every KV listing and watch) on the
 // dead peer about half the time for as long as it stays down: rebuilds took 22–81 s, restarted
-// agents could not start, periodic reads timed out (now created again after 2 s: bus/kv.ts).
+// agents could not start, periodic reads timed out (now created again after 1–4 s: bus/kv.ts).
 // At 5,000 guests nothing is sized for 1,000: the waits are 300 s for the fleet to run, 60 s for
 // leases and replays, 90 s past the last crash for the heals.
 import { spawn, type ChildProcess } from 'node:child_process';
