@@ -2,7 +2,7 @@
 // `below(level)` (the durable consumer's backpressure) resolves only once the backlog is that low.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decode, type Alert, type Bus } from '../bus/mod.ts';
-import { createLogger } from '../core/mod.ts';
+import { createLogger, Gate, sleep } from '../core/mod.ts';
 import { Outbox } from '../agents/analysis/outbox.ts';
 import type { Output } from '../agents/analysis/mod.ts';
 import { collect, testBus } from './helpers/bus.ts';
@@ -93,5 +93,32 @@ describe('analysis outbox', () => {
     for (const m of got) byKey.set(m.env.data.fingerprint, [...(byKey.get(m.env.data.fingerprint) ?? []), Number(m.env.data.summary)]);
     expect(byKey.size).toBe(keys);
     for (const order of byKey.values()) expect(order).toEqual(Array.from({ length: per }, (_, j) => j));
+  });
+
+  it('holds every write while its gate is closed (the replica\'s lease paused), sends them once it opens, drops them if abandoned', async () => {
+    const gate = new Gate();
+    gate.close();
+    const outbox = new Outbox(bus, createLogger('silent'), undefined, gate);
+    const got: string[] = [];
+    const sub = bus.nc.subscribe('fleet.alerts.HighCPU', { callback: (_e, m) => void got.push(m.json<{ data: Alert }>().data.fingerprint) });
+    await bus.nc.flush();
+    const sent = outbox.send([alert(1001), alert(1002)]);
+    await sleep(500);
+    expect(got).toEqual([]);
+    expect(outbox.pending).toBe(2);
+    gate.reopen();
+    await sent;
+    await bus.nc.flush();
+    expect(got.sort()).toEqual([`HighCPU:${tag}-1001`, `HighCPU:${tag}-1002`]);
+    // closed again, then the lease is lost: what waits is abandoned, never written
+    gate.close();
+    const held = outbox.send([alert(1003)]);
+    await sleep(200);
+    outbox.abandon();
+    await held;
+    expect(outbox.failed).toBe(1);
+    await sleep(200);
+    expect(got).toHaveLength(2);
+    sub.unsubscribe();
   });
 });

@@ -2,7 +2,7 @@
 // consumer), metric samples (core subscription) and desired-state changes (KV watch) go into the
 // Analyzer; alerts and incidents come out through one ordered outbox. After a restart its memory
 // is rebuilt from the fleet-state and incidents KV before the consumers resume.
-import { decode, DesiredState, HeartbeatRecord, kvList, patterns, type Action, type ActionPhase, type AgentEvent, type Alert, type ApiEvent, type Envelope, type GuestEvent, type MetricSample, type NodeEvent, type Stoppable } from '../../bus/mod.ts';
+import { decode, DesiredState, HeartbeatRecord, kvList, orderedConsumer, patterns, type Action, type ActionPhase, type AgentEvent, type Alert, type ApiEvent, type Envelope, type GuestEvent, type MetricSample, type NodeEvent, type Stoppable } from '../../bus/mod.ts';
 import { backoffMs, retry, sleep } from '../../core/mod.ts';
 import { agentHandle, every, type AgentHandle, type AgentModule } from '../runtime/agent.ts';
 import { Analyzer } from './analyzer.ts';
@@ -56,7 +56,7 @@ export const agent: AgentModule<AnalysisOptions> = {
     const stoppables: Stoppable[] = [];
     // nats.js ends a KV watch by itself when it cannot re-create its consumer (a long NATS outage):
     // watch again, with backoff; the periodic reconcile covers what changed in between
-    const watchDesired = () => bus.kv.fleetState.watch({ key: `${DESIRED_PREFIX}>`, include: 'updates' });
+    const watchDesired = () => orderedConsumer(() => bus.kv.fleetState.watch({ key: `${DESIRED_PREFIX}>`, include: 'updates' }), 'a watch of desired states');
     let watch = await watchDesired();
     const unwatched = new AbortController();
     const watching = (async () => {
