@@ -28,9 +28,14 @@ export async function publishEmissions(bus: Bus, em: Emissions): Promise<void> {
       if (m.kind === 'metric') sent.push(bus.publishCore(m.subject, 'MetricSample', m.data, { ts: em.ts }));
     }
     await Promise.all(sent);
-    await new Promise<void>((r) => setImmediate(r));
+    // paced: a round's samples (one per running guest) spread over ~50 pauses instead of
+    // landing on analysis (and the nats-server) at once, right behind the round's events
+    await new Promise<void>((r) => setTimeout(r, METRICS_PAUSE_MS));
   }
 }
+
+/** Pause between two chunks of samples: 5,000 samples go out over ~250 ms. */
+const METRICS_PAUSE_MS = 5;
 
 /** Metric samples published back to back before the event loop gets a turn. */
 const METRICS_CHUNK = 100;
