@@ -7,20 +7,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { kvKeys, kvPut, type Bus, type Envelope, type GuestEvent, type GuestRecord } from '../bus/mod.ts';
 import { Analyzer, tuningFor } from '../agents/analysis/mod.ts';
 import { readFleetState, rebuild } from '../agents/analysis/rebuild.ts';
-import { buildFleet, type Fleet } from '../fleet/manifest.ts';
-import { REFERENCE_MANIFEST } from '../fleet/reference-fleet.ts';
+import { isolatedFleet } from './helpers/fleet.ts';
 import { testBus } from './helpers/bus.ts';
 
 const OFF = 60_000 + (process.pid % 1000) * 10;
-function isolatedFleet(name: string): Fleet {
-  const m = structuredClone(REFERENCE_MANIFEST);
-  return buildFleet({
-    name,
-    nodes: m.nodes.map((n) => ({ ...n, name: `${name}-${n.name}` })),
-    guests: m.guests.map((g) => ({ ...g, vmid: g.vmid + OFF, name: `${name}-${g.name}`, node: `${name}-${g.node}`, dependsOn: g.dependsOn?.map((d) => d + OFF) })),
-    policies: { senseIntervalMs: 200 },
-  });
-}
 
 let bus: Bus;
 beforeAll(async () => {
@@ -30,7 +20,7 @@ afterAll(async () => bus.stop());
 
 describe('analysis warm start', () => {
   it('starts from a standby\'s copy of fleet-state, but judges what an open incident names on its fresh record', async () => {
-    const fleet = isolatedFleet(`aw${process.pid}`);
+    const fleet = isolatedFleet(`aw${process.pid}`, OFF);
     const leaf = fleet.guests.find((g) => !fleet.guests.some((o) => o.dependsOn?.includes(g.vmid)))!;
     const t0 = Date.now() - 60_000;
     const record = (g: (typeof fleet.guests)[number], state: 'running' | 'stopped', at: number): GuestRecord => ({
