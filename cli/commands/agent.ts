@@ -2,7 +2,7 @@
 import { hostname } from 'node:os';
 import { createLogger, Gate, HomeostatError, sleep, type AppLogger } from '../../core/mod.ts';
 import { AGENT_NAMES, createMetrics, loadConfig, type AgentName, type SensingAgentOptions } from '../../agents/mod.ts';
-import { acquireLease, Bus, readIdentity } from '../../bus/mod.ts';
+import { acquireLease, BUCKETS, Bus, openKvWithTimeout, readIdentity } from '../../bus/mod.ts';
 import { loadFleetFile } from '../../fleet/manifest.ts';
 import { referenceFleet } from '../../fleet/reference-fleet.ts';
 import { parseCommand, parseIntFlag } from '../args.ts';
@@ -115,10 +115,13 @@ async function runSingleton(o: { name: string; log: AppLogger; signalled: Promis
   void o.signalled.then(() => abort.abort());
   const ended = Promise.race([o.signalled.then(() => 'signal' as const), o.fatal]);
   const gated = GATED.has(name);
+  // requests that give up after 1 s (the shared handle waits 5 s): a paused holder must come round
+  // again quickly when the bucket has a leader again, or a standby gets the lease first
+  const kv = await openKvWithTimeout(o.leaseBus.nc, BUCKETS.fleetState, LEASE_KV_TIMEOUT_MS);
   for (;;) {
     // in fleet-state: the one bucket every singleton may write (bus/permissions.ts)
     o.standby?.start();
-    const lease = await acquireLease({ kv: o.leaseBus.kv.fleetState, name, holder: `${hostname()}:${process.pid}:${name}`, ttlMs: LEASE_TTL_MS, intervalMs: LEASE_RENEW_MS }, abort.signal);
+    const lease = await acquireLease({ kv, name, holder: `${hostname()}:${process.pid}:${name}`, ttlMs: LEASE_TTL_MS, intervalMs: LEASE_RENEW_MS }, abort.signal);
     o.standby?.stop();
     if (!lease) return 0;
     log.info({ agent: name }, 'lease acquired: this replica is active');
@@ -178,3 +181,4 @@ const GATED = new Set<string>(['analysis']);
  *  costs nothing but the held outputs' delay). */
 const LEASE_TTL_MS = 4000;
 const LEASE_RENEW_MS = 500;
+const LEASE_KV_TIMEOUT_MS = 1000;
