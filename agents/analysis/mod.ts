@@ -13,6 +13,8 @@ import { Outbox } from './outbox.ts';
 import { serveIncidentCommands } from './commands.ts';
 import { DESIRED_PREFIX, rebuild, reconcileWithKv, vmidOfDesiredKey } from './rebuild.ts';
 
+export { FleetStateWarmer, type FleetStateSnapshot } from './rebuild.ts';
+
 export { Analyzer, type Output } from './analyzer.ts';
 export { tuningFor, type AnalysisOptions, type Tuning } from './options.ts';
 
@@ -32,7 +34,7 @@ const APPLIED_MAX = 20_000;
 export const agent: AgentModule<AnalysisOptions> = {
   name: 'analysis',
   async start(ctx): Promise<AnalysisHandle> {
-    const { tuning, durablePrefix, hold } = analysisOptions(ctx);
+    const { tuning, durablePrefix, hold, warm } = analysisOptions(ctx);
     const log = ctx.log;
     const bus = ctx.bus;
     const analyzer = new Analyzer(ctx.fleet, tuning);
@@ -45,7 +47,7 @@ export const agent: AgentModule<AnalysisOptions> = {
       // nats-server leading fleet-state SIGKILLed: the reads of a replica taking over failed for
       // 45–60 s, and one started empty after 8 tries (~45 s) never opened the crashes' incidents;
       // 20 tries (~2 min) start it late instead (a crash then heals late, not never).
-      const r = await retry(() => rebuild(bus, analyzer), { attempts: 20, baseMs: 100, maxMs: 1000 });
+      const r = await retry(() => rebuild(bus, analyzer, warm), { attempts: 20, baseMs: 100, maxMs: 1000 });
       log.info(r, 'analysis memory rebuilt from KV');
     } catch (e) {
       log.warn({ err: (e as Error).message }, 'could not read KV; starting with empty memory');
@@ -174,6 +176,8 @@ export const agent: AgentModule<AnalysisOptions> = {
     stoppables.push(bus.onReconnect(() => {
       reconcile().catch((e: unknown) => log.warn({ err: (e as Error).message }, 'reconcile after reconnect failed; the periodic one follows'));
     }));
+    // started from a standby's copy of fleet-state: what changed since it was read, now
+    if (warm) reconcile().catch((e: unknown) => log.warn({ err: (e as Error).message }, 'reconcile after a warm start failed; the periodic one follows'));
     log.info({ durables, groupWindowMs: tuning.groupWindowMs, symptomGraceMs: tuning.symptomGraceMs }, 'analysis started');
 
     const h = agentHandle(async () => {

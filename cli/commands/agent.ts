@@ -75,10 +75,13 @@ export async function agentMain(argv: string[]): Promise<number> {
   if (replicated && SINGLETONS.has(name)) {
     const leaseBus = await Bus.connect({ servers: config.NATS_URL, source: `${name}-lease`, log, seed: standalone.identity?.seed, caFile: config.NATS_CA });
     printJson({ ready: true, agent: name, natsUrl: config.NATS_URL, role: 'standby', ...metricsAt });
+    // a standby analysis keeps a copy of fleet-state warm: taking over, it reads only the incidents
+    const warmer = name === 'analysis' ? new (await import('../../agents/analysis/mod.ts')).FleetStateWarmer(leaseBus, log) : undefined;
     const code = await runSingleton({
-      name, log, signalled, fatal: guard.fatal, leaseBus,
-      start: (hold) => startStack({ config, fleet, log, natsUrl: config.NATS_URL, agents: [name], options: { sensing, ...(hold ? { analysis: { hold } } : {}) }, metrics, standalone }),
+      name, log, signalled, fatal: guard.fatal, leaseBus, standby: warmer,
+      start: (hold) => startStack({ config, fleet, log, natsUrl: config.NATS_URL, agents: [name], options: { sensing, ...(hold ? { analysis: { hold, warm: warmer?.take() } } : {}) }, metrics, standalone }),
     });
+    warmer?.stop();
     await leaseBus.stop();
     await metricsServer?.close();
     guard.dispose();
@@ -106,7 +109,7 @@ type Stack = Awaited<ReturnType<typeof startStack>>;
  *  starts again. A lease another replica took is lost: the agent stops, and this replica waits
  *  as a standby again (same process: no restart, no new connection), re-syncing from KV when it
  *  next holds the lease. Ends (its exit code) on a signal, a fatal error or the agent's own end. */
-async function runSingleton(o: { name: string; log: AppLogger; signalled: Promise<unknown>; fatal: Promise<Error>; leaseBus: Bus; start: (hold?: Gate) => Promise<Stack> }): Promise<number> {
+async function runSingleton(o: { name: string; log: AppLogger; signalled: Promise<unknown>; fatal: Promise<Error>; leaseBus: Bus; start: (hold?: Gate) => Promise<Stack>; standby?: { start(): void; stop(): void } }): Promise<number> {
   const { name, log } = o;
   const abort = new AbortController();
   void o.signalled.then(() => abort.abort());
@@ -114,7 +117,9 @@ async function runSingleton(o: { name: string; log: AppLogger; signalled: Promis
   const gated = GATED.has(name);
   for (;;) {
     // in fleet-state: the one bucket every singleton may write (bus/permissions.ts)
+    o.standby?.start();
     const lease = await acquireLease({ kv: o.leaseBus.kv.fleetState, name, holder: `${hostname()}:${process.pid}:${name}`, ttlMs: LEASE_TTL_MS, intervalMs: LEASE_RENEW_MS }, abort.signal);
+    o.standby?.stop();
     if (!lease) return 0;
     log.info({ agent: name }, 'lease acquired: this replica is active');
     const hold = gated ? new Gate() : undefined;
