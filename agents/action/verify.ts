@@ -34,7 +34,7 @@ const POLL_MAX_MS = 750;
 /** Per-guest probes (health URLs, sensing's records) in flight at once, over every verifying action. */
 const PROBES_AT_ONCE = 64;
 /** Gap between the starts of two shared rounds of looks on the simulator. */
-const ROUND_GAP_MS = 200;
+const ROUND_GAP_MS = 100;
 /** Vmids per `GET /sim/health?vmids=…` (the simulator takes up to 500). */
 const BATCH_MAX = 400;
 
