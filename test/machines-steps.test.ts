@@ -2,7 +2,7 @@
 // in line, first come first served, and a step's timeout starts when it leaves the line.
 import { describe, expect, it } from 'vitest';
 import { createActor, fromPromise, SimulatedClock } from 'xstate';
-import { GracefulShutdownMachine, LayeredBootMachine, StepQueue, stepsDriver, type BootSummary, type ShutdownGuestActorInput, type ShutdownSummary, type StartGuestInput, type StopOutput, type WaitHealthyInput, type WaitHealthyOutput } from '../state-machines/mod.ts';
+import { givePlace, GracefulShutdownMachine, LayeredBootMachine, StepQueue, stepsDriver, type BootSummary, type ShutdownGuestActorInput, type ShutdownSummary, type StartGuestInput, type StopOutput, type WaitHealthyInput, type WaitHealthyOutput } from '../state-machines/mod.ts';
 import { flush, runUntil } from './helpers/machines.ts';
 
 describe('bounded steps', () => {
@@ -133,5 +133,35 @@ describe('bounded steps', () => {
     expect(order.sort()).toEqual([1, 2, 3, 4, 5]);
     expect((actor.getSnapshot().output as BootSummary).healthy).toEqual([1, 2, 3, 4, 5]);
     expect(queue.inFlight).toBe(0);
+  });
+
+  it('a running step that gives its place back lets the next one run, and still reports its end (once)', async () => {
+    const clock = new SimulatedClock();
+    const queue = new StepQueue(1);
+    const order: number[] = [];
+    const release = new Map<number, () => void>();
+    const machine = LayeredBootMachine.provide({
+      actors: {
+        guestSteps: stepsDriver({ queue, unbounded: ['waitHealthy'] }),
+        startGuest: fromPromise<unknown, StartGuestInput>(({ input }) => {
+          order.push(input.vmid);
+          givePlace(input); // e.g. approved: from now on it only waits
+          givePlace(input); // twice is once
+          return new Promise<void>((r) => release.set(input.vmid, r));
+        }),
+        waitHealthy: fromPromise<WaitHealthyOutput, WaitHealthyInput>(async () => ({ at: clock.now() })),
+      },
+    });
+    const guests = [1, 2, 3].map((vmid) => ({ vmid, node: 'a', layer: 1, dependsOn: [], bootTimeoutMs: 600_000, expectedBootMs: 1000 }));
+    const actor = createActor(machine, { clock, input: { workflowId: 'w', guests, perNodeConcurrency: 10, retries: 0, startedAt: 0 } }).start();
+    await runUntil(actor, clock, () => order.length === 3, 10_000, 10);
+    expect(order).toEqual([1, 2, 3]); // all three running with one place
+    expect(queue.inFlight).toBe(0);
+    expect(queue.peak).toBe(1);
+    for (const r of release.values()) r();
+    await runUntil(actor, clock);
+    expect((actor.getSnapshot().output as BootSummary).healthy).toEqual([1, 2, 3]);
+    expect(queue.inFlight).toBe(0); // nobody left the line twice
+    expect(queue.queued).toBe(0);
   });
 });
