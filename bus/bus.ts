@@ -8,7 +8,7 @@ import { connectNats } from './connection.ts';
 import { AckedPublisher } from './publisher.ts';
 import type { KV } from '@nats-io/kv';
 import { backoffMs, HomeostatError, retry, silentLogger, sleep, type Logger } from '../core/mod.ts';
-import { deadLetterId, ensureConsumer, PULL_EXPIRES_MS, terminate, watchMaxDeliveries } from './consumers.ts';
+import { deadLetterId, ensureConsumer, isNatsUnavailable, PULL_EXPIRES_MS, terminate, TRANSIENT_RETRY_MS, watchMaxDeliveries } from './consumers.ts';
 import { deadLetterKind, familyOf } from './families.ts';
 import { AUDIT_STREAM, ensureJetStream, FLEET_STREAM, type FleetKv } from './jetstream.ts';
 import { CommandReply, type Envelope } from './schemas.ts';
@@ -316,19 +316,27 @@ export class Bus {
       acks.push(m);
       acking ??= setImmediate(flushAcks);
     };
+    let closed = false;
     const handle = async (m: JsMsg, env: Envelope<T>) => {
-      try {
-        await opts.handler(env, m);
-        ack(m);
-        this.noteAck(opts.durable);
-      } catch (e) {
-        const attempt = m.info.deliveryCount;
-        if (attempt >= maxDeliver) {
-          await this.deadLetter(m.subject, m.data, `handler failed ${attempt} times: ${(e as Error).message}`, { id: deadLetterId(opts.durable, m.seq) });
-          terminate(m);
-        } else {
-          this.log.warn({ subject: m.subject, attempt, err: (e as Error).message }, 'handler failed, will retry');
-          m.nak(backoffMs(attempt, { baseMs: 400, maxMs: 10_000 }));
+      // A handler that failed because NATS itself could not answer (a cluster electing a leader:
+      // "JetStream system temporarily unavailable", timeouts, no responders) is retried here, on
+      // the same delivery, for up to TRANSIENT_RETRY_MS: naked, it burnt its max_deliver tries in
+      // ~6 s and a 20 s election dead-lettered good incidents (bench/scale, fleet-state's leader
+      // killed: those crashes never healed). The message is kept ours meanwhile (`working`).
+      for (let tries = 1, since = Date.now(); ; tries++) {
+        try {
+          await opts.handler(env, m);
+          ack(m);
+          this.noteAck(opts.durable);
+          return;
+        } catch (e) {
+          if (closed || this.stopping || !isNatsUnavailable(e) || Date.now() - since >= TRANSIENT_RETRY_MS) {
+            await this.handlerFailed(opts.durable, m, maxDeliver, e);
+            return;
+          }
+          if (tries === 1) this.log.warn({ subject: m.subject, err: (e as Error).message }, 'handler failed while NATS is unavailable; retrying it on this delivery');
+          m.working();
+          await sleep(backoffMs(tries, { baseMs: 250, maxMs: 3000 }));
         }
       }
     };
@@ -357,6 +365,7 @@ export class Bus {
     })();
     return this.track({
       stop: async () => {
+        closed = true;
         await advisory.stop();
         await messages.close().catch(() => undefined);
         await done.catch(() => undefined);
@@ -364,6 +373,19 @@ export class Bus {
         flushAcks();
       },
     });
+  }
+
+  /** A handler failed for good on this delivery: nak with backoff, or after max_deliver
+   *  deliveries one dead letter and a terminate. */
+  private async handlerFailed(durable: string, m: JsMsg, maxDeliver: number, e: unknown): Promise<void> {
+    const attempt = m.info.deliveryCount;
+    if (attempt >= maxDeliver) {
+      await this.deadLetter(m.subject, m.data, `handler failed ${attempt} times: ${(e as Error).message}`, { id: deadLetterId(durable, m.seq) });
+      terminate(m);
+    } else {
+      this.log.warn({ subject: m.subject, attempt, err: (e as Error).message }, 'handler failed, will retry');
+      m.nak(backoffMs(attempt, { baseMs: 400, maxMs: 10_000 }));
+    }
   }
 
   /** Request/reply over fleet.cmd.* and fleet.chat. Throws HomeostatError on timeout, no responders, or an error reply. */

@@ -16,6 +16,24 @@ import { type Logger } from '../core/mod.ts';
  *  an idle durable costs a pull every 3 s and a heartbeat every 1.5 s. */
 export const PULL_EXPIRES_MS = 3000;
 
+/** How long a handler that fails because NATS cannot answer is retried on the same delivery
+ *  (a leader election of a 3-server cluster under load took up to ~30 s in bench/scale). */
+export const TRANSIENT_RETRY_MS = 120_000;
+
+const UNAVAILABLE_NAMES = new Set(['TimeoutError', 'NoRespondersError', 'ConnectionError', 'ClosedConnectionError', 'RequestError']);
+const UNAVAILABLE_CODES = new Set(['HOMEOSTAT_ERR_NATS_UNAVAILABLE', 'TIMEOUT', '503', 'ECONNRESET', 'ECONNREFUSED']);
+const UNAVAILABLE_TEXT = /temporarily unavailable|no responders|jetstream is not enabled|jetstream not (enabled|available)|\btimeout\b|timed out/i;
+
+/** The error says NATS (or JetStream) could not answer, not that the work itself is wrong:
+ *  worth retrying once the cluster has a leader again. Looks through `cause` too. */
+export function isNatsUnavailable(e: unknown): boolean {
+  for (let x = e, depth = 0; x instanceof Error && depth < 5; x = (x as { cause?: unknown }).cause, depth++) {
+    const code = (x as { code?: unknown }).code;
+    if (UNAVAILABLE_NAMES.has(x.name) || (code !== undefined && UNAVAILABLE_CODES.has(String(code))) || UNAVAILABLE_TEXT.test(x.message)) return true;
+  }
+  return false;
+}
+
 /** Fields a running durable may change (deliver policy and filter are fixed at creation). */
 const UPDATABLE = ['ack_wait', 'max_deliver', 'max_ack_pending', 'backoff', 'description'] as const;
 

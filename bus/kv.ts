@@ -35,6 +35,41 @@ export async function kvCas<T>(kv: KV, key: string, value: T, revision: number):
   }
 }
 
+/** How long the creation of a listing's or watch's ordered consumer may take before it is tried
+ *  again (1 s, half a second more each time, at most 4 s: a loaded host's creations can take
+ *  longer than the first), and how often. nats-server 2.9 (Debian's) places an R1 ephemeral consumer on any peer
+ *  of the stream, including one that is down: with one server of three SIGKILLed, about half of
+ *  the creations then time out (5 s, the client's API timeout) for as long as it stays down
+ *  (measured: every round of six listings over 3 minutes had 1–4 fail). A retry is placed again. */
+export const CONSUMER_CREATE_MS = 1000;
+const createMs = (attempt: number) => Math.min(CONSUMER_CREATE_MS + 500 * attempt, 4000);
+const CONSUMER_CREATE_TRIES = 12;
+
+/** `make()` (a KV watch or key listing: an ordered consumer) tried again when it does not answer
+ *  in time (createMs); one that answers late is stopped at once. */
+export async function orderedConsumer<T extends { stop(): void }>(make: () => Promise<T>, what: string): Promise<T> {
+  let last: unknown;
+  for (let i = 0; i < CONSUMER_CREATE_TRIES; i++) {
+    const p = make();
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<undefined>((r) => (timer = setTimeout(() => r(undefined), createMs(i))));
+    try {
+      const got = await Promise.race([p, late]);
+      if (got !== undefined) return got;
+      void p.then((x) => x.stop(), () => undefined);
+      last = new Error(`creating ${what} did not complete within ${createMs(i)} ms`);
+    } catch (e) {
+      last = e;
+      if (!isTimeout(e)) throw e;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+  throw last instanceof Error ? last : new Error(String(last));
+}
+
+const isTimeout = (e: unknown) => e instanceof Error && (e.name === 'TimeoutError' || /timeout|timed out/i.test(e.message));
+
 /** All current values under a key prefix (`guest.`), validated; invalid ones skipped. One ordered
  *  consumer delivers every key's last value (a watch of the prefix, ended at the last of them):
  *  a get per key, as before, cost a 5,000-guest fleet 5,000 request/replies per read (analysis
@@ -46,9 +81,9 @@ export async function kvList<T>(kv: KV, prefix: string, schema: z.ZodType<T>, ti
   // being written the watch may say "nothing pending" without one key's value having come by
   // (seen in test/bus-publisher: 99 of 100): those few are read one by one at the end.
   const missing = new Set<string>();
-  for await (const k of await kv.keys(key)) missing.add(k);
+  for await (const k of await orderedConsumer(() => kv.keys(key), `a key listing of ${key}`)) missing.add(k);
   if (!missing.size) return out;
-  const w = await kv.watch({ key });
+  const w = await orderedConsumer(() => kv.watch({ key }), `a watch of ${key}`);
   const timer = setTimeout(() => w.stop(), timeoutMs);
   let done = false;
   let n = 0;

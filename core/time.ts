@@ -72,3 +72,44 @@ export function parseDurationMs(text: string): number | undefined {
   const m = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)$/.exec(text.trim());
   return m ? Math.round(Number(m[1]) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[m[2] as 'ms']) : undefined;
 }
+
+/** Open or closed; `wait()` resolves while open, or once it opens again (a singleton whose lease
+ *  is paused closes its gate: its outputs wait instead of going out). Rejects on `signal`. */
+export class Gate {
+  private waiters: { resolve: () => void; reject: (e: unknown) => void; signal?: AbortSignal; onAbort?: () => void }[] = [];
+  private isOpen = true;
+
+  get open(): boolean {
+    return this.isOpen;
+  }
+
+  close(): void {
+    this.isOpen = false;
+  }
+
+  reopen(): void {
+    this.isOpen = true;
+    const w = this.waiters;
+    this.waiters = [];
+    for (const x of w) {
+      if (x.onAbort) x.signal?.removeEventListener('abort', x.onAbort);
+      x.resolve();
+    }
+  }
+
+  wait(signal?: AbortSignal): Promise<void> {
+    if (signal?.aborted) return Promise.reject(signal.reason as Error);
+    if (this.isOpen) return Promise.resolve();
+    return new Promise<void>((resolve, reject) => {
+      const x: (typeof this.waiters)[number] = { resolve, reject, signal };
+      if (signal) {
+        x.onAbort = () => {
+          this.waiters = this.waiters.filter((y) => y !== x);
+          reject(signal.reason as Error);
+        };
+        signal.addEventListener('abort', x.onAbort, { once: true });
+      }
+      this.waiters.push(x);
+    });
+  }
+}

@@ -5,19 +5,8 @@ import { Bus, kvGet, kvKeys, kvPut, IncidentRecord, subjects, type Alert, type D
 import { createLogger } from '../core/mod.ts';
 import { loadConfig } from '../agents/mod.ts';
 import { agent as analysis, type AnalysisHandle } from '../agents/analysis/mod.ts';
-import { buildFleet, type Fleet } from '../fleet/manifest.ts';
-import { REFERENCE_MANIFEST } from '../fleet/reference-fleet.ts';
+import { isolatedFleet } from './helpers/fleet.ts';
 
-/** The reference fleet under other vmids and node names, so no other test file's events reach it. */
-function isolatedFleet(name: string, offset: number): Fleet {
-  const m = structuredClone(REFERENCE_MANIFEST);
-  return buildFleet({
-    name,
-    nodes: m.nodes.map((n) => ({ ...n, name: `${name}-${n.name}` })),
-    guests: m.guests.map((g) => ({ ...g, vmid: g.vmid + offset, name: `${name}-${g.name}`, node: `${name}-${g.node}`, dependsOn: g.dependsOn?.map((d) => d + offset) })),
-    policies: { senseIntervalMs: 200 },
-  });
-}
 
 const OFF = 40_000 + (process.pid % 1000) * 10;
 const fleet = isolatedFleet(`ab${process.pid}`, OFF);

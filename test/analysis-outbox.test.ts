@@ -2,7 +2,7 @@
 // `below(level)` (the durable consumer's backpressure) resolves only once the backlog is that low.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decode, type Alert, type Bus } from '../bus/mod.ts';
-import { createLogger } from '../core/mod.ts';
+import { createLogger, Gate, sleep } from '../core/mod.ts';
 import { Outbox } from '../agents/analysis/outbox.ts';
 import type { Output } from '../agents/analysis/mod.ts';
 import { collect, testBus } from './helpers/bus.ts';
@@ -46,5 +46,79 @@ describe('analysis outbox', () => {
       expect(r.ok).toBe(true);
       expect(m.env.causationId).toMatch(/^cause-\d+$/);
     }
+  });
+  it('holds a 5,000-guest burst (15,000 messages) without making producers wait, and writes all of it', async () => {
+    const outbox = new Outbox(bus, createLogger('silent'));
+    const n = 15_000;
+    const mark = `${tag}-burst`;
+    const seen = collect<Alert>(bus, 'fleet.alerts.HighCPU', n, 60_000);
+    await new Promise((r) => setTimeout(r, 50));
+    const burst = (i: number): Output => {
+      const o = alert(i);
+      if (o.kind === 'alert') o.alert.labels = { fleet: mark };
+      return o;
+    };
+    // awaited one by one, as the analysis agent's producers do: only microtasks run in between,
+    // so no ack can have come back unless an offer waited for its writes (above 2,000 it did)
+    for (let i = 0; i < n; i++) await outbox.offer([burst(i)]);
+    expect(outbox.sent).toBe(0);
+    expect(outbox.full).toBe(false);
+    await outbox.idle();
+    expect(outbox.sent).toBe(n);
+    expect(outbox.pendingBytes).toBe(0);
+    expect((await seen).filter((m) => m.env.data.labels?.fleet === mark)).toHaveLength(n);
+  });
+
+  it('writes the messages of one key in the order they were sent, keys interleaved', async () => {
+    const outbox = new Outbox(bus, createLogger('silent'));
+    const mark = `${tag}-order`;
+    const keys = 40;
+    const per = 25;
+    const seen = collect<Alert>(bus, 'fleet.alerts.HighCPU', keys * per, 20_000);
+    await new Promise((r) => setTimeout(r, 50));
+    for (let j = 0; j < per; j++) {
+      for (let k = 0; k < keys; k++) {
+        const o = alert(k);
+        if (o.kind === 'alert') {
+          o.alert.summary = String(j);
+          o.alert.labels = { fleet: mark };
+        }
+        void outbox.send([o]);
+      }
+    }
+    await outbox.idle();
+    const got = (await seen).filter((m) => m.env.data.labels?.fleet === mark);
+    expect(got).toHaveLength(keys * per);
+    const byKey = new Map<string, number[]>();
+    for (const m of got) byKey.set(m.env.data.fingerprint, [...(byKey.get(m.env.data.fingerprint) ?? []), Number(m.env.data.summary)]);
+    expect(byKey.size).toBe(keys);
+    for (const order of byKey.values()) expect(order).toEqual(Array.from({ length: per }, (_, j) => j));
+  });
+
+  it('holds every write while its gate is closed (the replica\'s lease paused), sends them once it opens, drops them if abandoned', async () => {
+    const gate = new Gate();
+    gate.close();
+    const outbox = new Outbox(bus, createLogger('silent'), undefined, gate);
+    const got: string[] = [];
+    const sub = bus.nc.subscribe('fleet.alerts.HighCPU', { callback: (_e, m) => void got.push(m.json<{ data: Alert }>().data.fingerprint) });
+    await bus.nc.flush();
+    const sent = outbox.send([alert(1001), alert(1002)]);
+    await sleep(500);
+    expect(got).toEqual([]);
+    expect(outbox.pending).toBe(2);
+    gate.reopen();
+    await sent;
+    await bus.nc.flush();
+    expect(got.sort()).toEqual([`HighCPU:${tag}-1001`, `HighCPU:${tag}-1002`]);
+    // closed again, then the lease is lost: what waits is abandoned, never written
+    gate.close();
+    const held = outbox.send([alert(1003)]);
+    await sleep(200);
+    outbox.abandon();
+    await held;
+    expect(outbox.failed).toBe(1);
+    await sleep(200);
+    expect(got).toHaveLength(2);
+    sub.unsubscribe();
   });
 });

@@ -103,6 +103,29 @@ describe('analysis rules', () => {
     expect(t.a.book.open.size).toBe(0);
   });
 
+  it('an incident message is a snapshot: later steps change the book, not what was handed out', () => {
+    const t = setup();
+    t.allHealthy();
+    const [opened] = incidents(t.guest(101, { state: 'stopped', health: 'unknown' }), 'opened');
+    const sent = JSON.stringify(opened);
+    t.advance(100);
+    const updated = incidents(t.guest(159, { state: 'running', health: 'unhealthy' }, 'GuestProbe'), 'updated');
+    expect(updated).toHaveLength(1);
+    t.a.acknowledge(opened.id, 'alice', 'on it');
+    const live = t.a.book.open.get(opened.id)!;
+    expect(live.symptoms.map((s) => s.vmid)).toEqual([159]);
+    expect(live.acknowledged?.by).toBe('alice');
+    expect(JSON.stringify(opened)).toBe(sent);
+    expect(updated[0].symptoms.map((s) => s.vmid)).toEqual([159]);
+    expect(updated[0].acknowledged).toBeUndefined();
+    live.symptoms[0].reason = 'changed in place';
+    live.rootCause.reason = 'changed in place';
+    live.timeline[0].what = 'changed in place';
+    expect(updated[0].symptoms[0].reason).not.toBe('changed in place');
+    expect(updated[0].rootCause.reason).not.toBe('changed in place');
+    expect(updated[0].timeline[0].what).not.toBe('changed in place');
+  });
+
   it('a symptom noticed first is folded into the root cause incident within the window', () => {
     const t = setup();
     t.allHealthy();

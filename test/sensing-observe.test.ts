@@ -4,7 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { HomeostatError, sleep } from '../core/mod.ts';
 import { PveObserver } from '../agents/sensing/observe.ts';
 import { FleetTracker, type Emission } from '../agents/sensing/tracker.ts';
-import { referenceFleet } from '../fleet/reference-fleet.ts';
+import { generateFleet, referenceFleet } from '../fleet/reference-fleet.ts';
 import type { PveApi, PveGuest, PveNode } from '../fleet/pve-types.ts';
 
 function fakePve(fleet = referenceFleet()) {
@@ -134,5 +134,29 @@ describe('sensing: polling and change detection', () => {
     const o3 = await obs.observe();
     expect(o3.nodes.get('node-a')!.stale).toBe(false);
     expect(o3.guests.get(243)).toMatchObject({ state: 'running', reachable: true });
+  });
+  it('rewrites unchanged records once per refresh period each, spread over the rounds, not all in one round', async () => {
+    const f = fakePve(generateFleet({ guests: 1000, layers: 4, nodes: 3 }));
+    const obs = new PveObserver(f.pve, f.fleet, 1000);
+    const tr = new FleetTracker(f.fleet, 2, 10_000);
+    const observed = await obs.observe();
+    const keys = (em: { kv: Emission[] }) => em.kv.flatMap((e) => (e.kind === 'kv' && e.key.startsWith('guest.') ? [e.key] : []));
+    expect(keys(tr.apply(observed, new Map(), 0))).toHaveLength(1000);
+    const writes = new Map<string, number[]>();
+    let most = 0;
+    for (let t = 1000; t <= 30_000; t += 1000) {
+      const round = keys(tr.apply(observed, new Map(), t));
+      most = Math.max(most, round.length);
+      for (const k of round) writes.set(k, [...(writes.get(k) ?? []), t]);
+    }
+    // every record refreshed, about a tenth of them a round (all 1,000 in one round before)
+    expect(writes.size).toBe(1000);
+    expect(most).toBeLessThan(250);
+    for (const ts of writes.values()) {
+      // never sooner than half a period after the last write, never later than a period and a half
+      for (const [i, t] of ts.entries()) expect(t - (i ? ts[i - 1] : 0)).toBeGreaterThanOrEqual(5000);
+      expect(ts[0]).toBeLessThanOrEqual(15_000);
+      expect(30_000 - ts.at(-1)!).toBeLessThan(15_000);
+    }
   });
 });

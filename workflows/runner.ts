@@ -3,7 +3,7 @@
 // progress on `fleet.workflows.<kind>.<id>.<EVENT>`, and records the end (done / failed / aborted
 // with the output). A record still `running` when the agent starts is restored and sent RESUME.
 import { createActor, type AnyActorRef, type AnyStateMachine } from 'xstate';
-import { kvGet, kvKeys, kvPut, subjects, WorkflowEvent, WorkflowRecord, type Bus } from '../bus/mod.ts';
+import { kvGet, kvKeys, kvPut, orderedConsumer, subjects, WorkflowEvent, WorkflowRecord, type Bus } from '../bus/mod.ts';
 import { errorText, type Progress } from '../state-machines/mod.ts';
 import { type AppLogger, sleep } from '../core/mod.ts';
 import { WORKFLOW_KINDS, type RunContext, type WorkflowKind } from './deps.ts';
@@ -82,7 +82,7 @@ export class WorkflowRunner {
   async resumeAll(): Promise<string[]> {
     const kv = this.o.bus.kv.workflows;
     const keys: string[] = [];
-    for await (const k of await kv.keys()) if (!k.startsWith('fx.')) keys.push(k);
+    for await (const k of await orderedConsumer(() => kv.keys(), 'a key listing of workflows')) if (!k.startsWith('fx.')) keys.push(k);
     const out: string[] = [];
     for (const key of keys) {
       const rec = (await kvGet(kv, key, WorkflowRecord))?.value;
@@ -109,7 +109,7 @@ export class WorkflowRunner {
   async prune(maxAgeMs: number): Promise<number> {
     const kv = this.o.bus.kv.workflows;
     const keys: string[] = [];
-    for await (const k of await kv.keys()) if (!k.startsWith('fx.')) keys.push(k);
+    for await (const k of await orderedConsumer(() => kv.keys(), 'a key listing of workflows')) if (!k.startsWith('fx.')) keys.push(k);
     let n = 0;
     for (const key of keys) {
       const rec = (await kvGet(kv, key, WorkflowRecord))?.value;

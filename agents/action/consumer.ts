@@ -2,8 +2,8 @@
 // hold up the rest), keeps each in progress with `working()` heartbeats, and on stop hands the
 // unfinished ones back at once (nak) so a restarted agent resumes them without waiting ack_wait.
 import { AckPolicy, DeliverPolicy, type JsMsg } from '@nats-io/jetstream';
-import { type Logger } from '../../core/mod.ts';
-import { AUDIT_STREAM, decode, PULL_EXPIRES_MS, type Bus, type Envelope, type Stoppable } from '../../bus/mod.ts';
+import { backoffMs, sleep, type Logger } from '../../core/mod.ts';
+import { AUDIT_STREAM, decode, isNatsUnavailable, PULL_EXPIRES_MS, TRANSIENT_RETRY_MS, type Bus, type Envelope, type Stoppable } from '../../bus/mod.ts';
 
 export interface ConcurrentConsumerOptions<T> {
   durable: string;
@@ -63,7 +63,18 @@ export async function consumeConcurrently<T>(bus: Bus, o: ConcurrentConsumerOpti
     try {
       await before;
       if (stopping.signal.aborted) return m.nak();
-      const r = await o.handler(env, stopping.signal, givePlace);
+      // failing because NATS cannot answer (a leader election): tried again on this delivery, the
+      // heartbeat keeping it ours, rather than naked until max_deliver gives up on it (bus/bus.ts)
+      let r: Awaited<ReturnType<typeof o.handler>> | undefined;
+      for (let tries = 1, since = Date.now(); r === undefined; tries++) {
+        try {
+          r = await o.handler(env, stopping.signal, givePlace);
+        } catch (e) {
+          if (stopping.signal.aborted || !isNatsUnavailable(e) || Date.now() - since >= TRANSIENT_RETRY_MS) throw e;
+          if (tries === 1) o.log.warn({ subject: m.subject, err: (e as Error).message }, 'action handler failed while NATS is unavailable; retrying it on this delivery');
+          await sleep(backoffMs(tries, { baseMs: 250, maxMs: 3000 }), stopping.signal);
+        }
+      }
       if (r === 'ack') {
         m.ack();
         bus.noteAck(o.durable);

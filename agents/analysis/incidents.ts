@@ -124,12 +124,12 @@ export class IncidentBook {
       if (!inc) continue;
       if (touch === 'opened+resolved') {
         // opened and resolved within one step (e.g. folded at once): announce both
-        const { resolvedAt: _r, ...opened } = structuredClone(inc);
+        const { resolvedAt: _r, ...opened } = snapshot(inc);
         void _r;
         out.push({ kind: 'incident', phase: 'opened', incident: { ...opened, status: 'open' } });
-        out.push({ kind: 'incident', phase: 'resolved', incident: structuredClone(inc) });
+        out.push({ kind: 'incident', phase: 'resolved', incident: snapshot(inc) });
       } else {
-        out.push({ kind: 'incident', phase: touch, incident: structuredClone(inc) });
+        out.push({ kind: 'incident', phase: touch, incident: snapshot(inc) });
       }
     }
     this.touched = new Map();
@@ -161,4 +161,19 @@ export class IncidentBook {
     const ref = inc.timeline[0]?.ref;
     return ref?.startsWith('alert:') ? ref.slice(6) : undefined;
   }
+}
+
+/** A deep copy of an incident as it is now (the book goes on changing its own): the schema's
+ *  shape copied by hand, several times faster than structuredClone, which was the busiest
+ *  analysis function in a 5,000-guest burst (~8 µs an incident). */
+export function snapshot(inc: Incident): Incident {
+  const out: Incident = {
+    ...inc,
+    rootCause: { ...inc.rootCause },
+    symptoms: inc.symptoms.map((s) => ({ ...s })),
+    suppressed: inc.suppressed.map((s) => ({ ...s })),
+    timeline: inc.timeline.map((t) => ({ ...t })),
+  };
+  if (inc.acknowledged) out.acknowledged = { ...inc.acknowledged };
+  return out;
 }

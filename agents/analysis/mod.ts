@@ -2,16 +2,18 @@
 // consumer), metric samples (core subscription) and desired-state changes (KV watch) go into the
 // Analyzer; alerts and incidents come out through one ordered outbox. After a restart its memory
 // is rebuilt from the fleet-state and incidents KV before the consumers resume.
-import { decode, DesiredState, HeartbeatRecord, kvList, patterns, type Action, type ActionPhase, type AgentEvent, type Alert, type ApiEvent, type Envelope, type GuestEvent, type MetricSample, type NodeEvent, type Stoppable } from '../../bus/mod.ts';
+import { decode, DesiredState, HeartbeatRecord, kvList, orderedConsumer, patterns, type Action, type ActionPhase, type AgentEvent, type Alert, type ApiEvent, type Envelope, type GuestEvent, type MetricSample, type NodeEvent, type Stoppable } from '../../bus/mod.ts';
 import { backoffMs, retry, sleep } from '../../core/mod.ts';
 import { agentHandle, every, type AgentHandle, type AgentModule } from '../runtime/agent.ts';
 import { Analyzer } from './analyzer.ts';
 import { analysisOptions, type AnalysisOptions } from './options.ts';
 import { LatencyLog } from './latency.ts';
 import { IncidentMetrics } from './metrics.ts';
-import { Outbox, OUTBOX_HIGH_WATER } from './outbox.ts';
+import { Outbox } from './outbox.ts';
 import { serveIncidentCommands } from './commands.ts';
 import { DESIRED_PREFIX, rebuild, reconcileWithKv, vmidOfDesiredKey } from './rebuild.ts';
+
+export { FleetStateWarmer, type FleetStateSnapshot } from './rebuild.ts';
 
 export { Analyzer, type Output } from './analyzer.ts';
 export { tuningFor, type AnalysisOptions, type Tuning } from './options.ts';
@@ -32,12 +34,12 @@ const APPLIED_MAX = 20_000;
 export const agent: AgentModule<AnalysisOptions> = {
   name: 'analysis',
   async start(ctx): Promise<AnalysisHandle> {
-    const { tuning, durablePrefix } = analysisOptions(ctx);
+    const { tuning, durablePrefix, hold, warm } = analysisOptions(ctx);
     const log = ctx.log;
     const bus = ctx.bus;
     const analyzer = new Analyzer(ctx.fleet, tuning);
     const metrics = new IncidentMetrics(ctx.metrics, () => analyzer.book.open.values());
-    const outbox = new Outbox(bus, log, (out, seenAt) => metrics.record(out, seenAt));
+    const outbox = new Outbox(bus, log, (out, seenAt) => metrics.record(out, seenAt), hold);
     const latency = new LatencyLog();
     try {
       // a cluster electing a new leader answers again within seconds: a model built from an
@@ -45,7 +47,7 @@ export const agent: AgentModule<AnalysisOptions> = {
       // nats-server leading fleet-state SIGKILLed: the reads of a replica taking over failed for
       // 45–60 s, and one started empty after 8 tries (~45 s) never opened the crashes' incidents;
       // 20 tries (~2 min) start it late instead (a crash then heals late, not never).
-      const r = await retry(() => rebuild(bus, analyzer), { attempts: 20, baseMs: 100, maxMs: 1000 });
+      const r = await retry(() => rebuild(bus, analyzer, warm), { attempts: 20, baseMs: 100, maxMs: 1000 });
       log.info(r, 'analysis memory rebuilt from KV');
     } catch (e) {
       log.warn({ err: (e as Error).message }, 'could not read KV; starting with empty memory');
@@ -56,7 +58,7 @@ export const agent: AgentModule<AnalysisOptions> = {
     const stoppables: Stoppable[] = [];
     // nats.js ends a KV watch by itself when it cannot re-create its consumer (a long NATS outage):
     // watch again, with backoff; the periodic reconcile covers what changed in between
-    const watchDesired = () => bus.kv.fleetState.watch({ key: `${DESIRED_PREFIX}>`, include: 'updates' });
+    const watchDesired = () => orderedConsumer(() => bus.kv.fleetState.watch({ key: `${DESIRED_PREFIX}>`, include: 'updates' }), 'a watch of desired states');
     let watch = await watchDesired();
     const unwatched = new AbortController();
     const watching = (async () => {
@@ -107,7 +109,7 @@ export const agent: AgentModule<AnalysisOptions> = {
       const written = outbox.send(out, Date.parse(env.ts));
       if (out.some((o) => o.kind === 'incident')) void written.then(() => latency.record(performance.now() - t0));
       // above the high-water mark the durable consumer waits until half of it is written
-      return outbox.pending > OUTBOX_HIGH_WATER ? outbox.below(OUTBOX_HIGH_WATER / 2) : undefined;
+      return outbox.full ? outbox.drained() : undefined;
     };
     // Two ways in for the same events: core NATS is the fast path (no wait for the stream), the
     // durable consumer the sure one (restarts, gaps). The analyzer is idempotent on a report it
@@ -121,7 +123,7 @@ export const agent: AgentModule<AnalysisOptions> = {
     const applied = new Set<string>();
     const fast = bus.nc.subscribe(patterns.events, {
       callback: (_e, m) => {
-        if (outbox.pending > OUTBOX_HIGH_WATER) return;
+        if (outbox.full) return;
         const r = decode<AnyEvent>(m.subject, m.data);
         if (!r.ok) return;
         void onEvent(r.env, m.subject);
@@ -174,6 +176,8 @@ export const agent: AgentModule<AnalysisOptions> = {
     stoppables.push(bus.onReconnect(() => {
       reconcile().catch((e: unknown) => log.warn({ err: (e as Error).message }, 'reconcile after reconnect failed; the periodic one follows'));
     }));
+    // started from a standby's copy of fleet-state: what changed since it was read, now
+    if (warm) reconcile().catch((e: unknown) => log.warn({ err: (e as Error).message }, 'reconcile after a warm start failed; the periodic one follows'));
     log.info({ durables, groupWindowMs: tuning.groupWindowMs, symptomGraceMs: tuning.symptomGraceMs }, 'analysis started');
 
     const h = agentHandle(async () => {

@@ -1,10 +1,20 @@
 // What analysis believes about the fleet: the last reported state of each guest and node, the
 // desired state, and the dependency graph (transitive). `failureOf` is the one rule of what counts
 // as a failure: a divergence from the desired state that we can actually see.
-import type { DesiredState, GuestState, Health, NodeStatus } from '../../bus/mod.ts';
+import type { ApiRecord, DesiredState, GuestRecord, GuestState, Health, NodeRecord, NodeStatus } from '../../bus/mod.ts';
 import { ancestorsOf, type Fleet } from '../../fleet/manifest.ts';
 
 export type Failure = 'crashed' | 'unhealthy';
+
+/** What a rebuild reads from fleet-state: what sensing last reported, and the desired states. */
+export interface FleetStateSnapshot {
+  /** When it was read (ms). */
+  at: number;
+  guests: Map<string, GuestRecord>;
+  nodes: Map<string, NodeRecord>;
+  api?: ApiRecord;
+  desired: Map<string, DesiredState>;
+}
 
 export interface GuestView {
   vmid: number;

@@ -2,6 +2,8 @@
 // derived from the sense interval (what the loop can actually see) and may be overridden through
 // the agent's options (tests).
 import { token } from '../../bus/mod.ts';
+import type { Gate } from '../../core/mod.ts';
+import type { FleetStateSnapshot } from './model.ts';
 import type { Fleet, Policies } from '../../fleet/manifest.ts';
 import type { AgentContext } from '../runtime/agent.ts';
 
@@ -30,6 +32,11 @@ export interface Tuning {
 export interface AnalysisOptions extends Partial<Omit<Tuning, 'alerts'>> {
   /** Prefix of the durable consumer names (default analysis-<fleet name>). */
   durablePrefix?: string;
+  /** Closed while this replica must not act (its singleton lease is paused: `homeostat agent`
+   *  with replicas): incidents and alerts wait in the outbox; the state goes on being kept. */
+  hold?: Gate;
+  /** A standby's recent copy of fleet-state to start from (`homeostat agent` with replicas). */
+  warm?: FleetStateSnapshot;
 }
 
 export function tuningFor(fleet: Fleet, overrides: AnalysisOptions = {}): Tuning {
@@ -49,7 +56,7 @@ export function tuningFor(fleet: Fleet, overrides: AnalysisOptions = {}): Tuning
   };
 }
 
-export function analysisOptions(ctx: AgentContext<AnalysisOptions>): { tuning: Tuning; durablePrefix: string } {
+export function analysisOptions(ctx: AgentContext<AnalysisOptions>): { tuning: Tuning; durablePrefix: string; hold?: Gate; warm?: FleetStateSnapshot } {
   const o = ctx.options;
-  return { tuning: tuningFor(ctx.fleet, o), durablePrefix: o.durablePrefix ?? `analysis-${token(ctx.fleet.name)}` };
+  return { tuning: tuningFor(ctx.fleet, o), durablePrefix: o.durablePrefix ?? `analysis-${token(ctx.fleet.name)}`, hold: o.hold, warm: o.warm };
 }

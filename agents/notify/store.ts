@@ -3,7 +3,7 @@
 // a notification is planned once and each delivery claimed once. A watch keeps a local copy for
 // the dispatcher's scan; every change re-reads the record first.
 import type { KV } from '@nats-io/kv';
-import { kvCas, kvGet, kvList, token, type Versioned } from '../../bus/mod.ts';
+import { kvCas, kvGet, kvList, orderedConsumer, token, type Versioned } from '../../bus/mod.ts';
 import type { Logger } from '../../core/mod.ts';
 import { NotifyGroup } from './model.ts';
 
@@ -24,7 +24,7 @@ export class GroupStore {
 
   /** Load the groups and follow changes (other replicas' writes included). */
   async start(): Promise<void> {
-    const w = await this.kv.watch({ key: `${PREFIX}>`, include: 'updates' });
+    const w = await orderedConsumer(() => this.kv.watch({ key: `${PREFIX}>`, include: 'updates' }), 'a watch of notify records');
     this.stopWatch = () => w.stop();
     this.watching = (async () => {
       for await (const e of w) {

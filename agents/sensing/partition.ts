@@ -7,7 +7,7 @@
 // leases expire (TTL 4 s, renewed every 0.5 s; the others look again the moment they run out).
 import { z } from 'zod';
 import type { KV } from '@nats-io/kv';
-import { kvCas, kvGet, LeaseRecord, token } from '../../bus/mod.ts';
+import { kvCas, kvGet, LeaseRecord, orderedConsumer, token } from '../../bus/mod.ts';
 import type { Logger } from '../../core/mod.ts';
 
 export const MemberRecord = z.object({ holder: z.string().min(1).max(200), expiresAt: z.number() });
@@ -89,7 +89,7 @@ export class NodePartition {
   /** Join, take this replica's share (waits for one look), then keep looking. */
   async start(): Promise<void> {
     // one watch over both (a watch of several filters needs nats-server 2.10)
-    const w = await this.o.kv.watch({ key: 'lease.sensing.>' });
+    const w = await orderedConsumer(() => this.o.kv.watch({ key: 'lease.sensing.>' }), 'a watch of the sensing leases');
     this.watch = w;
     let initial!: () => void;
     const primed = new Promise<void>((r) => (initial = r));

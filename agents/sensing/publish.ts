@@ -18,13 +18,27 @@ export async function publishEmissions(bus: Bus, em: Emissions): Promise<void> {
   await mapLimit(em.guests, PARALLEL, event);
   await mapLimit(em.kv, PARALLEL, (e) => (e.kind === 'kv' ? writeRecord(bus, e.key, e.value) : Promise.resolve()));
   // Thousands of samples: give the event loop back now and then, so other work (probes, and
-  // analysis when it shares the process) is not held up behind one round's samples.
-  let n = 0;
-  for (const m of em.metrics) {
-    if (m.kind === 'metric') await bus.publishCore(m.subject, 'MetricSample', m.data, { ts: em.ts });
-    if (++n % 100 === 0) await new Promise<void>((r) => setImmediate(r));
+  // analysis when it shares the process) is not held up behind one round's samples. A chunk is
+  // published without a wait in between, so it leaves in one socket write (nats.js writes what
+  // was published when the microtask queue runs: awaited one by one, each sample was a write of
+  // its own, ~5,000 writes a second at 5,000 guests, writeBuffer 14 % of sensing's CPU).
+  for (let i = 0; i < em.metrics.length; i += METRICS_CHUNK) {
+    const sent: Promise<unknown>[] = [];
+    for (const m of em.metrics.slice(i, i + METRICS_CHUNK)) {
+      if (m.kind === 'metric') sent.push(bus.publishCore(m.subject, 'MetricSample', m.data, { ts: em.ts }));
+    }
+    await Promise.all(sent);
+    // paced: a round's samples (one per running guest) spread over ~50 pauses instead of
+    // landing on analysis (and the nats-server) at once, right behind the round's events
+    await new Promise<void>((r) => setTimeout(r, METRICS_PAUSE_MS));
   }
 }
+
+/** Pause between two chunks of samples: 5,000 samples go out over ~250 ms. */
+const METRICS_PAUSE_MS = 5;
+
+/** Metric samples published back to back before the event loop gets a turn. */
+const METRICS_CHUNK = 100;
 
 async function writeRecord(bus: Bus, key: string, value: GuestRecord | NodeRecord | ApiRecord): Promise<void> {
   const kv = bus.kv.fleetState;

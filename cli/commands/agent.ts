@@ -1,8 +1,8 @@
 // `homeostat agent <name>`: one agent in its own process (compose runs one per service).
 import { hostname } from 'node:os';
-import { createLogger, HomeostatError } from '../../core/mod.ts';
-import { AGENT_NAMES, createMetrics, loadConfig, type SensingAgentOptions } from '../../agents/mod.ts';
-import { acquireLease, Bus, readIdentity, type HeldLease } from '../../bus/mod.ts';
+import { createLogger, Gate, HomeostatError, sleep, type AppLogger } from '../../core/mod.ts';
+import { AGENT_NAMES, createMetrics, loadConfig, type AgentName, type SensingAgentOptions } from '../../agents/mod.ts';
+import { acquireLease, Bus, readIdentity } from '../../bus/mod.ts';
 import { loadFleetFile } from '../../fleet/manifest.ts';
 import { referenceFleet } from '../../fleet/reference-fleet.ts';
 import { parseCommand, parseIntFlag } from '../args.ts';
@@ -25,8 +25,10 @@ Prints {"ready":true,"agent":...} on stdout; SIGINT/SIGTERM drain and exit 0.
 Replicated (HOMEOSTAT_REPLICA set, as \`up --replicas N\` does): sensing replicas divide the PVE nodes
 between them (a lease per node in KV; a dead replica's nodes are taken over within ~5 s, lease
 4 s). Analysis and workflows are singletons with a lease in KV: one replica is active, the others
-wait (ready line "role":"standby") and take over within ~5 s when the active one dies; a replica
-that loses its lease exits (1) and is started again as a standby. Decision, action and operator
+wait (ready line "role":"standby") and take over within ~5 s when the active one dies. An active
+replica that cannot renew its lease (NATS electing a leader) pauses: analysis keeps its state and
+holds its outputs, workflows stops; it carries on when it renews the lease, and waits as a standby
+(same process) if another replica took it meanwhile. Decision, action and operator
 replicas share their durable consumers and request queues.
 
   --metrics-port N        serve this agent's Prometheus metrics on http://H:N/metrics (0 = a free port)
@@ -70,49 +72,109 @@ export async function agentMain(argv: string[]): Promise<number> {
   const metrics = createMetrics();
   const metricsServer = metricsPort === undefined ? undefined : await startMetricsServer({ registry: metrics.registry, port: metricsPort, host: values['metrics-host'] });
   const metricsAt = metricsServer ? { metricsUrl: metricsServer.url } : {};
-  let lease: HeldLease | undefined;
-  let leaseBus: Bus | undefined;
   if (replicated && SINGLETONS.has(name)) {
-    leaseBus = await Bus.connect({ servers: config.NATS_URL, source: `${name}-lease`, log, seed: standalone.identity?.seed, caFile: config.NATS_CA });
+    const leaseBus = await Bus.connect({ servers: config.NATS_URL, source: `${name}-lease`, log, seed: standalone.identity?.seed, caFile: config.NATS_CA });
     printJson({ ready: true, agent: name, natsUrl: config.NATS_URL, role: 'standby', ...metricsAt });
-    const abort = new AbortController();
-    void signalled.then(() => abort.abort());
-    // in fleet-state: the one bucket every singleton may write (bus/permissions.ts)
-    lease = await acquireLease({ kv: leaseBus.kv.fleetState, name, holder: `${hostname()}:${process.pid}:${name}`, ttlMs: LEASE_TTL_MS, intervalMs: LEASE_RENEW_MS }, abort.signal);
-    if (!lease) {
-      await leaseBus.stop();
-      await metricsServer?.close();
-      return 0;
-    }
-    log.info({ agent: name }, 'lease acquired: this replica is active');
+    // a standby analysis keeps a copy of fleet-state warm: taking over, it reads only the incidents
+    const warmer = name === 'analysis' ? new (await import('../../agents/analysis/mod.ts')).FleetStateWarmer(leaseBus, log) : undefined;
+    const code = await runSingleton({
+      name, log, signalled, fatal: guard.fatal, leaseBus, standby: warmer,
+      start: (hold) => startStack({ config, fleet, log, natsUrl: config.NATS_URL, agents: [name], options: { sensing, ...(hold ? { analysis: { hold, warm: warmer?.take() } } : {}) }, metrics, standalone }),
+    });
+    warmer?.stop();
+    await leaseBus.stop();
+    await metricsServer?.close();
+    guard.dispose();
+    return code;
   }
   const stack = await startStack({ config, fleet, log, natsUrl: config.NATS_URL, agents: [name], options: { sensing }, metrics, standalone }).catch(async (e: unknown) => {
     await metricsServer?.close();
     throw e;
   });
-  if (!lease) printJson({ ready: true, agent: name, natsUrl: config.NATS_URL, ...metricsAt });
+  printJson({ ready: true, agent: name, natsUrl: config.NATS_URL, ...metricsAt });
   const handle = stack.agents.get(name)!;
-  const outcome = await Promise.race([
-    signalled.then(() => 'signal' as const),
-    guard.fatal,
-    handle.stopped.then((r) => r),
-    ...(lease ? [lease.lost.then(() => 'lost' as const)] : []),
-  ]);
-  if (outcome === 'lost') log.warn({ agent: name }, 'lease lost: another replica is active now; stopping');
+  const outcome = await Promise.race([signalled.then(() => 'signal' as const), guard.fatal, handle.stopped.then((r) => r)]);
   await stack.stop();
-  await lease?.release();
-  await leaseBus?.stop();
   await metricsServer?.close();
   guard.dispose();
-  return outcome instanceof Error || outcome === 'lost' ? 1 : 0;
+  return outcome instanceof Error ? 1 : 0;
+}
+
+type Stack = Awaited<ReturnType<typeof startStack>>;
+
+/** A singleton replica: standby until it holds the lease, then active. A lease it cannot renew
+ *  (a NATS cluster electing the bucket's leader) pauses it: an agent that takes a gate (analysis)
+ *  keeps its state and holds its outputs, any other one is stopped; when the lease is renewed
+ *  at its own revision (nobody held it in between) it carries on (analysis: the gate opens) or
+ *  starts again. A lease another replica took is lost: the agent stops, and this replica waits
+ *  as a standby again (same process: no restart, no new connection), re-syncing from KV when it
+ *  next holds the lease. Ends (its exit code) on a signal, a fatal error or the agent's own end. */
+async function runSingleton(o: { name: string; log: AppLogger; signalled: Promise<unknown>; fatal: Promise<Error>; leaseBus: Bus; start: (hold?: Gate) => Promise<Stack>; standby?: { start(): void; stop(): void } }): Promise<number> {
+  const { name, log } = o;
+  const abort = new AbortController();
+  void o.signalled.then(() => abort.abort());
+  const ended = Promise.race([o.signalled.then(() => 'signal' as const), o.fatal]);
+  const gated = GATED.has(name);
+  for (;;) {
+    // in fleet-state: the one bucket every singleton may write (bus/permissions.ts)
+    o.standby?.start();
+    const lease = await acquireLease({ kv: o.leaseBus.kv.fleetState, name, holder: `${hostname()}:${process.pid}:${name}`, ttlMs: LEASE_TTL_MS, intervalMs: LEASE_RENEW_MS }, abort.signal);
+    o.standby?.stop();
+    if (!lease) return 0;
+    log.info({ agent: name }, 'lease acquired: this replica is active');
+    const hold = gated ? new Gate() : undefined;
+    let stack: Stack | undefined;
+    let outcome: 'signal' | 'lost' | Error | void = undefined;
+    try {
+      for (;;) {
+        const state = lease.state;
+        if (state === 'lost') {
+          outcome = 'lost';
+          break;
+        }
+        if (state === 'paused') {
+          if (hold?.open) log.warn({ agent: name }, 'lease not renewed in time (NATS electing a leader?): paused, outputs held');
+          hold?.close();
+          if (!hold && stack) {
+            log.warn({ agent: name }, 'lease not renewed in time (NATS electing a leader?): stopping until it is renewed');
+            await stack.stop();
+            stack = undefined;
+          }
+        } else {
+          if (hold && !hold.open) log.info({ agent: name }, 'lease renewed: active again, outputs resume');
+          hold?.reopen();
+          stack ??= await o.start(hold);
+        }
+        if (lease.state !== state) continue;
+        const handle = stack?.agents.get(name as AgentName);
+        const r = await Promise.race([ended, lease.changed().then(() => 'changed' as const), ...(handle ? [handle.stopped] : [])]);
+        if (r === 'changed') continue;
+        outcome = r;
+        break;
+      }
+    } catch (e) {
+      // could not start (NATS away): give the lease up and try again as a standby
+      log.warn({ agent: name, err: (e as Error).message }, 'could not start the agent; waiting as a standby again');
+      outcome = 'lost';
+    }
+    if (outcome === 'lost') log.warn({ agent: name }, 'lease lost: another replica may be active now; stopping, waiting as a standby');
+    // abandon what the outbox still holds (another replica re-derives it from KV)
+    await stack?.stop();
+    await lease.release();
+    if (outcome !== 'lost') return outcome instanceof Error ? 1 : 0;
+    await sleep(LEASE_RENEW_MS, abort.signal).catch(() => undefined);
+  }
 }
 
 /** One active replica at a time: the fleet model (analysis: root causes span guests, nodes and
  *  layers, so one replica holds all of it; the standby rebuilds it from KV when it takes over) and
  *  the runner of persisted workflows (workflows). Sensing is not one: its replicas divide the nodes. */
 const SINGLETONS = new Set<string>(['analysis', 'workflows']);
-/** Takeover after a SIGKILL: the lease's expiry (4 s) + the waiting replica's next look (≤ 0.5 s)
- *  + its start. The holder steps down after 3.5 s without a renewal: a busy start-up on a loaded
- *  host stalls the event loop for seconds, and a shorter lease flapped there. */
+/** Singletons that hold their outputs behind a gate while their lease is paused (state kept). */
+const GATED = new Set<string>(['analysis']);
+/** Takeover after a SIGKILL: the lease's expiry (4 s) + a grace for its holder (0.5 s) + the
+ *  waiting replica's next look (≤ 0.5 s) + its start. The holder pauses after 2 s without a
+ *  renewal (a busy start-up on a loaded host stalls the event loop for seconds: a pause there
+ *  costs nothing but the held outputs' delay). */
 const LEASE_TTL_MS = 4000;
 const LEASE_RENEW_MS = 500;
