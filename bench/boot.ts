@@ -6,34 +6,41 @@
 // path, its CPU per event not growing with the fleet.
 //   npx tsx bench/boot.ts   (BENCH_BOOT=12,1000,5000,machine picks, any other count is a generated
 //   fleet of that size; BENCH_TIME_SCALE=0.5 to go faster; BENCH_BOOT_SEQUENTIAL=0 skips the
-//   sequential boot; BENCH_BOOT_TWIN=process runs the PVE twin in its own process;
+//   sequential boot; generated fleets run the PVE twin in its own process, BENCH_BOOT_TWIN=inline
+//   in this one;
 //   BENCH_BOOT_PROFILE=f.cpuprofile profiles this process over the layered boot)
 // Generated fleets also report per start (`start_stages`): proposed → approved → started → done
 // as the bus shows them, the step queue and the actions in flight, and the process's CPU per start.
 //
-// What profiling the generated fleets taught (issue 10; agents and twin share this one process):
-// - It is CPU-bound: the event loop 95-98 % busy. 2,000 guests at time scale 0.25: 41 ms of process
-//   CPU per start before, 13-15 ms after the changes below (about 2 of them the twin's).
-// - A third of that CPU was the workflows' fleet poll: the twin's full /sim/fleet (names, metrics,
-//   faults: ~2.5 MB at 5,000 guests) every 50 ms, and once more per start step. Now the poll reads
-//   `?view=state` (4 fields a guest), at most a fifth of the time (interval 4x the read), and the
-//   checks before each step reuse the last view within that interval.
-// - The action agent verified each started guest with two calls every 250 ms for its whole boot;
-//   now the health check first (one call while it boots), looks backing off to 750 ms.
-// - Tried and reverted: letting a verifying action give its maxInFlight place (256 here) to the
-//   next one. At 5,000 guests ~1,000 then verified at once in this process; their health checks
-//   went unanswered within 1.5 s for a minute and 1,871 starts ended ActionFailed (the boot still
-//   follows health). That bound, 256 starts each holding a place for its boot (~5 s), caps the
-//   boot at ~50 starts/s, and it is what is full at 5,000 guests now. At 512 (BENCH_BOOT_ACTIONS,
-//   the agent's cap raised for the try) 253 starts failed the same way: health checks unanswered
-//   within 1.5 s for a whole minute, not just slow (worth a look: the verifier's undici pool when
-//   hundreds of probes time out). Raising it needs that fixed, or the twin out of this process.
-// - The boot's persisted snapshot (~1 MB at 5,000 guests) is written at most ~10 % of the time; a
+// What profiling the generated fleets taught (issue 10):
+// - It is CPU-bound: the agents' event loop 95-98 % busy. 2,000 guests at time scale 0.25: 41 ms of
+//   process CPU per start at first, 13-15 ms after the fleet-poll changes below; 5,000 guests at
+//   scale 1: 13.8 ms with the twin in this process, 9.3-11.8 ms beside it in its own (+1.8-2.9 ms
+//   there) after the verification changes. On 2 busy cores the wall time follows the machine's
+//   load as much as this CPU: the same code gave 1.22x at load 6 and 1.42x at load 12.
+// - A third of the CPU was the workflows' fleet poll: the twin's full /sim/fleet (~2.5 MB at 5,000
+//   guests) every 50 ms, and once more per start step. Now `?view=state` (4 fields a guest), at
+//   most a fifth of the time, and the checks before each step reuse the last view.
+// - The bound that capped the boot (2.03x): each start held one of the action agent's 256 places
+//   until its guest was verified healthy (~5 s of boot): ~50 starts/s, when 5,000 guests in ~70 s
+//   need more than 70/s. Letting verifying actions give their place back was tried first alone:
+//   ~1,000 verifying at once, each probing /sim/health/{vmid} itself, and the probes went
+//   unanswered within 1.5 s for a minute (1,871 starts failed). Now a verifying action gives its
+//   place back (its guest lock kept until verified) and every start verifying is watched on one
+//   shared board (agents/action/verify.ts): one `GET /sim/health?vmids=` per 400 guests every
+//   100 ms, no timer or call per guest (a loop per guest with a 200 ms pause was ~4,500 looks/s,
+//   +2.6 ms of CPU per start). 5,000 guests: 2.03x -> 1.22-1.26x; 2,000 with 100 places 1.48x -> 1.08x.
+// - Then the workflows' 64 step places (HOMEOSTAT_WORKFLOW_STEPS) were the bound: a start held
+//   one from asking the gate until the action agent had started it (~0.9 s under load: ~70/s),
+//   ~150-650 waiting. The line now runs the longest remaining chain of boot times first (list
+//   scheduling; StepQueue by priority), and an approved start gives its place back (givePlace).
+// - On the critical path each layer costs detection + gate + start: a boot now also takes the
+//   start action's verified success as healthy (often before the next fleet poll), the action
+//   agent creates a guest lock in one round trip and writes the UPID with ActionStarted at once.
+// - The boot's persisted snapshot (~1 MB at 5,000 guests) is written at most ~5 % of the time; a
 //   workflow proposal looks up its own pending approval instead of listing them (a consumer each).
-// - Left: GC (~13 %), NATS socket writes (~8 %), ~20 JetStream round trips per start over the three
-//   agents. On a loaded machine the gate answers in 0.5-1.4 s (p50; its KV reads and publishes wait
-//   on nats-server), which keeps the 64 step places (HOMEOSTAT_WORKFLOW_STEPS) full; 256 places
-//   gave the same wall time with slower answers, so the default stays.
+// - Left: GC (~15 %), socket writes (~9 %), nats.js building an Error for every request it
+//   completes (RequestOne.cancel, ~2.5 %), ~15 JetStream round trips per start over three agents.
 import { createLogger, sleep } from '../core/mod.ts';
 import { loadConfig } from '../agents/mod.ts';
 import { Bus } from '../bus/mod.ts';
@@ -256,7 +263,9 @@ export async function run(): Promise<void> {
     // the critical path assumes nothing waits for a free slot: the simulated nodes have no
     // resource limit, so per-node concurrency is not the bottleneck being measured here
     const fleet = generateFleet({ guests: n, layers: 10, policies: { bootConcurrencyPerNode: n } });
-    await measure(`generated-${n}x10`, fleet, 1.1, process.env.BENCH_BOOT_TWIN === 'process');
+    // the PVE twin in a process of its own, as PVE runs on its own hosts (BENCH_BOOT_TWIN=inline:
+    // in this process, sharing the agents' event loop; it was ~2 ms of CPU per start at 5,000)
+    await measure(`generated-${n}x10`, fleet, 1.1, process.env.BENCH_BOOT_TWIN !== 'inline');
   }
   if (pick.split(',').includes('machine')) {
     const scale = Number(process.env.BENCH_MACHINE_SCALE ?? 0.1);

@@ -161,6 +161,20 @@ export class StepQueue {
 interface Waiter { go: () => void; priority: number; seq: number; gone: boolean }
 const better = (a: Waiter, b: Waiter) => a.priority > b.priority || (a.priority === b.priority && a.seq < b.seq);
 
+/** Bounded steps in flight, by their input object: how a running step gives its place back. */
+const placeOf = new WeakMap<object, () => void>();
+
+/** A running step that from now on only waits (e.g. a start the policy gate approved, waiting for
+ *  the action agent) gives its place in the line to the next step; it keeps running, and its
+ *  machine still hears how it ends. `input` is the step's own input object. A no-op for a step
+ *  without a place (unbounded, or already given back). */
+export function givePlace(input: unknown): void {
+  if (typeof input !== 'object' || input === null) return;
+  const give = placeOf.get(input);
+  placeOf.delete(input);
+  give?.();
+}
+
 export interface StepsOptions {
   /** Shared bound on steps in flight; none: every step runs at once. */
   queue?: StepQueue;
@@ -173,14 +187,21 @@ export interface StepsOptions {
 export function stepsDriver(o: StepsOptions = {}) {
   const free = new Set(o.unbounded ?? []);
   return fromCallback<StepCommand>(({ self, sendBack, receive }) => {
-    interface Slot { actor?: AnyActorRef; leaveLine?: () => void; bounded: boolean }
+    interface Slot { actor?: AnyActorRef; leaveLine?: () => void; bounded: boolean; input?: object }
     const steps = new Map<string, Slot>();
     /** Forget a step; free its place in the queue (in line or in flight). */
     const drop = (id: string, slot: Slot) => {
       if (steps.get(id) !== slot) return;
       steps.delete(id);
       if (!slot.actor) slot.leaveLine?.();
-      else if (slot.bounded) o.queue?.leave();
+      else if (slot.bounded) release(slot);
+    };
+    /** Leave the queue once per slot: at the end, or earlier through givePlace(). */
+    const release = (slot: Slot) => {
+      if (!slot.bounded) return;
+      slot.bounded = false;
+      if (slot.input) placeOf.delete(slot.input);
+      o.queue?.leave();
     };
     const settle = (id: string, slot: Slot, ev: StepDoneEvent | StepFailedEvent) => {
       if (steps.get(id) !== slot) return; // cancelled: a late answer must not reach the machine
@@ -194,6 +215,10 @@ export function stepsDriver(o: StepsOptions = {}) {
       }
       const a = createActor(logic, { input: cmd.input });
       slot.actor = a;
+      if (slot.bounded && typeof cmd.input === 'object' && cmd.input !== null) {
+        slot.input = cmd.input;
+        placeOf.set(cmd.input, () => release(slot));
+      }
       a.subscribe({
         complete: () => settle(cmd.id, slot, { type: 'STEP.DONE', id: cmd.id, output: (a.getSnapshot() as { output?: unknown }).output }),
         error: (error: unknown) => settle(cmd.id, slot, { type: 'STEP.FAILED', id: cmd.id, error }),

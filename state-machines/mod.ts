@@ -23,7 +23,7 @@
 export * from './graph.ts';
 export type { Progress } from './progress.ts';
 export { errorText } from './progress.ts';
-export { ActorNotBoundError, StepQueue, stepsDriver, type StepsOptions } from './children.ts';
+export { ActorNotBoundError, givePlace, StepQueue, stepsDriver, type StepsOptions } from './children.ts';
 export { LayeredBootMachine, BOOT_EVENTS, startActionId } from './boot.ts';
 export type { BootInput, BootGuestInput, BootSummary, BootEvent, BootEventName, StartGuestInput, WaitHealthyInput, WaitHealthyOutput } from './boot.ts';
 export { GracefulShutdownMachine, SHUTDOWN_EVENTS, shutdownActionId } from './shutdown.ts';

@@ -44,18 +44,31 @@ describe('verifying actions', () => {
 });
 
 describe('SharedLooks', () => {
-  it('answers the looks asked within one round with one call, each guest its own answer', async () => {
+  it('looks at every watched guest in one call per round until each is healthy, each its own answer', async () => {
     const asked: number[][] = [];
+    let round = 0;
+    // guest 1 healthy from the first round, 2 from the second, 3 never answered
     const looks = new SharedLooks(async (vmids) => {
       asked.push([...vmids]);
-      return new Map(vmids.filter((v) => v !== 3).map((v) => [v, v % 2 ? { ok: true } : { ok: false, reason: `booting ${v}` }]));
+      round++;
+      return new Map(vmids.filter((v) => v !== 3).map((v) => [v, v === 1 || round >= 2 ? { ok: true } : { ok: false, reason: `booting ${v}` }]));
     }, 10);
-    const first = await Promise.all([looks.look(1), looks.look(2), looks.look(3), looks.look(2)]);
-    expect(asked).toEqual([[1, 2, 3]]);
-    expect(first).toEqual([{ ok: true }, { ok: false, reason: 'booting 2' }, { ok: false, reason: 'no answer' }, { ok: false, reason: 'booting 2' }]);
-    // a call that fails: every guest of the round is "not healthy", with the reason
+    const never = new AbortController();
+    const [one, two, twoAgain] = await Promise.all([looks.until(1, 60_000, never.signal), looks.until(2, 60_000, never.signal), looks.until(2, 60_000, never.signal)]);
+    expect([one, two, twoAgain]).toEqual([{ ok: true }, { ok: true }, { ok: true }]);
+    expect(asked).toEqual([[1, 2], [2]]);
+    // not healthy by its deadline: the last answer, and nobody is looked at after that
+    expect(await looks.until(3, 50, never.signal)).toEqual({ ok: false, reason: 'no answer' });
+    const rounds = looks.rounds;
+    await new Promise((r) => setTimeout(r, 50));
+    expect(looks.rounds).toBe(rounds);
+    // an abort ends the watch with the abort's reason
+    const ac = new AbortController();
+    const watched = looks.until(3, 60_000, ac.signal);
+    ac.abort(new Error('agent stopping'));
+    await expect(watched).rejects.toThrow('agent stopping');
+    // a call that fails: not healthy, with the reason
     const failing = new SharedLooks(() => Promise.reject(new Error('connect ECONNREFUSED')), 10);
-    expect(await Promise.all([failing.look(7), failing.look(8)])).toEqual([{ ok: false, reason: 'connect ECONNREFUSED' }, { ok: false, reason: 'connect ECONNREFUSED' }]);
-    expect(failing.rounds).toBe(1);
+    expect(await failing.until(7, 30, never.signal)).toEqual({ ok: false, reason: 'connect ECONNREFUSED' });
   });
 });

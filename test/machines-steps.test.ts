@@ -2,8 +2,29 @@
 // in line, first come first served, and a step's timeout starts when it leaves the line.
 import { describe, expect, it } from 'vitest';
 import { createActor, fromPromise, SimulatedClock } from 'xstate';
-import { GracefulShutdownMachine, LayeredBootMachine, StepQueue, stepsDriver, type BootSummary, type ShutdownGuestActorInput, type ShutdownSummary, type StartGuestInput, type StopOutput, type WaitHealthyInput, type WaitHealthyOutput } from '../state-machines/mod.ts';
+import { givePlace, GracefulShutdownMachine, LayeredBootMachine, StepQueue, stepsDriver, type BootSummary, type ShutdownGuestActorInput, type ShutdownSummary, type StartGuestInput, type StopOutput, type WaitHealthyInput, type WaitHealthyOutput } from '../state-machines/mod.ts';
 import { flush, runUntil } from './helpers/machines.ts';
+
+/** A boot machine with one step place; each start waits until the test releases it. */
+function bootRig(onStart: (input: StartGuestInput) => void = () => undefined) {
+  const clock = new SimulatedClock();
+  const queue = new StepQueue(1);
+  const order: number[] = [];
+  const release = new Map<number, () => void>();
+  const machine = LayeredBootMachine.provide({
+    actors: {
+      // health checks send nothing: they do not wait in line (as in the workflows agent)
+      guestSteps: stepsDriver({ queue, unbounded: ['waitHealthy'] }),
+      startGuest: fromPromise<unknown, StartGuestInput>(({ input }) => {
+        order.push(input.vmid);
+        onStart(input);
+        return new Promise<void>((r) => release.set(input.vmid, r));
+      }),
+      waitHealthy: fromPromise<WaitHealthyOutput, WaitHealthyInput>(async () => ({ at: clock.now() })),
+    },
+  });
+  return { clock, queue, order, release, machine };
+}
 
 describe('bounded steps', () => {
   it('a step waiting in line does not time out; steps run in the order asked, never more than the bound', async () => {
@@ -94,21 +115,7 @@ describe('bounded steps', () => {
   });
 
   it('a boot gives the start on the longest remaining chain the next place, ahead of shorter chains that asked before it', async () => {
-    const clock = new SimulatedClock();
-    const queue = new StepQueue(1);
-    const order: number[] = [];
-    const release = new Map<number, () => void>();
-    const machine = LayeredBootMachine.provide({
-      actors: {
-        // health checks send nothing: they do not wait in line (as in the workflows agent)
-        guestSteps: stepsDriver({ queue, unbounded: ['waitHealthy'] }),
-        startGuest: fromPromise<unknown, StartGuestInput>(({ input }) => {
-          order.push(input.vmid);
-          return new Promise<void>((r) => release.set(input.vmid, r));
-        }),
-        waitHealthy: fromPromise<WaitHealthyOutput, WaitHealthyInput>(async () => ({ at: clock.now() })),
-      },
-    });
+    const { clock, queue, order, release, machine } = bootRig();
     // 1 → 4 → 5 is the long chain (3 × 8 s); 2 and 3 boot in 1 s and nothing waits for them
     const g = (vmid: number, dependsOn: number[], expectedBootMs: number, layer = dependsOn.length ? 2 : 1) =>
       ({ vmid, node: 'a', layer, dependsOn, bootTimeoutMs: 600_000, expectedBootMs });
@@ -133,5 +140,23 @@ describe('bounded steps', () => {
     expect(order.sort()).toEqual([1, 2, 3, 4, 5]);
     expect((actor.getSnapshot().output as BootSummary).healthy).toEqual([1, 2, 3, 4, 5]);
     expect(queue.inFlight).toBe(0);
+  });
+
+  it('a running step that gives its place back lets the next one run, and still reports its end (once)', async () => {
+    const { clock, queue, order, release, machine } = bootRig((input) => {
+      givePlace(input); // e.g. approved: from now on it only waits
+      givePlace(input); // twice is once
+    });
+    const guests = [1, 2, 3].map((vmid) => ({ vmid, node: 'a', layer: 1, dependsOn: [], bootTimeoutMs: 600_000, expectedBootMs: 1000 }));
+    const actor = createActor(machine, { clock, input: { workflowId: 'w', guests, perNodeConcurrency: 10, retries: 0, startedAt: 0 } }).start();
+    await runUntil(actor, clock, () => order.length === 3, 10_000, 10);
+    expect(order).toEqual([1, 2, 3]); // all three running with one place
+    expect(queue.inFlight).toBe(0);
+    expect(queue.peak).toBe(1);
+    for (const r of release.values()) r();
+    await runUntil(actor, clock);
+    expect((actor.getSnapshot().output as BootSummary).healthy).toEqual([1, 2, 3]);
+    expect(queue.inFlight).toBe(0); // nobody left the line twice
+    expect(queue.queued).toBe(0);
   });
 });

@@ -101,7 +101,7 @@ export class ActionTracker {
 
   /** Propose (unless already approved once) and wait until the action started or finished. A
    *  refused, failed or denied action rejects with ActionFailedError. */
-  async execute(spec: ActionSpec, opts: { until: 'started' | 'terminal'; correlationId?: string; signal?: AbortSignal }): Promise<ActionState> {
+  async execute(spec: ActionSpec, opts: { until: 'started' | 'terminal'; correlationId?: string; signal?: AbortSignal; onApproved?: () => void }): Promise<ActionState> {
     const wait = this.waitFor(spec.actionId, opts.until, opts.signal);
     // an abort while proposing rejects `wait` before anyone awaits it: not an unhandled rejection
     wait.promise.catch(() => undefined);
@@ -113,6 +113,7 @@ export class ActionTracker {
         throw e;
       }
     }
+    opts.onApproved?.();
     return wait.promise;
   }
 

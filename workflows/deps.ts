@@ -38,10 +38,10 @@ export interface RunContext {
 }
 
 /** Run an action for this workflow through the action agent (see ActionTracker.execute). */
-export function runAction(d: WorkflowDeps, run: RunContext, spec: Omit<ActionSpec, 'workflowId'>, until: 'started' | 'terminal', signal?: AbortSignal): Promise<ActionState> {
+export function runAction(d: WorkflowDeps, run: RunContext, spec: Omit<ActionSpec, 'workflowId'>, until: 'started' | 'terminal', signal?: AbortSignal, onApproved?: () => void): Promise<ActionState> {
   return d.actions.execute(
     { ...spec, workflowId: run.workflowId, ...(run.incidentId ? { incidentId: run.incidentId } : {}) },
-    { until, correlationId: run.correlationId, signal },
+    { until, correlationId: run.correlationId, signal, onApproved },
   );
 }
 

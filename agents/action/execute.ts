@@ -1,7 +1,7 @@
 // Runs one approved action exactly once: done marker → guest lock → (resume the stored UPID, or
 // call PVE and store its UPID at once) → wait for the task → verify → outcome → done marker.
 // Retryable PVE failures are tried again per policy (guestRetries, backoff), then reported.
-import { backoffMs, HomeostatError, isHomeostatError, sleep, type Logger } from '../../core/mod.ts';
+import { backoffMs, HomeostatError, isHomeostatError, newId, sleep, type Logger } from '../../core/mod.ts';
 import { checkSeal, subjects, type Action, type Bus, type Envelope } from '../../bus/mod.ts';
 import type { Policies } from '../../fleet/manifest.ts';
 import type { Fleet } from '../../fleet/manifest.ts';
@@ -115,11 +115,16 @@ export class Executor {
           if (there) log.info('guest already in the wanted state: no PVE call');
           else if (!upid) upid = await this.callOnce(a, g, lock, attempt, job.signal, log);
           if (upid) {
-            await lock.update({ phase: 'task', upid });
-            const started = await this.d.bus.publish(subjects.action('started'), 'ActionStarted', { ...a, attempt, upid }, {
-              correlationId: env.correlationId, causationId: env.id, msgId: `${a.actionId}.started.${attempt}`,
-            });
-            await lock.update({ startedEnvId: started.id });
+            // the UPID in the lock and ActionStarted out together (one round trip, not three): a
+            // crash before the lock has it finds the task again (phase 'calling'), and ActionStarted
+            // again is the same message (msgId); one before ActionStarted leaves the outcome to say it
+            const startedEnvId = newId();
+            await Promise.all([
+              lock.update({ phase: 'task', upid, startedEnvId }),
+              this.d.bus.publish(subjects.action('started'), 'ActionStarted', { ...a, attempt, upid }, {
+                id: startedEnvId, correlationId: env.correlationId, causationId: env.id, msgId: `${a.actionId}.started.${attempt}`,
+              }),
+            ]);
             log.info({ upid, attempt }, 'PVE task started');
           }
         }

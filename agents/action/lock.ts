@@ -84,6 +84,12 @@ export class GuestLocks {
    *  and its holder is gone (expired or yielded). */
   async acquire(a: Action): Promise<Acquired> {
     const key = kvKeys.lock(a.target.vmid);
+    // most guests are not locked: create first (one round trip); a lock there (live, expired, or
+    // this action's own to resume) makes the create fail, and is then read and judged below
+    const fresh = (now: number): ActionLock => ({ actionId: a.actionId, holder: this.holder, expiresAt: now + this.leaseMs, vmid: a.target.vmid, verb: a.verb, phase: 'acquired', attempt: 0, since: now });
+    const first = fresh(Date.now());
+    const created = await kvCas(this.kv, key, first, 0);
+    if (created !== undefined) return { kind: 'acquired', lock: new HeldLock(this.kv, first, created, this.leaseMs) };
     const cur = await kvGet(this.kv, key, ActionLock);
     const now = Date.now();
     if (cur && cur.value.expiresAt > now && cur.value.holder !== this.holder) return { kind: 'busy', by: cur.value };
@@ -91,7 +97,7 @@ export class GuestLocks {
     const resumed = cur?.value.actionId === a.actionId;
     const value: ActionLock = resumed
       ? { ...cur!.value, holder: this.holder, expiresAt: now + this.leaseMs }
-      : { actionId: a.actionId, holder: this.holder, expiresAt: now + this.leaseMs, vmid: a.target.vmid, verb: a.verb, phase: 'acquired', attempt: 0, since: now };
+      : fresh(now);
     let rev: number | undefined;
     if (cur) rev = await kvCas(this.kv, key, value, cur.revision);
     else {

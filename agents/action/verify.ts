@@ -10,7 +10,7 @@
 // one round in flight at a time; health URLs and sensing's records are read per guest, at most
 // PROBES_AT_ONCE at a time.
 import { Agent, fetch } from 'undici';
-import { HomeostatError, sleep } from '../../core/mod.ts';
+import { HomeostatError, isHomeostatError, sleep } from '../../core/mod.ts';
 import { GuestRecord, kvGet, kvKeys, type Action, type Bus } from '../../bus/mod.ts';
 import type { Fleet } from '../../fleet/manifest.ts';
 import type { GuestAddress, PveApi } from '../../fleet/pve-types.ts';
@@ -33,7 +33,7 @@ const POLL_FIRST_MS = 250;
 const POLL_MAX_MS = 750;
 /** Per-guest probes (health URLs, sensing's records) in flight at once, over every verifying action. */
 const PROBES_AT_ONCE = 64;
-/** Shortest gap between the starts of two shared rounds of looks on the simulator. */
+/** Gap between the starts of two shared rounds of looks on the simulator. */
 const ROUND_GAP_MS = 100;
 /** Vmids per `GET /sim/health?vmids=…` (the simulator takes up to 500). */
 const BATCH_MAX = 400;
@@ -57,9 +57,13 @@ function limited(limit: number): <T>(fn: () => Promise<T>) => Promise<T> {
   };
 }
 
-/** Looks asked for within one round are answered by one `ask(vmids)` (several guests per call). */
+/** Guests watched until healthy, all looked at together: each round asks `ask(vmids)` once for
+ *  every guest watched (several guests per call), one round in flight at a time, a round every
+ *  `gapMs` while anyone watches. A watcher costs an entry, not a timer or a call of its own: a
+ *  loop per guest (a timer, an abort listener and a look every 200-750 ms) was ~4,500 looks/s and a
+ *  good part of the action agent's CPU with ~900 guests booting at once (bench/boot.ts). */
 export class SharedLooks {
-  private pending = new Map<number, ((h: Health) => void)[]>();
+  private readonly watchers = new Map<number, Set<Watcher>>();
   private running = false;
   private timer?: NodeJS.Timeout;
   private lastAt = 0;
@@ -68,17 +72,33 @@ export class SharedLooks {
 
   constructor(private readonly ask: (vmids: number[]) => Promise<Map<number, Health>>, private readonly gapMs = ROUND_GAP_MS) {}
 
-  look(vmid: number): Promise<Health> {
-    return new Promise((resolve) => {
-      const waiting = this.pending.get(vmid);
-      if (waiting) waiting.push(resolve);
-      else this.pending.set(vmid, [resolve]);
+  /** Resolves with the first healthy answer for `vmid`, or with the last answer (not healthy) once
+   *  `waitMs` has passed; rejects when `signal` aborts. */
+  until(vmid: number, waitMs: number, signal: AbortSignal): Promise<Health> {
+    return new Promise((resolve, reject) => {
+      if (signal.aborted) return reject(signal.reason);
+      const w: Watcher = { last: { ok: false, reason: 'not looked at yet' }, done: () => undefined };
+      const set = this.watchers.get(vmid) ?? new Set<Watcher>();
+      this.watchers.set(vmid, set);
+      const end = (h?: Health, err?: unknown) => {
+        clearTimeout(timeout);
+        signal.removeEventListener('abort', onAbort);
+        set.delete(w);
+        if (!set.size && this.watchers.get(vmid) === set) this.watchers.delete(vmid);
+        if (err !== undefined) reject(err);
+        else resolve(h!);
+      };
+      const onAbort = () => end(undefined, signal.reason);
+      const timeout = setTimeout(() => end(w.last), Math.max(0, waitMs));
+      w.done = (h) => end(h);
+      signal.addEventListener('abort', onAbort, { once: true });
+      set.add(w);
       this.kick();
     });
   }
 
   private kick(): void {
-    if (this.running || this.timer) return;
+    if (this.running || this.timer || !this.watchers.size) return;
     this.timer = setTimeout(() => {
       this.timer = undefined;
       void this.round();
@@ -86,26 +106,31 @@ export class SharedLooks {
   }
 
   private async round(): Promise<void> {
+    if (!this.watchers.size) return; // every watch ended while the round waited for its turn
     this.running = true;
     this.lastAt = Date.now();
     this.rounds++;
-    const batch = this.pending;
-    this.pending = new Map();
+    const vmids = [...this.watchers.keys()];
     let answers: Map<number, Health> | undefined;
     let why = 'no answer';
     try {
-      answers = await this.ask([...batch.keys()]);
+      answers = await this.ask(vmids);
     } catch (e) {
       why = (e as Error).message;
     }
     this.running = false;
-    for (const [vmid, resolves] of batch) {
+    for (const vmid of vmids) {
       const h = answers?.get(vmid) ?? { ok: false, reason: why };
-      for (const r of resolves) r(h);
+      for (const w of [...(this.watchers.get(vmid) ?? [])]) {
+        w.last = h;
+        if (h.ok) w.done(h);
+      }
     }
-    if (this.pending.size) this.kick();
+    this.kick();
   }
 }
+
+interface Watcher { last: Health; done: (h: Health) => void }
 
 export function expectedState(a: Action): Want {
   if (a.verb === 'stop' || a.verb === 'shutdown') return 'stopped';
@@ -133,6 +158,9 @@ export class Verifier {
     const deadline = Date.now() + timeoutMs;
     let why = 'not checked yet';
     let pause = POLL_FIRST_MS;
+    const timedOut = (why: string) =>
+      new HomeostatError('HOMEOSTAT_ERR_TIMEOUT', `guest ${g.vmid} not ${want === 'running' ? 'running and healthy' : want} within ${timeoutMs} ms after ${a.verb} (${why.slice(0, 300)})`);
+    if (want === 'running') await this.knowSimulator();
     for (;;) {
       signal.throwIfAborted();
       try {
@@ -140,8 +168,11 @@ export class Verifier {
           // the health check first: while the guest boots it alone says "not yet", one call per
           // look instead of two (a 5,000-guest boot has hundreds of starts verifying at once);
           // healthy counts only once PVE also reports it running
-          const h = await this.health(g.vmid, since);
+          // on the simulator: watched with every other guest booting, until healthy (or the deadline)
+          const shared = this.shared(g.vmid);
+          const h = shared ? await this.simLooks.until(g.vmid, deadline - Date.now(), signal) : await this.health(g.vmid, since);
           if (!h.ok) why = `not healthy: ${h.reason}`;
+          if (!h.ok && shared) throw timedOut(why); // until() answers "not healthy" only at the deadline
           else {
             const s = await this.pve.guestStatus(g);
             if (s.status === want) return;
@@ -153,12 +184,10 @@ export class Verifier {
           why = `PVE reports ${s.status}`;
         }
       } catch (e) {
-        if (signal.aborted) throw e;
+        if (signal.aborted || isHomeostatError(e, 'HOMEOSTAT_ERR_TIMEOUT')) throw e;
         why = (e as Error).message;
       }
-      if (Date.now() > deadline) {
-        throw new HomeostatError('HOMEOSTAT_ERR_TIMEOUT', `guest ${g.vmid} not ${want === 'running' ? 'running and healthy' : want} within ${timeoutMs} ms after ${a.verb} (${why.slice(0, 300)})`);
-      }
+      if (Date.now() > deadline) throw timedOut(why);
       await sleep(pause, signal);
       pause = Math.min(POLL_MAX_MS, Math.round(pause * 1.25));
     }
@@ -180,11 +209,20 @@ export class Verifier {
     }
   }
 
+  /** Looked at in the shared rounds (the simulator, no health URL of its own). */
+  private shared(vmid: number): boolean {
+    return this.simulator === true && this.batch && !this.fleet.byVmid.get(vmid)?.health;
+  }
+
+  /** Learn whether PVE is the simulator before the first look (the shared looks need to know). */
+  private async knowSimulator(): Promise<void> {
+    if (this.simulator === undefined) await this.isSimulator();
+  }
+
   private async health(vmid: number, since: number): Promise<Health> {
     const spec = this.fleet.byVmid.get(vmid);
     if (spec?.health) return this.probe(() => this.fetchHealth(spec.health!, {}));
     if (await this.isSimulator()) {
-      if (this.batch) return this.simLooks.look(vmid);
       return this.probe(() => this.fetchHealth(new URL(`/sim/health/${vmid}`, this.opts.pveUrl).href, this.headers()));
     }
     // no probe target of our own: sensing's record counts when it was written after the task
@@ -217,7 +255,7 @@ export class Verifier {
         if (res.status === 404 || res.status === 405 || res.status === 400) {
           await res.body?.cancel().catch(() => undefined);
           this.batch = false; // an older simulator: one probe a guest from now on
-          for (const v of chunk) out.set(v, { ok: false, reason: 'asked again one guest at a time' });
+          await Promise.all(chunk.map(async (v) => out.set(v, await this.health(v, 0))));
           return;
         }
         const body = await res.text();
