@@ -126,7 +126,16 @@ async function runSingleton(o: { name: string; log: AppLogger; signalled: Promis
     if (!lease) return 0;
     log.info({ agent: name }, 'lease acquired: this replica is active');
     const hold = gated ? new Gate() : undefined;
+    // closed the moment the lease pauses, even while the agent is still starting (opened by the loop below)
+    if (hold) {
+      void (async () => {
+        while (lease.state !== 'lost') {
+          if ((await lease.changed()) !== 'active') hold.close();
+        }
+      })();
+    }
     let stack: Stack | undefined;
+    let paused = false;
     let outcome: 'signal' | 'lost' | Error | void = undefined;
     try {
       for (;;) {
@@ -136,7 +145,8 @@ async function runSingleton(o: { name: string; log: AppLogger; signalled: Promis
           break;
         }
         if (state === 'paused') {
-          if (hold?.open) log.warn({ agent: name }, 'lease not renewed in time (NATS electing a leader?): paused, outputs held');
+          if (hold && !paused) log.warn({ agent: name }, 'lease not renewed in time (NATS electing a leader?): paused, outputs held');
+          paused = true;
           hold?.close();
           if (!hold && stack) {
             log.warn({ agent: name }, 'lease not renewed in time (NATS electing a leader?): stopping until it is renewed');
@@ -144,7 +154,8 @@ async function runSingleton(o: { name: string; log: AppLogger; signalled: Promis
             stack = undefined;
           }
         } else {
-          if (hold && !hold.open) log.info({ agent: name }, 'lease renewed: active again, outputs resume');
+          if (hold && paused) log.info({ agent: name }, 'lease renewed: active again, outputs resume');
+          paused = false;
           hold?.reopen();
           stack ??= await o.start(hold);
         }
