@@ -27,6 +27,10 @@
 // and, the long tail, nats-server 2.9 places ordered consumers (every KV listing and watch) on the
 // dead peer about half the time for as long as it stays down: rebuilds took 22–81 s, restarted
 // agents could not start, periodic reads timed out (now created again after 1–4 s: bus/kv.ts).
+// A standby analysis now keeps a copy of fleet-state and, taking over, reads only the incidents
+// (agents/analysis/rebuild.ts). What is left is the cluster itself: with the leader killed, or on
+// a host at load 12+ (where raft re-elects even without a kill), JetStream answers nothing for
+// 5–30 s and nothing can heal meanwhile; the crashes wait, none is lost.
 // At 5,000 guests nothing is sized for 1,000: the waits are 300 s for the fleet to run, 60 s for
 // leases and replays, 90 s past the last crash for the heals.
 import { spawn, type ChildProcess } from 'node:child_process';

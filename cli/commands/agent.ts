@@ -2,7 +2,7 @@
 import { hostname } from 'node:os';
 import { createLogger, Gate, HomeostatError, sleep, type AppLogger } from '../../core/mod.ts';
 import { AGENT_NAMES, createMetrics, loadConfig, type AgentName, type SensingAgentOptions } from '../../agents/mod.ts';
-import { acquireLease, Bus, readIdentity } from '../../bus/mod.ts';
+import { acquireLease, BUCKETS, Bus, openKvWithTimeout, readIdentity } from '../../bus/mod.ts';
 import { loadFleetFile } from '../../fleet/manifest.ts';
 import { referenceFleet } from '../../fleet/reference-fleet.ts';
 import { parseCommand, parseIntFlag } from '../args.ts';
@@ -115,15 +115,27 @@ async function runSingleton(o: { name: string; log: AppLogger; signalled: Promis
   void o.signalled.then(() => abort.abort());
   const ended = Promise.race([o.signalled.then(() => 'signal' as const), o.fatal]);
   const gated = GATED.has(name);
+  // requests that give up after 1 s (the shared handle waits 5 s): a paused holder must come round
+  // again quickly when the bucket has a leader again, or a standby gets the lease first
+  const kv = await openKvWithTimeout(o.leaseBus.nc, BUCKETS.fleetState, LEASE_KV_TIMEOUT_MS);
   for (;;) {
     // in fleet-state: the one bucket every singleton may write (bus/permissions.ts)
     o.standby?.start();
-    const lease = await acquireLease({ kv: o.leaseBus.kv.fleetState, name, holder: `${hostname()}:${process.pid}:${name}`, ttlMs: LEASE_TTL_MS, intervalMs: LEASE_RENEW_MS }, abort.signal);
+    const lease = await acquireLease({ kv, name, holder: `${hostname()}:${process.pid}:${name}`, ttlMs: LEASE_TTL_MS, intervalMs: LEASE_RENEW_MS }, abort.signal);
     o.standby?.stop();
     if (!lease) return 0;
     log.info({ agent: name }, 'lease acquired: this replica is active');
     const hold = gated ? new Gate() : undefined;
+    // closed the moment the lease pauses, even while the agent is still starting (opened by the loop below)
+    if (hold) {
+      void (async () => {
+        while (lease.state !== 'lost') {
+          if ((await lease.changed()) !== 'active') hold.close();
+        }
+      })();
+    }
     let stack: Stack | undefined;
+    let paused = false;
     let outcome: 'signal' | 'lost' | Error | void = undefined;
     try {
       for (;;) {
@@ -133,7 +145,8 @@ async function runSingleton(o: { name: string; log: AppLogger; signalled: Promis
           break;
         }
         if (state === 'paused') {
-          if (hold?.open) log.warn({ agent: name }, 'lease not renewed in time (NATS electing a leader?): paused, outputs held');
+          if (hold && !paused) log.warn({ agent: name }, 'lease not renewed in time (NATS electing a leader?): paused, outputs held');
+          paused = true;
           hold?.close();
           if (!hold && stack) {
             log.warn({ agent: name }, 'lease not renewed in time (NATS electing a leader?): stopping until it is renewed');
@@ -141,7 +154,8 @@ async function runSingleton(o: { name: string; log: AppLogger; signalled: Promis
             stack = undefined;
           }
         } else {
-          if (hold && !hold.open) log.info({ agent: name }, 'lease renewed: active again, outputs resume');
+          if (hold && paused) log.info({ agent: name }, 'lease renewed: active again, outputs resume');
+          paused = false;
           hold?.reopen();
           stack ??= await o.start(hold);
         }
@@ -178,3 +192,4 @@ const GATED = new Set<string>(['analysis']);
  *  costs nothing but the held outputs' delay). */
 const LEASE_TTL_MS = 4000;
 const LEASE_RENEW_MS = 500;
+const LEASE_KV_TIMEOUT_MS = 1000;
