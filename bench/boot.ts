@@ -17,7 +17,8 @@
 //   process CPU per start at first, 13-15 ms after the fleet-poll changes below; 5,000 guests at
 //   scale 1: 13.8 ms with the twin in this process, 9.3-11.8 ms beside it in its own (+1.8-2.9 ms
 //   there) after the verification changes. On 2 busy cores the wall time follows the machine's
-//   load as much as this CPU: the same code gave 1.22x at load 6 and 1.42x at load 12.
+//   load as much as this CPU: 1.22x at load 6 and 1.42x at load 12, then 1.032x at load 4-7 with
+//   every change below (event loop 82 % busy, gate p50 42 ms, approved -> started 62 ms).
 // - A third of the CPU was the workflows' fleet poll: the twin's full /sim/fleet (~2.5 MB at 5,000
 //   guests) every 50 ms, and once more per start step. Now `?view=state` (4 fields a guest), at
 //   most a fifth of the time, and the checks before each step reuse the last view.

@@ -10,8 +10,9 @@
 // record since, i.e. nobody else held the lease meanwhile: then it is `active` again and carries
 // on where it was, without a rebuild. If another holder wrote it, the lease is `lost` (final):
 // the caller starts over as a standby and re-syncs when it holds the lease again. A standby takes
-// an expired lease only a grace after its expiry, so the paused holder, which tries more often,
-// usually wins it back after an election. Two holders are never active at once (clocks of one
+// an expired lease only a grace after its expiry and only once a second look, an interval after
+// the first, finds it still unrenewed: the paused holder, which tries more often, wins it back
+// after an election, however long that took. Two holders are never active at once (clocks of one
 // host, or NTP-synced hosts); a write already sent when its holder paused can still land up to
 // half a TTL later, before the lease expires for the others.
 import type { KV } from '@nats-io/kv';
@@ -65,14 +66,23 @@ export async function acquireLease(o: LeaseOptions, signal?: AbortSignal): Promi
   const key = leaseKey(o.name);
   let revision = 0;
   let expiresAt = 0;
+  /** Someone else's expired lease as first seen: the revision, and when. */
+  let expiredSeen: { revision: number; at: number } | undefined;
   for (;;) {
     if (signal?.aborted) return undefined;
     try {
       const cur = await kvGet(o.kv, key, LeaseRecord);
       const now = Date.now();
-      // someone else's expired lease: a grace after its expiry, so that a holder paused by an
-      // election gets the first chance to renew it (it needs no rebuild)
-      if (!cur || cur.value.holder === o.holder || cur.value.expiresAt + every < now) {
+      // someone else's expired lease is taken only when a later look, at least an interval after
+      // the first, finds it still unrenewed (the same revision): a holder paused by an election
+      // retries every `pausedEvery` and so gets the first chance to renew it (it needs no
+      // rebuild), however long the outage was; a wall-clock grace alone is already over by then
+      let take = !cur || cur.value.holder === o.holder;
+      if (cur && !take && cur.value.expiresAt + every < now) {
+        if (expiredSeen?.revision !== cur.revision) expiredSeen = { revision: cur.revision, at: now };
+        else take = now - expiredSeen.at >= every;
+      } else expiredSeen = undefined;
+      if (take) {
         const next: LeaseRecord = { holder: o.holder, expiresAt: now + ttl, acquiredAt: now };
         const rev = await kvCas(o.kv, key, next, cur?.revision ?? 0);
         if (rev !== undefined) {

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { sleep } from '../core/mod.ts';
-import { acquireLease, Bus, type HeldLease, type LeaseState } from '../bus/mod.ts';
+import { acquireLease, Bus, leaseKey, type HeldLease, type LeaseState } from '../bus/mod.ts';
 import { startNatsServer, type NatsServerHandle } from '../cli/nats-server.ts';
 import { until } from './helpers/bus.ts';
 
@@ -61,6 +61,30 @@ describe('singleton lease', () => {
     await held.release();
     await until(() => standby !== undefined, 5000);
     expect(held.state).toBe('lost');
+    expect(standby!.state).toBe('active');
+    stop.abort();
+    await waiting;
+    await standby!.release();
+  });
+
+  it('a standby does not take an expired lease on first sight: its holder, back from an outage, renews it first', async () => {
+    const c = await Bus.connect({ servers: server!.url, source: 'lease-c' });
+    buses.push(c);
+    const kv = c.kv.fleetState;
+    const key = leaseKey('lease-test-2');
+    const record = (expiresAt: number) => JSON.stringify({ holder: 'x', expiresAt, acquiredAt: expiresAt - 1200 });
+    // holder x's lease ran out long ago (its NATS was away)
+    await kv.put(key, record(Date.now() - 10_000));
+    const stop = new AbortController();
+    let standby: HeldLease | undefined;
+    const waiting = acquireLease({ name: 'lease-test-2', ttlMs: 1200, intervalMs: 150, kv, holder: 'b' }, stop.signal).then((l) => (standby = l));
+    await sleep(60);
+    // x is back and renews at once (the old code: the standby had taken it at its first look)
+    await kv.put(key, record(Date.now() + 1200));
+    await sleep(600);
+    expect(standby).toBeUndefined();
+    // x stops renewing for good: the standby takes over once the lease has expired
+    await until(() => standby !== undefined, 5000);
     expect(standby!.state).toBe('active');
     stop.abort();
     await waiting;

@@ -85,7 +85,10 @@ export class Executor {
       await sleep(250, job.signal).catch(() => undefined); // an abort is seen at the top of the loop
     }
     // Another process may have finished this action between the first look and the lock.
-    const doneMeanwhile = await this.d.locks.done(a.actionId);
+    // with it, two reads at once: the action's done marker, and (a fresh start/stop/shutdown)
+    // whether the guest is already there, one round trip less before the PVE call
+    const fresh = lock.value.phase === 'acquired' && !lock.value.upid && (a.verb === 'start' || a.verb === 'stop' || a.verb === 'shutdown');
+    const [doneMeanwhile, firstLook] = await Promise.all([this.d.locks.done(a.actionId), fresh ? this.alreadyThere(a, this.address(a)) : undefined]);
     if (doneMeanwhile) {
       log.info({ outcome: doneMeanwhile.outcome }, 'action done by another agent while this one waited for the lock');
       await lock.release();
@@ -93,13 +96,13 @@ export class Executor {
     }
     const renew = setInterval(() => void lock.update({}).catch(() => undefined), Math.max(200, this.d.locks.leaseMs / 3));
     try {
-      return await this.execute(env, lock, job, log);
+      return await this.execute(env, lock, job, log, firstLook);
     } finally {
       clearInterval(renew);
     }
   }
 
-  private async execute(env: Envelope<Action>, lock: HeldLock, job: Job, log: Logger): Promise<Outcome> {
+  private async execute(env: Envelope<Action>, lock: HeldLock, job: Job, log: Logger, firstLook?: boolean): Promise<Outcome> {
     const a = env.data;
     const g = this.address(a);
     const maxAttempts = 1 + this.policies.guestRetries;
@@ -111,7 +114,9 @@ export class Executor {
         if (!upid && lock.value.phase !== 'verifying') {
           // a predecessor died between its call and storing the UPID: look before calling again
           if (lock.value.phase === 'calling') upid = await this.findTask(a, g, lock, (lock.value.calledAt ?? lock.value.since) + this.d.pveTimeoutMs + SETTLE_GRACE_MS, job.signal);
-          const there = !upid && (a.verb === 'start' || a.verb === 'stop' || a.verb === 'shutdown') && (await this.alreadyThere(a, g));
+          const look = lock.value.phase === 'acquired' ? firstLook : undefined; // (a first attempt's, taken with the done marker)
+          firstLook = undefined;
+          const there = !upid && (a.verb === 'start' || a.verb === 'stop' || a.verb === 'shutdown') && (look ?? (await this.alreadyThere(a, g)));
           if (there) log.info('guest already in the wanted state: no PVE call');
           else if (!upid) upid = await this.callOnce(a, g, lock, attempt, job.signal, log);
           if (upid) {
