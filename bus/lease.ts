@@ -17,6 +17,7 @@
 // half a TTL later, before the lease expires for the others.
 import type { KV } from '@nats-io/kv';
 import { z } from 'zod';
+import { sleep } from '../core/mod.ts';
 import { kvCas, kvGet } from './kv.ts';
 
 export const LeaseRecord = z.object({ holder: z.string().min(1).max(200), expiresAt: z.number(), acquiredAt: z.number() });
@@ -46,16 +47,6 @@ export interface HeldLease {
   /** Give the lease up now (a clean stop lets the next replica take over at once). */
   release(): Promise<void>;
 }
-
-const sleep = (ms: number, signal?: AbortSignal) => new Promise<void>((r) => {
-  const done = () => {
-    clearTimeout(t);
-    signal?.removeEventListener('abort', done);
-    r();
-  };
-  const t = setTimeout(done, ms);
-  signal?.addEventListener('abort', done, { once: true });
-});
 
 /** Waits until this holder has the lease (or `signal` aborts: undefined), then keeps it renewed. */
 export async function acquireLease(o: LeaseOptions, signal?: AbortSignal): Promise<HeldLease | undefined> {
@@ -96,7 +87,7 @@ export async function acquireLease(o: LeaseOptions, signal?: AbortSignal): Promi
     } catch {
       // NATS unavailable for a moment: keep trying
     }
-    await sleep(every, signal);
+    await sleep(every, signal).catch(() => undefined);
   }
 
   let state = 'active' as LeaseState;
@@ -127,7 +118,7 @@ export async function acquireLease(o: LeaseOptions, signal?: AbortSignal): Promi
   armPause();
   void (async () => {
     while (!isLost()) {
-      await sleep(state === 'paused' ? pausedEvery : every, stopRenewing.signal);
+      await sleep(state === 'paused' ? pausedEvery : every, stopRenewing.signal).catch(() => undefined);
       if (isLost()) return;
       const now = Date.now();
       // stop acting half a TTL before the lease expires for the others
