@@ -5,12 +5,14 @@ import { createActor, fromPromise, SimulatedClock } from 'xstate';
 import { givePlace, GracefulShutdownMachine, LayeredBootMachine, StepQueue, stepsDriver, type BootSummary, type ShutdownGuestActorInput, type ShutdownSummary, type StartGuestInput, type StopOutput, type WaitHealthyInput, type WaitHealthyOutput } from '../state-machines/mod.ts';
 import { flush, runUntil } from './helpers/machines.ts';
 
+/** One step place, a simulated clock, the order steps began in, and how to end each step. */
+function stepRig() {
+  return { clock: new SimulatedClock(), queue: new StepQueue(1), order: [] as number[], release: new Map<number, () => void>() };
+}
+
 /** A boot machine with one step place; each start waits until the test releases it. */
 function bootRig(onStart: (input: StartGuestInput) => void = () => undefined) {
-  const clock = new SimulatedClock();
-  const queue = new StepQueue(1);
-  const order: number[] = [];
-  const release = new Map<number, () => void>();
+  const { clock, queue, order, release } = stepRig();
   const machine = LayeredBootMachine.provide({
     actors: {
       // health checks send nothing: they do not wait in line (as in the workflows agent)
@@ -28,10 +30,7 @@ function bootRig(onStart: (input: StartGuestInput) => void = () => undefined) {
 
 describe('bounded steps', () => {
   it('a step waiting in line does not time out; steps run in the order asked, never more than the bound', async () => {
-    const clock = new SimulatedClock();
-    const queue = new StepQueue(1);
-    const order: number[] = [];
-    const release = new Map<number, () => void>();
+    const { clock, queue, order, release } = stepRig();
     const machine = GracefulShutdownMachine.provide({
       actors: {
         guestSteps: stepsDriver({ queue }),
