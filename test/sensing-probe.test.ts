@@ -111,7 +111,7 @@ describe('sensing: health probes', () => {
   it('an unchanged answer is the same object round after round; a changed one is new', async () => {
     const prober = new Prober(opts(), fleetWith({ 107: `${base}/ok/30`, 108: `${base}/down` }), silentLogger);
     try {
-      const first = await prober.probeAll([107, 108]);
+      const first = new Map(await prober.probeAll([107, 108]));
       const second = await prober.probeAll([107, 108]);
       expect(second.get(107)).toBe(first.get(107));
       expect(second.get(108)).toBe(first.get(108));
@@ -126,6 +126,17 @@ describe('sensing: health probes', () => {
     try {
       const r = await prober.probeAll([109, 4242]);
       expect([...r.keys()]).toEqual([109]);
+    } finally {
+      await prober.close();
+    }
+  });
+
+  it('a full round drops guests it no longer probes; a partial one (probeSome) keeps the others', async () => {
+    const prober = new Prober(opts(), fleetWith({ 110: `${base}/plain`, 111: `${base}/down` }), silentLogger);
+    try {
+      expect([...(await prober.probeAll([110, 111])).keys()].sort()).toEqual([110, 111]);
+      expect([...(await prober.probeSome([111])).entries()].sort()).toEqual([[110, { ok: true }], [111, { ok: false, reason: 'HTTP 503: service unavailable' }]]);
+      expect([...(await prober.probeAll([111])).keys()]).toEqual([111]);
     } finally {
       await prober.close();
     }

@@ -43,8 +43,13 @@ export class Prober {
   private readonly auth: Record<string, string>;
   /** Probe targets are built once per guest (thousands of probes per round). */
   private readonly targets = new Map<number, Target | null>();
-  /** Each guest's last result: an unchanged answer is the same object (no new one per round). */
-  private readonly last = new Map<number, ProbeResult>();
+  /** Each guest's latest answer, kept from round to round and returned by every probe call (valid
+   *  until the next): an unchanged answer stays the same object, and neither the map nor its
+   *  entries are new each round (a 5,000-entry map is a large object, kept until a major GC). */
+  private readonly results = new Map<number, ProbeResult>();
+  /** Which call last probed each guest. */
+  private readonly probedIn = new Map<number, number>();
+  private calls = 0;
 
   constructor(
     private readonly opts: SensingOptions,
@@ -118,32 +123,54 @@ export class Prober {
     };
   }
 
-  /** Probes every guest given (those with something to probe), `probeConcurrency` at once. One
-   *  reusable handler per lane drives undici's dispatch directly: undici's request() built a
-   *  body stream, an async iterator, promises and a handler per probe, and those lived long
-   *  enough to be promoted: ~1 KB of old space per probe, ~5 MB a round at 5,000 guests. */
+  /** Probes every guest given (those with something to probe), `probeConcurrency` at once; the
+   *  results of guests not among them are dropped. One reusable handler per lane drives undici's
+   *  dispatch directly: undici's request() built a body stream, an async iterator, promises and a
+   *  handler per probe, and those lived long enough to be promoted: ~1 KB of old space per probe,
+   *  ~5 MB a round at 5,000 guests. */
   async probeAll(vmids: readonly number[]): Promise<Map<number, ProbeResult>> {
+    const { call, probed } = await this.run(vmids);
+    if (this.results.size > probed) {
+      for (const v of this.results.keys()) {
+        if (this.probedIn.get(v) !== call) {
+          this.results.delete(v);
+          this.probedIn.delete(v);
+        }
+      }
+    }
+    return this.results;
+  }
+
+  /** Probes the guests given; the others keep their last results (a round a hook brought forward). */
+  async probeSome(vmids: readonly number[]): Promise<Map<number, ProbeResult>> {
+    await this.run(vmids);
+    return this.results;
+  }
+
+  private async run(vmids: readonly number[]): Promise<{ call: number; probed: number }> {
+    const call = ++this.calls;
     const withTarget: Target[] = [];
     const ids: number[] = [];
     for (const v of vmids) {
       const t = this.targetOf(v);
-      if (t) {
+      if (t && this.probedIn.get(v) !== call) {
+        this.probedIn.set(v, call);
         withTarget.push(t);
         ids.push(v);
       }
     }
-    const out = new Map<number, ProbeResult>();
-    if (!ids.length) return out;
-    await new Promise<void>((resolve) => {
-      const round = new ProbeRound(ids, withTarget, out, (v, r) => this.remember(v, r), resolve);
-      for (let i = 0; i < Math.min(this.opts.probeConcurrency, ids.length); i++) new ProbeLane(this, round).next();
-    });
-    return out;
+    if (ids.length) {
+      await new Promise<void>((resolve) => {
+        const round = new ProbeRound(ids, withTarget, (v, r) => this.record(v, r), resolve);
+        for (let i = 0; i < Math.min(this.opts.probeConcurrency, ids.length); i++) new ProbeLane(this, round).next();
+      });
+    }
+    return { call, probed: ids.length };
   }
 
   /** One guest's probe (the same path as probeAll's). */
   async probe(vmid: number): Promise<ProbeResult> {
-    return (await this.probeAll([vmid])).get(vmid) ?? { ok: true };
+    return (await this.probeSome([vmid])).get(vmid) ?? { ok: true };
   }
 
   /** Dispatcher for a target (lanes call it). */
@@ -155,11 +182,9 @@ export class Prober {
     return this.opts.probeTimeoutMs;
   }
 
-  private remember(vmid: number, r: ProbeResult): ProbeResult {
-    const prev = this.last.get(vmid);
-    if (prev && prev.ok === r.ok && prev.reason === r.reason && prev.certDaysLeft === r.certDaysLeft) return prev;
-    this.last.set(vmid, r);
-    return r;
+  private record(vmid: number, r: ProbeResult): void {
+    const prev = this.results.get(vmid);
+    if (!prev || prev.ok !== r.ok || prev.reason !== r.reason || prev.certDaysLeft !== r.certDaysLeft) this.results.set(vmid, r);
   }
 
   async close(): Promise<void> {
@@ -175,8 +200,7 @@ class ProbeRound {
   constructor(
     readonly ids: readonly number[],
     readonly targets: readonly Target[],
-    private readonly out: Map<number, ProbeResult>,
-    private readonly remember: (vmid: number, r: ProbeResult) => ProbeResult,
+    private readonly done: (vmid: number, r: ProbeResult) => void,
     private readonly resolve: () => void,
   ) {}
 
@@ -191,7 +215,7 @@ class ProbeRound {
   }
 
   record(vmid: number, r: ProbeResult): void {
-    this.out.set(vmid, this.remember(vmid, r));
+    this.done(vmid, r);
     this.running--;
   }
 }
