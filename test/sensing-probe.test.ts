@@ -23,6 +23,12 @@ beforeAll(async () => {
       return res.end('service\n\n  unavailable');
     }
     if (kind === 'silent') return void held.push(res); // never answers
+    if (kind === 'stall') {
+      // headers, a little body, then nothing
+      res.writeHead(200, { 'content-type': 'text/plain' });
+      res.write('partial');
+      return void held.push(res);
+    }
     if (kind === 'huge') {
       // 503 and a body that never ends: only the 16 KB cut ends the probe
       res.writeHead(503, { 'content-type': 'text/plain' });
@@ -91,6 +97,14 @@ describe('sensing: health probes', () => {
     const r = await probeOnce({ 104: `${base}/silent`, 105: `http://127.0.0.1:${port}/` }, { probeTimeoutMs: 300 });
     expect(r.get(104)).toEqual({ ok: false, reason: 'no answer within 300 ms' });
     expect(r.get(105)).toEqual({ ok: false, reason: 'ECONNREFUSED' });
+  });
+
+  it('a body that stops coming is no answer either; the next probe on the same lane is not cut by its deadline', async () => {
+    const r = await probeOnce({ 120: `${base}/stall`, 121: `${base}/silent`, 122: `${base}/ok/9`, 123: `${base}/plain` }, { probeTimeoutMs: 300, probeConcurrency: 1 });
+    expect(r.get(120)).toEqual({ ok: false, reason: 'no answer within 300 ms' });
+    expect(r.get(121)).toEqual({ ok: false, reason: 'no answer within 300 ms' });
+    expect(r.get(122)).toEqual({ ok: true, certDaysLeft: 9 });
+    expect(r.get(123)).toEqual({ ok: true });
   });
 
   it('a body that never ends is cut at 16 KB: the probe ends with the status, not a timeout', async () => {
