@@ -162,7 +162,7 @@ export class Prober {
     }
     if (ids.length) {
       await new Promise<void>((resolve) => {
-        const round = new ProbeRound(ids, withTarget, (v, r) => this.record(v, r), resolve);
+        const round = new ProbeRound(ids, withTarget, (v, r) => this.record(v, r), (v) => this.lastResult(v), resolve);
         for (let i = 0; i < Math.min(this.opts.probeConcurrency, ids.length); i++) new ProbeLane(this, round).next();
       });
     }
@@ -188,6 +188,11 @@ export class Prober {
     if (!prev || prev.ok !== r.ok || prev.reason !== r.reason || prev.certDaysLeft !== r.certDaysLeft) this.results.set(vmid, r);
   }
 
+  /** A guest's last answer (lanes compare with it). */
+  lastResult(vmid: number): ProbeResult | undefined {
+    return this.results.get(vmid);
+  }
+
   async close(): Promise<void> {
     await Promise.allSettled([this.simDispatcher.close(), this.guestDispatcher.close()]);
   }
@@ -202,6 +207,8 @@ class ProbeRound {
     readonly ids: readonly number[],
     readonly targets: readonly Target[],
     private readonly done: (vmid: number, r: ProbeResult) => void,
+    /** A guest's last answer. */
+    readonly last: (vmid: number) => ProbeResult | undefined,
     private readonly resolve: () => void,
   ) {}
 
@@ -317,14 +324,20 @@ class ProbeLane implements Dispatcher.DispatchHandler {
     this.end({ ok: false, reason: why.slice(0, 300) });
   }
 
+  /** What came back. An answer like the guest's last one is not a new object: the first round's
+   *  answers all outlived it, so V8 would allocate every later one straight in old space. */
   private answer(): ProbeResult {
     const size = Math.min(this.size, BODY_LIMIT);
     const body = this.chunks.length === 1 ? this.chunks[0].toString('utf8', 0, size) : Buffer.concat(this.chunks).toString('utf8', 0, size);
     this.chunks.length = 0;
-    const result: ProbeResult = { ok: this.status >= 200 && this.status < 300 };
+    const ok = this.status >= 200 && this.status < 300;
     const cert = certDays(body);
+    const reason = ok ? undefined : `HTTP ${this.status}${body ? `: ${body.replace(/\s+/g, ' ').slice(0, 200)}` : ''}`;
+    const prev = this.round.last(this.vmid);
+    if (prev && prev.ok === ok && prev.reason === reason && prev.certDaysLeft === cert) return prev;
+    const result: ProbeResult = { ok };
     if (cert !== undefined) result.certDaysLeft = cert;
-    if (!result.ok) result.reason = `HTTP ${this.status}${body ? `: ${body.replace(/\s+/g, ' ').slice(0, 200)}` : ''}`;
+    if (reason !== undefined) result.reason = reason;
     return result;
   }
 
