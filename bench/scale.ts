@@ -39,10 +39,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { Bus, kvGet, LeaseRecord, openKvWithTimeout, readIdentity, replayStored, type Action } from '../bus/mod.ts';
+import { jetstreamManager } from '@nats-io/jetstream';
+import { Bus, leaseStoreNames, openLeaseStores, readIdentity, replayStored, type Action } from '../bus/mod.ts';
 import { sleep } from '../core/mod.ts';
 import { generateFleet } from '../fleet/reference-fleet.ts';
-import { nodeLeaseKey } from '../agents/sensing/partition.ts';
+import { readNodeLeases } from '../agents/sensing/partition.ts';
 import { simApi } from '../testkit/mod.ts';
 import { emit, isMain, percentile, round } from './harness.ts';
 
@@ -116,16 +117,13 @@ export async function run(): Promise<void> {
       return f.guests.every((g) => g.state === 'running') && known ? true : undefined;
     }, 300_000, 'the fleet running and known to sensing');
     // read with a 500 ms timeout: through the shared handle (5 s) a read caught by the election
-    // came back seconds late and the takeover measured up to ~4.5 s longer than it was
-    const leaseKv = await openKvWithTimeout(bus.nc, 'fleet-state', 500);
-    const leases = async () => {
-      const held = new Map<string, string>();
-      await Promise.all(nodes.map(async (n) => {
-        const l = await kvGet(leaseKv, nodeLeaseKey(n), LeaseRecord);
-        if (l && l.value.expiresAt > Date.now()) held.set(n, l.value.holder);
-      }));
-      return held;
-    };
+    // came back seconds late and the takeover measured up to ~4.5 s longer than it was; a node is
+    // held by whom a majority of the lease stores name (agents/sensing/partition.ts)
+    const leaseStores = await openLeaseStores(bus.nc, 500);
+    const leases = () => readNodeLeases(leaseStores, nodes);
+    const quickJsm = await jetstreamManager(bus.nc, { timeout: 500, checkAPI: false });
+    const leaderOf = async (stream: string) => (await quickJsm.streams.info(stream).catch(() => undefined))?.cluster?.leader;
+    const storeServers = await Promise.all(leaseStoreNames(leaseStores.length).map((n) => leaderOf(`KV_${n}`)));
     const before = await until(async () => {
       const h = await leases();
       return h.size === nodes.length ? h : undefined;
@@ -148,16 +146,22 @@ export async function run(): Promise<void> {
     const killAt = Math.floor(CRASHES / 3);
     let takeoverMs: number | undefined;
     let killedFleetStateLeader: boolean | undefined;
+    let killedServer: string | undefined;
     let takeover: Promise<void> | undefined;
+    /** From the kill until fleet-state's and FLEET's streams answer with a leader again (the election). */
+    const electionMs: Record<string, number | undefined> = {};
+    let elections: Promise<unknown> | undefined;
     const runStart = Date.now();
     for (let i = 0; i < CRASHES; i++) {
       if (i === killAt) {
-        // the leases live in fleet-state's stream: if its leader dies, no lease can be written
-        // until the other two elect one (nats-server's raft: 4–9 s), whatever the lease TTL
-        // (BENCH_SCALE_KILL_LEADER=1 kills that one on purpose: the worst case)
-        const leader = (await bus.jsm.streams.info('KV_fleet-state').catch(() => undefined))?.cluster?.leader;
+        // fleet-state's stream (the fleet's state, analysis' and workflows' leases): if its leader
+        // dies, nothing can be written to it until the other two elect one (nats-server's raft:
+        // 4–9 s). BENCH_SCALE_KILL_LEADER=1 kills that one on purpose: the worst case. Sensing's
+        // node leases are in stores of their own, one per server: any server takes one with it.
+        const leader = await leaderOf('KV_fleet-state');
         const victim = process.env.BENCH_SCALE_KILL_LEADER === '1' && leader ? Number(leader.split('-').pop()) - 1 : 1;
-        killedFleetStateLeader = leader === undefined ? undefined : leader === `homeostat-${victim + 1}`;
+        killedServer = `homeostat-${victim + 1}`;
+        killedFleetStateLeader = leader === undefined ? undefined : leader === killedServer;
         process.kill(ready.natsServers[victim].pid, 'SIGKILL');
         const seen = new Set<string>();
         for (const p of ready.processes) {
@@ -166,6 +170,10 @@ export async function run(): Promise<void> {
           process.kill(p.pid, 'SIGKILL');
         }
         const killed = Date.now();
+        elections = Promise.all(['KV_fleet-state', 'FLEET'].map((stream) => until(async () => {
+          const l = await leaderOf(stream);
+          return l && l !== killedServer ? true : undefined;
+        }, 120_000, `a leader of ${stream}`, 100).then(() => void (electionMs[stream] = Date.now() - killed), () => undefined)));
         takeover = until(async () => {
           const h = await leases();
           return hisNodes.every((n) => h.has(n) && pidOf(h.get(n)!) !== sensingVictim) ? true : undefined;
@@ -177,6 +185,7 @@ export async function run(): Promise<void> {
       await sleep(Math.max(0, runStart + (i + 1) * gap - Date.now()));
     }
     await takeover;
+    await elections;
     // every crash healed, or a minute and a half past the last one
     await until(async () => (victims.every((v) => healedAt.has(v)) ? true : undefined), 90_000, 'every crash healed').catch(() => undefined);
     await sleep(5000); // what replicas could double shows up within seconds
@@ -231,6 +240,9 @@ export async function run(): Promise<void> {
       mttrP50Ms: Math.round(p50), mttrP95Ms: Math.round(p95), floorMs, p50VsFloor: round(p50 / floorMs, 2), p95VsFloor: round(p95 / floorMs, 2),
       mttrP50BeforeKillMs: mttrOf(victims.slice(0, killAt)), mttrP50AfterKillMs: mttrOf(victims.slice(killAt)), stepsP50Ms,
       slowest, sensingTakeoverMs: takeoverMs, takeoverNodes: hisNodes.length, killedFleetStateLeader,
+      // the split: fleet-state's and FLEET's elections after the kill (no write to them meanwhile)
+      // and the lease store that went with the killed server (the other two made the majority)
+      electionMs, leaseStoreOnKilledServer: leaseStoreNames(leaseStores.length).find((_, i) => storeServers[i] === killedServer) ?? null,
       pass: healed === CRASHES && lost === 0 && doubled === 0 && takeoverMs !== undefined && takeoverMs <= 5000,
     });
   } finally {
