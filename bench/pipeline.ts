@@ -84,6 +84,30 @@
 //   the 0.5x goal is per-event I/O cost in analysis and the nats-server; for 150 MB, V8's young
 //   generation (32 MB committed under 5,000 samples/s) and sensing's old space swinging with
 //   what each round promotes (probes, listings, records, samples).
+// Fifth round, sensing's memory (a process.memoryUsage + v8 heap-space log every 0.1 s, the
+// sampling heap profiler keeping what major GCs collect, --trace-gc-nvp, /proc/pid/smaps):
+// - Old space grew ~9 MB/s (35 → 110 MB between major GCs): ~5 MB a round was undici's
+//   request() per probe (body stream, async iterator, promises, handler: ~1 KB a probe lived
+//   long enough to be promoted, it seems until undici's 0.5 s timer sweep), the rest per-guest
+//   objects rebuilt every round and kept through it (records, observations, listings as
+//   PveGuest objects, 5,000 metric samples with their envelopes, 5,000-entry maps in large-object
+//   space). Now: probes drive undici's dispatch with one reusable handler and one deadline timer
+//   per lane (no undici timer per probe); records, observations and listings are rewritten in
+//   place; probe results live in one map and an unchanged answer is the same object; samples
+//   are encoded from the records as they are sent. Promoted in steady state: ~0.6 MB/s; sensing
+//   CPU ~0.29 s per s against ~0.41 (same run, load 1.3-2). proxmox-api loaded its own undici 6
+//   (only for a default fetch we replace): one undici now (package.json overrides).
+// - Peak RSS 234-242 → 160 MB (same runs). What is left, at the peak (the burst): the node
+//   binary's pages 41.5 MB and libraries 3.7; malloc 15 MB (brk, set in the first round) and
+//   ~11 MB of other native mappings; V8's young generation 33.6 MB (two 16 MB semi-spaces: V8
+//   grows them once enough has survived scavenges, at the first round's 5,000 discoveries, and
+//   shrinks them only when allocation falls under 1 MB/s); old space 40-58 MB: ~29 MB live after
+//   a full GC (6.3 MB of it module sources, 7.7 MB code and bytecode, the rest per-guest state),
+//   the burst's 4,900 events and KV writes (+~8 MB), and objects that sites V8 decided at start to
+//   allocate straight in old space (with that decision off, diagnostic only, old space grew
+//   ~1.1 instead of ~1.5 MB/s). 150 MB needs ~10 MB more from these.
+// - Tried and dropped: the simulator's batch health endpoint (one request per 500 guests) would
+//   cut the probes' cost but measure a fleet unlike a real one (one health URL per guest).
 //
 // Phases per fleet size: (1) raw JetStream publishing with acks, 256 in flight, of the same bytes as
 // a guest event (at least 5,000 messages: 1,000 took ~0.15 s and the rate swung 4-7 k/s);

@@ -7,7 +7,7 @@ import { decode, encode, encodeEnvelope, encodeJson, makeEnvelope, validate, typ
 import { connectNats } from './connection.ts';
 import { AckedPublisher } from './publisher.ts';
 import type { KV } from '@nats-io/kv';
-import { backoffMs, HomeostatError, retry, silentLogger, sleep, type Logger } from '../core/mod.ts';
+import { backoffMs, HomeostatError, retry, settlesWithin, silentLogger, sleep, type Logger } from '../core/mod.ts';
 import { deadLetterId, ensureConsumer, isNatsUnavailable, PULL_EXPIRES_MS, terminate, TRANSIENT_RETRY_MS, watchMaxDeliveries } from './consumers.ts';
 import { deadLetterKind, familyOf } from './families.ts';
 import { AUDIT_STREAM, ensureJetStream, FLEET_STREAM, type FleetKv } from './jetstream.ts';
@@ -64,6 +64,9 @@ export interface ConsumeOptions<T> {
   skip?: (m: JsMsg) => boolean;
 }
 
+/** What one part of a stop (consumers, then the drain) may take before the bus moves on. */
+const STOP_PART_MS = 3000;
+
 const RAW_LIMIT = 4096;
 
 export class Bus {
@@ -85,6 +88,7 @@ export class Bus {
   readonly durables = new Map<string, { stream: string; acked: number }>();
   private stopping = false;
   private retriesInterrupted = false;
+  private connected = true;
   private onDeadLetter?: (family: string, reason: string) => void;
 
   private constructor(nc: NatsConnection, jsm: JetStreamManager, kv: FleetKv, source: string, log: Logger) {
@@ -95,6 +99,17 @@ export class Bus {
     this.source = source;
     this.log = log;
     this.publisher = new AckedPublisher(nc);
+    void (async () => {
+      for await (const s of nc.status()) {
+        if (s.type === 'disconnect') this.connected = false;
+        else if (s.type === 'reconnect') this.connected = true;
+      }
+    })().catch(() => undefined);
+  }
+
+  /** Whether the connection is up now (false from a disconnect until the next reconnect). */
+  get online(): boolean {
+    return this.connected && !this.nc.isClosed();
   }
 
   static async connect(opts: BusOptions): Promise<Bus> {
@@ -346,6 +361,7 @@ export class Bus {
       for await (const m of messages) {
         if (opts.skip?.(m)) {
           ack(m);
+          this.noteAck(opts.durable);
           continue;
         }
         const r = decode<T>(m.subject, m.data, opts.schema);
@@ -464,13 +480,23 @@ export class Bus {
     this.retriesInterrupted = true;
   }
 
-  /** Stop subscriptions and consumers, then drain the connection. */
+  /** Close the connection at once, without draining (shutting down while NATS is unreachable:
+   *  nothing can be flushed, and whatever still waits on NATS fails now instead of retrying). */
+  async abort(): Promise<void> {
+    this.retriesInterrupted = true;
+    await this.nc.close().catch(() => undefined);
+  }
+
+  /** Stop subscriptions and consumers, then drain the connection. With NATS unreachable the
+   *  connection is closed first (a drain would wait for a reconnect that may never come); and
+   *  each part gets a deadline (STOP_PART_MS), after which the connection is closed instead. */
   async stop(): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
-    await Promise.allSettled([...this.stoppables].map((s) => s.stop()));
+    if (!this.online) await this.abort();
+    await settlesWithin(Promise.allSettled([...this.stoppables].map((s) => s.stop())), STOP_PART_MS);
     this.stoppables.clear();
-    if (!this.nc.isClosed()) await this.nc.drain().catch(() => this.nc.close());
+    if (!this.nc.isClosed() && !(await settlesWithin(this.nc.drain(), STOP_PART_MS).catch(() => false))) await this.nc.close().catch(() => undefined);
     this.publisher.close();
   }
 }

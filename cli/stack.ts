@@ -2,7 +2,7 @@
 // each on its own NATS connection as it would be in compose. Used by `up` and the e2e tests.
 import { existsSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { HomeostatError, type AppLogger } from '../core/mod.ts';
+import { HomeostatError, settlesWithin, type AppLogger } from '../core/mod.ts';
 import { Bus, clearCurrentState, identityOfAgent, type Identity } from '../bus/mod.ts';
 import { AGENT_NAMES, createMetrics, loadAgent, startHeartbeat, type Heartbeat, type AgentHandle, type AgentName, type AgentOptions, type Config, type Metrics, type PveAccess } from '../agents/mod.ts';
 import type { Fleet } from '../fleet/manifest.ts';
@@ -77,6 +77,9 @@ export interface Stack {
 
 /** The agents that talk to the PVE API (the others get no client). */
 const PVE_AGENTS: ReadonlySet<AgentName> = new Set(['sensing', 'action', 'workflows']);
+
+/** How long one agent may take to stop before its connection is closed under it. */
+const STOP_AGENT_MS = 5000;
 
 // notify before the agents whose events it tells people about
 const AGENT_ORDER: readonly AgentName[] = ['notify', 'action', 'decision', 'analysis', 'workflows', 'operator', 'sensing'];
@@ -203,9 +206,18 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     const stopAgent = async (name: AgentName) => {
       const h = agents.get(name);
       agents.delete(name);
-      buses.get(name)?.interruptRetries();
-      await h?.stop();
-      await beats.get(name)?.stop();
+      const bus = buses.get(name);
+      bus?.interruptRetries();
+      // NATS may be gone (its server killed first): a periodic task retrying a KV listing would
+      // hold the stop for minutes. Offline, the connection is closed first, so what waits on NATS
+      // fails at once; online or not, the agent gets a deadline, then its connection is closed.
+      if (bus && !bus.online) {
+        log.warn({ agent: name }, 'stopping while NATS is unreachable: what was not yet stored is left to redelivery and reconcile');
+        await bus.abort();
+      }
+      if (h && !(await settlesWithin(h.stop(), STOP_AGENT_MS))) log.warn({ agent: name, waitedMs: STOP_AGENT_MS }, 'agent did not stop in time (NATS unreachable?): closing its connection');
+      const beat = beats.get(name);
+      if (beat && !(await settlesWithin(beat.stop(), STOP_AGENT_MS))) log.warn({ agent: name, waitedMs: STOP_AGENT_MS }, 'heartbeat did not stop in time');
       beats.delete(name);
       await buses.get(name)?.stop();
       buses.delete(name);

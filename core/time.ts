@@ -57,6 +57,21 @@ export async function retry<T>(fn: (attempt: number) => Promise<T>, o: RetryOpti
   }
 }
 
+/** Whether `p` settles within `ms`. If it does not, the caller goes on and `p` runs on unobserved
+ *  (a late rejection is swallowed); a rejection within `ms` is rethrown. For a stop that must not
+ *  hang on a peer that never answers (NATS gone during shutdown). */
+export async function settlesWithin(p: Promise<unknown>, ms: number): Promise<boolean> {
+  const settled = p.then(() => true);
+  settled.catch(() => undefined);
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), ms)));
+  try {
+    return await Promise.race([settled, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** A human timestamp: local time with the zone's offset, e.g. 2026-11-30 21:04:13.120 +01:00. */
 export function localTime(iso: string | number | Date): string {
   const d = new Date(iso);

@@ -69,6 +69,22 @@ describe('SIGTERM', () => {
     expect(up.stderr()).not.toMatch(/still open after/); // stopped by itself, not by the backstop
   }, 90_000);
 
+  it('up whose nats-server died first still stops on SIGTERM: connections closed at once, nothing left waiting on NATS', async () => {
+    const dir = join(root, 'nats-gone');
+    const up = start(process.execPath, [BIN, 'up', '--sim', '--data-dir', dir, ...ARGS]);
+    await up.ready;
+    const nats = childrenOf(up.child.pid!).filter((c) => c.cmd === 'nats-server');
+    expect(nats).toHaveLength(1);
+    process.kill(nats[0].pid, 'SIGKILL');
+    await until(() => /nats disconnected/.test(up.stderr()), 20_000, 50);
+    up.child.kill('SIGTERM');
+    // before: periodic tasks retried KV listings against the dead server (12 tries of up to
+    // 4 s each, one listing after another) and `up` was still running minutes later
+    expect(await up.exit).toBe(0);
+    expect(up.stderr()).toMatch(/stopping while NATS is unreachable/);
+    expect(up.stderr()).not.toMatch(/still open after/);
+  }, 60_000);
+
   it('npm run demo: the signal npm passes on reaches up; up and its nats-server are gone', async () => {
     const dir = join(root, 'demo');
     const npm = start('npm', ['run', '--silent', 'demo', '--', '--data-dir', dir, ...ARGS]);

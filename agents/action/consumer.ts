@@ -1,6 +1,7 @@
 // A durable JetStream consumer that works on several messages at once (one slow boot must not
 // hold up the rest), keeps each in progress with `working()` heartbeats, and on stop hands the
 // unfinished ones back at once (nak) so a restarted agent resumes them without waiting ack_wait.
+import { setMaxListeners } from 'node:events';
 import { AckPolicy, DeliverPolicy, type JsMsg } from '@nats-io/jetstream';
 import { backoffMs, sleep, type Logger } from '../../core/mod.ts';
 import { AUDIT_STREAM, decode, isNatsUnavailable, PULL_EXPIRES_MS, TRANSIENT_RETRY_MS, type Bus, type Envelope, type Stoppable } from '../../bus/mod.ts';
@@ -44,6 +45,8 @@ export async function consumeConcurrently<T>(bus: Bus, o: ConcurrentConsumerOpti
   const consumer = await bus.js.consumers.get(AUDIT_STREAM, o.durable);
   const messages = await consumer.consume({ max_messages: o.maxInFlight, expires: PULL_EXPIRES_MS });
   const stopping = new AbortController();
+  // every handler in flight (and every verifying one) listens on it: no leak, so no limit of 10
+  setMaxListeners(0, stopping.signal);
   /** Every handler still running, parked or not (stop waits for them all). */
   const inFlight = new Set<Promise<void>>();
   /** Handlers holding a place, and those that gave theirs back. */

@@ -8,7 +8,7 @@ import { agentHandle, every, type AgentHandle, type AgentModule, type AgentProgr
 import { startAlertReceiver, type AlertReceiver, type HookSink } from './alertmanager.ts';
 import { PveObserver } from './observe.ts';
 import { sensingOptions, type SensingAgentOptions } from './options.ts';
-import { mapLimit, Prober, type ProbeResult } from './probe.ts';
+import { mapLimit, Prober } from './probe.ts';
 import { loadRecords, publishEmissions } from './publish.ts';
 import { GuestRecord, kvGet, kvKeys, NodeRecord, openLeaseStores } from '../../bus/mod.ts';
 import { FleetTracker, type Scope } from './tracker.ts';
@@ -108,7 +108,6 @@ export const agent: AgentModule<SensingAgentOptions> = {
     let lastRoundAt: number | undefined;
     let pveFailingSince: number | undefined;
     let pveError: string | undefined;
-    let lastProbes = new Map<number, ProbeResult>();
     let lastFullProbe = 0;
     const round = async () => {
       await prober.detectSimulator();
@@ -131,10 +130,9 @@ export const agent: AgentModule<SensingAgentOptions> = {
       // a round a hook brought forward probes only the hooked guests (the others' probes are
       // younger than one interval); every other round probes everything
       const partial = hooked.size > 0 && Date.now() - lastFullProbe < opts.intervalMs;
-      const fresh = await prober.probeAll(partial ? running.filter((v) => hooked.has(v)) : running);
-      const probes = partial ? new Map([...lastProbes].filter(([v]) => !hooked.has(v)).concat([...fresh])) : fresh;
+      // the prober keeps every guest's last answer: a partial round updates the hooked ones
+      const probes = partial ? await prober.probeSome(running.filter((v) => hooked.has(v))) : await prober.probeAll(running);
       if (!partial) lastFullProbe = Date.now();
-      lastProbes = probes;
       try {
         await publishEmissions(ctx.bus, tracker.apply(obs, probes, undefined, hooked, scope));
       } catch (e) {

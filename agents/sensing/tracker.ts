@@ -1,15 +1,18 @@
 // What sensing knows about the fleet, and what changed since the last round. `apply` is pure
 // bookkeeping: it turns one observation (plus probe results) into the events, metric samples and
 // KV records to write; only *changes* become events.
-import { kvKeys, subjects, type ApiRecord, type GuestEvent, type GuestRecord, type MetricSample, type NodeEvent, type NodeRecord } from '../../bus/mod.ts';
+import { kvKeys, subjects, type ApiRecord, type GuestEvent, type GuestRecord, type NodeEvent, type NodeRecord, type Resources } from '../../bus/mod.ts';
 import type { Fleet } from '../../fleet/manifest.ts';
 import type { Observation, GuestObservation, NodeObservation } from './observe.ts';
 import type { ProbeResult } from './probe.ts';
 
 export type Emission =
   | { kind: 'event'; subject: string; type: string; data: GuestEvent | NodeEvent | ApiRecord; key: string }
-  | { kind: 'metric'; subject: string; data: MetricSample }
   | { kind: 'kv'; key: string; value: GuestRecord | NodeRecord | ApiRecord };
+
+/** What a metric sample is made of: a guest's record (vmid) or a node's (no vmid). The sample is
+ *  encoded when it is sent (publish.ts): no sample object per guest per round waits in between. */
+export type MetricSource = Pick<GuestRecord, 'node' | 'resources'> & { vmid?: number };
 
 /** The share of the fleet one sensing replica reports (see partition.ts). */
 export interface Scope {
@@ -23,7 +26,8 @@ export interface Emissions {
   api: Emission[];
   nodes: Emission[];
   guests: Emission[];
-  metrics: Emission[];
+  /** Valid until the next apply(): records are updated in place. */
+  metrics: MetricSource[];
   kv: Emission[];
 }
 
@@ -131,10 +135,7 @@ export class FleetTracker {
     const reachChanged = (prev?.reachable ?? true) !== n.reachable;
     if (reachChanged) out.nodes.push(ev(n.reachable ? 'NodeReachable' : 'NodeUnreachable'));
     else if (prev && prev.status !== n.status && n.status !== 'unknown') out.nodes.push(ev(n.status === 'offline' ? 'NodeDown' : 'NodeUp'));
-    if (n.resources) {
-      const r = n.resources;
-      out.metrics.push({ kind: 'metric', subject: subjects.metrics(n.node, 'node'), data: { node: n.node, cpu: r.cpu ?? 0, mem: r.mem ?? 0, maxmem: r.maxmem ?? 0, disk: r.disk ?? 0, maxdisk: r.maxdisk ?? 0 } });
-    }
+    if (n.resources) out.metrics.push(rec);
     this.maybeKv(kvKeys.node(n.node), rec, reachChanged || prev?.status !== n.status, now, out);
   }
 
@@ -173,58 +174,68 @@ export class FleetTracker {
     }
     const certDaysLeft = g.state === 'running' ? probe?.certDaysLeft ?? prev?.certDaysLeft : undefined;
     const stateChanged = !prev || prev.state !== g.state || prev.reachable !== g.reachable || prev.node !== g.node;
-    const rec: GuestRecord = {
-      vmid: g.vmid,
-      name: spec.name,
-      node: g.node,
-      type: g.type,
-      layer: spec.layer,
-      state: g.state,
-      health,
-      probeFailures: failures,
-      reachable: g.reachable,
-      updatedAt: ts,
-      stateSince: stateChanged || !prev ? ts : prev.stateSince,
-    };
-    if (probeReason) rec.lastProbeReason = probeReason.slice(0, 500);
-    if (stillBooting) rec.booting = true;
-    if (g.resources) rec.resources = g.resources;
-    if (certDaysLeft !== undefined) rec.certDaysLeft = certDaysLeft;
-    this.guests.set(g.vmid, rec);
-
     const healthChanged = prev?.health !== health;
     const certChanged = certDaysLeft !== undefined && Math.floor(certDaysLeft) !== Math.floor(prev?.certDaysLeft ?? Number.NaN);
-    const data: GuestEvent = { vmid: g.vmid, node: g.node, name: spec.name, state: g.state, health };
-    if (prev) {
-      data.previousState = prev.state;
-      data.previousHealth = prev.health;
-    }
-    if (g.resources && Object.keys(g.resources).length) data.resources = g.resources;
-    if (certDaysLeft !== undefined) data.certDaysLeft = certDaysLeft;
-    if (stillBooting) data.booting = true;
+    const changed = stateChanged || healthChanged || certChanged || prev?.probeFailures !== failures || (prev?.booting ?? false) !== stillBooting;
+
+    // the event, built only when there is one (most guests, most rounds, have none)
     let type: string | undefined;
+    let reason: string | undefined;
     if (!this.announcedGuests.has(g.vmid)) {
       this.announcedGuests.add(g.vmid);
       type = 'GuestDiscovered';
-      data.reason = g.reason ?? probeReason;
+      reason = g.reason ?? probeReason;
     } else if (stateChanged) {
       type = 'GuestStateChanged';
-      data.reason = g.reason ?? (prev && prev.node !== g.node ? `moved ${prev.node} → ${g.node}` : `${prev?.state ?? 'unknown'} → ${g.state}`);
-      if (stillBooting) data.reason += ', booting';
-      if (hook) data.reason += ` (hookscript ${hook})`;
+      reason = g.reason ?? (prev && prev.node !== g.node ? `moved ${prev.node} → ${g.node}` : `${prev?.state ?? 'unknown'} → ${g.state}`);
+      if (stillBooting) reason += ', booting';
+      if (hook) reason += ` (hookscript ${hook})`;
     } else if (healthChanged) {
       type = 'GuestProbe';
-      data.reason = health === 'unhealthy' ? `${failures} failed probes: ${probeReason ?? 'no reason'}` : health === 'healthy' ? 'probe ok' : probeReason;
+      reason = health === 'unhealthy' ? `${failures} failed probes: ${probeReason ?? 'no reason'}` : health === 'healthy' ? 'probe ok' : probeReason;
     } else if (certChanged) {
       type = 'GuestResources';
     }
-    if (data.reason) data.reason = data.reason.slice(0, 2000);
-    if (type) out.guests.push({ kind: 'event', subject: subjects.guestEvent(g.node, g.vmid), type, data, key: `guest:${g.vmid}` });
-    if (g.state === 'running' && g.resources) {
-      const r = g.resources;
-      out.metrics.push({ kind: 'metric', subject: subjects.metrics(g.node, g.vmid), data: { node: g.node, vmid: g.vmid, cpu: r.cpu ?? 0, mem: r.mem ?? 0, maxmem: r.maxmem ?? 0, disk: r.disk ?? 0, maxdisk: r.maxdisk ?? 0 } });
+    if (type) {
+      const data: GuestEvent = { vmid: g.vmid, node: g.node, name: spec.name, state: g.state, health };
+      if (prev) {
+        data.previousState = prev.state;
+        data.previousHealth = prev.health;
+      }
+      // a copy of the figures there are: the observation's object is rewritten next round
+      const resources = g.resources && definedResources(g.resources);
+      if (resources) data.resources = resources;
+      if (certDaysLeft !== undefined) data.certDaysLeft = certDaysLeft;
+      if (stillBooting) data.booting = true;
+      if (type !== 'GuestResources') data.reason = reason;
+      if (data.reason) data.reason = data.reason.slice(0, 2000);
+      out.guests.push({ kind: 'event', subject: subjects.guestEvent(g.node, g.vmid), type, data, key: `guest:${g.vmid}` });
     }
-    const changed = stateChanged || healthChanged || certChanged || prev?.probeFailures !== failures || (prev?.booting ?? false) !== stillBooting;
+
+    // The record is updated in place, not rebuilt: one object per guest for the life of the
+    // process (a new one each round outlived the round and was promoted: ~1 MB of old space a
+    // round at 5,000 guests). Optional fields stay on it as undefined (JSON leaves them out).
+    const rec: GuestRecord = prev ?? {
+      vmid: g.vmid, name: spec.name, node: g.node, type: g.type, layer: spec.layer, state: g.state, health, probeFailures: failures, reachable: g.reachable,
+      updatedAt: ts, stateSince: ts, lastProbeReason: undefined, booting: undefined, resources: undefined, certDaysLeft: undefined,
+    };
+    rec.name = spec.name;
+    rec.node = g.node;
+    rec.type = g.type;
+    rec.layer = spec.layer;
+    rec.state = g.state;
+    rec.health = health;
+    rec.probeFailures = failures;
+    rec.reachable = g.reachable;
+    rec.updatedAt = ts;
+    if (stateChanged) rec.stateSince = ts;
+    rec.lastProbeReason = probeReason ? probeReason.slice(0, 500) : undefined;
+    rec.booting = stillBooting ? true : undefined;
+    rec.resources = g.resources ? copyResources(g.resources, rec.resources) : undefined;
+    rec.certDaysLeft = certDaysLeft;
+    if (!prev) this.guests.set(g.vmid, rec);
+
+    if (g.state === 'running' && rec.resources) out.metrics.push(rec);
     this.maybeKv(kvKeys.guest(g.vmid), rec, changed, now, out);
   }
 
@@ -244,6 +255,21 @@ export class FleetTracker {
     this.kvWrittenAt.set(key, now);
     out.kv.push({ kind: 'kv', key, value });
   }
+}
+
+const RESOURCE_KEYS = ['cpu', 'mem', 'maxmem', 'disk', 'maxdisk', 'uptime'] as const;
+
+/** `from` copied into `into` (reused when there is one). */
+function copyResources(from: Resources, into: Resources = {}): Resources {
+  for (const k of RESOURCE_KEYS) into[k] = from[k];
+  return into;
+}
+
+/** The figures `r` has (undefined: none). */
+function definedResources(r: Resources): Resources | undefined {
+  let out: Resources | undefined;
+  for (const k of RESOURCE_KEYS) if (r[k] !== undefined) (out ??= {})[k] = r[k];
+  return out;
 }
 
 /** A key's place in [0, 1): FNV-1a of the key. */
