@@ -9,7 +9,11 @@
 //   BENCH_SCALE_SHORT=1 npx tsx bench/scale.ts  short: 1,000 guests, 20 crashes over 40 s
 // BENCH_SCALE_GUESTS, BENCH_SCALE_CRASHES, BENCH_SCALE_SECONDS override either; BENCH_SCALE_LOG=<file>
 // keeps what `up` and its agents log (BENCH_SCALE_LOG_LEVEL, default warn); BENCH_SCALE_KILL_LEADER=1
-// kills the nats-server leading fleet-state's stream (where the leases are) instead of the second.
+// kills the nats-server leading fleet-state's stream (the fleet's state, analysis' and workflows'
+// leases) instead of the second. The line gives the split: `sensingTakeoverMs` (from the kill
+// until a majority of the lease stores name another replica for every node the killed one held),
+// `electionMs` (from the kill until fleet-state's and FLEET's streams answer with a leader again)
+// and `leaseStoreOnKilledServer` (every server carries one of the three).
 //
 // Where the time went after the kills (issues 16b and 16, logs via BENCH_SCALE_LOG): (1) the durable
 // consumers' pulls die with their consumer's leader on the killed server and nats.js renewed them
@@ -17,8 +21,14 @@
 // expire in 3 s (bus/consumers.ts). (2) An action in flight on a killed replica comes back after
 // its ack_wait (was 30 s, the p95; now 10 s). (3) If the killed server led fleet-state's stream
 // (BENCH_SCALE_KILL_LEADER=1), JetStream answered nothing for 10–30 s (nats-server 2.9.10 electing
-// the meta and stream leaders on a loaded 2-core host): no lease can be written, so sensing's
-// takeover is that long whatever the TTL. What made it minutes, fixed in issue 16: the active
+// the meta and stream leaders on a loaded 2-core host). Sensing's node leases were in fleet-state:
+// measured (issue 16c, BENCH_SCALE_LOG at info), the survivor's look failed on its own member
+// record until fleet-state had a leader again (+6.0 s), took the nodes 1.5 s later (+7.6 s), and
+// meanwhile its own leases ran out too (no node polled). Now they live in three single-replica
+// lease stores, one per server, and count in a majority (agents/sensing/partition.ts): no store
+// has an election, any one server lost leaves two that answer at once, and the takeover is the
+// TTL (3 s) after the dead replica's last renewal: 2.9 s with fleet-state's election at 6.7 s.
+// What made it minutes, fixed in issue 16: the active
 // analysis and workflows could not renew their 4 s leases, stepped down, exited and were
 // restarted, and their successors rebuilt from KV (now: a holder that cannot renew *pauses*,
 // outputs held and state kept, and carries on when it renews at its own revision: bus/lease.ts);
@@ -30,7 +40,13 @@
 // A standby analysis now keeps a copy of fleet-state and, taking over, reads only the incidents
 // (agents/analysis/rebuild.ts). What is left is the cluster itself: with the leader killed, or on
 // a host at load 12+ (where raft re-elects even without a kill), JetStream answers nothing for
-// 5–30 s and nothing can heal meanwhile; the crashes wait, none is lost.
+// 5–30 s and nothing can heal meanwhile; the crashes wait, none is lost. The MTTR p95 (short run,
+// fleet-state's leader killed, 13–17 s) is the crashes of the first seconds after the kill: the
+// active analysis died with it, and its standby gets the lease (in fleet-state) only once
+// fleet-state has a leader (+6.7 s, lease at +8.0 s, consuming at +9.4 s), so their incidents
+// open 9–11 s after the crash. An action in flight on the killed action replica (when one is)
+// comes back after its consumer's election and its ack_wait: resumed at +14.7 s, 16.9 s MTTR.
+// Left: the singletons' leases (bus/lease.ts) in the lease stores too would take ~4 s off the first.
 // At 5,000 guests nothing is sized for 1,000: the waits are 300 s for the fleet to run, 60 s for
 // leases and replays, 90 s past the last crash for the heals.
 import { spawn, type ChildProcess } from 'node:child_process';
