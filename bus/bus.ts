@@ -361,6 +361,7 @@ export class Bus {
       for await (const m of messages) {
         if (opts.skip?.(m)) {
           ack(m);
+          this.noteAck(opts.durable);
           continue;
         }
         const r = decode<T>(m.subject, m.data, opts.schema);

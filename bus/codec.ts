@@ -87,6 +87,30 @@ export function encodeOwn(subject: string, env: Envelope, dataJson: string = JSO
   return bytes;
 }
 
+const QUOTE = 0x22;
+const BACKSLASH = 0x5c;
+
+/** Was this envelope published by `source`, judged from its first bytes without decoding it? True
+ *  only when they read exactly as this codec writes an envelope's head (`{"id":"…","ts":"…",
+ *  "source":"<source>"`, no escapes in the first two values): a consumer can then pass over its own
+ *  process's messages (analysis' alerts come back to its alerts durable: a decode each, ~7 % of a
+ *  busy analysis' CPU). Anything else, however it is written, reads false and is decoded. */
+export function sentBy(bytes: Uint8Array, source: string): boolean {
+  let i = 0;
+  const lit = (s: string) => {
+    for (let k = 0; k < s.length; k++, i++) if (bytes[i] !== s.charCodeAt(k)) return false;
+    return true;
+  };
+  const value = () => {
+    for (; i < bytes.length && i < 256; i++) {
+      if (bytes[i] === BACKSLASH) return false;
+      if (bytes[i] === QUOTE) return true;
+    }
+    return false;
+  };
+  return lit('{"id":"') && value() && lit('","ts":"') && value() && lit(`","source":${JSON.stringify(source)},`);
+}
+
 export function encode(subject: string, env: Envelope, schema?: z.ZodType): Uint8Array {
   return encodeEnvelope(subject, env, schema).bytes;
 }

@@ -81,6 +81,17 @@ describe('analysis agent over NATS', () => {
     expect(stored?.value.status).toBe('open');
   });
 
+  it('an Alertmanager alert comes in through the alerts durable (analysis passes over its own alerts there, undecoded)', async () => {
+    await sensing.publish(subjects.alert('BackupFailed'), 'AlertFired', {
+      name: 'BackupFailed', status: 'firing', severity: 'warning', fingerprint: `bf-${fleet.name}`, summary: 'backup failed', startsAt: new Date().toISOString(), origin: 'alertmanager', vmid: V(124), labels: { homeostat_fleet: fleet.name },
+    });
+    const opened = await until(() => incidents.find((e) => e.type === 'IncidentOpened' && e.data.kind === 'external' && e.data.rootCause.vmid === V(124)));
+    expect(opened.data.rootCause).toMatchObject({ alert: 'BackupFailed' });
+    // analysis' own alerts on the same durable are acked (and counted) like the rest
+    const durable = handle!.durables[1];
+    await until(() => (agentBus!.durables.get(durable)?.acked ?? 0) >= alerts.length + 1);
+  });
+
   it('malformed events go to the DLQ and analysis keeps going', async () => {
     const subject = subjects.guestEvent(nodeOf(120), V(120));
     sensing.nc.publish(subject, new TextEncoder().encode('{not json'));

@@ -8,11 +8,11 @@ import { buildFleet } from '../fleet/manifest.ts';
 
 type Partial = Omit<GuestEvent, 'vmid' | 'node'>;
 
-function setup(policies: Record<string, unknown> = {}) {
+function setup(policies: Record<string, unknown> = {}, tuned: { bootGraceMs?: number } = {}) {
   const base = referenceFleet();
   const fleet = buildFleet({ name: base.name, nodes: base.nodes, guests: base.guests, policies: { senseIntervalMs: 200, ...policies } });
   let now = Date.parse('2025-01-01T00:00:00Z');
-  const tuning = tuningFor(fleet, { groupWindowMs: 1500, symptomGraceMs: 3000, bootGraceMs: 10_000 });
+  const tuning = tuningFor(fleet, { groupWindowMs: 1500, symptomGraceMs: 3000, bootGraceMs: 10_000, ...tuned });
   const a = new Analyzer(fleet, tuning, () => now);
   // The outbox publishes the analyzer's outputs without a zod pass of its own: every output of
   // every test here must decode as its receivers decode it (stream message and KV record).
@@ -245,6 +245,25 @@ describe('analysis rules', () => {
     t.advance(10_000);
     const out = t.a.tick();
     expect(incidents(out, 'updated')).toMatchObject([{ id: inc.id, rootCause: { reason: 'unhealthy', alert: 'HealthCheckFailed' } }]);
+  });
+
+  it('an incident turned unhealthy after the boot grace is folded, while young, into its dependency\'s new incident', () => {
+    // analysis looks for incidents to fold only among open unhealthy ones (an index): the turn
+    // from crashed to unhealthy must put the incident there
+    const t = setup({}, { bootGraceMs: 500 });
+    t.allHealthy();
+    const own = incidents(t.guest(159, { state: 'stopped', health: 'unknown' }), 'opened')[0];
+    t.guest(159, { state: 'running', health: 'unhealthy' });
+    t.advance(500);
+    expect(incidents(t.a.tick(), 'updated')).toMatchObject([{ id: own.id, rootCause: { reason: 'unhealthy' } }]);
+    t.advance(200);
+    const out = t.guest(101, { state: 'stopped', health: 'unknown' });
+    const root = incidents(out, 'opened')[0];
+    expect(root.rootCause.vmid).toBe(101);
+    expect(root.symptoms.map((s) => s.vmid)).toEqual([159]);
+    expect(incidents(out, 'resolved')).toMatchObject([{ id: own.id }]);
+    expect([...t.a.book.open.keys()]).toEqual([root.id]);
+    expect(t.a.book.unhealthyRoots.size).toBe(0);
   });
 
   it('external alerts: one incident per fingerprint, other fleets ignored', () => {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { decode, encode, makeEnvelope, subjects, familyOf, FAMILIES, MAX_PAYLOAD_BYTES, token, subjectMatches, patternWithin } from '../bus/mod.ts';
+import { decode, encode, encodeOwn, makeEnvelope, sentBy, subjects, familyOf, FAMILIES, MAX_PAYLOAD_BYTES, token, subjectMatches, patternWithin } from '../bus/mod.ts';
 
 const now = new Date().toISOString();
 const samples: [string, string, unknown][] = [
@@ -63,5 +63,23 @@ describe('codec', () => {
     expect(subjectMatches('fleet.*.x', 'fleet.a.y')).toBe(false);
     expect(patternWithin('fleet.actions.approved', 'fleet.actions.>')).toBe(true);
     expect(patternWithin('fleet.>', 'fleet.actions.>')).toBe(false);
+  });
+
+  it('sentBy reads the source from the head as this codec writes it, and only then', () => {
+    const alert = samples.find(([s]) => s.startsWith('fleet.alerts.'))!;
+    const own = encodeOwn(alert[0], makeEnvelope('analysis', alert[1], alert[2]));
+    expect(sentBy(own, 'analysis')).toBe(true);
+    expect(sentBy(encode(alert[0], makeEnvelope('analysis', alert[1], alert[2])), 'analysis')).toBe(true);
+    expect(sentBy(own, 'sensing')).toBe(false);
+    expect(sentBy(encode(alert[0], makeEnvelope('analysis-2', alert[1], alert[2])), 'analysis')).toBe(false);
+    expect(sentBy(encode(alert[0], makeEnvelope('analysi', alert[1], alert[2])), 'analysis')).toBe(false);
+    const text = (o: object) => new TextEncoder().encode(JSON.stringify(o));
+    // other key orders, escapes, a source further down (data.source): decoded as usual
+    expect(sentBy(text({ ts: now, id: 'a', source: 'analysis', type: 'AlertFired', data: {} }), 'analysis')).toBe(false);
+    expect(sentBy(text({ id: 'a"', ts: now, source: 'analysis', type: 'AlertFired', data: {} }), 'analysis')).toBe(false);
+    expect(sentBy(text({ id: 'a', ts: now, source: 'sensing', type: 'AlertFired', data: { source: 'analysis' } }), 'analysis')).toBe(false);
+    expect(sentBy(text({ id: 'a', ts: now }), 'analysis')).toBe(false);
+    expect(sentBy(new Uint8Array(), 'analysis')).toBe(false);
+    expect(sentBy(text({ id: 'a', ts: now, source: 'analysis' }), 'analysis')).toBe(false); // no field after: not an envelope
   });
 });

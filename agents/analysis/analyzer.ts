@@ -294,7 +294,9 @@ export class Analyzer {
   /** Fold incidents that turn out to be symptoms of `inc` (its covered guests) into it. */
   private foldInto(inc: Incident, covered: number[]): void {
     const downNode = inc.kind === 'node' ? inc.rootCause.node : undefined;
-    // a guest incident can only absorb incidents of its dependents: look there, not at every open one
+    // a guest incident can only absorb young unhealthy incidents of its dependents: none open (a
+    // burst of crashes), nothing to look for; else look among its dependents, not every open one
+    if (downNode === undefined && !this.book.unhealthyRoots.size) return;
     const candidates = downNode !== undefined
       ? [...this.book.open.values()]
       : [...new Set(covered.flatMap((c) => this.view.dependents(c)))].map((v) => this.book.get(this.book.rootOf.get(v))).filter((i) => i !== undefined);
@@ -341,7 +343,7 @@ export class Analyzer {
     if (inc.kind !== 'guest' || inc.rootCause.reason !== 'crashed' || v === undefined) return;
     const g = this.view.guests.get(v);
     if (g?.unhealthySince === undefined || this.now - g.unhealthySince < this.tuning.bootGraceMs) return;
-    inc.rootCause = { ...inc.rootCause, reason: 'unhealthy', alert: 'HealthCheckFailed' };
+    this.book.setRootCause(inc, { ...inc.rootCause, reason: 'unhealthy', alert: 'HealthCheckFailed' });
     this.book.note(inc, this.now, `${g.name} (${v}) runs again but has failed health checks for ${Math.round((this.now - g.unhealthySince) / 1000)} s: now unhealthy`, `vmid:${v}`);
   }
 

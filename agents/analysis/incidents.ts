@@ -23,6 +23,9 @@ export class IncidentBook {
   readonly byNode = new Map<string, string>();
   /** Resource, external and api incidents by their alert fingerprint. */
   readonly byKey = new Map<string, string>();
+  /** Open guest incidents whose root cause is unhealthy: the only ones a guest incident can fold
+   *  in (usually none, so a crash needs no walk over its dependents' incidents). */
+  readonly unhealthyRoots = new Set<string>();
   private touched = new Map<string, IncidentPhase | 'opened+resolved'>();
   private readonly closed = new Map<string, Incident>();
 
@@ -137,9 +140,18 @@ export class IncidentBook {
     return out;
   }
 
+  /** The root cause changes while the incident is open (a crashed guest that boots but stays unhealthy). */
+  setRootCause(inc: Incident, rootCause: Incident['rootCause']): void {
+    inc.rootCause = rootCause;
+    if (inc.status !== 'open') return;
+    if (inc.kind === 'guest' && rootCause.reason === 'unhealthy') this.unhealthyRoots.add(inc.id);
+    else this.unhealthyRoots.delete(inc.id);
+  }
+
   private index(inc: Incident): void {
     const rc = inc.rootCause;
     if (inc.kind === 'guest' && rc.vmid !== undefined) this.rootOf.set(rc.vmid, inc.id);
+    if (inc.kind === 'guest' && rc.reason === 'unhealthy') this.unhealthyRoots.add(inc.id);
     if (inc.kind === 'node' && rc.node) this.byNode.set(rc.node, inc.id);
     const key = IncidentBook.keyOf(inc);
     if (key) this.byKey.set(key, inc.id);
@@ -149,6 +161,7 @@ export class IncidentBook {
   private unindex(inc: Incident): void {
     const rc = inc.rootCause;
     if (rc.vmid !== undefined && this.rootOf.get(rc.vmid) === inc.id) this.rootOf.delete(rc.vmid);
+    this.unhealthyRoots.delete(inc.id);
     for (const s of inc.symptoms) if (this.symptomOf.get(s.vmid) === inc.id) this.symptomOf.delete(s.vmid);
     if (rc.node && this.byNode.get(rc.node) === inc.id) this.byNode.delete(rc.node);
     const key = IncidentBook.keyOf(inc);

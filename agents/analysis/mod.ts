@@ -2,7 +2,7 @@
 // consumer), metric samples (core subscription) and desired-state changes (KV watch) go into the
 // Analyzer; alerts and incidents come out through one ordered outbox. After a restart its memory
 // is rebuilt from the fleet-state and incidents KV before the consumers resume.
-import { decode, DesiredState, HeartbeatRecord, kvList, orderedConsumer, patterns, type Action, type ActionPhase, type AgentEvent, type Alert, type ApiEvent, type Envelope, type GuestEvent, type MetricSample, type NodeEvent, type Stoppable } from '../../bus/mod.ts';
+import { decode, DesiredState, HeartbeatRecord, kvList, orderedConsumer, patterns, sentBy, type Action, type ActionPhase, type AgentEvent, type Alert, type ApiEvent, type Envelope, type GuestEvent, type MetricSample, type NodeEvent, type Stoppable } from '../../bus/mod.ts';
 import { backoffMs, retry, sleep } from '../../core/mod.ts';
 import { agentHandle, every, type AgentHandle, type AgentModule } from '../runtime/agent.ts';
 import { Analyzer } from './analyzer.ts';
@@ -149,6 +149,8 @@ export const agent: AgentModule<AnalysisOptions> = {
     stoppables.push(await bus.consume<Alert>({
       durable: durables[1],
       filter: patterns.alerts,
+      // analysis' own alerts (GuestDown, NodeDown…) come back here: only Alertmanager's matter
+      skip: (m) => sentBy(m.data, bus.source),
       handler: (env) => outbox.offer(analyzer.onExternalAlert(env)),
     }));
     // homeostat's own actions: the state changes they cause are matched to them, not taken for
