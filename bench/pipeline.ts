@@ -97,17 +97,20 @@
 //   are encoded from the records as they are sent. Promoted in steady state: ~0.6 MB/s; sensing
 //   CPU ~0.29 s per s against ~0.41 (same run, load 1.3-2). proxmox-api loaded its own undici 6
 //   (only for a default fetch we replace): one undici now (package.json overrides).
-// - Peak RSS 234-242 → 160 MB (same runs). What is left, at the peak (the burst): the node
-//   binary's pages 41.5 MB and libraries 3.7; malloc 15 MB (brk, set in the first round) and
-//   ~11 MB of other native mappings; V8's young generation 33.6 MB (two 16 MB semi-spaces: V8
-//   grows them once enough has survived scavenges, at the first round's 5,000 discoveries, and
-//   shrinks them only when allocation falls under 1 MB/s); old space 40-58 MB: ~29 MB live after
-//   a full GC (6.3 MB of it module sources, 7.7 MB code and bytecode, the rest per-guest state),
-//   the burst's 4,900 events and KV writes (+~8 MB), and objects that sites V8 decided at start to
-//   allocate straight in old space (with that decision off, diagnostic only, old space grew
-//   ~1.1 instead of ~1.5 MB/s). 150 MB needs ~10 MB more from these.
-// - Tried and dropped: the simulator's batch health endpoint (one request per 500 guests) would
-//   cut the probes' cost but measure a fleet unlike a real one (one health URL per guest).
+// - Peak RSS 234-242 → 160 MB (same runs). The peak is now the start (old space ~43 MB before
+//   the first major GCs: the first round's 5,000 discoveries, KV records and samples promote
+//   ~26 MB in 2 s), not the burst (~154 MB); once V8's major GCs run every 2-3 s (from ~5 s on)
+//   sensing holds 146-152 MB, and a burst 60 s after start did not raise it. What it is made of:
+//   the node binary's pages 41.5 MB and libraries 3.7; malloc 15 MB (brk, set in the first round)
+//   and ~11 MB of other native mappings; V8's young generation 33.6 MB (two 16 MB semi-spaces: V8
+//   grows them once enough has survived scavenges, and shrinks them only when allocation falls
+//   under 1 MB/s); old space 34-43 MB, ~29 MB of it live after a full GC (6.3 MB module sources,
+//   7.7 MB code and bytecode, the rest per-guest state); code and large objects ~7 MB.
+// - Tried and dropped: encoding sensing's guest events without the zod pass (4,900 events:
+//   ~24 → ~17 ms of CPU, not worth leaving validation); writing resource figures without
+//   undefined (to keep V8's in-place double fields: no change in promoted bytes); the
+//   simulator's batch health endpoint (one request per 500 guests) would cut the probes' cost but
+//   measure a fleet unlike a real one (one health URL per guest).
 //
 // Phases per fleet size: (1) raw JetStream publishing with acks, 256 in flight, of the same bytes as
 // a guest event (at least 5,000 messages: 1,000 took ~0.15 s and the rate swung 4-7 k/s);

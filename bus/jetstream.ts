@@ -123,20 +123,74 @@ export async function ensureJetStream(nc: NatsConnection, opts: { manage?: boole
     agents: await open(BUCKETS.agents, 1, 24 * 3600 * 1000),
     notify: await open(BUCKETS.notify),
   };
+  // `up` and `init`: now, while every server is there (agents open them: openLeaseStores)
+  if (opts.manage) await withRetry(() => ensureLeaseStores(nc, jsm), attempts);
   return { jsm, kv };
+}
+
+/** Sensing's node leases live in lease stores of their own, not in fleet-state: on a cluster three
+ *  single-replica buckets, each on a server of its own (placement tag `leaseStoreTag(i)`, which `up
+ *  --nats-cluster` gives its servers), and a lease counts when a majority of them hold it
+ *  (agents/sensing/partition.ts). A replicated bucket cannot be written while its stream elects a
+ *  leader, and nats-server 2.9 takes 4–9 s for that when the server leading it dies (more on a
+ *  loaded host): with the leases in fleet-state, a sensing replica that died with that server was
+ *  taken over only after 6.4–8.4 s (bench/scale), and the live replicas' leases ran out meanwhile.
+ *  A single-replica bucket has no election: losing any one server leaves two stores that answer at
+ *  once. On a single server, one store. */
+export const LEASE_STORE_PREFIX = 'sensing-leases-';
+export const leaseStoreNames = (n: number): string[] => Array.from({ length: n }, (_, i) => `${LEASE_STORE_PREFIX}${i + 1}`);
+/** The server tag a lease store is placed by (the i-th store, 0-based). */
+export const leaseStoreTag = (i: number): string => `homeostat-lease-${i + 1}`;
+/** How many lease stores: 3 on a cluster, 1 on a single server (the same rule as the replicas). */
+export const leaseStoreCount = (nc: NatsConnection): number => (defaultReplicas(nc) > 1 ? 3 : 1);
+
+const notFound = (e: unknown) => (e as { name?: string }).name === 'StreamNotFoundError' || /not found/i.test(String((e as Error).message));
+
+/** Create the lease stores that are missing. Each goes to the server tagged for it; a cluster
+ *  without those tags (servers started elsewhere) gets them wherever JetStream puts them, and
+ *  the answer says where each one is, so that the caller can tell when two share a server. */
+export async function ensureLeaseStores(nc: NatsConnection, jsm: JetStreamManager, timeoutMs = 5000): Promise<{ store: string; server?: string }[]> {
+  const kvm = new Kvm(jetstream(nc, { timeout: timeoutMs }));
+  const names = leaseStoreNames(leaseStoreCount(nc));
+  return Promise.all(names.map(async (name, i) => {
+    const info = await jsm.streams.info(`KV_${name}`).catch((e: unknown) => {
+      if (notFound(e)) return undefined;
+      throw e;
+    });
+    if (info) return { store: name, server: info.cluster?.leader };
+    const opts = { history: 1, storage: StorageType.File, replicas: 1 };
+    if (names.length > 1) {
+      const placed = await kvm.create(name, { ...opts, placement: { cluster: '', tags: [leaseStoreTag(i)] } }).then(() => true, () => false);
+      if (!placed) await kvm.create(name, opts);
+    } else {
+      await kvm.create(name, opts);
+    }
+    const now = await jsm.streams.info(`KV_${name}`).catch(() => undefined);
+    return { store: name, server: now?.cluster?.leader };
+  }));
+}
+
+/** Handles on the lease stores whose every request gives up after `timeoutMs`. Bound without a
+ *  request (a store on a dead server still gets its handle: its requests fail, the others make
+ *  the majority); a missing one is created when this identity may (a first run without `up`). */
+export async function openLeaseStores(nc: NatsConnection, timeoutMs: number): Promise<KV[]> {
+  const jsm = await jetstreamManager(nc, { timeout: timeoutMs, checkAPI: false });
+  await ensureLeaseStores(nc, jsm, timeoutMs).catch(() => undefined);
+  const kvm = new Kvm(jetstream(nc, { timeout: timeoutMs }));
+  return Promise.all(leaseStoreNames(leaseStoreCount(nc)).map((name) => kvm.open(name)));
 }
 
 /** Empty the current-state buckets (fleet-state, incidents, locks, workflows, notify); the streams, i.e.
  *  the history, are kept. `up --sim` does this because its twin starts fresh every time. */
 export async function clearCurrentState(jsm: JetStreamManager): Promise<void> {
-  for (const bucket of Object.values(BUCKETS)) {
+  for (const bucket of [...Object.values(BUCKETS), ...leaseStoreNames(3)]) {
     await jsm.streams.purge(`KV_${bucket}`).catch(() => undefined);
   }
 }
 
 /** A second handle on an existing bucket whose every request gives up after `timeoutMs` (the
  *  shared handles wait 5 s): for loops that must come round again quickly while the bucket's
- *  stream elects a new leader (sensing's node leases, agents/sensing/partition.ts). */
+ *  stream elects a new leader (the singletons' leases, cli/commands/agent.ts). */
 export async function openKvWithTimeout(nc: NatsConnection, bucket: string, timeoutMs: number): Promise<KV> {
   return new Kvm(jetstream(nc, { timeout: timeoutMs })).open(bucket);
 }

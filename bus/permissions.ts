@@ -1,7 +1,7 @@
 // Who may publish what on the bus: one identity per agent, `operator` for the CLI and the console,
 // `admin` for `up`/`init` (streams and buckets). The embedded nats-server enforces these (see
 // cli/nats-server.ts); docs/security.md shows the same for an existing NATS deployment.
-import { BUCKETS } from './jetstream.ts';
+import { BUCKETS, leaseStoreNames } from './jetstream.ts';
 
 export const IDENTITIES = ['sensing', 'analysis', 'decision', 'action', 'workflows', 'notify', 'operator-agent', 'operator', 'admin'] as const;
 export type IdentityName = (typeof IDENTITIES)[number];
@@ -24,7 +24,7 @@ const COMMON = [...JS_CLIENT, 'fleet.dlq.>'];
 const self = (agent: string) => [`$KV.${BUCKETS.agents}.${agent}.>`, `fleet.events.agent.${agent}`];
 
 const OWN: Record<IdentityName, string[]> = {
-  sensing: ['fleet.events.>', 'fleet.metrics.>', 'fleet.alerts.>', kv(BUCKETS.fleetState), ...self('sensing')],
+  sensing: ['fleet.events.>', 'fleet.metrics.>', 'fleet.alerts.>', kv(BUCKETS.fleetState), ...leaseStoreNames(3).map(kv), ...self('sensing')],
   analysis: ['fleet.alerts.>', 'fleet.incidents.>', kv(BUCKETS.incidents), kv(BUCKETS.fleetState), ...self('analysis')],
   decision: [...self('decision'),
     'fleet.decisions.>', 'fleet.actions.approved', 'fleet.actions.requested', 'fleet.actions.denied',

@@ -3,6 +3,7 @@
 // every server's URL and reconnect to any of them.
 import { join } from 'node:path';
 import { connect, nkeyAuthenticator } from '@nats-io/transport-node';
+import { leaseStoreTag } from '../bus/mod.ts';
 import { HomeostatError } from '../core/mod.ts';
 import { freePort, startNatsServer, type NatsServerHandle } from './nats-server.ts';
 import type { Keyring } from './keyring.ts';
@@ -36,6 +37,8 @@ export async function startNatsCluster(opts: { dataDir: string; size: number; ho
       host,
       port,
       auth: opts.auth,
+      // the tag places one of sensing's lease stores on this server (bus/jetstream.ts)
+      tags: [leaseStoreTag(i)],
       args: ['-n', `homeostat-${i + 1}`, '--cluster_name', CLUSTER_NAME, '--cluster', `nats://${host}:${routePorts[i]}`, '--routes', routes],
     })));
     for (const r of started) if (r.status === 'fulfilled') servers.push(r.value);

@@ -99,6 +99,8 @@ export interface NatsServerOptions {
   auth?: Keyring;
   /** Extra command-line arguments (cluster routes, server name); they add to the config file. */
   args?: string[];
+  /** server_tags (config file only): where JetStream may place a stream (`placement.tags`). */
+  tags?: string[];
 }
 
 export async function startNatsServer(opts: NatsServerOptions): Promise<NatsServerHandle> {
@@ -110,9 +112,10 @@ export async function startNatsServer(opts: NatsServerOptions): Promise<NatsServ
   const port = opts.port && opts.port > 0 ? opts.port : await freePort();
   mkdirSync(opts.dataDir, { recursive: true });
   let args = ['-js', '-a', host, '-p', String(port), '-sd', opts.dataDir];
-  if (opts.auth) {
+  if (opts.auth || opts.tags?.length) {
     const conf = join(opts.dataDir, 'nats-server.conf');
-    writeFileSync(conf, natsServerConfig({ host, port, storeDir: opts.dataDir, users: natsUsers(opts.auth) }), { mode: 0o600 });
+    const extra = opts.tags?.length ? `server_tags: ${list(opts.tags)}` : undefined;
+    writeFileSync(conf, natsServerConfig({ host, port, storeDir: opts.dataDir, users: opts.auth && natsUsers(opts.auth), extra }), { mode: 0o600 });
     args = ['-c', conf];
   }
   args.push(...(opts.args ?? []));

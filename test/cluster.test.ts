@@ -9,8 +9,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { afterAll, describe, expect, it } from 'vitest';
-import { AUDIT_STREAM, Bus, FLEET_STREAM, kvGet, LeaseRecord, readIdentity, replayStored, type Action, type Incident } from '../bus/mod.ts';
-import { nodeLeaseKey } from '../agents/sensing/partition.ts';
+import { AUDIT_STREAM, Bus, FLEET_STREAM, openLeaseStores, readIdentity, replayStored, type Action, type Incident } from '../bus/mod.ts';
+import { readNodeLeases } from '../agents/sensing/partition.ts';
 
 const BIN = new URL('../bin/homeostat.js', import.meta.url).pathname;
 const dir = mkdtempSync(join(tmpdir(), 'homeostat-cluster-'));
@@ -108,14 +108,8 @@ describe('NATS cluster and agent replicas', () => {
     expect(sample(merged, 'process_resident_memory_bytes')).toBeGreaterThan(ready.processes.length * 20e6);
 
     // the sensing replicas divide the nodes: who holds which node now
-    const leases = async () => {
-      const held = new Map<string, string>();
-      for (const n of NODES) {
-        const l = await kvGet(bus!.kv.fleetState, nodeLeaseKey(n), LeaseRecord);
-        if (l && l.value.expiresAt > Date.now()) held.set(n, l.value.holder);
-      }
-      return held;
-    };
+    const stores = await openLeaseStores(bus.nc, 1000);
+    const leases = () => readNodeLeases(stores, NODES);
     const sensingPids = ready.processes.filter((p) => p.agent === 'sensing').map((p) => p.pid);
     const before = await until('every node held by a sensing replica', 30_000, async () => {
       const held = await leases();

@@ -42,9 +42,10 @@ describe('compose.yaml', () => {
     expect(s.init.command).toEqual(['homeostat', 'init', '--data-dir', '/homeostat']);
     expect(s.init.volumes).toContain('homeostat:/homeostat');
     expect(s.init.restart).toBe('no');
-    // every server reads init's authorization block, after init completed
-    for (const n of ['nats', 'nats-2', 'nats-3']) {
-      expect(s[n].command!.slice(0, 2), n).toEqual(['-c', '/homeostat/nats/auth.conf']);
+    // every server reads init's authorization block (included by server-N.conf, with the tag of
+    // sensing's lease store N: one store per server), after init completed
+    for (const [i, n] of ['nats', 'nats-2', 'nats-3'].entries()) {
+      expect(s[n].command!.slice(0, 2), n).toEqual(['-c', `/homeostat/nats/server-${i + 1}.conf`]);
       expect(s[n].volumes, n).toContain('homeostat:/homeostat:ro');
       expect(s[n].depends_on, n).toEqual({ init: completed });
     }

@@ -46,7 +46,9 @@ describe('homeostat init', () => {
 
   it('a nats-server on that authorization; init --nats creates the streams; decision and action start as themselves', async () => {
     expect(existsSync(join(dir, 'nats', 'auth.conf'))).toBe(true);
-    nats = await startNatsServer({ dataDir: join(root, 'store'), port: 0, args: ['-c', join(dir, 'nats', 'auth.conf')] });
+    // a cluster's server N starts on server-N.conf: the authorization (included) and lease store N's tag
+    expect(readFileSync(join(dir, 'nats', 'server-2.conf'), 'utf8')).toContain('server_tags: ["homeostat-lease-2"]');
+    nats = await startNatsServer({ dataDir: join(root, 'store'), port: 0, args: ['-c', join(dir, 'nats', 'server-1.conf')] });
     await expect(connect({ servers: nats.url, reconnect: false, timeout: 3000 })).rejects.toThrow(/Authorization/i);
 
     const r = init(['--nats', nats.url]);

@@ -10,7 +10,7 @@ import { PveObserver } from './observe.ts';
 import { sensingOptions, type SensingAgentOptions } from './options.ts';
 import { mapLimit, Prober } from './probe.ts';
 import { loadRecords, publishEmissions } from './publish.ts';
-import { BUCKETS, GuestRecord, kvGet, kvKeys, NodeRecord, openKvWithTimeout } from '../../bus/mod.ts';
+import { GuestRecord, kvGet, kvKeys, NodeRecord, openLeaseStores } from '../../bus/mod.ts';
 import { FleetTracker, type Scope } from './tracker.ts';
 import { NodePartition } from './partition.ts';
 import type { Fleet } from '../../fleet/manifest.ts';
@@ -26,7 +26,7 @@ export interface SensingHandle extends AgentHandle {
   rounds(): number;
 }
 
-/** Each KV request of the node partition gives up after this (a look every 0.5 s, leases of 4 s). */
+/** Each KV request of the node partition gives up after this (a look every 0.5 s, leases of 3 s). */
 const PARTITION_KV_TIMEOUT_MS = 1000;
 
 export const agent: AgentModule<SensingAgentOptions> = {
@@ -69,9 +69,9 @@ export const agent: AgentModule<SensingAgentOptions> = {
     // replica is judged against what that one last stored
     const gained = new Set<string>();
     const partition = opts.partitionHolder === undefined ? undefined : new NodePartition({
-      // its own handle with 1 s requests: a look stuck 5 s on a leaderless bucket (its server
-      // SIGKILLed) delayed the takeover of a dead replica's nodes to 5.6–11.8 s (bench/scale)
-      kv: await openKvWithTimeout(ctx.bus.nc, BUCKETS.fleetState, PARTITION_KV_TIMEOUT_MS),
+      // the lease stores, with 1 s requests: a look stuck 5 s on a store that does not answer (its
+      // server SIGKILLed) delayed the takeover of a dead replica's nodes to 5.6–11.8 s (bench/scale)
+      stores: await openLeaseStores(ctx.bus.nc, PARTITION_KV_TIMEOUT_MS),
       holder: opts.partitionHolder,
       nodes: ctx.fleet.nodes.map((n) => n.name),
       log,

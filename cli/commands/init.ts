@@ -4,7 +4,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { createLogger } from '../../core/mod.ts';
 import { loadConfig } from '../../agents/mod.ts';
-import { Bus } from '../../bus/mod.ts';
+import { Bus, leaseStoreTag } from '../../bus/mod.ts';
 import { parseCommand } from '../args.ts';
 import { println, printJson } from '../output.ts';
 import { keyringFile, loadOrCreateKeyring, writeTrustFile } from '../keyring.ts';
@@ -22,6 +22,8 @@ kept, so running it again changes nothing:
                             agent's (the action agent runs only what it signed) and the operators'
   DIR/nats/auth.conf        nats-server's authorization block, every identity with its permissions
                             (bus/permissions.ts): nats-server -c DIR/nats/auth.conf -js …
+  DIR/nats/server-N.conf    the same plus the tag that places sensing's lease store N (N = 1..3) on
+                            that server: a cluster's servers start with -c DIR/nats/server-N.conf
 With --nats URL (or NATS_URL): then, as the admin identity, creates the streams and KV buckets (3
 replicas on a cluster) or brings their config up to date, waiting up to --wait seconds (default 60)
 for the server. Prints one JSON line with the paths.`;
@@ -45,6 +47,12 @@ export async function initMain(argv: string[]): Promise<number> {
   mkdirSync(join(dir, 'nats'), { recursive: true, mode: 0o700 });
   const authConf = join(dir, 'nats', 'auth.conf');
   writeFileSync(authConf, natsAuthorization(natsUsers(keyring)), { mode: 0o600 });
+  // one lease store per server (bus/jetstream.ts): without the tags JetStream may put two on one
+  const serverConfs = [0, 1, 2].map((i) => {
+    const f = join(dir, 'nats', `server-${i + 1}.conf`);
+    writeFileSync(f, `include "auth.conf"\nserver_tags: [${JSON.stringify(leaseStoreTag(i))}]\n`, { mode: 0o600 });
+    return f;
+  });
 
   const natsUrl = values.nats ?? process.env.NATS_URL;
   let streams = false;
@@ -56,6 +64,6 @@ export async function initMain(argv: string[]): Promise<number> {
     await admin.stop();
     streams = true;
   }
-  printJson({ ok: true, creds: credsDir, trustFile, natsAuthConf: authConf, operatorCreds: keyringFile(credsDir, 'operator'), ...(streams ? { streams: 'created or up to date', natsUrl } : {}) });
+  printJson({ ok: true, creds: credsDir, trustFile, natsAuthConf: authConf, natsServerConfs: serverConfs, operatorCreds: keyringFile(credsDir, 'operator'), ...(streams ? { streams: 'created or up to date', natsUrl } : {}) });
   return 0;
 }
