@@ -127,9 +127,10 @@ export const agent: AgentModule<AnalysisOptions> = {
         const r = decode<AnyEvent>(m.subject, m.data);
         if (!r.ok) return;
         void onEvent(r.env, m.subject);
-        const id = m.headers?.get('Nats-Msg-Id');
-        if (id !== r.env.id) return; // published without its envelope id as dedup id: decode it again
-        applied.add(id);
+        // by the envelope id, without parsing the headers here: a copy published under another
+        // dedup id is not found by the consumer's skip and is decoded again (harmless), and its
+        // entry here ages out
+        applied.add(r.env.id);
         if (applied.size > APPLIED_MAX) applied.delete(applied.values().next().value!);
       },
     });
