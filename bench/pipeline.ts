@@ -188,8 +188,12 @@ function rssOf(pid: number): { rssMb: number; peakMb: number } {
   return { rssMb: round(kb('VmRSS') / 1024, 1), peakMb: round(kb('VmHWM') / 1024, 1) };
 }
 
-/** performance.now() of this process as epoch ms (what Date.now() says in another process). */
-const wall = (t: number) => performance.timeOrigin + t;
+/** performance.now() of this process as epoch ms (what Date.now() says in another process).
+ *  performance.timeOrigin + t was off from Date.now() by up to ~60 ms in some runs (the legs came
+ *  out negative): the offset is read from the system clock itself, at the start of each phase. */
+let wallOffset = Date.now() - performance.now();
+const syncWall = () => void (wallOffset = Date.now() - performance.now());
+const wall = (t: number) => wallOffset + t;
 
 /** CPU time (user + system, ms) of each process since `since`, from /proc. */
 function cpuOf<K extends string>(pids: Record<K, number>, since?: Record<K, number>): Record<K, number> {
@@ -314,6 +318,7 @@ async function one(n: number, flags: string[]): Promise<void> {
     };
     const top = fleet.guests.filter((g) => g.layer === 4).map((g) => g.vmid);
     const waveVmids: number[] = [];
+    syncWall();
     for (let w = 0; w < WAVES; w++) {
       const wave = top.slice(w * PER_WAVE, (w + 1) * PER_WAVE);
       waveVmids.push(...wave);
@@ -326,6 +331,7 @@ async function one(n: number, flags: string[]): Promise<void> {
     const waveSet = new Set(waveVmids);
     const burst = fleet.guests.map((g) => g.vmid).filter((v) => !waveSet.has(v));
     const procs = { nats: nats.pid, sim: simChild.pid!, sensing: sensing.pid!, analysis: analysis.pid!, bench: process.pid };
+    syncWall();
     const cpu0 = cpuOf(procs);
     const t0 = performance.now();
     await ask(simChild, { crash: burst }, 'crashed');

@@ -33,6 +33,9 @@ interface Pending {
 
 const dec = new TextDecoder();
 const SWEEP_MS = 100;
+/** At most this many acks outstanding, a publish with nothing batched goes out at once (the
+ *  connection still coalesces what one microtask run publishes into one socket write). */
+export const DIRECT_MAX = 32;
 
 export class AckedPublisher {
   private readonly prefix: string;
@@ -66,27 +69,38 @@ export class AckedPublisher {
     const p = new Promise<PubAck>((resolve, reject) => {
       this.pending.set(id, { resolve, reject, deadline: Date.now() + (opts.timeoutMs ?? 5000), subject });
     });
+    this.sweeper ??= setInterval(() => this.sweep(), SWEEP_MS).unref();
+    if (!this.batch.length && this.pending.size <= DIRECT_MAX) {
+      // nothing waiting for the next turn, and few acks outstanding (not a burst): out now
+      this.send(id, subject, data, h);
+      return p;
+    }
     this.batch.push({ id, subject, data, headers: h });
     this.flushing ??= setImmediate(() => this.flush());
-    this.sweeper ??= setInterval(() => this.sweep(), SWEEP_MS).unref();
     return p;
   }
 
   /** Hands what was published since the last turn of the event loop to the connection at once, so
    *  it leaves in one socket write: published one by one from promise continuations (an ack
    *  letting the next write go), each went out in a write of its own (writeBuffer was the busiest
-   *  analysis' top self time). Costs one event-loop turn of latency. */
+   *  analysis' top self time). Costs one event-loop turn of latency, so only under load (more
+   *  than DIRECT_MAX acks outstanding): a turn of a busy analysis took up to ~50 ms in the
+   *  pipeline bench's waves (p90 of an incident's wait for its flush), most of the wave latency. */
   private flush(): void {
     this.flushing = undefined;
     const batch = this.batch;
     this.batch = [];
     for (const b of batch) {
       if (!this.pending.has(b.id)) continue; // timed out or closed meanwhile
-      try {
-        this.nc.publish(b.subject, b.data, { reply: this.prefix + b.id, headers: b.headers });
-      } catch (e) {
-        this.settle(b.id)?.reject(e as Error);
-      }
+      this.send(b.id, b.subject, b.data, b.headers);
+    }
+  }
+
+  private send(id: number, subject: string, data: Uint8Array, headers?: MsgHdrs): void {
+    try {
+      this.nc.publish(subject, data, { reply: this.prefix + id, headers });
+    } catch (e) {
+      this.settle(id)?.reject(e as Error);
     }
   }
 

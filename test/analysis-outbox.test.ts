@@ -1,9 +1,9 @@
 // The analysis outbox on the real nats-server: what it publishes is what its receivers decode, and
 // `below(level)` (the durable consumer's backpressure) resolves only once the backlog is that low.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { decode, type Alert, type Bus } from '../bus/mod.ts';
+import { decode, IncidentRecord, subjects, type Alert, type Bus, type Incident } from '../bus/mod.ts';
 import { createLogger, Gate, sleep } from '../core/mod.ts';
-import { Outbox } from '../agents/analysis/outbox.ts';
+import { encodeOutput, Outbox } from '../agents/analysis/outbox.ts';
 import type { Output } from '../agents/analysis/mod.ts';
 import { collect, testBus } from './helpers/bus.ts';
 
@@ -22,6 +22,22 @@ const alert = (i: number): Output => {
 };
 
 describe('analysis outbox', () => {
+  it('an incident is serialised once: its KV record is a view of the stream message\'s bytes (its data), multi-byte text included', () => {
+    const at = new Date().toISOString();
+    const incident: Incident = {
+      id: `inc-${tag}`, kind: 'guest', status: 'open', severity: 'critical', title: 'gäst (101) stoppé — ☃ 🚒', rootCause: { vmid: 101, node: 'nöde-a', reason: 'crashed' },
+      symptoms: [], suppressed: [], openedAt: at, updatedAt: at, timeline: [{ ts: at, what: 'ünïcode ✓' }],
+    };
+    const m = encodeOutput('analysis', { kind: 'incident', phase: 'opened', incident, causationId: 'c-1', correlationId: incident.id });
+    const r = decode<Incident>(m.subject, m.bytes);
+    expect(r.ok && r.env.data).toEqual(incident);
+    expect(m.subject).toBe(subjects.incident(incident.id, 'opened'));
+    expect(IncidentRecord.parse(JSON.parse(Buffer.from(m.kv!.bytes).toString('utf8')))).toEqual(incident);
+    // the same memory: no second copy of every queued incident
+    expect(m.kv!.bytes.buffer).toBe(m.bytes.buffer);
+    expect(m.kv!.bytes.byteOffset + m.kv!.bytes.length).toBe(m.bytes.byteOffset + m.bytes.length - 1);
+  });
+
   it('publishes its outputs as receivers decode them; below(level) waits for the backlog to fall to level', async () => {
     const outbox = new Outbox(bus, createLogger('silent'));
     const seen = collect<Alert>(bus, 'fleet.alerts.HighCPU', 600, 20_000);

@@ -1,7 +1,7 @@
 // The pipelined acked publisher (bus/publisher.ts): many publishes in flight, each promise settles
 // with the server's own ack or refusal, never before it.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { PublishRejected } from '../bus/publisher.ts';
+import { DIRECT_MAX, PublishRejected } from '../bus/publisher.ts';
 import { kvGet, kvList, FLEET_STREAM, type Bus } from '../bus/mod.ts';
 import { z } from 'zod';
 import { testBus } from './helpers/bus.ts';
@@ -24,6 +24,23 @@ describe('AckedPublisher', () => {
     expect(new Set(seqs).size).toBe(2000);
     expect(seqs).toEqual([...seqs].sort((a, b) => a - b));
     expect(bus.publisher.inFlight).toBe(0);
+  });
+
+  it('with few acks outstanding a publish goes to the connection at once; beyond DIRECT_MAX they wait for the next turn, together', async () => {
+    await new Promise((r) => setImmediate(r));
+    expect(bus.publisher.inFlight).toBe(0);
+    const out = () => bus.nc.stats().outMsgs;
+    const before = out();
+    const first = bus.publisher.publish('fleet.events.guest.pubtest.direct', bytes('{}'));
+    // no wait for a turn of the event loop (a busy analysis' turn held incidents back up to ~50 ms)
+    expect(out()).toBe(before + 1);
+    const more = Array.from({ length: DIRECT_MAX + 20 }, (_, i) => bus.publisher.publish(`fleet.events.guest.pubtest.direct${i}`, bytes('{}')));
+    expect(out()).toBe(before + DIRECT_MAX); // the rest are batched for one write
+    await new Promise((r) => setImmediate(r));
+    expect(out()).toBe(before + 1 + more.length);
+    const acks = await Promise.all([first, ...more]);
+    const seqs = acks.map((a) => a.seq);
+    expect(seqs).toEqual([...seqs].sort((a, b) => a - b)); // in publish order across both ways out
   });
 
   it('reports a duplicate msg id as the server does', async () => {

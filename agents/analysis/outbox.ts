@@ -33,6 +33,7 @@ export interface Encoded {
   subject: string;
   bytes: Uint8Array;
   msgId: string;
+  /** The incident's KV record: a view of `bytes` (the envelope's data), not a copy. */
   kv?: { key: string; bytes: Uint8Array };
 }
 
@@ -46,11 +47,15 @@ export function encodeOutput(source: string, o: Output): Encoded {
     return { key: `alert:${a.fingerprint}`, subject, bytes: encodeOwn(subject, env), msgId: env.id };
   }
   const inc = o.incident;
-  // one serialisation for the stream message and the KV record
+  // one serialisation for the stream message and the KV record: the record is the envelope's
+  // data, its last bytes before the closing brace (a copy of its own doubled what a burst's
+  // queued incidents held)
   const json = JSON.stringify(inc);
   const subject = subjects.incident(inc.id, o.phase);
   const env = makeEnvelope(source, INCIDENT_TYPE[o.phase], inc, { causationId: o.causationId, correlationId: inc.id });
-  return { key: `incident:${inc.id}`, subject, bytes: encodeOwn(subject, env, json), msgId: env.id, kv: { key: kvKeys.incident(inc.id), bytes: Buffer.from(json, 'utf8') } };
+  const bytes = encodeOwn(subject, env, json);
+  const end = bytes.length - 1;
+  return { key: `incident:${inc.id}`, subject, bytes, msgId: env.id, kv: { key: kvKeys.incident(inc.id), bytes: bytes.subarray(end - Buffer.byteLength(json, 'utf8'), end) } };
 }
 
 /** One send(): resolved when the last of its messages is written or failed. */
@@ -137,7 +142,7 @@ export class Outbox {
         this.finish(group, 0, e as Error);
         continue;
       }
-      const size = m.bytes.length + (m.kv?.bytes.length ?? 0);
+      const size = m.bytes.length; // the KV record is a view of these bytes
       this.queuedBytes += size;
       this.enqueue({ m, size, group });
     }
