@@ -52,7 +52,7 @@
 // slow from the start: analysis and workflows paused on their fleet-state leases 1–6 times a
 // minute and sensing's replicas missed their 3 s member renewals now and then (both then poll
 // the nodes in question for a moment: harmless). The chain's replay (fleet.>) did not complete in
-// 180 s: the line then goes without `stepsP50Ms`.
+// 180 s (it keeps at most 200,000 events): the steps now come from the subjects they need.
 // At 5,000 guests nothing is sized for 1,000: the waits are 300 s for the fleet to run, 60 s for
 // leases and replays, 90 s past the last crash for the heals.
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -62,7 +62,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { jetstreamManager } from '@nats-io/jetstream';
-import { Bus, leaseStoreNames, openLeaseStores, readIdentity, replayStored, type Action, type FleetEvent } from '../bus/mod.ts';
+import { Bus, leaseStoreNames, openLeaseStores, readIdentity, replayStored, subscribeFleetEvents, type Action, type FleetEvent } from '../bus/mod.ts';
 import { sleep } from '../core/mod.ts';
 import { generateFleet } from '../fleet/reference-fleet.ts';
 import { readNodeLeases } from '../agents/sensing/partition.ts';
@@ -234,23 +234,34 @@ export async function run(): Promise<void> {
     }
     // where the time goes, per crash: seen by sensing, incident opened, action started, succeeded
     const firstAt = new Map<string, number>();
-    // only the steps' breakdown comes from it: without it the line still gives the figures
-    let chainReplayed = true;
-    const chain = await until(async () => {
-      const evs = await replayStored(bus!, 'fleet.>', since);
-      return complete(evs) ? evs : undefined;
-    }, 180_000, 'a replay of the chain').catch((e: unknown) => {
-      process.stderr.write(`${(e as Error).message}: no steps breakdown\n`);
-      chainReplayed = false;
-      return [] as FleetEvent[];
-    });
-    for (const ev of chain) {
+    const note = (ev: FleetEvent) => {
       const d = ev.env.data as { vmid?: number; rootCause?: { vmid?: number }; target?: { vmid?: number } };
       const v = d.vmid ?? d.rootCause?.vmid ?? d.target?.vmid;
       const step = ev.env.type === 'GuestStateChanged' ? 'seen' : ev.env.type === 'IncidentOpened' ? 'incident' : ev.env.type === 'ActionStarted' ? 'started' : ev.env.type === 'ActionSucceeded' ? 'succeeded' : undefined;
-      if (v === undefined || !step || !crashedAt.has(v) || firstAt.has(`${step}:${v}`)) continue;
+      if (v === undefined || !step || !crashedAt.has(v) || firstAt.has(`${step}:${v}`)) return;
       firstAt.set(`${step}:${v}`, Date.parse(ev.env.ts));
-    }
+    };
+    for (const a of actions) note(a);
+    // The rest of the chain, from the subjects it needs. A replay of all of fleet.> keeps at most
+    // 200,000 events, and a 5,000-guest run's re-reports (every guest again after each reconnect)
+    // can store more: that replay missed the last actions, was asked again and again, and the
+    // full run ended without a breakdown. Only the steps come from here: the figures do not wait.
+    const incidents = await until(() => replayStored(bus!, 'fleet.incidents.*.opened', since), 60_000, 'a replay of the incidents').catch(() => undefined);
+    for (const ev of incidents ?? []) note(ev);
+    // the guest events streamed, only the victims' kept; a replay placed on the dead server ends
+    // at once with nothing: asked again
+    const seen = await until(async () => {
+      const stop = new AbortController();
+      const t = setTimeout(() => stop.abort(), 60_000);
+      try {
+        for await (const ev of subscribeFleetEvents(bus!, { subject: 'fleet.events.guest.>', since, follow: false, signal: stop.signal })) note(ev);
+      } finally {
+        clearTimeout(t);
+      }
+      return victims.some((v) => firstAt.has(`seen:${v}`)) ? true : undefined;
+    }, 180_000, 'a replay of the guest events').catch(() => undefined);
+    const chainReplayed = incidents !== undefined && seen !== undefined;
+    if (!chainReplayed) process.stderr.write('the replay of the incidents or the guest events did not complete: no steps breakdown\n');
     const stepP50 = (from: string, to: string) => {
       const d = victims.map((v) => (firstAt.get(`${to}:${v}`) ?? NaN) - (from === 'crash' ? crashedAt.get(v)! : firstAt.get(`${from}:${v}`) ?? NaN)).filter(Number.isFinite).sort((a, b) => a - b);
       return Math.round(percentile(d, 50));
