@@ -146,9 +146,11 @@ export const leaseStoreCount = (nc: NatsConnection): number => (defaultReplicas(
 
 const notFound = (e: unknown) => (e as { name?: string }).name === 'StreamNotFoundError' || /not found/i.test(String((e as Error).message));
 
-/** Create the lease stores that are missing. Each goes to the server tagged for it; a cluster
- *  without those tags (servers started elsewhere) gets them wherever JetStream puts them, and
- *  the answer says where each one is, so that the caller can tell when two share a server. */
+/** Create the lease stores that are missing. Each goes to the server tagged for it. A cluster
+ *  without those tags (servers started elsewhere) gets three replicated stores instead: placed by
+ *  JetStream, single-replica ones all landed on one server (nats-server 2.9.10), whose loss
+ *  would take every lease; replicated, a lost server's stores elect a leader (as fleet-state
+ *  does) and the majority waits for that at worst. The answer says where each one is. */
 export async function ensureLeaseStores(nc: NatsConnection, jsm: JetStreamManager, timeoutMs = 5000): Promise<{ store: string; server?: string }[]> {
   const kvm = new Kvm(jetstream(nc, { timeout: timeoutMs }));
   const names = leaseStoreNames(leaseStoreCount(nc));
@@ -161,7 +163,7 @@ export async function ensureLeaseStores(nc: NatsConnection, jsm: JetStreamManage
     const opts = { history: 1, storage: StorageType.File, replicas: 1 };
     if (names.length > 1) {
       const placed = await kvm.create(name, { ...opts, placement: { cluster: '', tags: [leaseStoreTag(i)] } }).then(() => true, () => false);
-      if (!placed) await kvm.create(name, opts);
+      if (!placed) await kvm.create(name, { ...opts, replicas: 3 });
     } else {
       await kvm.create(name, opts);
     }
