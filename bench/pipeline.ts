@@ -111,6 +111,38 @@
 //   undefined (to keep V8's in-place double fields: no change in promoted bytes); the
 //   simulator's batch health endpoint (one request per 500 guests) would cut the probes' cost but
 //   measure a fleet unlike a real one (one health URL per guest).
+// Fifth round, analysis (--cpu-prof of the agent over the burst, a memoryUsage/heap-space log
+// every 0.25 s, a replay of the burst through the Analyzer, time-stamps inside the agent):
+// - Analysis' own alerts (a GuestDown per crashed guest) came back through its alerts durable and
+//   were each decoded with zod to be ignored (only Alertmanager's count): as much decoding as the
+//   events' own. The consumer now acks them unread, recognised by the envelope's head
+//   (`sentBy`: the head as this codec writes it, source = this agent).
+// - Every crash walked all its transitive dependents' incidents to fold young unhealthy ones into
+//   it (a third of the Analyzer's time in the burst replay, 33 → 21 µs an event): the incident book
+//   indexes open unhealthy guest incidents, and with none open there is nothing to look for.
+// - An incident's KV record was a second copy of the JSON inside its stream message: now a view of
+//   those bytes. The fast path no longer parses each event's headers for its dedup id.
+// - The acked publisher flushed at setImmediate: in the waves an incident waited p50 1.5 ms, p90
+//   47 ms for that turn of a busy analysis. With ≤ 32 acks outstanding a publish now goes to the
+//   connection at once (nats.js still coalesces one microtask run into one write); batched as
+//   before under load. What is left in leg 2 is the connection's own microtask flush behind other
+//   work (p50 0.8, p90 12 ms at load 11) and the scheduling of four busy processes on 2 cores.
+// - Same runs, load ~2, three pairs against main without these changes: analysis CPU over the
+//   burst 1.20-1.27 → 1.05-1.12 s; analysis took the last event 349-380 → 168-305 ms after
+//   sensing published it; carried 6,076-6,670 → 6,408-8,645 events/s (0.18-0.24 → 0.21-0.28×).
+// - Tried and dropped: the durable consumer alone (no core fast path, 512 pulled at once):
+//   nats-server ~20 % less CPU in one run, but leg 1 +0.7-1.3 ms and carried no better; holding
+//   the outbox's writes while a burst comes in (intake first): sensing's publishing and stored*
+//   got slower (0.07 vs 0.17×), as in the fourth round. Not tried: AckPolicy.All for the events
+//   durable: a later ack also acks an earlier message that was nak'ed for redelivery (a handler
+//   failure), so an event could be lost; and a consumer created Explicit cannot be switched.
+// - RSS (analysis, 5,000 guests, peak 153-159 MB): ~65 MB is node with the bus loaded (zod
+//   schemas, nats.js) before any work, V8's young generation 32 MB (5,000 metric samples a second
+//   keep allocation far above the 1 MB/s under which V8 shrinks it), old space 17 MB at start →
+//   27 MB before the burst → 48 MB in it (4,900 open incidents and firing alerts, ~9,000 outbox
+//   messages with their promises), external 12 MB. The carried goal needs analysis to keep pace
+//   with sensing's own publishing (~0.3-0.45 s for 4,900 events): ~60 µs of wall time an event
+//   on a core shared with nats-server, where analysis spends ~220 µs of CPU per crashed guest.
 //
 // Phases per fleet size: (1) raw JetStream publishing with acks, 256 in flight, of the same bytes as
 // a guest event (at least 5,000 messages: 1,000 took ~0.15 s and the rate swung 4-7 k/s);
